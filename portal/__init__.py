@@ -1,0 +1,83 @@
+"""The jobs portal: a Flask + HTMX app. `create_app()` is the only factory."""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from flask import Flask, redirect, render_template, url_for
+from flask_wtf.csrf import CSRFError
+from sqlalchemy import event
+from sqlalchemy.engine import Engine
+from werkzeug.exceptions import HTTPException
+
+from portal.config import load_settings
+from portal.extensions import csrf, db, htmx, login_manager, migrate
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+@event.listens_for(Engine, "connect")
+def _sqlite_pragmas(dbapi_connection, _record) -> None:
+    # Web processes and workers share the file: WAL lets readers run beside a writer,
+    # and the busy timeout makes a writer wait for the lock instead of failing.
+    if isinstance(dbapi_connection, sqlite3.Connection):
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.close()
+
+
+def create_app(overrides: dict[str, Any] | None = None) -> Flask:
+    """Build the app from the environment; `overrides` replace settings (tests use them)."""
+    overrides = dict(overrides or {})
+    instance_path = overrides.pop("INSTANCE_PATH", None) or os.environ.get("PORTAL_INSTANCE_PATH")
+    app = Flask(__name__, instance_path=instance_path and str(Path(instance_path).resolve()))
+    app.config.from_mapping(load_settings(app.instance_path, overrides))
+
+    db.init_app(app)
+    migrate.init_app(app, db, directory=str(MIGRATIONS))
+    login_manager.init_app(app)
+    csrf.init_app(app)
+    htmx.init_app(app)
+
+    from portal import models  # noqa: F401  (registers the tables)
+    from portal.blueprints import admin, auth, data, jobs, vault, wizard
+
+    for blueprint in (auth.bp, jobs.bp, wizard.bp, vault.bp, data.bp, admin.bp):
+        app.register_blueprint(blueprint)
+
+    from portal import cli, ui
+
+    cli.register(app)
+    ui.register(app)
+
+    @app.get("/")
+    def index():
+        """The job list is the home page."""
+        return redirect(url_for("jobs.index"))
+
+    @app.errorhandler(CSRFError)
+    def csrf_error(error: CSRFError):
+        message = "Your session expired or the form is stale. Reload the page and try again."
+        return render_template("error.html", code=400, title="Form expired",
+                               message=message), 400
+
+    @app.errorhandler(413)
+    def too_large(error: HTTPException):
+        limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
+        message = (f"The upload is larger than this portal accepts ({limit} MB). Split the file "
+                   "or ask an administrator to raise PORTAL_MAX_UPLOAD_MB.")
+        return render_template("error.html", code=413, title="File too large",
+                               message=message), 413
+
+    @app.errorhandler(HTTPException)
+    def http_error(error: HTTPException):
+        return render_template("error.html", code=error.code, title=error.name,
+                               message=error.description), error.code
+
+    return app

@@ -1,0 +1,94 @@
+"""The job list and the job summary, with live status and logs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from flask import Blueprint, abort, request, send_from_directory
+from sqlalchemy import func, select
+
+import providers
+from portal import htmx
+from portal.access import role_required
+from portal.extensions import db
+from portal.jobs import events_after, metrics
+from portal.lifecycle import SETTLED, Status
+from portal.models import Job
+from providers import get_provider
+
+LOGOS = Path(providers.__file__).parent / "logos"
+
+bp = Blueprint("jobs", __name__, url_prefix="/jobs")
+
+
+def get_job(job_id: int) -> Job:
+    """The job, or 404."""
+    job = db.session.get(Job, job_id)
+    if job is None:
+        abort(404, description=f"There is no job #{job_id}.")
+    return job
+
+
+@bp.get("")
+@role_required("viewer")
+def index():
+    """The job list, newest first, optionally filtered by status."""
+    status = request.args.get("status", "")
+    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(200)
+    if status in set(Status):
+        query = query.where(Job.status == status)
+    else:
+        status = ""
+    counts = dict(db.session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+    return htmx.render(
+        "jobs/index.html", "jobs/_table.html",
+        jobs=db.session.scalars(query).all(), status=status, counts=counts, statuses=list(Status),
+    )
+
+
+def _live_context(job: Job) -> dict:
+    return {"job": job, "metrics": metrics(job), "settled": job.status in SETTLED}
+
+
+@bp.get("/<int:job_id>")
+@role_required("viewer")
+def summary(job_id: int):
+    """The job summary: header, metrics, configuration and logs."""
+    job = get_job(job_id)
+    events = events_after(job)
+    return htmx.render(
+        "jobs/summary.html", **_live_context(job), events=events,
+        last_event_id=events[0].id if events else 0,
+    )
+
+
+@bp.get("/<int:job_id>/live")
+@role_required("viewer")
+def live(job_id: int):
+    """The status block; polled while the job can still change by itself."""
+    context = _live_context(get_job(job_id))
+    return htmx.fragment("jobs/_live.html", stop_polling=context["settled"], **context)
+
+
+@bp.get("/<int:job_id>/logs")
+@role_required("viewer")
+def logs(job_id: int):
+    """Log rows newer than ?after=, with the poller that asks for the next ones."""
+    job = get_job(job_id)
+    settled = job.status in SETTLED  # read before the events: nothing can follow them then
+    after = request.args.get("after", 0, type=int)
+    events = events_after(job, after)
+    return htmx.fragment(
+        "jobs/_log_poll.html", job=job, events=events, settled=settled,
+        last_event_id=events[0].id if events else after,
+    )
+
+
+@bp.get("/providers/<provider_key>/logo.svg")
+def provider_logo(provider_key: str):
+    """A provider's logo, from providers/logos/."""
+    provider = get_provider(provider_key)
+    if provider is None:
+        abort(404)
+    return send_from_directory(LOGOS, provider.logo, mimetype="image/svg+xml",
+                               max_age=3600)

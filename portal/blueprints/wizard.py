@@ -1,0 +1,170 @@
+"""The job creation wizard: provider tile -> job type -> authorization -> configure."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import Blueprint, abort, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+
+from portal import htmx
+from portal.access import role_required
+from portal.datastore import store_upload
+from portal.extensions import db
+from portal.jobs import create_job
+from portal.models import Authorization, Upload
+from portal.schemaform import coerce, defaults, ordered_fields, validate
+from providers import CATALOG, get_provider
+from providers.base import JobType, Provider
+from providers.files import RecordError
+
+bp = Blueprint("wizard", __name__, url_prefix="/jobs/new")
+
+STEPS = ("Provider", "Job type", "Authorization", "Configure")
+TIMESTAMP_GUESSES = ("timestamp", "event_time", "time", "ts", "created_at", "date", "updated_at")
+
+
+def _provider(provider_key: str) -> Provider:
+    provider = get_provider(provider_key)
+    if provider is None:
+        abort(404, description=f"There is no provider called {provider_key!r}. "
+                               "Pick one of the tiles on the first step.")
+    return provider
+
+
+def _job_type(provider_key: str, job_type_key: str) -> tuple[Provider, JobType]:
+    provider = _provider(provider_key)
+    job_type = provider.job_type(job_type_key)
+    if job_type is None:
+        abort(404, description=f"{provider.name} has no job type {job_type_key!r}.")
+    return provider, job_type
+
+
+def _authorizations(provider: Provider) -> list[Authorization]:
+    return list(db.session.scalars(
+        select(Authorization).where(Authorization.provider == provider.key)
+        .order_by(Authorization.label)
+    ))
+
+
+@bp.get("")
+@role_required("operator")
+def providers():
+    """Step 1: the provider tiles."""
+    return htmx.render("wizard/page.html", "wizard/_providers.html",
+                       providers=list(CATALOG.values()), steps=STEPS, step=0)
+
+
+@bp.get("/<provider_key>")
+@role_required("operator")
+def job_types(provider_key: str):
+    """Step 2: what this provider can do."""
+    return htmx.render("wizard/page.html", "wizard/_job_types.html",
+                       provider=_provider(provider_key), steps=STEPS, step=1)
+
+
+@bp.get("/<provider_key>/<job_type_key>")
+@role_required("operator")
+def authorization(provider_key: str, job_type_key: str):
+    """Step 3: pick an authorization (or none, where the provider needs none)."""
+    provider, job_type = _job_type(provider_key, job_type_key)
+    return htmx.render("wizard/page.html", "wizard/_authorization.html",
+                       provider=provider, job_type=job_type, steps=STEPS, step=2,
+                       authorizations=_authorizations(provider), error=None)
+
+
+def _chosen_authorization(provider: Provider, raw: str) -> tuple[bool, Authorization | None]:
+    """(valid, authorization) for the ?authorization= value of the configure step."""
+    if raw == "none":
+        return not provider.needs_authorization, None
+    if raw.isdigit():
+        found = db.session.get(Authorization, int(raw))
+        if found is not None and found.provider == provider.key:
+            return True, found
+    return False, None
+
+
+def _guess_timestamp(fields: list[str]) -> str:
+    lowered = {field.lower(): field for field in fields}
+    return next((lowered[guess] for guess in TIMESTAMP_GUESSES if guess in lowered), "")
+
+
+def _upload_for(upload_id: Any) -> Upload | None:
+    """The current user's own upload with this id, or None (a tampered id finds nothing)."""
+    if not isinstance(upload_id, int):
+        return None
+    upload = db.session.get(Upload, upload_id)
+    if upload is None or upload.created_by_id != current_user.id:
+        return None
+    return upload
+
+
+@bp.route("/<provider_key>/<job_type_key>/configure", methods=["GET", "POST"])
+@role_required("operator")
+def configure(provider_key: str, job_type_key: str):
+    """Step 4: the job's name and its configuration, from the job type's JSON Schema."""
+    provider, job_type = _job_type(provider_key, job_type_key)
+    auth_param = request.values.get("authorization", "none")
+    valid, chosen = _chosen_authorization(provider, auth_param)
+    if not valid:
+        return htmx.render(
+            "wizard/page.html", "wizard/_authorization.html", status=422,
+            provider=provider, job_type=job_type, steps=STEPS, step=2,
+            authorizations=_authorizations(provider),
+            error="That authorization does not exist or does not fit this provider; "
+                  "choose one from the list.",
+        )
+    schema = job_type.config_schema
+    errors: dict[str, str] = {}
+    upload: Upload | None = None
+    if request.method == "GET":
+        values: dict[str, Any] = defaults(schema)
+        name, description = job_type.name, ""
+    else:
+        values, errors = coerce(schema, request.form)
+        name = request.form.get("name", "").strip()
+        description = request.form.get("description", "").strip()
+        upload = _upload_for(values.get("upload_id"))
+        if values.get("upload_id") is not None and upload is None:
+            values.pop("upload_id")
+            errors["upload_id"] = "That file is no longer available; upload it again."
+        sent = request.files.get("file")
+        if sent is not None and sent.filename:
+            try:
+                upload, info = store_upload(sent.filename, sent.read(), by=current_user)
+            except RecordError as exc:
+                errors["upload_id"] = f"{sent.filename}: {exc}"
+                upload = None
+                values.pop("upload_id", None)
+            else:
+                db.session.commit()
+                errors.pop("upload_id", None)
+                values.update(upload_id=upload.id, delimiter=info.delimiter,
+                              timestamp_field=_guess_timestamp(upload.fields))
+                if not name or name == job_type.name:
+                    name = f"{job_type.name}: {upload.filename}"[:200]
+        if request.form.get("action") != "upload":
+            options = {"upload_fields": upload.fields if upload else []}
+            for field, message in validate(schema, values, options).items():
+                errors.setdefault(field, message)
+            if not name:
+                errors["name"] = "Give the job a name."
+            elif len(name) > 200:
+                errors["name"] = "Use at most 200 characters."
+            if len(description) > 2000:
+                errors["description"] = "Use at most 2,000 characters."
+            if not errors:
+                job = create_job(
+                    provider=provider, job_type=job_type, authorization=chosen, name=name,
+                    description=description, config=values, created_by=current_user,
+                )
+                return htmx.redirect(url_for("jobs.summary", job_id=job.id))
+    return htmx.render(
+        "wizard/page.html", "wizard/_configure.html",
+        status=422 if errors else 200,
+        provider=provider, job_type=job_type, authorization=chosen, auth_param=auth_param,
+        steps=STEPS, step=3, fields=ordered_fields(schema), values=values, errors=errors,
+        upload=upload, name=name, description=description,
+        choices={"upload_fields": upload.fields if upload else []},
+    )

@@ -1,0 +1,94 @@
+"""`flask --app wsgi ...` commands: users, setup."""
+
+from __future__ import annotations
+
+import secrets
+
+import click
+from flask import Flask, current_app
+from flask.cli import AppGroup
+from flask_migrate import upgrade
+from sqlalchemy import func, select
+
+from portal.extensions import db
+from portal.models import ROLES, User
+
+users = AppGroup("users", help="Manage the people who can sign in.")
+FIRST_ADMIN = "admin@localhost"
+
+
+def create_user(email: str, role: str, password: str, name: str = "") -> User:
+    email = email.strip().lower()
+    if role not in ROLES:
+        raise click.BadParameter(f"role must be one of {', '.join(ROLES)}")
+    if len(password) < 8:
+        raise click.BadParameter("the password needs at least 8 characters")
+    if db.session.scalar(select(User).where(User.email == email)):
+        raise click.ClickException(f"a user with email {email} already exists")
+    user = User(email=email, role=role, name=name)
+    user.set_password(password)
+    db.session.add(user)
+    db.session.commit()
+    return user
+
+
+@users.command("create")
+@click.argument("email")
+@click.option("--role", type=click.Choice(ROLES), default="viewer", show_default=True)
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+@click.option("--name", default="", help="Display name.")
+def users_create(email: str, role: str, password: str, name: str) -> None:
+    """Create a user who can sign in."""
+    user = create_user(email, role, password, name)
+    click.echo(f"Created {user.role} {user.email}.")
+
+
+@users.command("set-password")
+@click.argument("email")
+@click.option("--password", prompt=True, hide_input=True, confirmation_prompt=True)
+def users_set_password(email: str, password: str) -> None:
+    """Set a user's password."""
+    user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
+    if user is None:
+        raise click.ClickException(f"no user with email {email}")
+    if len(password) < 8:
+        raise click.BadParameter("the password needs at least 8 characters")
+    user.set_password(password)
+    db.session.commit()
+    initial = _initial_password_file()
+    if user.email == FIRST_ADMIN and initial.exists():
+        initial.unlink()
+    click.echo(f"Password changed for {user.email}.")
+
+
+def _initial_password_file():
+    from pathlib import Path
+
+    return Path(current_app.instance_path) / "initial-admin-password"
+
+
+@click.command("setup")
+def setup() -> None:
+    """Apply database migrations and make sure someone can sign in."""
+    upgrade()
+    click.echo("Database is up to date.")
+    if db.session.scalar(select(func.count()).select_from(User)):
+        initial = _initial_password_file()
+        if initial.exists():
+            click.echo(f"Sign in as {FIRST_ADMIN} with the password in {initial}.")
+        return
+    password = secrets.token_urlsafe(12)
+    create_user(FIRST_ADMIN, "admin", password, name="Administrator")
+    initial = _initial_password_file()
+    initial.write_text(password + "\n")
+    initial.chmod(0o600)
+    click.echo(
+        f"Created the first admin. Sign in as {FIRST_ADMIN} with password {password}\n"
+        f"(kept in {initial} until you change it with "
+        f"`flask --app wsgi users set-password {FIRST_ADMIN}`)."
+    )
+
+
+def register(app: Flask) -> None:
+    app.cli.add_command(users)
+    app.cli.add_command(setup)

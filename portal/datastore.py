@@ -1,0 +1,90 @@
+"""The data plane: uploads, streams and messages. Writes join the caller's transaction."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+
+from portal.extensions import db
+from portal.models import Message, Stream, Upload, User
+from portal.models.types import utcnow
+from providers.base import ConfigError, OutMessage, StoredFile
+from providers.files import FileInfo, inspect
+
+
+def store_upload(filename: str, data: bytes, *, by: User | None) -> tuple[Upload, FileInfo]:
+    """Keep an uploaded file, with what inspecting it found (format, fields, delimiter).
+
+    Raises providers.files.RecordError when the file cannot be read.
+    """
+    info = inspect(filename, data)
+    upload = Upload(
+        filename=filename[:255],
+        format=info.format,
+        size=len(data),
+        sha256=hashlib.sha256(data).hexdigest(),
+        fields=info.fields,
+        content=data,
+        created_by_id=by.id if by else None,
+    )
+    db.session.add(upload)
+    db.session.flush()
+    return upload, info
+
+
+def stored_file(upload_id: int) -> StoredFile:
+    """The upload as a job reads it."""
+    upload = db.session.get(Upload, upload_id)
+    if upload is None:
+        raise ConfigError(f"the uploaded file #{upload_id} no longer exists", code="file_missing")
+    return StoredFile(upload.filename, upload.format, upload.sha256, upload.content)
+
+
+def get_or_create_stream(name: str) -> Stream:
+    stream = db.session.scalar(select(Stream).where(Stream.name == name))
+    if stream is not None:
+        return stream
+    try:
+        with db.session.begin_nested():
+            stream = Stream(name=name)
+            db.session.add(stream)
+    except IntegrityError:  # another worker created it first
+        stream = db.session.scalar(select(Stream).where(Stream.name == name))
+    return stream
+
+
+def write_messages(stream_name: str, messages: Iterable[OutMessage], *, source: str) -> tuple[
+    int, int
+]:
+    """Add messages to a stream, skipping any whose dedupe key it holds; (added, omitted)."""
+    batch = {message.dedupe_key: message for message in messages}
+    if not batch:
+        return 0, 0
+    stream = get_or_create_stream(stream_name)
+    existing: set[str] = set()
+    keys = list(batch)
+    for start in range(0, len(keys), 5000):
+        existing.update(db.session.scalars(
+            select(Message.dedupe_key).where(
+                Message.stream_id == stream.id, Message.dedupe_key.in_(keys[start:start + 5000])
+            )
+        ))
+    now = utcnow()
+    rows = [
+        {
+            "stream_id": stream.id,
+            "dedupe_key": key,
+            "event_time": message.event_time,
+            "ingested_at": now,
+            "source": source,
+            "payload": message.payload,
+        }
+        for key, message in batch.items()
+        if key not in existing
+    ]
+    if rows:
+        db.session.execute(insert(Message), rows)
+    return len(rows), len(batch) - len(rows)

@@ -1,0 +1,46 @@
+"""The one place that reads HX-* headers and picks a full page or a fragment."""
+
+from __future__ import annotations
+
+from flask import Response, make_response, render_template
+from flask import redirect as flask_redirect
+from htmx_flask import request
+
+STOP_POLLING = 286  # htmx stops an `every Ns` trigger on this status
+
+
+def is_htmx() -> bool:
+    """An htmx request that wants a fragment (a history restore wants the whole page)."""
+    return bool(request.htmx) and not request.htmx.history_restore_request
+
+
+def render(page: str, fragment: str | None = None, *, status: int = 200, **context) -> Response:
+    """The full page, or only `fragment` for htmx; the answer varies on HX-Request.
+
+    htmx swaps nothing on a 4xx, so a form re-rendered with its errors goes to htmx as 200;
+    a plain browser post gets the real status.
+    """
+    template = fragment if fragment and is_htmx() else page
+    if is_htmx() and 400 <= status < 500:
+        status = 200
+    # A full page includes its fragment by this name, so one file serves both answers.
+    response = make_response(
+        render_template(template, fragment_template=fragment, **context), status
+    )
+    response.vary.add("HX-Request")
+    return response
+
+
+def fragment(template: str, *, stop_polling: bool = False, **context) -> Response:
+    """A fragment for polling and row actions; 286 tells htmx to stop polling."""
+    status = STOP_POLLING if stop_polling else 200
+    return make_response(render_template(template, **context), status)
+
+
+def redirect(url: str) -> Response:
+    """Navigate: HX-Redirect for htmx (it never sees a 3xx's headers), 303 otherwise."""
+    if request.htmx:
+        response = make_response("", 200)
+        response.headers["HX-Redirect"] = url
+        return response
+    return flask_redirect(url, code=303)

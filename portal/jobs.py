@@ -1,0 +1,79 @@
+"""Creating jobs and finding them; no request objects here."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from redis.exceptions import RedisError
+from sqlalchemy import select
+
+from portal import lifecycle
+from portal.extensions import db
+from portal.lifecycle import Event, Status
+from portal.models import Authorization, Job, JobEvent, User
+from portal.models.types import utcnow
+from portal.queues import enqueue
+from providers.base import JobType, Provider
+
+log = logging.getLogger(__name__)
+
+
+def create_job(
+    *,
+    provider: Provider,
+    job_type: JobType,
+    authorization: Authorization | None,
+    name: str,
+    description: str,
+    config: dict[str, Any],
+    created_by: User,
+) -> Job:
+    """Insert and commit the job, then put it on its queue (never the other way round)."""
+    now = utcnow()
+    job = Job(
+        name=name,
+        description=description,
+        provider=provider.key,
+        job_type=job_type.key,
+        kind=job_type.kind,
+        queue=job_type.queue,
+        authorization_id=authorization.id if authorization else None,
+        config=config,
+        schedule={"kind": "once"},
+        status=Status.RUNNING,
+        status_changed_at=now,
+        created_by_id=created_by.id,
+        created_at=now,
+        updated_by_id=created_by.id,
+        updated_at=now,
+    )
+    db.session.add(job)
+    db.session.flush()
+    lifecycle.record(job, Event.CREATED, f"Created by {created_by.email}", now=now, by=created_by)
+    db.session.commit()
+    try:
+        enqueue(job)
+    except RedisError:
+        # The row is committed: the dispatcher puts the job on a queue once Redis answers.
+        log.warning("job %s: Redis unavailable, left for the dispatcher", job.id)
+    return job
+
+
+def events_after(job: Job, after_id: int = 0, limit: int = 500) -> list[JobEvent]:
+    """The job's events newer than `after_id`, newest first."""
+    return list(db.session.scalars(
+        select(JobEvent)
+        .where(JobEvent.job_id == job.id, JobEvent.id > after_id)
+        .order_by(JobEvent.id.desc())
+        .limit(limit)
+    ))
+
+
+def metrics(job: Job) -> dict[str, int]:
+    """Profiles added, removed and omitted over the job's life."""
+    totals = {"added": 0, "removed": 0, "omitted": 0}
+    for context in db.session.scalars(select(JobEvent.context).where(JobEvent.job_id == job.id)):
+        for key in totals:
+            totals[key] += int((context or {}).get(key, 0))
+    return totals

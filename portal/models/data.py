@@ -1,0 +1,55 @@
+"""The data store: uploaded files, streams and their raw messages."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, deferred, mapped_column
+
+from portal.extensions import db
+from portal.models.types import JSONDict, UTCDateTime, utcnow
+
+
+class Upload(db.Model):
+    """A file a user uploaded for an import; kept in the database so any worker can read it."""
+
+    __tablename__ = "uploads"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    filename: Mapped[str] = mapped_column(String(255))
+    format: Mapped[str] = mapped_column(String(10))  # csv / ndjson
+    size: Mapped[int] = mapped_column()
+    sha256: Mapped[str] = mapped_column(String(64))
+    fields: Mapped[list[str]] = mapped_column(JSONDict, default=list)
+    content: Mapped[bytes] = deferred(mapped_column(LargeBinary))
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Stream(db.Model):
+    __tablename__ = "streams"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class Message(db.Model):
+    """One raw message as received; `dedupe_key` makes a re-run write it only once."""
+
+    __tablename__ = "messages"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stream_id: Mapped[int] = mapped_column(ForeignKey("streams.id", ondelete="CASCADE"))
+    dedupe_key: Mapped[str] = mapped_column(String(128))
+    event_time: Mapped[datetime] = mapped_column(UTCDateTime)
+    ingested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    source: Mapped[str] = mapped_column(String(64))  # "job:<id>" or "api"
+    payload: Mapped[dict[str, Any]] = mapped_column(JSONDict)
+
+    __table_args__ = (
+        UniqueConstraint("stream_id", "dedupe_key", name="uq_messages_stream_dedupe"),
+        Index("ix_messages_stream_id_event_time", "stream_id", "event_time"),
+    )

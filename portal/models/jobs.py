@@ -1,0 +1,71 @@
+"""Jobs and their log of events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from portal.extensions import db
+from portal.models.types import JSONDict, UTCDateTime, utcnow
+from portal.models.users import User
+from portal.models.vault import Authorization
+
+
+class Job(db.Model):
+    __tablename__ = "jobs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    description: Mapped[str] = mapped_column(Text, default="")
+    provider: Mapped[str] = mapped_column(String(64), index=True)
+    job_type: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(20))  # import / export / enrichment
+    queue: Mapped[str] = mapped_column(String(32), default="default")
+    authorization_id: Mapped[int | None] = mapped_column(ForeignKey("authorizations.id"))
+    config: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
+    schedule: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=lambda: {"kind": "once"})
+    status: Mapped[str] = mapped_column(String(20), index=True)
+    cursor: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
+    next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Dispatch bookkeeping: each dispatch bumps the counter, which names the RQ job.
+    dispatch_count: Mapped[int] = mapped_column(default=0)
+    enqueued_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A worker holds the job while its lease runs; nobody else may run it meanwhile.
+    lease_owner: Mapped[str | None] = mapped_column(String(120))
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error_streak_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    error_count: Mapped[int] = mapped_column(default=0)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    terminal_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    authorization: Mapped[Authorization | None] = relationship()
+    created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
+    updated_by: Mapped[User | None] = relationship(foreign_keys=[updated_by_id])
+
+    __table_args__ = (Index("ix_jobs_created_at_id", "created_at", "id"),)
+
+
+class JobEvent(db.Model):
+    """One line of a job's log. `context` holds the added/removed/omitted counts."""
+
+    __tablename__ = "job_events"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    kind: Mapped[str] = mapped_column(String(20))
+    level: Mapped[str] = mapped_column(String(10), default="info")
+    code: Mapped[str] = mapped_column(String(64), default="")
+    message: Mapped[str] = mapped_column(Text, default="")
+    context: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
+
+    __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)

@@ -1,0 +1,65 @@
+"""Template helpers: the one place that formats statuses, times and navigation."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime
+from typing import Any
+
+from flask import Flask
+from flask_login import current_user
+
+from providers import get_job_type, get_provider
+
+# Bootstrap colour per job status; every status badge in the portal uses this.
+STATUS_STYLES = {
+    "running": "primary",
+    "sleeping": "info",
+    "failed": "danger",
+    "paused": "warning",
+    "completed": "success",
+}
+LEVEL_STYLES = {"error": "danger", "warning": "warning", "info": "secondary"}
+
+NAVIGATION = (
+    ("jobs.index", "Jobs", "viewer"),
+    ("data.index", "Data", "viewer"),
+    ("vault.index", "Vault", "operator"),
+    ("admin.index", "Admin", "admin"),
+)
+
+
+def format_time(value: datetime | None) -> str:
+    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+
+
+def pretty_json(value: Any) -> str:
+    return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def provider_name(key: str) -> str:
+    provider = get_provider(key)
+    return provider.name if provider else key
+
+
+def job_type_name(provider_key: str, job_type_key: str) -> str:
+    found = get_job_type(provider_key, job_type_key)
+    return found[1].name if found else job_type_key
+
+
+def register(app: Flask) -> None:
+    app.jinja_env.filters["time"] = format_time
+    app.jinja_env.filters["pretty_json"] = pretty_json
+    app.jinja_env.globals.update(
+        STATUS_STYLES=STATUS_STYLES,
+        LEVEL_STYLES=LEVEL_STYLES,
+        provider_name=provider_name,
+        job_type_name=job_type_name,
+    )
+
+    @app.context_processor
+    def navigation() -> dict[str, Any]:
+        if not current_user.is_authenticated:
+            return {"navigation": []}
+        return {"navigation": [(endpoint, label) for endpoint, label, role in NAVIGATION
+                               if current_user.has_role(role)]}

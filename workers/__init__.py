@@ -1,0 +1,1 @@
+"""The background side: RQ workers and the dispatcher (`python -m workers ...`)."""

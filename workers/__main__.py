@@ -1,0 +1,71 @@
+"""`python -m workers worker [QUEUE...]`, `python -m workers dispatcher`,
+`python -m workers redis` (the bundled Redis that `make run` starts when REDIS_URL is unset).
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from rq import Queue, SimpleWorker
+
+from portal import create_app
+from portal.queues import QUEUE_NAMES, redis_connection
+from workers import dispatcher, redis_server
+
+
+def wait_for_redis(seconds: float = 30) -> None:
+    deadline = time.monotonic() + seconds
+    while True:
+        try:
+            redis_connection().ping()
+            return
+        except (RedisConnectionError, FileNotFoundError):
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m workers")
+    sub = parser.add_subparsers(dest="command", required=True)
+    work = sub.add_parser("worker", help="run an RQ worker")
+    work.add_argument("queues", nargs="*", metavar="QUEUE",
+                      help=f"queues to serve, in priority order (default: {' '.join(QUEUE_NAMES)})")
+    work.add_argument("--burst", action="store_true", help="stop when the queues are empty")
+    sub.add_parser("dispatcher", help="wake due jobs and repair lost ones")
+    sub.add_parser("redis", help="run the bundled Redis on the unix socket under instance/")
+    args = parser.parse_args(argv)
+    unknown = set(getattr(args, "queues", None) or ()) - set(QUEUE_NAMES)
+    if unknown:
+        parser.error(f"unknown queue(s) {', '.join(sorted(unknown))}; "
+                     f"choose from {', '.join(QUEUE_NAMES)}")
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+
+    app = create_app()
+    if args.command == "redis":
+        if not app.config["PORTAL_REDIS_EMBEDDED"]:
+            print("REDIS_URL is set: not starting the bundled Redis.", file=sys.stderr)
+            return 2
+        socket = Path(app.config["REDIS_URL"].removeprefix("unix://"))
+        cmd = redis_server.command(Path(app.instance_path) / "redis", unixsocket=socket)
+        os.execv(cmd[0], cmd)
+
+    with app.app_context():
+        wait_for_redis()
+        if args.command == "dispatcher":
+            dispatcher.serve()
+            return 0
+        connection = redis_connection()
+        queues = [Queue(name, connection=connection) for name in (args.queues or QUEUE_NAMES)]
+        SimpleWorker(queues, connection=connection).work(burst=args.burst, with_scheduler=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

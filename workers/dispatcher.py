@@ -1,0 +1,83 @@
+"""Wakes sleeping jobs whose time has come and puts on a queue every running job that
+is neither queued nor held by a worker. The database is the truth: if Redis loses its
+queues, the next pass puts the jobs back. One dispatcher is active at a time (a lock in
+Redis); a second one waits as a standby.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime, timedelta
+
+from flask import current_app
+from redis.exceptions import LockError
+from sqlalchemy import or_, select
+
+from portal import lifecycle
+from portal.extensions import db
+from portal.lifecycle import Status
+from portal.models import Job
+from portal.models.types import utcnow
+from portal.queues import enqueue, is_pending, redis_connection
+
+log = logging.getLogger(__name__)
+LOCK_NAME = "portal:dispatcher"
+
+
+def dispatch_once(now: datetime | None = None) -> int:
+    """One pass; returns how many jobs it put on a queue."""
+    now = now or utcnow()
+    grace = timedelta(seconds=current_app.config["PORTAL_ENQUEUE_GRACE_SECONDS"])
+    for job in db.session.scalars(
+        select(Job).where(Job.status == Status.SLEEPING, Job.next_run_at <= now)
+    ):
+        lifecycle.wake(job, now=now)
+    db.session.commit()
+
+    enqueued = 0
+    candidates = db.session.scalars(
+        select(Job)
+        .where(
+            Job.status == Status.RUNNING,
+            or_(Job.lease_until.is_(None), Job.lease_until < now),
+            or_(Job.enqueued_at.is_(None), Job.enqueued_at < now - grace),
+        )
+        .order_by(Job.id)
+    ).all()
+    for job in candidates:
+        if not is_pending(job) and enqueue(job):
+            enqueued += 1
+    return enqueued
+
+
+def serve(stop_after: float | None = None) -> None:
+    """Run passes forever (or for `stop_after` seconds) while holding the dispatcher lock."""
+    interval = current_app.config["PORTAL_DISPATCH_INTERVAL"]
+    lock = redis_connection().lock(LOCK_NAME, timeout=max(10, interval * 5))
+    deadline = None if stop_after is None else time.monotonic() + stop_after
+    holding = False
+    while deadline is None or time.monotonic() < deadline:
+        try:
+            if not holding:
+                holding = lock.acquire(blocking=False)
+                if holding:
+                    log.info("dispatcher: active")
+            else:
+                lock.reacquire()
+        except LockError:
+            holding = False
+            log.warning("dispatcher: lost the lock, standing by")
+        if holding:
+            try:
+                count = dispatch_once()
+                if count:
+                    log.info("dispatcher: enqueued %d job(s)", count)
+            except Exception:
+                log.exception("dispatcher: pass failed, trying again")
+                db.session.rollback()
+            finally:
+                db.session.remove()
+        time.sleep(interval)
+    if holding:
+        lock.release()
