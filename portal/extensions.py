@@ -22,4 +22,4 @@ db = SQLAlchemy(metadata=MetaData(naming_convention=NAMING))
 migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
-htmx = Htmx()
+htmx_headers = Htmx()  # gives request.htmx; portal.htmx is the helper that reads it

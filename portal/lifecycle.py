@@ -157,7 +157,8 @@ def transition(
 
 def backoff(error_count: int) -> timedelta:
     """How long to sleep after the `error_count`-th consecutive error."""
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2 ** max(error_count - 1, 0))
+    doublings = min(max(error_count - 1, 0), 32)  # far past the cap; keeps the number small
+    return min(BACKOFF_CAP, BACKOFF_BASE * 2**doublings)
 
 
 def unit_succeeded(

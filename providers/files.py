@@ -55,6 +55,13 @@ class Record(NamedTuple):
     data: dict[str, Any]
 
 
+def _not_utf8(line: int, byte: int) -> RecordError:
+    return RecordError(
+        line, f"is not valid UTF-8 (byte {byte} of the line); save the file as UTF-8 and "
+        "upload it again",
+    )
+
+
 class _Lines:
     """Decoded lines of a byte stream, counting physical lines as they are read."""
 
@@ -69,10 +76,7 @@ class _Lines:
             try:
                 text = raw.decode("utf-8")
             except UnicodeDecodeError as exc:
-                raise RecordError(
-                    self.line, f"is not valid UTF-8 (byte {exc.start + 1} of the line); "
-                    "save the file as UTF-8 and upload it again",
-                ) from None
+                raise _not_utf8(self.line, exc.start + 1) from None
             if self.line == 1:
                 text = text.removeprefix("\ufeff")
             yield text
@@ -114,6 +118,11 @@ def inspect(filename: str, data: bytes) -> FileInfo:
     """Format, field names and CSV delimiter of an upload; RecordError when unreadable."""
     if not data.strip():
         raise RecordError(1, "the file is empty")
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_start = data.rfind(b"\n", 0, exc.start) + 1
+        raise _not_utf8(data.count(b"\n", 0, exc.start) + 1, exc.start - line_start + 1) from None
     fmt = detect_format(filename, data)
     if fmt == "ndjson":
         if data.lstrip()[:1] == b"[":

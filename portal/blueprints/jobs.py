@@ -33,16 +33,16 @@ def get_job(job_id: int) -> Job:
 @role_required("viewer")
 def index():
     """The job list, newest first, optionally filtered by status."""
-    status = request.args.get("status", "")
+    wanted = request.args.get("status", "")
     query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(200)
-    if status in set(Status):
-        query = query.where(Job.status == status)
+    if wanted in set(Status):
+        query = query.where(Job.status == wanted)
     else:
-        status = ""
+        wanted = ""
     counts = dict(db.session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
     return htmx.render(
         "jobs/index.html", "jobs/_table.html",
-        jobs=db.session.scalars(query).all(), status=status, counts=counts, statuses=list(Status),
+        jobs=db.session.scalars(query).all(), wanted=wanted, counts=counts, statuses=list(Status),
     )
 
 

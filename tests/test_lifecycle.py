@@ -1,0 +1,158 @@
+"""The job state machine: every allowed and every forbidden move, and the error rules."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from portal import lifecycle
+from portal.extensions import db
+from portal.lifecycle import TRANSITIONS, Event, IllegalTransition, Status, Trigger
+from portal.models import Job, JobEvent
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+EXPECTED = {
+    # trigger: (allowed sources, target, event)
+    Trigger.UNIT_MORE: ({"running"}, "running", "synced"),
+    Trigger.UNIT_SCHEDULED: ({"running"}, "sleeping", "synced"),
+    Trigger.UNIT_DONE: ({"running"}, "completed", "completed"),
+    Trigger.ERROR_RETRY: ({"running"}, "sleeping", "error"),
+    Trigger.ERROR_EXHAUSTED: ({"running"}, "failed", "failed"),
+    Trigger.ERROR_FATAL: ({"running"}, "failed", "failed"),
+    Trigger.RATE_LIMITED: ({"running"}, "sleeping", "sleeping"),
+    Trigger.WAKE: ({"sleeping"}, "running", None),
+    Trigger.PAUSE: ({"running", "sleeping"}, "paused", "paused"),
+    Trigger.RESUME: ({"paused", "failed"}, "running", "resumed"),
+}
+CASES = [(trigger, status) for trigger in Trigger for status in Status]
+
+
+@pytest.fixture
+def make_job(app, make_user):
+    owner = make_user("operator")
+
+    def make(status: str) -> Job:
+        job = Job(name="j", provider="files", job_type="import_file", kind="import",
+                  status=status, created_by_id=owner.id)
+        db.session.add(job)
+        db.session.flush()
+        return job
+
+    return make
+
+
+def events_of(job: Job) -> list[JobEvent]:
+    return list(db.session.scalars(db.select(JobEvent).where(JobEvent.job_id == job.id)
+                                   .order_by(JobEvent.id)))
+
+
+def test_table_is_the_documented_one():
+    assert {t: ({str(s) for s in m.sources}, str(m.target), m.event and str(m.event))
+            for t, m in TRANSITIONS.items()} == EXPECTED
+
+
+@pytest.mark.parametrize(("trigger", "status"), CASES, ids=[f"{t.name}-{s}" for t, s in CASES])
+def test_every_move(make_job, trigger, status):
+    job = make_job(status)
+    sources, target, event = EXPECTED[trigger]
+    if status in sources:
+        written = lifecycle.transition(job, trigger, now=NOW, message="why")
+        assert job.status == target
+        assert job.status_changed_at == NOW
+        assert job.terminal_at == (NOW if target in ("failed", "paused", "completed") else None)
+        if event is None:
+            assert written is None and events_of(job) == []
+        else:
+            assert [e.kind for e in events_of(job)] == [event]
+            assert written.message == "why"
+    else:
+        with pytest.raises(IllegalTransition) as raised:
+            lifecycle.transition(job, trigger, now=NOW)
+        assert job.status == status, "a refused move changes nothing"
+        assert raised.value.trigger is trigger
+        assert events_of(job) == []
+
+
+def test_event_context_carries_counts_and_who(make_job, make_user):
+    job = make_job("running")
+    admin = make_user("admin")
+    lifecycle.transition(job, Trigger.UNIT_MORE, now=NOW, counts={"added": 3, "omitted": 1})
+    lifecycle.pause(job, by=admin, now=NOW)
+    synced, paused = events_of(job)
+    assert synced.context == {"added": 3, "removed": 0, "omitted": 1}
+    assert paused.context["user_email"] == admin.email
+    assert paused.message == f"Paused by {admin.email}"
+
+
+def test_backoff_doubles_up_to_the_cap():
+    assert [lifecycle.backoff(n).total_seconds() for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
+    assert lifecycle.backoff(50) == lifecycle.BACKOFF_CAP
+
+
+def test_retryable_error_sleeps_with_backoff_and_keeps_the_streak(make_job):
+    job = make_job("running")
+    lifecycle.unit_failed(job, now=NOW, message="boom", code="http_500", retryable=True)
+    assert job.status == "sleeping"
+    assert job.next_run_at == NOW + timedelta(seconds=30)
+    assert job.error_count == 1 and job.error_streak_started_at == NOW
+    (event,) = events_of(job)
+    assert (event.kind, event.level, event.code) == ("error", "error", "http_500")
+    assert event.message.startswith("boom")
+
+
+def test_errors_spanning_the_failure_window_fail_the_job(make_job):
+    job = make_job("running")
+    moment = NOW
+    while job.status != "failed":
+        lifecycle.unit_failed(job, now=moment, message="boom", code="x", retryable=True)
+        if job.status == "sleeping":
+            moment = job.next_run_at
+            lifecycle.wake(job, now=moment)
+    assert moment - NOW <= lifecycle.FAILURE_WINDOW
+    kinds = [e.kind for e in events_of(job)]
+    assert kinds[-2:] == ["error", "failed"]
+    assert kinds.count("error") == job.error_count
+
+
+def test_success_resets_the_streak(make_job):
+    job = make_job("running")
+    lifecycle.unit_failed(job, now=NOW, message="boom", code="x", retryable=True)
+    lifecycle.wake(job, now=NOW)
+    lifecycle.unit_succeeded(job, now=NOW, done=False, more_now=True, next_run_at=None,
+                             message="ok", counts={"added": 1})
+    assert job.error_count == 0 and job.error_streak_started_at is None
+
+
+def test_fatal_error_fails_at_once_with_error_then_failed(make_job):
+    job = make_job("running")
+    lifecycle.unit_failed(job, now=NOW, message="file.csv, line 3: bad", code="bad_input",
+                          retryable=False)
+    assert job.status == "failed" and job.terminal_at == NOW
+    error, failed = events_of(job)
+    assert (error.kind, error.message) == ("error", "file.csv, line 3: bad")
+    assert failed.kind == "failed" and "will not run again" in failed.message
+
+
+def test_unit_succeeded_picks_the_move(make_job):
+    done, more, later = make_job("running"), make_job("running"), make_job("running")
+    lifecycle.unit_succeeded(done, now=NOW, done=True, more_now=False, next_run_at=None,
+                             message="", counts={})
+    lifecycle.unit_succeeded(more, now=NOW, done=False, more_now=True, next_run_at=None,
+                             message="", counts={})
+    lifecycle.unit_succeeded(later, now=NOW, done=False, more_now=False,
+                             next_run_at=NOW + timedelta(hours=1), message="", counts={})
+    assert (done.status, more.status, later.status) == ("completed", "running", "sleeping")
+    assert later.next_run_at == NOW + timedelta(hours=1)
+    assert [e.kind for e in events_of(done)] == [Event.COMPLETED]
+
+
+def test_resume_resets_the_streak_and_names_who(make_job, make_user):
+    job = make_job("failed")
+    job.error_count, job.error_streak_started_at = 7, NOW
+    user = make_user("admin")
+    lifecycle.resume(job, by=user, now=NOW)
+    assert job.status == "running" and job.error_count == 0
+    assert job.error_streak_started_at is None and job.terminal_at is None
+    assert events_of(job)[-1].context["user_email"] == user.email
