@@ -172,6 +172,8 @@ def work(app, redis_url):
         queues = [Queue(name, connection=connection) for name in QUEUE_NAMES]
         # Its own app context, hence its own database session, as in a worker process.
         with app.app_context():
-            return SimpleWorker(queues, connection=connection).work(burst=True)
+            worked = SimpleWorker(queues, connection=connection).work(burst=True)
+        db.session.expire_all()  # the test's own session must not show what it cached before
+        return worked
 
     return run

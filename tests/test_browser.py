@@ -1,0 +1,122 @@
+"""In Debian's chromium: sign in, create a file import through the wizard, and watch the
+job become Completed on its summary page without a reload, with real worker processes."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Page, expect
+from werkzeug.serving import make_server
+
+from tests.conftest import TEST_PASSWORD
+
+pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get install "
+                    "chromium); browser tests are never skipped.")
+    return {
+        **browser_type_launch_args,
+        "executable_path": chromium,
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"],
+    }
+
+
+@pytest.fixture
+def live_server(app) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(10)
+
+
+@pytest.fixture
+def background(app, tmp_path) -> Iterator:
+    """Starts `python -m workers worker` and `... dispatcher` as real processes, on demand."""
+    env = {
+        **os.environ,
+        "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+        "REDIS_URL": app.config["REDIS_URL"],
+        "SECRET_KEY": app.config["SECRET_KEY"],
+        "PORTAL_INSTANCE_PATH": str(tmp_path / "worker-instance"),
+        "PORTAL_IMPORT_BATCH_SIZE": str(app.config["PORTAL_IMPORT_BATCH_SIZE"]),
+    }
+    processes: list[subprocess.Popen] = []
+
+    def start() -> None:
+        for command in ("worker", "dispatcher"):
+            log = open(tmp_path / f"{command}.log", "w")  # the process keeps it open
+            processes.append(subprocess.Popen([sys.executable, "-m", "workers", command],
+                                              cwd=ROOT, env=env, stdout=log, stderr=log))
+
+    yield start
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+def test_wizard_to_completed_without_reload(page: Page, live_server, make_user, background,
+                                            tmp_path):
+    user = make_user("operator")
+    rows = "".join(f"user{n}@x.io,2024-01-{n % 28 + 1:02d}T10:00:00Z,pro\n" for n in range(40))
+    upload = tmp_path / "people.csv"
+    upload.write_text("email,ts,plan\n" + rows)
+
+    page.goto(f"{live_server}/jobs/new")
+    expect(page).to_have_url(f"{live_server}/login?next=%2Fjobs%2Fnew")
+    page.get_by_label("Email").fill(user.email)
+    page.get_by_label("Password").fill(TEST_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+    # Step 1: the provider tile; step 2: the job type; step 3: no authorization needed.
+    page.get_by_role("link", name="CSV & JSON files").click()
+    expect(page).to_have_url(f"{live_server}/jobs/new/files")
+    page.get_by_role("link", name="Import file").click()
+    expect(page.get_by_text("No authorization needed")).to_be_visible()
+    page.get_by_role("button", name="Continue").click()
+
+    # Step 4: upload; the timestamp menu is built from the file's own header.
+    expect(page.get_by_role("heading", name="Configure")).to_be_visible()
+    page.locator("#field-upload_id").set_input_files(str(upload))
+    expect(page.locator("#field-upload_id-current")).to_contain_text("people.csv")
+    expect(page.locator("#field-timestamp_field")).to_have_value("ts")
+    expect(page.locator("#field-timestamp_field option")).to_have_text(
+        ["— none —", "email", "ts", "plan"])
+    page.locator("#field-stream").fill("people")
+    page.get_by_role("button", name="Create job").click()
+
+    # The summary: no worker runs yet, so the job waits as Running.
+    expect(page).to_have_url(f"{live_server}/jobs/1")
+    expect(page.locator("#job-status [data-status]")).to_have_attribute("data-status", "running")
+    page.evaluate("window.notReloaded = true")
+
+    background()
+    expect(page.locator("#job-status [data-status]")).to_have_attribute(
+        "data-status", "completed", timeout=30_000)
+    expect(page.locator("#metric-added")).to_have_text("40")
+    expect(page.locator("#log-rows tr").first).to_have_attribute("data-kind", "completed")
+    expect(page.locator('#log-rows tr[data-kind="started"]')).to_have_count(1)
+    expect(page.locator('#log-rows tr[data-kind="synced"]')).to_have_count(19)
+    assert page.evaluate("window.notReloaded") is True, "the page updated itself"
+    page.screenshot(path=str(tmp_path / "summary.png"), full_page=True)
+    if os.environ.get("PORTAL_SCREENSHOTS"):
+        shutil.copy(tmp_path / "summary.png", os.environ["PORTAL_SCREENSHOTS"])

@@ -1,0 +1,48 @@
+"""Settings from the environment."""
+
+from __future__ import annotations
+
+import pytest
+
+from portal import create_app
+from portal.config import ConfigError
+
+
+@pytest.fixture
+def clean_env(monkeypatch, tmp_path):
+    for name in ("DATABASE_URL", "REDIS_URL", "SECRET_KEY", "PORTAL_ENV", "PORT"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.chdir(tmp_path)  # no .env from the checkout
+    return tmp_path
+
+
+def test_defaults_live_under_instance(clean_env):
+    app = create_app({"INSTANCE_PATH": str(clean_env / "inst")})
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == f"sqlite:///{clean_env / 'inst' / 'portal.db'}"
+    assert app.config["REDIS_URL"] == f"unix://{clean_env / 'inst' / 'redis.sock'}"
+    key = (clean_env / "inst" / "secret_key").read_text()
+    assert app.config["SECRET_KEY"] == key and len(key) > 40
+    again = create_app({"INSTANCE_PATH": str(clean_env / "inst")})
+    assert again.config["SECRET_KEY"] == key, "generated once, then kept"
+
+
+def test_production_refuses_to_start_without_a_secret_key(clean_env, monkeypatch):
+    monkeypatch.setenv("PORTAL_ENV", "production")
+    with pytest.raises(ConfigError, match="SECRET_KEY must be set"):
+        create_app({"INSTANCE_PATH": str(clean_env / "inst")})
+    monkeypatch.setenv("SECRET_KEY", "s" * 40)
+    app = create_app({"INSTANCE_PATH": str(clean_env / "inst")})
+    assert app.config["SESSION_COOKIE_SECURE"] is True
+
+
+@pytest.mark.parametrize("url", ["postgres://u@h/db", "postgresql://u@h/db"])
+def test_postgres_urls_use_psycopg3(clean_env, monkeypatch, url):
+    monkeypatch.setenv("DATABASE_URL", url)
+    app = create_app({"INSTANCE_PATH": str(clean_env / "inst")})
+    assert app.config["SQLALCHEMY_DATABASE_URI"] == "postgresql+psycopg://u@h/db"
+
+
+def test_bad_numbers_name_the_variable(clean_env, monkeypatch):
+    monkeypatch.setenv("PORTAL_MAX_UPLOAD_MB", "lots")
+    with pytest.raises(ConfigError, match="PORTAL_MAX_UPLOAD_MB"):
+        create_app({"INSTANCE_PATH": str(clean_env / "inst")})
