@@ -7,9 +7,11 @@ import hashlib
 import io
 from datetime import UTC, datetime, timedelta
 
+import pytest
 from redis import Redis
 from sqlalchemy import func, inspect, select
 
+from portal import lifecycle
 from portal.extensions import db
 from portal.models import Job, JobEvent, Message, Stream, Upload
 from portal.models.types import utcnow
@@ -140,19 +142,43 @@ def test_bad_timestamp_fails_naming_line_and_field(client, auth, work):
     assert message.startswith("people.csv, line 4: field 'ts' has 'next tuesday'")
 
 
-def test_wrong_encoding_found_by_the_worker(client, auth, work, make_user):
-    # The wizard refuses such a file; one stored some other way still fails cleanly.
+@pytest.mark.parametrize("bad,words", [
+    (b"email,ts\n" + "caf\xe9@x.io,2024-01-01\n".encode("latin-1"),
+     "bad.csv, line 2: is not valid UTF-8"),
+    (b"", "bad.csv, line 1: the file is empty"),
+    (b"email,ts\n", "bad.csv, line 1: the file has no rows to import"),
+])
+def test_files_the_wizard_refuses_still_fail_cleanly_in_the_worker(client, auth, work, bad,
+                                                                   words):
+    # The wizard refuses such files; one stored some other way must fail the same clean way.
     auth.login()
     job = create_import(client, auth)
-    bad = b"email,ts\n" + "caf\xe9@x.io,2024-01-01\n".encode("latin-1")
-    upload = Upload(filename="latin.csv", format="csv", size=len(bad), fields=["email", "ts"],
+    upload = Upload(filename="bad.csv", format="csv", size=len(bad), fields=["email", "ts"],
                     sha256=hashlib.sha256(bad).hexdigest(), content=bad)
     db.session.add(upload)
     db.session.flush()
     job.config = {**job.config, "upload_id": upload.id}
     db.session.commit()
     work()
-    assert failed_with(job).startswith("latin.csv, line 2: is not valid UTF-8")
+    assert failed_with(job).startswith(words)
+
+
+def test_pausing_between_units_stops_the_run_and_keeps_its_progress(client, auth, app):
+    user = auth.login()
+    job = create_import(client, auth)
+    runner = Runner(job.id)
+    claimed = runner.claim()
+    assert runner.unit(claimed) == "more"
+    with app.app_context():  # a person pauses it from the web meanwhile
+        lifecycle.pause(db.session.get(Job, job.id), by=db.session.get(type(user), user.id),
+                        now=utcnow())
+        db.session.commit()
+    assert runner.renew(claimed) is False, "the next unit does not start"
+    job = fresh(job)
+    assert job.status == "paused" and job.lease_owner is None
+    assert job.cursor["done_rows"] == 2 and message_count() == 2
+    assert kinds(job) == ["created", "started", "synced", "paused"]
+    assert Runner(job.id).run() == "skipped", "a paused job is not run"
 
 
 def test_a_second_run_of_a_held_job_is_skipped(client, auth, app):

@@ -114,7 +114,7 @@ class Runner:
                     enqueue(job)
                     return "handed back"
                 if not self.renew(job):
-                    return "lease lost"
+                    return "stopped"
         finally:
             db.session.remove()
 
@@ -144,11 +144,18 @@ class Runner:
         return job
 
     def renew(self, job: Job) -> bool:
+        """Extend the lease before the next unit; False (and the lease let go) when the job
+        was paused meanwhile or is no longer ours."""
         result = db.session.execute(
             update(Job)
             .where(Job.id == job.id, Job.lease_owner == self.owner, Job.status == Status.RUNNING)
             .values(lease_until=utcnow() + self.lease)
         )
+        if result.rowcount != 1:
+            db.session.execute(
+                update(Job).where(Job.id == job.id, Job.lease_owner == self.owner)
+                .values(lease_owner=None, lease_until=None)
+            )
         db.session.commit()
         return result.rowcount == 1
 
