@@ -186,8 +186,8 @@ def unit_failed(job: Job, *, now: datetime, message: str, code: str, retryable: 
         record(job, Event.ERROR, message, now=now, code=code)
         transition(
             job, Trigger.ERROR_FATAL, now=now, code=code,
-            message="Failed: this error cannot be fixed by retrying, so the job will not run "
-            "again until the cause is fixed and the job is resumed.",
+            message="Failed: retrying cannot fix this error, so the job was stopped. Correct "
+            "the input or the configuration, then run the job again.",
         )
         return
     wake_at = now + backoff(job.error_count)

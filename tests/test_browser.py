@@ -99,6 +99,7 @@ def test_wizard_to_completed_without_reload(page: Page, live_server, make_user, 
     page.locator("#field-upload_id").set_input_files(str(upload))
     expect(page.locator("#field-upload_id-current")).to_contain_text("people.csv")
     expect(page.locator("#field-timestamp_field")).to_have_value("ts")
+    expect(page.locator(".upload-busy")).to_have_css("opacity", "0")  # the request is over
     expect(page.locator("#field-timestamp_field option")).to_have_text(
         ["— none —", "email", "ts", "plan"])
     page.locator("#field-stream").fill("people")

@@ -132,7 +132,7 @@ def test_fatal_error_fails_at_once_with_error_then_failed(make_job):
     assert job.status == "failed" and job.terminal_at == NOW
     error, failed = events_of(job)
     assert (error.kind, error.message) == ("error", "file.csv, line 3: bad")
-    assert failed.kind == "failed" and "will not run again" in failed.message
+    assert failed.kind == "failed" and "retrying cannot fix this error" in failed.message
 
 
 def test_unit_succeeded_picks_the_move(make_job):
