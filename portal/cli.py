@@ -11,9 +11,12 @@ from flask_migrate import upgrade
 from sqlalchemy import func, select
 
 from portal.extensions import db
+from portal.jobs import purge
 from portal.models import ROLES, User
+from portal.models.types import utcnow
 
 users = AppGroup("users", help="Manage the people who can sign in.")
+jobs = AppGroup("jobs", help="Look after jobs.")
 FIRST_ADMIN = "admin@localhost"
 
 
@@ -89,6 +92,19 @@ def setup() -> None:
     )
 
 
+@jobs.command("purge")
+@click.option("--days", type=click.IntRange(min=0), default=None,
+              help="Retention in days (default: PORTAL_PURGE_DAYS, 90).")
+@click.option("--dry-run", is_flag=True, help="Only count what would be purged.")
+def jobs_purge(days: int | None, dry_run: bool) -> None:
+    """Delete failed, paused and completed jobs (and their events) past their retention."""
+    days = current_app.config["PORTAL_PURGE_DAYS"] if days is None else days
+    count = purge(now=utcnow(), days=days, dry_run=dry_run)
+    verb = "Would purge" if dry_run else "Purged"
+    click.echo(f"{verb} {count} job(s) settled for more than {days} days.")
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(users)
+    app.cli.add_command(jobs)
     app.cli.add_command(setup)

@@ -3,14 +3,15 @@
 from __future__ import annotations
 
 import logging
+from datetime import datetime, timedelta
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import select
+from sqlalchemy import delete, select
 
 from portal import lifecycle
 from portal.extensions import db
-from portal.lifecycle import Event, Status
+from portal.lifecycle import SETTLED, Event, Status
 from portal.models import Authorization, Job, JobEvent, User
 from portal.models.types import utcnow
 from portal.queues import enqueue
@@ -77,3 +78,26 @@ def metrics(job: Job) -> dict[str, int]:
         for key in totals:
             totals[key] += int((context or {}).get(key, 0))
     return totals
+
+
+def purge_at(job: Job, days: int) -> datetime | None:
+    """When a settled job will be purged (None while it can still change by itself)."""
+    if job.status not in SETTLED or job.terminal_at is None:
+        return None
+    return job.terminal_at + timedelta(days=days)
+
+
+def purge(*, now: datetime, days: int, dry_run: bool = False) -> int:
+    """Delete failed, paused and completed jobs that have been so for `days`, with their
+    events. Returns how many jobs."""
+    cutoff = now - timedelta(days=days)
+    ids = list(db.session.scalars(
+        select(Job.id).where(Job.status.in_([str(s) for s in SETTLED]), Job.terminal_at <= cutoff)
+    ))
+    if ids and not dry_run:
+        for start in range(0, len(ids), 500):
+            chunk = ids[start:start + 500]
+            db.session.execute(delete(JobEvent).where(JobEvent.job_id.in_(chunk)))
+            db.session.execute(delete(Job).where(Job.id.in_(chunk)))
+        db.session.commit()
+    return len(ids)

@@ -7,7 +7,8 @@ events that record what a person did (created, paused, resumed).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import random
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -34,6 +35,7 @@ class Event(StrEnum):
     CREATED = "created"
     PAUSED = "paused"
     RESUMED = "resumed"
+    RUN_NOW = "run_now"
 
 
 class Trigger(StrEnum):
@@ -44,7 +46,9 @@ class Trigger(StrEnum):
     ERROR_EXHAUSTED = "error, streak spans the failure window"
     ERROR_FATAL = "error that no retry can fix"
     RATE_LIMITED = "provider rate limit"
+    QUIET = "inside the quiet window"
     WAKE = "next run time reached"
+    RUN_NOW = "user runs it now"
     PAUSE = "user pauses"
     RESUME = "user resumes"
 
@@ -70,7 +74,9 @@ TRANSITIONS: dict[Trigger, Transition] = {
     Trigger.ERROR_EXHAUSTED: _t({R}, F, Event.FAILED),
     Trigger.ERROR_FATAL: _t({R}, F, Event.FAILED),
     Trigger.RATE_LIMITED: _t({R}, S, Event.SLEEPING),
+    Trigger.QUIET: _t({R}, S, Event.SLEEPING),
     Trigger.WAKE: _t({S}, R, None),
+    Trigger.RUN_NOW: _t({S}, R, Event.RUN_NOW),
     Trigger.PAUSE: _t({R, S}, P, Event.PAUSED),
     Trigger.RESUME: _t({P, F}, R, Event.RESUMED),
 }
@@ -80,11 +86,56 @@ SETTLED = frozenset({F, P, C})
 
 LEVELS = {Event.ERROR: "error", Event.FAILED: "error", Event.SLEEPING: "warning"}
 
-# Retry defaults (the job engine makes these per job): backoff doubles from BASE up to
-# CAP; consecutive errors spanning FAILURE_WINDOW fail the job.
-BACKOFF_BASE = timedelta(seconds=30)
-BACKOFF_CAP = timedelta(hours=1)
-FAILURE_WINDOW = timedelta(hours=10)
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How a job retries: the backoff doubles from base up to cap (with jitter), and
+    consecutive errors spanning the failure window fail the job."""
+
+    backoff_base_seconds: int = 30
+    backoff_cap_seconds: int = 3600
+    failure_window_hours: float = 10
+
+    @classmethod
+    def of(cls, job: Job) -> RetryPolicy:
+        known = {k: v for k, v in (job.retry_policy or {}).items()
+                 if k in cls.__dataclass_fields__}
+        return cls(**known)
+
+    def as_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @property
+    def failure_window(self) -> timedelta:
+        return timedelta(hours=self.failure_window_hours)
+
+    def describe(self) -> str:
+        return (f"Backoff from {self.backoff_base_seconds:,} s doubling up to "
+                f"{self.backoff_cap_seconds:,} s; fails after {self.failure_window_hours:g} h "
+                "of consecutive errors")
+
+
+RETRY_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "x-order": ["backoff_base_seconds", "backoff_cap_seconds", "failure_window_hours"],
+    "properties": {
+        "backoff_base_seconds": {
+            "type": "integer", "title": "First retry after (seconds)", "minimum": 1,
+            "maximum": 86400, "default": RetryPolicy.backoff_base_seconds,
+            "description": "After an error the job sleeps this long, doubling with each "
+            "further error in a row (with some jitter)."},
+        "backoff_cap_seconds": {
+            "type": "integer", "title": "Longest wait between retries (seconds)", "minimum": 1,
+            "maximum": 604800, "default": RetryPolicy.backoff_cap_seconds,
+            "description": "The doubling stops here."},
+        "failure_window_hours": {
+            "type": "number", "title": "Fail after errors for (hours)", "minimum": 0.01,
+            "maximum": 720, "default": RetryPolicy.failure_window_hours,
+            "description": "When errors follow each other for this long, the job becomes "
+            "Failed and stops until someone resumes it."},
+    },
+}
 
 
 class IllegalTransition(Exception):
@@ -155,10 +206,12 @@ def transition(
     return record(job, move.event, message, now=now, code=code, counts=counts, by=by)
 
 
-def backoff(error_count: int) -> timedelta:
-    """How long to sleep after the `error_count`-th consecutive error."""
-    doublings = min(max(error_count - 1, 0), 32)  # far past the cap; keeps the number small
-    return min(BACKOFF_CAP, BACKOFF_BASE * 2**doublings)
+def backoff(policy: RetryPolicy, error_count: int, rng: random.Random | None = None) -> timedelta:
+    """How long to sleep after the `error_count`-th consecutive error: half the doubled
+    delay for sure, the other half at random, so retries from many jobs spread out."""
+    doublings = min(max(error_count - 1, 0), 32)  # far past any cap; keeps the number small
+    delay = min(policy.backoff_cap_seconds, policy.backoff_base_seconds * 2**doublings)
+    return timedelta(seconds=delay / 2 + (rng or random).uniform(0, delay / 2))
 
 
 def unit_succeeded(
@@ -177,8 +230,12 @@ def unit_succeeded(
         job.next_run_at = next_run_at
 
 
-def unit_failed(job: Job, *, now: datetime, message: str, code: str, retryable: bool) -> None:
+def unit_failed(
+    job: Job, *, now: datetime, message: str, code: str, retryable: bool,
+    rng: random.Random | None = None,
+) -> None:
     """A unit of work raised: log the Error, then sleep for a retry or fail the job."""
+    policy = RetryPolicy.of(job)
     job.error_count += 1
     if job.error_streak_started_at is None:
         job.error_streak_started_at = now
@@ -190,21 +247,35 @@ def unit_failed(job: Job, *, now: datetime, message: str, code: str, retryable: 
             "the input or the configuration, then run the job again.",
         )
         return
-    wake_at = now + backoff(job.error_count)
-    if wake_at - job.error_streak_started_at > FAILURE_WINDOW:
+    if now - job.error_streak_started_at >= policy.failure_window:
         record(job, Event.ERROR, message, now=now, code=code)
-        hours = FAILURE_WINDOW.total_seconds() / 3600
         transition(
             job, Trigger.ERROR_EXHAUSTED, now=now, code=code,
-            message=f"Failed: consecutive errors for over {hours:g} hours; "
-            "resume the job to try again.",
+            message=f"Failed: {job.error_count} errors in a row since "
+            f"{job.error_streak_started_at:%Y-%m-%d %H:%M} UTC, over the "
+            f"{policy.failure_window_hours:g} h failure window; resume the job to try again.",
         )
         return
+    wake_at = now + backoff(policy, job.error_count, rng)
     transition(
         job, Trigger.ERROR_RETRY, now=now, code=code,
         message=f"{message} — retry {job.error_count} at {wake_at:%Y-%m-%d %H:%M:%S} UTC",
     )
     job.next_run_at = wake_at
+
+
+def hold_back(job: Job, trigger: Trigger, *, now: datetime, until: datetime, message: str,
+              code: str) -> None:
+    """Sleep until `until` for an outside restriction (a rate limit, a quiet window); this
+    is not an error and leaves the error streak alone."""
+    transition(job, trigger, now=now, code=code,
+               message=f"{message}; sleeping until {until:%Y-%m-%d %H:%M:%S} UTC")
+    job.next_run_at = until
+
+
+def run_now(job: Job, *, by: User, now: datetime) -> None:
+    """A person asks a sleeping job to run now instead of at its next run time."""
+    transition(job, Trigger.RUN_NOW, now=now, message=f"Run now requested by {by.email}", by=by)
 
 
 def pause(job: Job, *, by: User, now: datetime) -> None:

@@ -65,8 +65,10 @@ def claim_dispatch(job: Job) -> int | None:
     return job.dispatch_count
 
 
-def enqueue(job: Job) -> bool:
-    """Commit a dispatch for the job, then put it on its queue. False if another won."""
+def enqueue(job: Job, *, force: bool = False) -> bool:
+    """Commit a dispatch for the job, then put it on its queue. False if another won.
+
+    `force` (run now, resume) lets the run ignore the job's quiet window."""
     dispatch = claim_dispatch(job)
     if dispatch is None:
         return False
@@ -74,6 +76,7 @@ def enqueue(job: Job) -> bool:
     queue.enqueue(
         RUN_FUNCTION,
         job.id,
+        force,
         job_id=rq_job_id(job.id, dispatch),
         job_timeout=int(timedelta(hours=1).total_seconds()),
         result_ttl=600,

@@ -168,6 +168,7 @@ def test_pausing_between_units_stops_the_run_and_keeps_its_progress(client, auth
     job = create_import(client, auth)
     runner = Runner(job.id)
     claimed = runner.claim()
+    assert runner.held_back(claimed) is False
     assert runner.unit(claimed) == "more"
     with app.app_context():  # a person pauses it from the web meanwhile
         lifecycle.pause(db.session.get(Job, job.id), by=db.session.get(type(user), user.id),

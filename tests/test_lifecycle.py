@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import random
 from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from portal import lifecycle
 from portal.extensions import db
-from portal.lifecycle import TRANSITIONS, Event, IllegalTransition, Status, Trigger
+from portal.lifecycle import TRANSITIONS, Event, IllegalTransition, RetryPolicy, Status, Trigger
 from portal.models import Job, JobEvent
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
@@ -22,7 +23,9 @@ EXPECTED = {
     Trigger.ERROR_EXHAUSTED: ({"running"}, "failed", "failed"),
     Trigger.ERROR_FATAL: ({"running"}, "failed", "failed"),
     Trigger.RATE_LIMITED: ({"running"}, "sleeping", "sleeping"),
+    Trigger.QUIET: ({"running"}, "sleeping", "sleeping"),
     Trigger.WAKE: ({"sleeping"}, "running", None),
+    Trigger.RUN_NOW: ({"sleeping"}, "running", "run_now"),
     Trigger.PAUSE: ({"running", "sleeping"}, "paused", "paused"),
     Trigger.RESUME: ({"paused", "failed"}, "running", "resumed"),
 }
@@ -86,34 +89,43 @@ def test_event_context_carries_counts_and_who(make_job, make_user):
     assert paused.message == f"Paused by {admin.email}"
 
 
-def test_backoff_doubles_up_to_the_cap():
-    assert [lifecycle.backoff(n).total_seconds() for n in (1, 2, 3, 4)] == [30, 60, 120, 240]
-    assert lifecycle.backoff(50) == lifecycle.BACKOFF_CAP
+def test_backoff_doubles_up_to_the_cap_with_jitter():
+    policy = RetryPolicy(backoff_base_seconds=30, backoff_cap_seconds=3600)
+    rng = random.Random(7)
+    for count, full in [(1, 30), (2, 60), (3, 120), (4, 240), (8, 3600), (10**6, 3600)]:
+        delays = {lifecycle.backoff(policy, count, rng).total_seconds() for _ in range(50)}
+        assert all(full / 2 <= d <= full for d in delays), (count, delays)
+        assert len(delays) > 1, "jitter spreads retries"
 
 
 def test_retryable_error_sleeps_with_backoff_and_keeps_the_streak(make_job):
     job = make_job("running")
     lifecycle.unit_failed(job, now=NOW, message="boom", code="http_500", retryable=True)
     assert job.status == "sleeping"
-    assert job.next_run_at == NOW + timedelta(seconds=30)
+    assert NOW + timedelta(seconds=15) <= job.next_run_at <= NOW + timedelta(seconds=30)
     assert job.error_count == 1 and job.error_streak_started_at == NOW
     (event,) = events_of(job)
     assert (event.kind, event.level, event.code) == ("error", "error", "http_500")
     assert event.message.startswith("boom")
 
 
-def test_errors_spanning_the_failure_window_fail_the_job(make_job):
+@pytest.mark.parametrize("window_hours", [10, 0.5])
+def test_errors_spanning_the_failure_window_fail_the_job(make_job, window_hours):
     job = make_job("running")
+    job.retry_policy = {"failure_window_hours": window_hours}
+    window = timedelta(hours=window_hours)
     moment = NOW
     while job.status != "failed":
         lifecycle.unit_failed(job, now=moment, message="boom", code="x", retryable=True)
         if job.status == "sleeping":
+            assert moment - NOW < window, "still inside the window: it sleeps and retries"
             moment = job.next_run_at
             lifecycle.wake(job, now=moment)
-    assert moment - NOW <= lifecycle.FAILURE_WINDOW
+    assert window <= moment - NOW < window + timedelta(hours=1)
     kinds = [e.kind for e in events_of(job)]
     assert kinds[-2:] == ["error", "failed"]
     assert kinds.count("error") == job.error_count
+    assert f"over the {window_hours:g} h failure window" in events_of(job)[-1].message
 
 
 def test_success_resets_the_streak(make_job):

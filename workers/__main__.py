@@ -11,24 +11,43 @@ import sys
 import time
 from pathlib import Path
 
-from redis.exceptions import ConnectionError as RedisConnectionError
+from flask import current_app
+from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 
 from portal import create_app
 from portal.queues import QUEUE_NAMES, redis_connection
 from workers import dispatcher, redis_server
 
+log = logging.getLogger("workers")
 
-def wait_for_redis(seconds: float = 30) -> None:
-    deadline = time.monotonic() + seconds
+
+def wait_for_redis() -> None:
+    """Block until Redis answers (it may start after us, or restart under us)."""
+    warned = False
     while True:
         try:
             redis_connection().ping()
             return
-        except (RedisConnectionError, FileNotFoundError):
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+        except (RedisError, OSError) as exc:
+            if not warned:
+                log.warning("waiting for Redis at %s (%s)", current_app.config["REDIS_URL"], exc)
+                warned = True
+            time.sleep(0.5)
+
+
+def run_worker(queue_names: list[str], burst: bool) -> None:
+    """An RQ worker that comes back when Redis goes away and returns."""
+    while True:
+        wait_for_redis()
+        connection = redis_connection()
+        queues = [Queue(name, connection=connection) for name in queue_names]
+        try:
+            SimpleWorker(queues, connection=connection).work(burst=burst, with_scheduler=False)
+            return
+        except RedisError as exc:
+            log.warning("worker: lost Redis (%s); starting again when it answers", exc)
+            time.sleep(1)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -57,13 +76,11 @@ def main(argv: list[str] | None = None) -> int:
         os.execv(cmd[0], cmd)
 
     with app.app_context():
-        wait_for_redis()
         if args.command == "dispatcher":
+            wait_for_redis()
             dispatcher.serve()
-            return 0
-        connection = redis_connection()
-        queues = [Queue(name, connection=connection) for name in (args.queues or QUEUE_NAMES)]
-        SimpleWorker(queues, connection=connection).work(burst=args.burst, with_scheduler=False)
+        else:
+            run_worker(args.queues or list(QUEUE_NAMES), args.burst)
     return 0
 
 

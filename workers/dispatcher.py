@@ -11,11 +11,12 @@ import time
 from datetime import datetime, timedelta
 
 from flask import current_app
-from redis.exceptions import LockError
+from redis.exceptions import LockError, RedisError
 from sqlalchemy import or_, select
 
 from portal import lifecycle
 from portal.extensions import db
+from portal.jobs import purge
 from portal.lifecycle import Status
 from portal.models import Job
 from portal.models.types import utcnow
@@ -23,12 +24,34 @@ from portal.queues import enqueue, is_pending, redis_connection
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "portal:dispatcher"
+PURGE_KEY = "portal:purge:daily"
+
+
+def recover_lost(now: datetime) -> int:
+    """Running jobs whose worker stopped renewing its lease: log an Error ("worker lost")
+    and put them back on schedule with the usual backoff. Returns how many."""
+    lost = db.session.scalars(
+        select(Job).where(Job.status == Status.RUNNING, Job.lease_owner.is_not(None),
+                          Job.lease_until < now)
+        .with_for_update(skip_locked=True)
+    ).all()
+    for job in lost:
+        owner = job.lease_owner
+        job.lease_owner = job.lease_until = None
+        lifecycle.unit_failed(
+            job, now=now, code="worker_lost", retryable=True,
+            message=f"Worker lost: {owner} stopped answering while it ran this job; the "
+            "batch it had not committed will be done again",
+        )
+    db.session.commit()
+    return len(lost)
 
 
 def dispatch_once(now: datetime | None = None) -> int:
     """One pass; returns how many jobs it put on a queue."""
     now = now or utcnow()
     grace = timedelta(seconds=current_app.config["PORTAL_ENQUEUE_GRACE_SECONDS"])
+    recover_lost(now)
     for job in db.session.scalars(
         select(Job).where(Job.status == Status.SLEEPING, Job.next_run_at <= now)
     ):
@@ -51,26 +74,43 @@ def dispatch_once(now: datetime | None = None) -> int:
     return enqueued
 
 
+def purge_daily(now: datetime) -> int:
+    """Purge settled jobs past their retention, at most once a day across dispatchers."""
+    if not redis_connection().set(PURGE_KEY, now.isoformat(), nx=True, ex=24 * 3600):
+        return 0
+    count = purge(now=now, days=current_app.config["PORTAL_PURGE_DAYS"])
+    if count:
+        log.info("dispatcher: purged %d job(s)", count)
+    return count
+
+
 def serve(stop_after: float | None = None) -> None:
-    """Run passes forever (or for `stop_after` seconds) while holding the dispatcher lock."""
+    """Run passes forever (or for `stop_after` seconds) while holding the dispatcher lock.
+
+    Survives Redis going away: it stands by until Redis answers, then takes the lock."""
     interval = current_app.config["PORTAL_DISPATCH_INTERVAL"]
     lock = redis_connection().lock(LOCK_NAME, timeout=max(10, interval * 5))
     deadline = None if stop_after is None else time.monotonic() + stop_after
     holding = False
     while deadline is None or time.monotonic() < deadline:
         try:
-            if not holding:
+            if holding:
+                lock.reacquire()
+            else:
                 holding = lock.acquire(blocking=False)
                 if holding:
                     log.info("dispatcher: active")
-            else:
-                lock.reacquire()
         except LockError:
             holding = False
             log.warning("dispatcher: lost the lock, standing by")
+        except RedisError as exc:
+            holding = False
+            log.warning("dispatcher: Redis does not answer (%s); waiting", exc)
         if holding:
             try:
-                count = dispatch_once()
+                now = utcnow()
+                count = dispatch_once(now)
+                purge_daily(now)
                 if count:
                     log.info("dispatcher: enqueued %d job(s)", count)
             except Exception:
@@ -80,4 +120,7 @@ def serve(stop_after: float | None = None) -> None:
                 db.session.remove()
         time.sleep(interval)
     if holding:
-        lock.release()
+        try:
+            lock.release()
+        except (LockError, RedisError):
+            pass

@@ -2,7 +2,8 @@
 
 `run_job` is what RQ executes (by dotted path). It never trusts the queue: the job row
 decides whether there is anything to run, and a compare-and-set lease on the row makes
-sure one job never runs twice at once.
+sure one job never runs twice at once. While a unit runs, a heartbeat thread keeps the
+lease fresh; a worker that dies stops the heartbeat, and the dispatcher notices.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import threading
 import time
 import uuid
 from datetime import datetime, timedelta
@@ -18,16 +20,17 @@ from typing import Any
 
 from flask import Flask, current_app, has_app_context
 from sqlalchemy import or_, select, update
+from sqlalchemy.engine import Engine
 
-from portal import lifecycle
+from portal import lifecycle, schedule
 from portal.datastore import stored_file, write_messages
 from portal.extensions import db
-from portal.lifecycle import Event, Status
-from portal.models import Job
+from portal.lifecycle import Event, Status, Trigger
+from portal.models import Authorization, Job
 from portal.models.types import utcnow
 from portal.queues import enqueue
 from providers import get_job_type
-from providers.base import OutMessage, ProviderError, StoredFile, WorkResult
+from providers.base import OutMessage, ProviderError, RateLimited, StoredFile, WorkResult
 
 log = logging.getLogger(__name__)
 
@@ -47,12 +50,14 @@ def _standalone_app() -> Flask:
     return create_app()
 
 
-def run_job(job_id: int) -> str:
-    """RQ entry point. Returns a short word on what happened (kept as the RQ result)."""
+def run_job(job_id: int, force: bool = False) -> str:
+    """RQ entry point; `force` (run now, resume) ignores the quiet window.
+
+    Returns a short word on what happened (kept as the RQ result)."""
     if has_app_context():
-        return Runner(job_id).run()
+        return Runner(job_id, force=force).run()
     with _standalone_app().app_context():
-        return Runner(job_id).run()
+        return Runner(job_id, force=force).run()
 
 
 class _Sink:
@@ -85,6 +90,7 @@ class _Context:
         self.notes.append(message)
 
     def should_stop(self) -> bool:
+        """True once a person paused the job: stop at the next batch boundary."""
         status = db.session.scalar(select(Job.status).where(Job.id == self.job_id))
         return status != Status.RUNNING
 
@@ -92,9 +98,39 @@ class _Context:
         return utcnow()
 
 
+class _Heartbeat:
+    """Renews the lease from a thread of its own while a unit runs."""
+
+    def __init__(self, engine: Engine, job_id: int, owner: str, lease: timedelta):
+        self.engine, self.job_id, self.owner, self.lease = engine, job_id, owner, lease
+        self.stopped = threading.Event()
+        self.thread = threading.Thread(target=self._beat, daemon=True, name=f"lease-{job_id}")
+
+    def __enter__(self) -> _Heartbeat:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stopped.set()
+        self.thread.join()
+
+    def _beat(self) -> None:
+        interval = self.lease.total_seconds() / 3
+        while not self.stopped.wait(interval):
+            try:
+                with self.engine.begin() as connection:
+                    connection.execute(
+                        update(Job).where(Job.id == self.job_id, Job.lease_owner == self.owner)
+                        .values(lease_until=utcnow() + self.lease)
+                    )
+            except Exception:  # the next beat tries again; the lease has slack for it
+                log.warning("job %s: lease heartbeat failed", self.job_id, exc_info=True)
+
+
 class Runner:
-    def __init__(self, job_id: int):
+    def __init__(self, job_id: int, force: bool = False):
         self.job_id = job_id
+        self.force = force
         self.owner = worker_identity()
         self.config = current_app.config
         self.lease = timedelta(seconds=self.config["PORTAL_LEASE_SECONDS"])
@@ -104,6 +140,8 @@ class Runner:
             job = self.claim()
             if job is None:
                 return "skipped"
+            if self.held_back(job):
+                return "held back"
             started = time.monotonic()
             while True:
                 outcome = self.unit(job)
@@ -133,15 +171,37 @@ class Runner:
         db.session.commit()
         if result.rowcount != 1:
             return None
-        job = db.session.get(Job, self.job_id)
-        if job.started_at is None:
-            job.started_at = now
-            lifecycle.record(
-                job, Event.STARTED, f"Started: first run, picked up by worker {self.owner}",
-                now=now,
+        return db.session.get(Job, self.job_id)
+
+    def held_back(self, job: Job) -> bool:
+        """Put the job back to sleep if its authorization is rate limited or it is quiet
+        time; record Started on the first real run."""
+        now = utcnow()
+        authorization = job.authorization
+        if authorization and authorization.rate_limited_until and (
+            authorization.rate_limited_until > now
+        ):
+            lifecycle.hold_back(
+                job, Trigger.RATE_LIMITED, now=now, until=authorization.rate_limited_until,
+                code="rate_limited",
+                message=f"Holding back: authorization “{authorization.label}” is rate limited",
             )
-            db.session.commit()
-        return job
+        elif not self.force and (quiet_end := schedule.in_quiet(
+                schedule.from_dict(job.schedule), now)):
+            lifecycle.hold_back(job, Trigger.QUIET, now=now, until=quiet_end, code="quiet",
+                                message="Quiet window")
+        else:
+            if job.started_at is None:
+                job.started_at = now
+                lifecycle.record(
+                    job, Event.STARTED, f"Started: first run, picked up by worker {self.owner}",
+                    now=now,
+                )
+                db.session.commit()
+            return False
+        job.lease_owner = job.lease_until = None
+        db.session.commit()
+        return True
 
     def renew(self, job: Job) -> bool:
         """Extend the lease before the next unit; False (and the lease let go) when the job
@@ -174,7 +234,10 @@ class Runner:
                     f"this portal has no job type {job.provider}/{job.job_type}",
                     code="unknown_job_type",
                 )
-            result = found[1].run(ctx)
+            with _Heartbeat(db.engine, job.id, self.owner, self.lease):
+                result = found[1].run(ctx)
+        except RateLimited as exc:
+            return self.rate_limited(job, exc)
         except ProviderError as exc:
             return self.failed(job, str(exc), exc.code, retryable=exc.retryable)
         except Exception as exc:  # a bug or an outage we did not foresee: retry with backoff
@@ -182,37 +245,66 @@ class Runner:
             return self.failed(job, f"{type(exc).__name__}: {exc}", "internal_error", True)
         return self.succeeded(job, result, ctx.notes)
 
-    def _reload_locked(self, job: Job) -> None:
-        # A person may have paused the job while the unit ran: read the row afresh.
+    def _still_ours(self, job: Job) -> bool:
+        """Read the row afresh under a lock: a person may have paused the job, or the
+        dispatcher may have declared this worker lost, while the unit ran."""
         db.session.refresh(job, with_for_update=True)
+        if job.lease_owner == self.owner:
+            return True
+        log.warning("job %s: lease lost while the unit ran; its work is discarded", job.id)
+        db.session.rollback()
+        return False
+
+    def _finish(self, job: Job, keep_lease: bool) -> None:
+        if not keep_lease:
+            job.lease_owner = None
+            job.lease_until = None
+        db.session.commit()
 
     def succeeded(self, job: Job, result: WorkResult, notes: list[str]) -> str:
+        if not self._still_ours(job):
+            return "lease lost"
         now = utcnow()
-        self._reload_locked(job)
         job.cursor = result.cursor if result.cursor is not None else job.cursor
         job.last_run_at = now
         message = "; ".join([*notes, result.message] if result.message else notes)
         outcome = "stopped"
         if job.status == Status.RUNNING:
             lifecycle.unit_succeeded(
-                job, now=now, done=result.done, more_now=result.more_now, next_run_at=None,
+                job, now=now, done=result.done, more_now=result.more_now,
+                next_run_at=schedule.next_run(schedule.from_dict(job.schedule), now),
                 message=message, counts=result.counts,
             )
             outcome = "more" if job.status == Status.RUNNING else job.status
-        if outcome != "more":
-            job.lease_owner = None
-            job.lease_until = None
-        db.session.commit()
+        self._finish(job, keep_lease=outcome == "more")
         return outcome
 
     def failed(self, job: Job, message: str, code: str, retryable: bool) -> str:
         db.session.rollback()  # nothing the unit wrote may land
+        if not self._still_ours(job):
+            return "lease lost"
         now = utcnow()
-        self._reload_locked(job)
         job.last_run_at = now
         if job.status == Status.RUNNING:
             lifecycle.unit_failed(job, now=now, message=message, code=code, retryable=retryable)
-        job.lease_owner = None
-        job.lease_until = None
-        db.session.commit()
+        self._finish(job, keep_lease=False)
+        return str(job.status)
+
+    def rate_limited(self, job: Job, exc: RateLimited) -> str:
+        db.session.rollback()
+        if not self._still_ours(job):
+            return "lease lost"
+        now = utcnow()
+        until = now + timedelta(seconds=max(exc.retry_after, 1))
+        job.last_run_at = now
+        if job.authorization_id is not None:
+            # Every job on this authorization shares the provider's budget: hold them all.
+            authorization = db.session.get(Authorization, job.authorization_id,
+                                           with_for_update=True)
+            if not authorization.rate_limited_until or authorization.rate_limited_until < until:
+                authorization.rate_limited_until = until
+        if job.status == Status.RUNNING:
+            lifecycle.hold_back(job, Trigger.RATE_LIMITED, now=now, until=until,
+                                code=exc.code, message=f"Provider rate limit: {exc}")
+        self._finish(job, keep_lease=False)
         return str(job.status)

@@ -27,6 +27,7 @@ class Job(db.Model):
     authorization_id: Mapped[int | None] = mapped_column(ForeignKey("authorizations.id"))
     config: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
     schedule: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=lambda: {"kind": "once"})
+    retry_policy: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
     status: Mapped[str] = mapped_column(String(20), index=True)
     cursor: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
     next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

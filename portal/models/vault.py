@@ -25,6 +25,8 @@ class Authorization(db.Model):
     owner_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     health: Mapped[str] = mapped_column(String(20), default="unknown")
     health_checked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # A provider's rate limit holds back every job on this authorization until then.
+    rate_limited_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
