@@ -29,6 +29,8 @@ def create_job(
     description: str,
     config: dict[str, Any],
     created_by: User,
+    schedule: dict[str, Any] | None = None,
+    retry_policy: dict[str, Any] | None = None,
 ) -> Job:
     """Insert and commit the job, then put it on its queue (never the other way round)."""
     now = utcnow()
@@ -41,7 +43,8 @@ def create_job(
         queue=job_type.queue,
         authorization_id=authorization.id if authorization else None,
         config=config,
-        schedule={"kind": "once"},
+        schedule=schedule or {"kind": "once"},
+        retry_policy=retry_policy or {},
         status=Status.RUNNING,
         status_changed_at=now,
         created_by_id=created_by.id,
@@ -101,3 +104,38 @@ def purge(*, now: datetime, days: int, dry_run: bool = False) -> int:
             db.session.execute(delete(Job).where(Job.id.in_(chunk)))
         db.session.commit()
     return len(ids)
+
+
+def _locked(job: Job) -> Job:
+    db.session.refresh(job, with_for_update=True)
+    return job
+
+
+def pause_job(job: Job, *, by: User) -> None:
+    """Pause now; a unit already running stops at its next batch boundary."""
+    lifecycle.pause(_locked(job), by=by, now=utcnow())
+    db.session.commit()
+
+
+def resume_job(job: Job, *, by: User) -> None:
+    """Resume a paused or failed job: it runs now, with a fresh error streak."""
+    lifecycle.resume(_locked(job), by=by, now=utcnow())
+    db.session.commit()
+    _enqueue_now(job)
+
+
+def run_job_now(job: Job, *, by: User) -> None:
+    """Run a sleeping job now instead of at its next run time."""
+    lifecycle.run_now(_locked(job), by=by, now=utcnow())
+    db.session.commit()
+    _enqueue_now(job)
+
+
+def _enqueue_now(job: Job) -> None:
+    try:
+        enqueue(job, force=True)
+    except RedisError:
+        log.warning("job %s: Redis unavailable, left for the dispatcher", job.id)
+
+
+ACTIONS = {"pause": pause_job, "resume": resume_job, "run-now": run_job_now}

@@ -6,7 +6,8 @@ from datetime import timedelta
 
 from flask import current_app
 from redis import Redis
-from rq import Queue
+from redis.exceptions import RedisError
+from rq import Queue, Worker
 from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus
@@ -84,3 +85,16 @@ def enqueue(job: Job, *, force: bool = False) -> bool:
         description=f"run portal job {job.id} ({job.name[:60]})",
     )
     return True
+
+
+def waiting_reason(job: Job) -> str:
+    """Why a running job that no worker holds has not started, in words for the summary."""
+    try:
+        workers = Worker.count(queue=Queue(job.queue, connection=redis_connection()))
+    except RedisError:
+        return ("Waiting: the queue (Redis) does not answer. The job runs once it is back; "
+                "nothing is lost meanwhile.")
+    if workers == 0:
+        return (f"Waiting for a worker: none is serving the “{job.queue}” queue. Start one "
+                f"with `python -m workers worker {job.queue}`.")
+    return f"Queued: waiting for one of {workers} worker(s) on the “{job.queue}” queue."

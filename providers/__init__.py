@@ -2,18 +2,27 @@
 
 from __future__ import annotations
 
-from providers import files
+import os
+
+from providers import faults, files
 from providers.base import JobType, Provider
 
 CATALOG: dict[str, Provider] = {provider.key: provider for provider in (files.PROVIDER,)}
 
+# Found by key only when PORTAL_TEST_PROVIDERS=1; never shown as a tile.
+_TEST_ONLY: dict[str, Provider] = {faults.PROVIDER.key: faults.PROVIDER}
+
 
 def get_provider(key: str) -> Provider | None:
-    return CATALOG.get(key)
+    if key in CATALOG:
+        return CATALOG[key]
+    if os.environ.get("PORTAL_TEST_PROVIDERS") == "1":
+        return _TEST_ONLY.get(key)
+    return None
 
 
 def get_job_type(provider_key: str, job_type_key: str) -> tuple[Provider, JobType] | None:
     """The provider and job type for these keys, or None when either is unknown."""
-    provider = CATALOG.get(provider_key)
+    provider = get_provider(provider_key)
     job_type = provider.job_type(job_type_key) if provider else None
     return (provider, job_type) if provider and job_type else None

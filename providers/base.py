@@ -104,6 +104,7 @@ class RunContext(Protocol):
     sink: Sink
     files: Files
     batch_size: int
+    error_count: int  # errors in a row before this attempt (0 on a first try)
 
     def log(self, message: str) -> None: ...
 
@@ -132,6 +133,7 @@ class JobType:
     run: Callable[[RunContext], WorkResult]
     default_cadence: str = "Runs once"
     queue: str = "default"
+    recurring: bool = True  # False: one pass over its input, so no cadence to choose
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

@@ -350,6 +350,7 @@ PROVIDER = Provider(
             run=run_import,
             default_cadence="Runs once",
             queue="backfill",
+            recurring=False,
         ),
     ),
 )

@@ -30,6 +30,10 @@ from portal.models import User
 from portal.queues import QUEUE_NAMES
 from workers import redis_server
 
+# The fault-injecting provider is found by key in tests (and in the worker processes they
+# start), never in the tile catalog.
+os.environ["PORTAL_TEST_PROVIDERS"] = "1"
+
 TEST_PASSWORD = "correct horse battery"
 TEST_PASSWORD_HASH = generate_password_hash(TEST_PASSWORD)  # hashed once: scrypt is slow
 

@@ -52,13 +52,14 @@ def dispatch_once(now: datetime | None = None) -> int:
     now = now or utcnow()
     grace = timedelta(seconds=current_app.config["PORTAL_ENQUEUE_GRACE_SECONDS"])
     recover_lost(now)
-    for job in db.session.scalars(
+    due = db.session.scalars(
         select(Job).where(Job.status == Status.SLEEPING, Job.next_run_at <= now)
-    ):
+    ).all()
+    for job in due:
         lifecycle.wake(job, now=now)
     db.session.commit()
+    enqueued = sum(1 for job in due if enqueue(job))
 
-    enqueued = 0
     candidates = db.session.scalars(
         select(Job)
         .where(

@@ -84,6 +84,7 @@ class _Context:
         self.sink = _Sink(source=f"job:{job.id}")
         self.files = _Files()
         self.batch_size = batch_size
+        self.error_count = job.error_count
         self.notes: list[str] = []
 
     def log(self, message: str) -> None:

@@ -4,21 +4,29 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from flask import Blueprint, abort, request, send_from_directory
+from flask import Blueprint, abort, current_app, flash, request, send_from_directory, url_for
+from flask_login import current_user
 from sqlalchemy import func, select
 
 import providers
-from portal import htmx
+from portal import htmx, lifecycle, schedule
 from portal.access import role_required
 from portal.extensions import db
-from portal.jobs import events_after, metrics
-from portal.lifecycle import SETTLED, Status
+from portal.jobs import ACTIONS, events_after, metrics, purge_at
+from portal.lifecycle import SETTLED, IllegalTransition, RetryPolicy, Status, Trigger
 from portal.models import Job
+from portal.models.types import utcnow
+from portal.queues import waiting_reason
 from providers import get_provider
 
 LOGOS = Path(providers.__file__).parent / "logos"
 
 bp = Blueprint("jobs", __name__, url_prefix="/jobs")
+
+ACTION_TRIGGERS = {"pause": Trigger.PAUSE, "resume": Trigger.RESUME, "run-now": Trigger.RUN_NOW}
+NOTICES = {"pause": "Paused.", "resume": "Resumed: the job runs now.",
+           "run-now": "The job runs now."}
+REFUSED = {"pause": "paused", "resume": "resumed", "run-now": "run now"}
 
 
 def get_job(job_id: int) -> Job:
@@ -46,8 +54,24 @@ def index():
     )
 
 
-def _live_context(job: Job) -> dict:
-    return {"job": job, "metrics": metrics(job), "settled": job.status in SETTLED}
+def _live_context(job: Job, notice: str = "") -> dict:
+    now = utcnow()
+    purge_on = purge_at(job, current_app.config["PORTAL_PURGE_DAYS"])
+    held = job.lease_until is not None and job.lease_until > now
+    return {
+        "job": job,
+        "metrics": metrics(job),
+        "settled": job.status in SETTLED,
+        "cadence": schedule.describe(schedule.from_dict(job.schedule)),
+        "retry": RetryPolicy.of(job).describe(),
+        "purge_on": purge_on,
+        "purge_days_left": max((purge_on - now).days, 0) if purge_on else None,
+        "waiting": waiting_reason(job) if job.status == Status.RUNNING and not held else "",
+        "finishing": job.status == Status.PAUSED and held,
+        "actions": [name for name, trigger in ACTION_TRIGGERS.items()
+                    if lifecycle.can(job, trigger)] if current_user.has_role("operator") else [],
+        "notice": notice,
+    }
 
 
 @bp.get("/<int:job_id>")
@@ -92,3 +116,26 @@ def provider_logo(provider_key: str):
         abort(404)
     return send_from_directory(LOGOS, provider.logo, mimetype="image/svg+xml",
                                max_age=3600)
+
+
+@bp.post("/<int:job_id>/<any(pause, resume, 'run-now'):action>")
+@role_required("operator")
+def act(job_id: int, action: str):
+    """Pause, resume or run a job now; answers with the refreshed status block."""
+    job = get_job(job_id)
+    was_settled = job.status in SETTLED
+    last_event = max((e.id for e in events_after(job, 0, 1)), default=0)
+    try:
+        ACTIONS[action](job, by=current_user)
+        notice = NOTICES[action]
+    except IllegalTransition:
+        db.session.rollback()
+        notice = f"Nothing changed: a {job.status} job cannot be {REFUSED[action]}."
+    if not htmx.is_htmx():
+        flash(notice, "info")
+        return htmx.redirect(url_for("jobs.summary", job_id=job.id))
+    context = _live_context(job, notice)
+    # The log poller stopped when the job settled; start it again from where it stopped.
+    restart_logs = was_settled and not context["settled"]
+    return htmx.fragment("jobs/_live.html", restart_logs=restart_logs, last_event_id=last_event,
+                         **context)

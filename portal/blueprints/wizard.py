@@ -8,11 +8,12 @@ from flask import Blueprint, abort, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
-from portal import htmx
+from portal import htmx, schedule
 from portal.access import role_required
 from portal.datastore import store_upload
 from portal.extensions import db
 from portal.jobs import create_job
+from portal.lifecycle import RETRY_SCHEMA
 from portal.models import Authorization, Upload
 from portal.schemaform import coerce, defaults, ordered_fields, validate
 from providers import CATALOG, get_provider
@@ -121,8 +122,16 @@ def configure(provider_key: str, job_type_key: str):
     if request.method == "GET":
         values: dict[str, Any] = defaults(schema)
         name, description = job_type.name, ""
+        plan = {"schedule": defaults(schedule.SCHEMA), "retry": defaults(RETRY_SCHEMA)}
     else:
-        values, errors = coerce(schema, request.form)
+        plan = {}
+        for prefix, sub_schema in (("schedule", schedule.SCHEMA), ("retry", RETRY_SCHEMA)):
+            plan[prefix], sub_errors = _subform(prefix, sub_schema)
+            errors.update(sub_errors)
+        if not job_type.recurring:
+            plan["schedule"] = {"kind": "once"}
+        values, config_errors = coerce(schema, request.form)
+        errors.update(config_errors)
         name = request.form.get("name", "").strip()
         description = request.form.get("description", "").strip()
         upload = _upload_for(values.get("upload_id"))
@@ -159,6 +168,7 @@ def configure(provider_key: str, job_type_key: str):
                 job = create_job(
                     provider=provider, job_type=job_type, authorization=chosen, name=name,
                     description=description, config=values, created_by=current_user,
+                    schedule=plan["schedule"], retry_policy=plan["retry"],
                 )
                 return htmx.redirect(url_for("jobs.summary", job_id=job.id))
     return htmx.render(
@@ -168,4 +178,18 @@ def configure(provider_key: str, job_type_key: str):
         steps=STEPS, step=3, fields=ordered_fields(schema), values=values, errors=errors,
         upload=upload, name=name, description=description,
         choices={"upload_fields": upload.fields if upload else []},
+        plan=plan, schedule_fields=ordered_fields(schedule.SCHEMA),
+        retry_fields=ordered_fields(RETRY_SCHEMA),
     )
+
+
+def _subform(prefix: str, schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Values and messages of the fields named `prefix-<field>` (schedule, retry policy)."""
+    form = {key.split("-", 1)[1]: value for key, value in request.form.items()
+            if key.startswith(prefix + "-")}
+    values, errors = coerce(schema, form)
+    if not errors:
+        errors = validate(schema, values)
+    if prefix == "schedule":
+        errors = {**schedule.problems(values), **errors}
+    return values, {f"{prefix}-{field}": message for field, message in errors.items()}

@@ -1,0 +1,83 @@
+"""A fault-injecting provider for the engine's own tests and benchmarks.
+
+It is never in the tile catalog: providers/__init__.py only finds it when the
+environment says PORTAL_TEST_PROVIDERS=1 (the test suite and `make bench` set it).
+"""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Any
+
+from providers.base import (
+    NO_AUTH,
+    AuthMethod,
+    ConfigError,
+    JobType,
+    OutMessage,
+    Provider,
+    ProviderError,
+    RateLimited,
+    RunContext,
+    WorkResult,
+)
+
+
+def run_script(ctx: RunContext) -> WorkResult:
+    """Unit n does what `script[n]` says (past the end: "ok"), then writes
+    `rows_per_unit` messages: "ok"; "error" (always fails); "error:K" (fails its first K
+    attempts); "fatal" (a ConfigError); "slow" (sleeps `slow_seconds` after writing,
+    checking for a pause every 0.1 s). Until `rate_limited_until` (ISO time) every unit
+    is rate limited. The job is done after `units` units, never when `units` is 0."""
+    config: dict[str, Any] = ctx.config
+    unit = int(ctx.cursor.get("unit", 0))
+    script = config.get("script", [])
+    action = script[unit] if unit < len(script) else "ok"
+    if config.get("rate_limited_until"):
+        left = (datetime.fromisoformat(config["rate_limited_until"]) - ctx.now()).total_seconds()
+        if left > 0:
+            raise RateLimited("injected 429", retry_after=left)
+    if action == "error" or (action.startswith("error:") and
+                             ctx.error_count < int(action.split(":")[1])):
+        raise ProviderError(f"injected error in unit {unit}", code="injected")
+    if action == "fatal":
+        raise ConfigError(f"injected fatal error in unit {unit}", code="injected_fatal")
+    rows = int(config.get("rows_per_unit", 1))
+    messages = [
+        OutMessage(dedupe_key=f"{ctx.config.get('key', 'f')}:{unit}:{n}", event_time=ctx.now(),
+                   payload={"unit": unit, "n": n})
+        for n in range(rows)
+    ]
+    added, omitted = ctx.sink.write(config.get("stream", "faults"), messages)
+    if action == "slow":
+        deadline = time.monotonic() + float(config.get("slow_seconds", 5))
+        while time.monotonic() < deadline and not ctx.should_stop():
+            time.sleep(0.1)
+    units = int(config.get("units", 1))
+    done = units > 0 and unit + 1 >= units
+    return WorkResult(added=added, omitted=omitted, cursor={"unit": unit + 1}, done=done,
+                      more_now=bool(config.get("more_now", True)) and not done,
+                      message=f"unit {unit}: {action}")
+
+
+def run_noop(ctx: RunContext) -> WorkResult:
+    """Does nothing and is done: the engine's own overhead, for the benchmark."""
+    return WorkResult(done=True, message="no-op")
+
+
+PROVIDER = Provider(
+    key="faults",
+    name="Fault injection (tests only)",
+    category="Testing",
+    description="Scripted errors, rate limits and slow units for the engine's own tests.",
+    logo="files.svg",
+    auth_methods=(NO_AUTH, AuthMethod("api_key", "API key")),
+    job_types=(
+        JobType(key="script", name="Scripted units", kind="import",
+                description="Follows a script of unit outcomes.",
+                config_schema={"type": "object"}, run=run_script, queue="default"),
+        JobType(key="noop", name="No-op", kind="import", description="Does nothing.",
+                config_schema={"type": "object"}, run=run_noop, queue="default"),
+    ),
+)

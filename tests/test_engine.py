@@ -1,0 +1,248 @@
+"""The job engine on a real Redis and a real RQ worker, with the clock under control:
+retries and the failure window, rate limits shared per authorization, cadence, quiet
+windows, pause / resume / run now, purge, and what the summary says while jobs wait."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+import time_machine
+from sqlalchemy import func, select
+
+from portal.extensions import db
+from portal.jobs import create_job
+from portal.models import Authorization, Job, JobEvent, Message
+from providers import CATALOG, get_job_type
+from tests.test_job_path import fresh, kinds
+from workers.dispatcher import dispatch_once
+
+START = datetime(2026, 6, 1, 8, 0, tzinfo=UTC)
+HX = {"HX-Request": "true"}
+
+
+@pytest.fixture
+def clock():
+    with time_machine.travel(START, tick=True) as traveller:
+        yield traveller
+
+
+@pytest.fixture
+def make_job(app, make_user):
+    owner = make_user("operator", "owner@example.com")
+
+    def make(job_type: str = "script", authorization=None, schedule=None, retry=None,
+             **config) -> Job:
+        provider, kind = get_job_type("faults", job_type)
+        return create_job(provider=provider, job_type=kind, authorization=authorization,
+                          name=f"faults {job_type}", description="", config=config,
+                          created_by=owner, schedule=schedule, retry_policy=retry)
+
+    return make
+
+
+def advance(clock, job: Job, work) -> Job:
+    """Move the clock to the job's next run, let the dispatcher wake it, run the worker."""
+    job = fresh(job)
+    clock.move_to(job.next_run_at + timedelta(seconds=1))
+    dispatch_once()
+    work()
+    return fresh(job)
+
+
+def last_event(job: Job) -> JobEvent:
+    return db.session.scalars(select(JobEvent).where(JobEvent.job_id == job.id)
+                              .order_by(JobEvent.id.desc())).first()
+
+
+def test_the_fault_provider_is_not_a_tile(client, auth):
+    assert "faults" not in CATALOG
+    auth.login()
+    assert "Fault injection" not in client.get("/jobs/new").get_data(as_text=True)
+
+
+def test_ten_hours_of_errors_fail_the_job(clock, make_job, work):
+    job = make_job(script=["error"] * 1000)
+    work()
+    job = fresh(job)
+    assert job.status == "sleeping" and job.error_count == 1
+    assert (last_event(job).kind, last_event(job).code) == ("error", "injected")
+    while job.status == "sleeping":
+        job = advance(clock, job, work)
+    assert job.status == "failed"
+    spent = job.terminal_at - START
+    assert timedelta(hours=10) <= spent < timedelta(hours=11)
+    assert kinds(job)[-2:] == ["error", "failed"]
+    assert "over the 10 h failure window" in last_event(job).message
+    # Failed jobs are not run again until resumed.
+    clock.shift(timedelta(days=1))
+    assert dispatch_once() == 0 and fresh(job).status == "failed"
+
+
+def test_a_success_resets_the_streak(clock, make_job, work):
+    job = make_job(script=["error:2", "ok", "error"], units=5,
+                   retry={"backoff_base_seconds": 10})
+    work()
+    job = advance(clock, job, work)
+    assert fresh(job).error_count == 2
+    job = advance(clock, job, work)  # third attempt of unit 0 succeeds; unit 1 too; unit 2 fails
+    assert job.error_count == 1, "the streak started afresh after the successes"
+    assert job.error_streak_started_at > START + timedelta(seconds=10)
+    assert kinds(job).count("synced") == 2
+
+
+def test_the_retry_policy_is_per_job_and_shown(clock, make_job, work, client, auth):
+    auth.login("viewer")
+    job = make_job(script=["error"] * 10, retry={"backoff_base_seconds": 600,
+                                                 "backoff_cap_seconds": 900,
+                                                 "failure_window_hours": 1})
+    work()
+    job = fresh(job)
+    assert START + timedelta(seconds=300) <= job.next_run_at <= START + timedelta(
+        seconds=601)
+    page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert "Backoff from 600 s doubling up to 900 s; fails after 1 h" in page
+    assert "1 error in a row since" in page
+    while job.status == "sleeping":
+        job = advance(clock, job, work)
+    assert job.status == "failed" and job.terminal_at - START < timedelta(hours=2)
+
+
+def test_rate_limit_sleeps_without_an_error_and_holds_the_authorization(clock, make_job,
+                                                                         work, make_user):
+    shared = Authorization(provider="faults", method="api_key", label="Shared key")
+    db.session.add(shared)
+    db.session.commit()
+    limited = make_job(authorization=shared,
+                       rate_limited_until=(START + timedelta(seconds=120)).isoformat())
+    work()
+    limited = fresh(limited)
+    assert limited.status == "sleeping" and limited.error_count == 0
+    event = last_event(limited)
+    assert (event.kind, event.level, event.code) == ("sleeping", "warning", "rate_limited")
+    until = START + timedelta(seconds=120)
+    assert limited.next_run_at - until < timedelta(seconds=5)
+    assert "sleeping until" in event.message
+    # Another job on the same authorization holds back too, with its own Sleeping event.
+    other = make_job(authorization=shared, script=["ok"])
+    work()
+    other = fresh(other)
+    assert other.status == "sleeping" and other.error_count == 0
+    assert "“Shared key” is rate limited" in last_event(other).message
+    assert db.session.scalar(select(func.count()).select_from(Message)) == 0
+    # When the limit passes, both run.
+    clock.move_to(until + timedelta(seconds=5))
+    dispatch_once()
+    work()
+    assert fresh(other).status == "completed"
+    assert fresh(limited).status == "completed", "unit 0 is retried and succeeds"
+
+
+def test_interval_cadence_sleeps_until_the_next_run(clock, make_job, work, client, auth):
+    auth.login("viewer")
+    job = make_job(units=0, more_now=False, schedule={"kind": "interval", "every_minutes": 30})
+    work()
+    job = fresh(job)
+    assert job.status == "sleeping"
+    assert job.next_run_at - (START + timedelta(minutes=30)) < timedelta(seconds=5)
+    page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert "Every 30 minutes" in page and f"{job.next_run_at:%Y-%m-%d %H:%M}" in page
+    clock.move_to(START + timedelta(minutes=10))
+    assert dispatch_once() == 0 and fresh(job).status == "sleeping", "not before its time"
+    job = advance(clock, job, work)
+    assert job.status == "sleeping" and job.cursor["unit"] == 2
+
+
+def test_quiet_window_holds_runs_and_run_now_overrides_it(clock, make_job, work, client, auth):
+    user = auth.login("operator")
+    job = make_job(units=0, more_now=False, schedule={
+        "kind": "interval", "every_minutes": 5, "quiet_start": "07:00", "quiet_end": "12:00"})
+    work()
+    job = fresh(job)
+    assert job.status == "sleeping" and job.next_run_at == START.replace(hour=12)
+    assert last_event(job).kind == "sleeping" and "Quiet window" in last_event(job).message
+    response = client.post(f"/jobs/{job.id}/run-now", headers={**HX, "X-CSRFToken": auth.csrf()})
+    assert "The job runs now." in response.get_data(as_text=True)
+    work()
+    job = fresh(job)
+    assert job.cursor["unit"] == 1, "run now ran it inside the quiet window"
+    run_now = db.session.scalar(select(JobEvent).where(JobEvent.job_id == job.id,
+                                                       JobEvent.kind == "run_now"))
+    assert run_now.context["user_email"] == user.email
+
+
+def test_pause_and_resume_from_the_summary(clock, make_job, work, client, auth):
+    user = auth.login("operator")
+    job = make_job(units=1)
+    token = auth.csrf()
+    paused = client.post(f"/jobs/{job.id}/pause", headers={**HX, "X-CSRFToken": token})
+    body = paused.get_data(as_text=True)
+    assert "Paused." in body and 'data-status="paused"' in body and 'data-action="resume"' in body
+    again = client.post(f"/jobs/{job.id}/pause", headers={**HX, "X-CSRFToken": token})
+    assert "Nothing changed: a paused job cannot be paused." in again.get_data(as_text=True)
+    work()
+    assert kinds(job) == ["created", "paused"], "the queued run finds it paused and skips it"
+    clock.shift(timedelta(hours=2))
+    assert dispatch_once() == 0, "a paused job is not woken"
+    resumed = client.post(f"/jobs/{job.id}/resume", headers={**HX, "X-CSRFToken": token})
+    assert 'hx-swap-oob="true"' in resumed.get_data(as_text=True), "log polling restarts"
+    work()
+    job = fresh(job)
+    assert job.status == "completed" and job.error_count == 0
+    who = db.session.scalars(select(JobEvent.context).where(
+        JobEvent.job_id == job.id, JobEvent.kind.in_(["paused", "resumed"]))).all()
+    assert [c["user_email"] for c in who] == [user.email, user.email]
+
+
+def test_viewers_cannot_act(make_job, client, auth):
+    auth.login("viewer")
+    job = make_job()
+    assert 'id="job-actions"' not in client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert client.post(f"/jobs/{job.id}/pause", headers={"X-CSRFToken": auth.csrf()}
+                       ).status_code == 403
+    assert fresh(job).status == "running"
+
+
+def test_waiting_for_a_worker_is_said_plainly(make_job, client, auth):
+    auth.login("viewer")
+    job = make_job()
+    page = client.get(f"/jobs/{job.id}/live", headers=HX).get_data(as_text=True)
+    assert "Waiting for a worker: none is serving the “default” queue" in page
+
+
+def test_purge_after_90_days_with_warning(clock, make_job, work, client, auth, app):
+    auth.login("viewer")
+    job = make_job()
+    work()
+    assert fresh(job).status == "completed"
+    clock.move_to(START + timedelta(days=89))
+    page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert "will be purged on" in page and "(1 day left)" in page
+    runner = app.test_cli_runner()
+    assert "Purged 0 job(s)" in runner.invoke(args=["jobs", "purge"]).output
+    clock.move_to(START + timedelta(days=90, minutes=1))
+    assert "Would purge 1 job(s)" in runner.invoke(args=["jobs", "purge", "--dry-run"]).output
+    assert "Purged 1 job(s)" in runner.invoke(args=["jobs", "purge"]).output
+    db.session.expire_all()
+    assert db.session.get(Job, job.id) is None
+    assert db.session.scalar(select(func.count()).select_from(JobEvent)) == 0
+    assert client.get(f"/jobs/{job.id}").status_code == 404
+
+
+def test_the_dispatcher_purges_once_a_day(clock, make_job, work, app):
+    from workers.dispatcher import purge_daily
+
+    job = make_job()
+    work()
+    clock.move_to(START + timedelta(days=91))
+    now = datetime.now(UTC)
+    assert purge_daily(now) == 1
+    assert purge_daily(now) == 0, "once a day"
+    db.session.expire_all()
+    assert db.session.get(Job, fresh_id(job)) is None
+
+
+def fresh_id(job: Job) -> int:
+    from sqlalchemy import inspect
+
+    return inspect(job).identity[0]
