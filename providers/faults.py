@@ -28,7 +28,7 @@ def run_script(ctx: RunContext) -> WorkResult:
     """Unit n does what `script[n]` says (past the end: "ok"), then writes
     `rows_per_unit` messages: "ok"; "error" (always fails); "error:K" (fails its first K
     attempts); "fatal" (a ConfigError); "slow" (sleeps `slow_seconds` after writing,
-    checking for a pause every 0.1 s). Until `rate_limited_until` (ISO time) every unit
+    checking for a pause every 0.1 s); "slow:K" (slow on its first K attempts). Until `rate_limited_until` (ISO time) every unit
     is rate limited. The job is done after `units` units, never when `units` is 0."""
     config: dict[str, Any] = ctx.config
     unit = int(ctx.cursor.get("unit", 0))
@@ -50,7 +50,8 @@ def run_script(ctx: RunContext) -> WorkResult:
         for n in range(rows)
     ]
     added, omitted = ctx.sink.write(config.get("stream", "faults"), messages)
-    if action == "slow":
+    if action == "slow" or (action.startswith("slow:") and
+                            ctx.error_count < int(action.split(":")[1])):
         deadline = time.monotonic() + float(config.get("slow_seconds", 5))
         while time.monotonic() < deadline and not ctx.should_stop():
             time.sleep(0.1)
