@@ -28,8 +28,9 @@ def run_script(ctx: RunContext) -> WorkResult:
     """Unit n does what `script[n]` says (past the end: "ok"), then writes
     `rows_per_unit` messages: "ok"; "error" (always fails); "error:K" (fails its first K
     attempts); "fatal" (a ConfigError); "slow" (sleeps `slow_seconds` after writing,
-    checking for a pause every 0.1 s); "slow:K" (slow on its first K attempts). Until `rate_limited_until` (ISO time) every unit
-    is rate limited. The job is done after `units` units, never when `units` is 0."""
+    checking for a pause every 0.1 s); "slow:K" (slow on its first K attempts). Until
+    `rate_limited_until` (ISO time) every unit is rate limited. The job is done after
+    `units` units, never when `units` is 0."""
     config: dict[str, Any] = ctx.config
     unit = int(ctx.cursor.get("unit", 0))
     script = config.get("script", [])
