@@ -2,16 +2,16 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import timedelta
 
 from flask import current_app
 from redis import Redis
 from redis.exceptions import RedisError
 from rq import Queue, Worker
-from rq.exceptions import NoSuchJobError
 from rq.job import Job as RQJob
 from rq.job import JobStatus
-from sqlalchemy import update
+from sqlalchemy import Row, update
 
 from portal.extensions import db
 from portal.models import Job
@@ -36,55 +36,54 @@ def rq_job_id(job_id: int, dispatch: int) -> str:
     return f"portal-job-{job_id}-{dispatch}"
 
 
-def is_pending(job: Job) -> bool:
-    """Whether this job's latest dispatch still waits in, or runs from, a queue."""
-    if job.dispatch_count == 0:
-        return False
-    try:
-        rq_job = RQJob.fetch(rq_job_id(job.id, job.dispatch_count), connection=redis_connection())
-    except NoSuchJobError:
-        return False
-    return rq_job.get_status(refresh=False) in _PENDING
+def pending_ids(jobs: Sequence[Job | Row]) -> set[int]:
+    """Ids of the jobs whose latest dispatch still waits in, or runs from, a queue."""
+    dispatched = [job for job in jobs if job.dispatch_count]
+    found = RQJob.fetch_many([rq_job_id(job.id, job.dispatch_count) for job in dispatched],
+                             connection=redis_connection())
+    return {job.id for job, rq_job in zip(dispatched, found, strict=True)
+            if rq_job is not None and rq_job.get_status(refresh=False) in _PENDING}
 
 
-def claim_dispatch(job: Job) -> int | None:
-    """Reserve the next dispatch number with a compare-and-set on the row, and commit.
+def dispatch(jobs: Sequence[Job | Row], *, force: bool = False) -> int:
+    """Reserve the next dispatch number of each job with a compare-and-set on its row,
+    commit, then put the jobs that were won on their queues in one round trip.
 
-    Two dispatchers racing for the same job: only one gets a number, so the job is
-    enqueued once. Returns None when another process won.
-    """
+    Two dispatchers racing for the same job: only one gets the number, so the job is
+    enqueued once. `force` (run now, resume) lets the run ignore the job's quiet window.
+    Returns how many jobs were enqueued."""
     now = utcnow()
-    result = db.session.execute(
-        update(Job)
-        .where(Job.id == job.id, Job.dispatch_count == job.dispatch_count)
-        .values(dispatch_count=Job.dispatch_count + 1, enqueued_at=now)
-    )
+    wanted = [(job.id, job.dispatch_count, job.queue, job.name) for job in jobs]
+    won = []
+    for job_id, count, queue_name, name in wanted:
+        result = db.session.execute(
+            update(Job)
+            .where(Job.id == job_id, Job.dispatch_count == count)
+            .values(dispatch_count=count + 1, enqueued_at=now)
+            .execution_options(synchronize_session=False)
+        )
+        if result.rowcount == 1:
+            won.append((job_id, count + 1, queue_name, name))
     db.session.commit()
-    if result.rowcount != 1:
-        return None
-    db.session.refresh(job)
-    return job.dispatch_count
+    by_queue: dict[str, list] = {}
+    for job_id, dispatch_number, queue_name, name in won:
+        by_queue.setdefault(queue_name, []).append(Queue.prepare_data(
+            RUN_FUNCTION, args=(job_id, force), job_id=rq_job_id(job_id, dispatch_number),
+            timeout=int(timedelta(hours=1).total_seconds()), result_ttl=600,
+            failure_ttl=int(timedelta(days=1).total_seconds()),
+            description=f"run portal job {job_id} ({name[:60]})",
+        ))
+    connection = redis_connection()
+    with connection.pipeline() as pipe:
+        for queue_name, datas in by_queue.items():
+            Queue(queue_name, connection=connection).enqueue_many(datas, pipeline=pipe)
+        pipe.execute()
+    return len(won)
 
 
 def enqueue(job: Job, *, force: bool = False) -> bool:
-    """Commit a dispatch for the job, then put it on its queue. False if another won.
-
-    `force` (run now, resume) lets the run ignore the job's quiet window."""
-    dispatch = claim_dispatch(job)
-    if dispatch is None:
-        return False
-    queue = Queue(job.queue, connection=redis_connection())
-    queue.enqueue(
-        RUN_FUNCTION,
-        job.id,
-        force,
-        job_id=rq_job_id(job.id, dispatch),
-        job_timeout=int(timedelta(hours=1).total_seconds()),
-        result_ttl=600,
-        failure_ttl=int(timedelta(days=1).total_seconds()),
-        description=f"run portal job {job.id} ({job.name[:60]})",
-    )
-    return True
+    """Dispatch one job; False when another process dispatched it first."""
+    return dispatch([job], force=force) == 1
 
 
 def waiting_reason(job: Job) -> str:

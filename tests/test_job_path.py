@@ -15,7 +15,7 @@ from portal import lifecycle
 from portal.extensions import db
 from portal.models import Job, JobEvent, Message, Stream, Upload
 from portal.models.types import utcnow
-from portal.queues import is_pending
+from portal.queues import pending_ids
 from workers.dispatcher import dispatch_once
 from workers.runner import Runner
 
@@ -67,7 +67,7 @@ def test_created_job_is_committed_then_queued(client, auth, app):
     auth.login()
     job = create_import(client, auth)
     assert job.status == "running" and job.dispatch_count == 1
-    assert is_pending(job), "the create view put the job on the backfill queue"
+    assert pending_ids([job]) == {job.id}, "the create view put the job on the backfill queue"
     assert kinds(job) == ["created"]
 
 
@@ -167,8 +167,8 @@ def test_pausing_between_units_stops_the_run_and_keeps_its_progress(client, auth
     user = auth.login()
     job = create_import(client, auth)
     runner = Runner(job.id)
-    claimed = runner.claim()
-    assert runner.held_back(claimed) is False
+    claimed, outcome = runner.claim()
+    assert outcome == "claimed"
     assert runner.unit(claimed) == "more"
     with app.app_context():  # a person pauses it from the web meanwhile
         lifecycle.pause(db.session.get(Job, job.id), by=db.session.get(type(user), user.id),

@@ -20,7 +20,7 @@ from portal.jobs import purge
 from portal.lifecycle import Status
 from portal.models import Job
 from portal.models.types import utcnow
-from portal.queues import enqueue, is_pending, redis_connection
+from portal.queues import dispatch, pending_ids, redis_connection
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "portal:dispatcher"
@@ -58,10 +58,10 @@ def dispatch_once(now: datetime | None = None) -> int:
     for job in due:
         lifecycle.wake(job, now=now)
     db.session.commit()
-    enqueued = sum(1 for job in due if enqueue(job))
+    enqueued = dispatch(due)
 
-    candidates = db.session.scalars(
-        select(Job)
+    candidates = db.session.execute(
+        select(Job.id, Job.dispatch_count, Job.queue, Job.name)
         .where(
             Job.status == Status.RUNNING,
             or_(Job.lease_until.is_(None), Job.lease_until < now),
@@ -69,10 +69,8 @@ def dispatch_once(now: datetime | None = None) -> int:
         )
         .order_by(Job.id)
     ).all()
-    for job in candidates:
-        if not is_pending(job) and enqueue(job):
-            enqueued += 1
-    return enqueued
+    pending = pending_ids(candidates)
+    return enqueued + dispatch([job for job in candidates if job.id not in pending])
 
 
 def purge_daily(now: datetime) -> int:

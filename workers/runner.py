@@ -138,11 +138,9 @@ class Runner:
 
     def run(self) -> str:
         try:
-            job = self.claim()
+            job, outcome = self.claim()
             if job is None:
-                return "skipped"
-            if self.held_back(job):
-                return "held back"
+                return outcome
             started = time.monotonic()
             while True:
                 outcome = self.unit(job)
@@ -157,8 +155,9 @@ class Runner:
         finally:
             db.session.remove()
 
-    def claim(self) -> Job | None:
-        """Take the lease on a running job, or None when it is not ours to run."""
+    def claim(self) -> tuple[Job | None, str]:
+        """Take the lease on a running job, in one transaction with its Started event or
+        its hold-back. Returns (job, "claimed"), or (None, why not)."""
         now = utcnow()
         result = db.session.execute(
             update(Job)
@@ -168,16 +167,28 @@ class Runner:
                 or_(Job.lease_until.is_(None), Job.lease_until < now),
             )
             .values(lease_owner=self.owner, lease_until=now + self.lease)
+            .execution_options(synchronize_session=False)
         )
-        db.session.commit()
         if result.rowcount != 1:
-            return None
-        return db.session.get(Job, self.job_id)
+            db.session.commit()
+            return None, "skipped"
+        job = db.session.get(Job, self.job_id)
+        if self.hold_back(job, now):
+            job.lease_owner = job.lease_until = None
+            db.session.commit()
+            return None, "held back"
+        if job.started_at is None:
+            job.started_at = now
+            lifecycle.record(
+                job, Event.STARTED, f"Started: first run, picked up by worker {self.owner}",
+                now=now,
+            )
+        db.session.commit()
+        return job, "claimed"
 
-    def held_back(self, job: Job) -> bool:
+    def hold_back(self, job: Job, now: datetime) -> bool:
         """Put the job back to sleep if its authorization is rate limited or it is quiet
-        time; record Started on the first real run."""
-        now = utcnow()
+        time (unless a person asked to run it now)."""
         authorization = job.authorization
         if authorization and authorization.rate_limited_until and (
             authorization.rate_limited_until > now
@@ -187,22 +198,13 @@ class Runner:
                 code="rate_limited",
                 message=f"Holding back: authorization “{authorization.label}” is rate limited",
             )
-        elif not self.force and (quiet_end := schedule.in_quiet(
+            return True
+        if not self.force and (quiet_end := schedule.in_quiet(
                 schedule.from_dict(job.schedule), now)):
             lifecycle.hold_back(job, Trigger.QUIET, now=now, until=quiet_end, code="quiet",
                                 message="Quiet window")
-        else:
-            if job.started_at is None:
-                job.started_at = now
-                lifecycle.record(
-                    job, Event.STARTED, f"Started: first run, picked up by worker {self.owner}",
-                    now=now,
-                )
-                db.session.commit()
-            return False
-        job.lease_owner = job.lease_until = None
-        db.session.commit()
-        return True
+            return True
+        return False
 
     def renew(self, job: Job) -> bool:
         """Extend the lease before the next unit; False (and the lease let go) when the job

@@ -1,0 +1,134 @@
+"""engine_throughput_ratio: 1,000 no-op units through the whole job path (dispatcher ->
+RQ -> runner bookkeeping -> events) against 1,000 no-op functions run by bare RQ with the
+same worker class, in one process run. Prints `engine_throughput_ratio=<ours/bare>`
+(throughput, so higher is better; the target is >= 0.5).
+
+Uses a private Redis from the bundled binary and a SQLite file in a temporary folder, or
+BENCH_DATABASE_URL (its tables are dropped and rebuilt) when set.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+os.environ["PORTAL_TEST_PROVIDERS"] = "1"  # the no-op job type lives in the test provider
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flask_migrate import upgrade  # noqa: E402
+from redis import Redis  # noqa: E402
+from rq import Queue, SimpleWorker  # noqa: E402
+from sqlalchemy import insert, text  # noqa: E402
+
+from portal import create_app  # noqa: E402
+from portal.extensions import db  # noqa: E402
+from portal.models import Job, User  # noqa: E402
+from portal.models.types import utcnow  # noqa: E402
+from workers import redis_server  # noqa: E402
+from workers.dispatcher import dispatch_once  # noqa: E402
+
+UNITS = 1000
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 3))
+
+
+def noop() -> None:
+    """What bare RQ runs."""
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_jobs(owner_id: int) -> None:
+    now = utcnow()
+    db.session.execute(insert(Job), [
+        {"name": f"noop {n}", "provider": "faults", "job_type": "noop", "kind": "import",
+         "queue": "default", "status": "running", "created_by_id": owner_id, "config": {},
+         "schedule": {"kind": "once"}, "retry_policy": {}, "cursor": {}, "description": "",
+         "status_changed_at": now, "created_at": now, "updated_at": now}
+        for n in range(UNITS)
+    ])
+    db.session.commit()
+
+
+def drain(connection: Redis) -> None:
+    queues = [Queue(name, connection=connection) for name in ("realtime", "default", "backfill")]
+    SimpleWorker(queues, connection=connection).work(burst=True, logging_level="WARNING")
+
+
+def ours(connection: Redis, owner_id: int) -> float:
+    db.session.execute(text("DELETE FROM job_events"))
+    db.session.execute(text("DELETE FROM jobs"))
+    db.session.commit()
+    make_jobs(owner_id)
+    connection.flushdb()
+    started = time.perf_counter()
+    enqueued = dispatch_once()
+    drain(connection)
+    elapsed = time.perf_counter() - started
+    done = db.session.scalar(text("SELECT count(*) FROM jobs WHERE status = 'completed'"))
+    assert enqueued == UNITS and done == UNITS, (enqueued, done)
+    return elapsed
+
+
+def bare(connection: Redis) -> float:
+    connection.flushdb()
+    queue = Queue("default", connection=connection)
+    started = time.perf_counter()
+    for n in range(UNITS):
+        queue.enqueue("bench_engine.noop", job_id=f"bare-{n}", result_ttl=600)
+    drain(connection)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        port = free_port()
+        redis = subprocess.Popen(redis_server.command(Path(folder) / "redis", port=port,
+                                                      persist=False),
+                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        try:
+            url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{folder}/bench.db"
+            app = create_app({"INSTANCE_PATH": folder, "SQLALCHEMY_DATABASE_URI": url,
+                              "REDIS_URL": f"redis://127.0.0.1:{port}/0",
+                              "SECRET_KEY": "bench"})
+            with app.app_context():
+                if db.engine.dialect.name == "postgresql":
+                    with db.engine.begin() as connection:
+                        connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+                upgrade()
+                owner = User(email="bench@example.com", role="admin", password_hash="-")
+                db.session.add(owner)
+                db.session.commit()
+                owner_id = owner.id
+                connection = Redis.from_url(app.config["REDIS_URL"])
+                for _ in range(50):
+                    try:
+                        connection.ping()
+                        break
+                    except Exception:
+                        time.sleep(0.1)
+                ours_times, bare_times = [], []
+                for _ in range(ROUNDS):  # interleaved, best of each
+                    bare_times.append(bare(connection))
+                    ours_times.append(ours(connection, owner_id))
+                dialect = db.engine.dialect.name
+            best_ours, best_bare = min(ours_times), min(bare_times)
+            print(f"# {UNITS} units: ours {best_ours:.2f} s ({UNITS / best_ours:.0f}/s), "
+                  f"bare RQ {best_bare:.2f} s ({UNITS / best_bare:.0f}/s), "
+                  f"{dialect}", file=sys.stderr)
+            print(f"engine_throughput_ratio={best_bare / best_ours:.3f}")
+        finally:
+            redis.terminate()
+            redis.wait(10)
+
+
+if __name__ == "__main__":
+    main()
