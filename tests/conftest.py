@@ -11,6 +11,7 @@ import os
 import re
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -181,3 +182,39 @@ def work(app, redis_url):
         return worked
 
     return run
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def spawn(app, tmp_path):
+    """Start real `python -m workers ...` processes on the test database and Redis;
+    keyword arguments add environment variables. All are stopped after the test."""
+    processes: list[subprocess.Popen] = []
+
+    def start(*args: str, **env: str) -> subprocess.Popen:
+        environment = {
+            **os.environ,
+            "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
+            "REDIS_URL": app.config["REDIS_URL"],
+            "SECRET_KEY": app.config["SECRET_KEY"],
+            "PORTAL_INSTANCE_PATH": str(tmp_path / "instance-workers"),
+            "PORTAL_IMPORT_BATCH_SIZE": str(app.config["PORTAL_IMPORT_BATCH_SIZE"]),
+            **env,
+        }
+        log = open(tmp_path / f"{'-'.join(args)}-{len(processes)}.log", "w")  # the child's
+        process = subprocess.Popen([sys.executable, "-m", "workers", *args], cwd=ROOT,
+                                   env=environment, stdout=log, stderr=log)
+        processes.append(process)
+        return process
+
+    yield start
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+    for process in processes:
+        try:
+            process.wait(10)
+        except subprocess.TimeoutExpired:
+            process.kill()

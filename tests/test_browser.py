@@ -5,11 +5,8 @@ from __future__ import annotations
 
 import os
 import shutil
-import subprocess
-import sys
 import threading
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from playwright.sync_api import Page, expect
@@ -18,7 +15,6 @@ from werkzeug.serving import make_server
 from tests.conftest import TEST_PASSWORD
 
 pytestmark = pytest.mark.browser
-ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="session")
@@ -45,36 +41,7 @@ def live_server(app) -> Iterator[str]:
     thread.join(10)
 
 
-@pytest.fixture
-def background(app, tmp_path) -> Iterator:
-    """Starts `python -m workers worker` and `... dispatcher` as real processes, on demand."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-        "REDIS_URL": app.config["REDIS_URL"],
-        "SECRET_KEY": app.config["SECRET_KEY"],
-        "PORTAL_INSTANCE_PATH": str(tmp_path / "worker-instance"),
-        "PORTAL_IMPORT_BATCH_SIZE": str(app.config["PORTAL_IMPORT_BATCH_SIZE"]),
-    }
-    processes: list[subprocess.Popen] = []
-
-    def start() -> None:
-        for command in ("worker", "dispatcher"):
-            log = open(tmp_path / f"{command}.log", "w")  # the process keeps it open
-            processes.append(subprocess.Popen([sys.executable, "-m", "workers", command],
-                                              cwd=ROOT, env=env, stdout=log, stderr=log))
-
-    yield start
-    for process in processes:
-        process.terminate()
-    for process in processes:
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
-
-
-def test_wizard_to_completed_without_reload(page: Page, live_server, make_user, background,
+def test_wizard_to_completed_without_reload(page: Page, live_server, make_user, spawn,
                                             tmp_path):
     user = make_user("operator")
     rows = "".join(f"user{n}@x.io,2024-01-{n % 28 + 1:02d}T10:00:00Z,pro\n" for n in range(40))
@@ -110,7 +77,8 @@ def test_wizard_to_completed_without_reload(page: Page, live_server, make_user, 
     expect(page.locator("#job-status [data-status]")).to_have_attribute("data-status", "running")
     page.evaluate("window.notReloaded = true")
 
-    background()
+    spawn("worker")
+    spawn("dispatcher")
     expect(page.locator("#job-status [data-status]")).to_have_attribute(
         "data-status", "completed", timeout=30_000)
     expect(page.locator("#metric-added")).to_have_text("40")

@@ -3,13 +3,9 @@ a unit, Redis losing every queue, and two dispatchers running at once."""
 
 from __future__ import annotations
 
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import pytest
 from redis import Redis
@@ -21,40 +17,9 @@ from portal.jobs import create_job
 from portal.models import Job, JobEvent, Message
 from providers import get_job_type
 
-ROOT = Path(__file__).resolve().parent.parent
-
-
-@pytest.fixture
-def spawn(app, tmp_path):
-    """Start `python -m workers ...` processes against the test database and Redis."""
-    env = {
-        **os.environ,
-        "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
-        "REDIS_URL": app.config["REDIS_URL"],
-        "SECRET_KEY": app.config["SECRET_KEY"],
-        "PORTAL_INSTANCE_PATH": str(tmp_path / "instance-workers"),
-        "PORTAL_LEASE_SECONDS": "3",
-        "PORTAL_DISPATCH_INTERVAL": "1",
-        "PORTAL_ENQUEUE_GRACE_SECONDS": "2",
-    }
-    processes: list[subprocess.Popen] = []
-
-    def start(*args: str) -> subprocess.Popen:
-        log = open(tmp_path / f"{'-'.join(args)}-{len(processes)}.log", "w")  # kept by the child
-        process = subprocess.Popen([sys.executable, "-m", "workers", *args], cwd=ROOT, env=env,
-                                   stdout=log, stderr=log)
-        processes.append(process)
-        return process
-
-    yield start
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-    for process in processes:
-        try:
-            process.wait(10)
-        except subprocess.TimeoutExpired:
-            process.kill()
+# A short lease and quick passes, so that losses show within seconds.
+FAST = {"PORTAL_LEASE_SECONDS": "3", "PORTAL_DISPATCH_INTERVAL": "1",
+        "PORTAL_ENQUEUE_GRACE_SECONDS": "2"}
 
 
 @pytest.fixture
@@ -93,8 +58,8 @@ def messages() -> int:
 
 def test_sigkill_mid_unit_is_recovered_without_loss_or_duplicates(make_job, spawn):
     job_id = make_job(script=["slow:1", "ok"], units=2, rows_per_unit=5, slow_seconds=60)
-    worker = spawn("worker")
-    spawn("dispatcher")
+    worker = spawn("worker", **FAST)
+    spawn("dispatcher", **FAST)
     wait_for(lambda: job_row(job_id).lease_owner and job_row(job_id).started_at, 30,
              "the worker to start the slow unit")
     time.sleep(1)  # the unit has written its messages but not committed them
@@ -107,7 +72,7 @@ def test_sigkill_mid_unit_is_recovered_without_loss_or_duplicates(make_job, spaw
     assert lost.kind == "error" and "Worker lost" in lost.message
     assert messages() == 0, "the killed worker's uncommitted batch did not land"
     assert job_row(job_id).status in ("sleeping", "running")
-    spawn("worker")
+    spawn("worker", **FAST)
     wait_for(lambda: job_row(job_id).status == "completed", 60, "the job to complete")
     assert messages() == 10, "each message exactly once"
     keys = db.session.scalars(select(Message.dedupe_key)).all()
@@ -118,8 +83,8 @@ def test_jobs_come_back_after_redis_loses_everything(make_job, spawn, redis_url)
     running = [make_job(units=1, key=f"job{n}") for n in range(3)]
     Redis.from_url(redis_url).flushall()
     started = time.monotonic()
-    spawn("dispatcher")
-    spawn("worker")
+    spawn("dispatcher", **FAST)
+    spawn("worker", **FAST)
     wait_for(lambda: all(job_row(i).status == "completed" for i in running), 60,
              "every job to run after the flush")
     assert time.monotonic() - started < 60
@@ -130,8 +95,8 @@ def test_two_dispatchers_enqueue_each_job_once(make_job, spawn, redis_url):
     jobs = [make_job(units=1) for _ in range(20)]
     connection = Redis.from_url(redis_url)
     connection.flushall()  # every job now needs the dispatcher
-    spawn("dispatcher")
-    spawn("dispatcher")
+    spawn("dispatcher", **FAST)
+    spawn("dispatcher", **FAST)
     queue = Queue("default", connection=connection)
     wait_for(lambda: queue.count >= 20, 30, "the jobs to be queued again")
     time.sleep(4)  # several more passes of both dispatchers
