@@ -56,11 +56,7 @@ def create_job(
     db.session.flush()
     lifecycle.record(job, Event.CREATED, f"Created by {created_by.email}", now=now, by=created_by)
     db.session.commit()
-    try:
-        enqueue(job)
-    except RedisError:
-        # The row is committed: the dispatcher puts the job on a queue once Redis answers.
-        log.warning("job %s: Redis unavailable, left for the dispatcher", job.id)
+    _enqueue_committed(job)
     return job
 
 
@@ -121,19 +117,21 @@ def resume_job(job: Job, *, by: User) -> None:
     """Resume a paused or failed job: it runs now, with a fresh error streak."""
     lifecycle.resume(_locked(job), by=by, now=utcnow())
     db.session.commit()
-    _enqueue_now(job)
+    _enqueue_committed(job, force=True)
 
 
 def run_job_now(job: Job, *, by: User) -> None:
     """Run a sleeping job now instead of at its next run time."""
     lifecycle.run_now(_locked(job), by=by, now=utcnow())
     db.session.commit()
-    _enqueue_now(job)
+    _enqueue_committed(job, force=True)
 
 
-def _enqueue_now(job: Job) -> None:
+def _enqueue_committed(job: Job, *, force: bool = False) -> None:
+    """Queue a job whose row is committed. If Redis does not answer, nothing is lost:
+    the dispatcher queues the job once Redis is back."""
     try:
-        enqueue(job, force=True)
+        enqueue(job, force=force)
     except RedisError:
         log.warning("job %s: Redis unavailable, left for the dispatcher", job.id)
 
