@@ -147,7 +147,7 @@ class Runner:
                 if outcome != "more":
                     return outcome
                 if time.monotonic() - started > TIME_SLICE.total_seconds():
-                    self.release(job)
+                    self._finish(job, keep_lease=False)
                     enqueue(job)
                     return "handed back"
                 if not self.renew(job):
@@ -221,11 +221,6 @@ class Runner:
             )
         db.session.commit()
         return result.rowcount == 1
-
-    def release(self, job: Job) -> None:
-        job.lease_owner = None
-        job.lease_until = None
-        db.session.commit()
 
     def unit(self, job: Job) -> str:
         """One unit of work; its data, cursor and events commit together."""
