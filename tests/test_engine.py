@@ -161,11 +161,13 @@ def test_quiet_window_holds_runs_and_run_now_overrides_it(clock, make_job, work,
     job = fresh(job)
     assert job.status == "sleeping" and job.next_run_at == START.replace(hour=12)
     assert last_event(job).kind == "sleeping" and "Quiet window" in last_event(job).message
+    assert job.started_at is None and not kinds(job).count("started"), "held back, not started"
     response = client.post(f"/jobs/{job.id}/run-now", headers={**HX, "X-CSRFToken": auth.csrf()})
     assert "The job runs now." in response.get_data(as_text=True)
     work()
     job = fresh(job)
     assert job.cursor["unit"] == 1, "run now ran it inside the quiet window"
+    assert job.started_at is not None and kinds(job).count("started") == 1
     run_now = db.session.scalar(select(JobEvent).where(JobEvent.job_id == job.id,
                                                        JobEvent.kind == "run_now"))
     assert run_now.context["user_email"] == user.email

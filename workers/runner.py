@@ -19,7 +19,7 @@ from functools import cache
 from typing import Any
 
 from flask import Flask, current_app, has_app_context
-from sqlalchemy import or_, select, update
+from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Engine
 
 from portal import lifecycle, schedule
@@ -137,6 +137,10 @@ class Runner:
         self.lease = timedelta(seconds=self.config["PORTAL_LEASE_SECONDS"])
 
     def run(self) -> str:
+        # The lease makes this process the job row's only writer until it lets go, so the
+        # loaded row stays valid across commits; _still_ours re-reads it under a lock
+        # before anything is decided.
+        db.session().expire_on_commit = False
         try:
             job, outcome = self.claim()
             if job is None:
@@ -159,26 +163,33 @@ class Runner:
         """Take the lease on a running job, in one transaction with its Started event or
         its hold-back. Returns (job, "claimed"), or (None, why not)."""
         now = utcnow()
-        result = db.session.execute(
+        claimed = (
             update(Job)
             .where(
                 Job.id == self.job_id,
                 Job.status == Status.RUNNING,
                 or_(Job.lease_until.is_(None), Job.lease_until < now),
             )
-            .values(lease_owner=self.owner, lease_until=now + self.lease)
-            .execution_options(synchronize_session=False)
+            .values(lease_owner=self.owner, lease_until=now + self.lease,
+                    started_at=func.coalesce(Job.started_at, now))
         )
-        if result.rowcount != 1:
+        # UPDATE ... RETURNING (PostgreSQL, SQLite >= 3.35): the claim and the read in one
+        # round trip.
+        job = db.session.scalars(
+            claimed.returning(Job).execution_options(synchronize_session=False,
+                                                     populate_existing=True)
+        ).one_or_none()
+        if job is None:
             db.session.commit()
             return None, "skipped"
-        job = db.session.get(Job, self.job_id)
+        first_run = job.started_at == now  # set by this claim
         if self.hold_back(job, now):
             job.lease_owner = job.lease_until = None
+            if first_run:
+                job.started_at = None
             db.session.commit()
             return None, "held back"
-        if job.started_at is None:
-            job.started_at = now
+        if first_run:
             lifecycle.record(
                 job, Event.STARTED, f"Started: first run, picked up by worker {self.owner}",
                 now=now,
