@@ -13,7 +13,7 @@ from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
 
-from portal.config import load_settings
+from portal.config import ConfigError, load_settings
 from portal.extensions import csrf, db, htmx_headers, login_manager, migrate
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -44,6 +44,14 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     login_manager.init_app(app)
     csrf.init_app(app)
     htmx_headers.init_app(app)
+
+    from portal import oauth, vault
+
+    try:
+        app.extensions["portal_keyring"] = vault.Keyring(app.config["PORTAL_VAULT_KEYS"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+    oauth.init_app(app)
 
     from portal import models  # noqa: F401  (registers the tables)
     from portal.blueprints import admin, auth, data, jobs, vault, wizard

@@ -1,4 +1,4 @@
-"""`flask --app wsgi ...` commands: users, setup."""
+"""`flask --app wsgi ...` commands: users, setup, jobs purge, vault rotate / new-key."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from portal.models.types import utcnow
 
 users = AppGroup("users", help="Manage the people who can sign in.")
 jobs = AppGroup("jobs", help="Look after jobs.")
+vault_group = AppGroup("vault", help="Look after the Vault's encryption keys.")
 FIRST_ADMIN = "admin@localhost"
 
 
@@ -104,7 +105,31 @@ def jobs_purge(days: int | None, dry_run: bool) -> None:
     click.echo(f"{verb} {count} job(s) settled for more than {days} days.")
 
 
+@vault_group.command("rotate")
+def vault_rotate() -> None:
+    """Re-encrypt every stored credentials version under the active key (the first of
+    PORTAL_VAULT_KEYS). Afterwards older keys can be removed from the setting."""
+    from portal import vault
+
+    try:
+        count = vault.rotate()
+    except vault.KeyUnavailable as exc:
+        db.session.rollback()
+        raise click.ClickException(f"{exc} Nothing after it was re-encrypted.") from None
+    click.echo(f"Re-encrypted {count} credentials version(s) with key "
+               f"“{vault.keyring().active_id}”.")
+
+
+@vault_group.command("new-key")
+def vault_new_key() -> None:
+    """Print a new key to put first in PORTAL_VAULT_KEYS (then run `vault rotate`)."""
+    from portal import vault
+
+    click.echo(vault.new_key())
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(users)
     app.cli.add_command(jobs)
+    app.cli.add_command(vault_group)
     app.cli.add_command(setup)

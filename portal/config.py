@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import base64
+import logging
 import os
 import secrets
 from pathlib import Path
 from typing import Any
 
 from dotenv import load_dotenv
+
+log = logging.getLogger(__name__)
 
 
 class ConfigError(RuntimeError):
@@ -34,6 +38,25 @@ def _secret_key(instance: Path, production: bool) -> str:
     if not path.exists():
         path.write_text(secrets.token_urlsafe(48))
         path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def _vault_keys(instance: Path, production: bool) -> str:
+    """The Vault's keys, "id:base64key,..." with the active key first (see portal/vault.py)."""
+    keys = os.environ.get("PORTAL_VAULT_KEYS", "").strip()
+    if keys:
+        return keys
+    if production:
+        raise ConfigError(
+            "PORTAL_VAULT_KEYS must be set when PORTAL_ENV=production (the key that encrypts "
+            "stored credentials). Make one with `flask --app wsgi vault new-key`."
+        )
+    path = instance / "vault-keys"
+    if not path.exists():
+        path.write_text(f"dev-{secrets.token_hex(4)}:{base64.b64encode(os.urandom(32)).decode()}")
+        path.chmod(0o600)
+    log.warning("The Vault uses the development key in %s; set PORTAL_VAULT_KEYS for real "
+                "credentials, and keep that file if you keep this database.", path)
     return path.read_text().strip()
 
 
@@ -76,8 +99,15 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         "SESSION_COOKIE_SECURE": production,
         "REMEMBER_COOKIE_HTTPONLY": True,
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        "PORTAL_HEALTH_CHECK_HOURS": _int("PORTAL_HEALTH_CHECK_HOURS", 24),
     }
+    # OAuth clients per provider: PORTAL_OAUTH_<PROVIDER>_CLIENT_ID, _CLIENT_SECRET, and
+    # optionally _AUTHORIZE_URL / _TOKEN_URL.
+    settings.update({name: value for name, value in os.environ.items()
+                     if name.startswith("PORTAL_OAUTH_") and value})
     if "SECRET_KEY" not in overrides:
         settings["SECRET_KEY"] = _secret_key(instance, production)
+    if "PORTAL_VAULT_KEYS" not in overrides:
+        settings["PORTAL_VAULT_KEYS"] = _vault_keys(instance, production)
     settings.update(overrides)
     return settings

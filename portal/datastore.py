@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 from portal.extensions import db
 from portal.models import Message, Stream, Upload, User
 from portal.models.types import utcnow
-from providers.base import ConfigError, OutMessage, StoredFile
+from providers.base import ConfigError, InMessage, OutMessage, StoredFile
 from providers.files import FileInfo, inspect
 
 
@@ -88,3 +88,17 @@ def write_messages(stream_name: str, messages: Iterable[OutMessage], *, source: 
     if rows:
         db.session.execute(insert(Message), rows)
     return len(rows), len(batch) - len(rows)
+
+
+def read_messages(stream_name: str, *, after_id: int, limit: int) -> list[InMessage]:
+    """Messages of a stream in the order they were stored, after `after_id` (exports)."""
+    stream = db.session.scalar(select(Stream).where(Stream.name == stream_name))
+    if stream is None:
+        raise ConfigError(f"there is no stream '{stream_name}' (yet); import into it first or "
+                          "choose another", code="stream_missing")
+    rows = db.session.execute(
+        select(Message.id, Message.event_time, Message.payload)
+        .where(Message.stream_id == stream.id, Message.id > after_id)
+        .order_by(Message.id).limit(limit)
+    ).all()
+    return [InMessage(row.id, row.event_time, row.payload) for row in rows]

@@ -24,6 +24,12 @@ def defaults(schema: dict[str, Any]) -> dict[str, Any]:
     return {name: prop["default"] for name, prop in ordered_fields(schema) if "default" in prop}
 
 
+def prefixed(form: Mapping[str, str], prefix: str) -> dict[str, str]:
+    """The fields of a form named `<prefix>-<field>`, by field (sub-forms on one page)."""
+    return {key.split("-", 1)[1]: value for key, value in form.items()
+            if key.startswith(prefix + "-")}
+
+
 def coerce(
     schema: dict[str, Any], form: Mapping[str, str]
 ) -> tuple[dict[str, Any], dict[str, str]]:

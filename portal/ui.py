@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import Flask
@@ -20,11 +20,12 @@ STATUS_STYLES = {
     "completed": "success",
 }
 LEVEL_STYLES = {"error": "danger", "warning": "warning", "info": "secondary"}
+HEALTH_STYLES = {"healthy": "success", "unhealthy": "danger", "unknown": "secondary"}
 
 NAVIGATION = (
     ("jobs.index", "Jobs", "viewer"),
     ("data.index", "Data", "viewer"),
-    ("vault.index", "Vault", "operator"),
+    ("vault.index", "Vault", "viewer"),
     ("admin.index", "Admin", "admin"),
 )
 
@@ -35,6 +36,17 @@ def format_time(value: datetime | None) -> str:
 
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
+
+
+def format_timestamp(value: float | int | None) -> str:
+    """A Unix timestamp (an OAuth token's expires_at) as a time."""
+    return format_time(datetime.fromtimestamp(float(value), UTC)) if value else "—"
+
+
+def method_name(provider_key: str, method_key: str) -> str:
+    provider = get_provider(provider_key)
+    method = provider.auth_method(method_key) if provider else None
+    return method.name if method else method_key
 
 
 def provider_name(key: str) -> str:
@@ -50,9 +62,12 @@ def job_type_name(provider_key: str, job_type_key: str) -> str:
 def register(app: Flask) -> None:
     app.jinja_env.filters["time"] = format_time
     app.jinja_env.filters["pretty_json"] = pretty_json
+    app.jinja_env.filters["timestamp"] = format_timestamp
     app.jinja_env.globals.update(
         STATUS_STYLES=STATUS_STYLES,
         LEVEL_STYLES=LEVEL_STYLES,
+        HEALTH_STYLES=HEALTH_STYLES,
+        method_name=method_name,
         provider_name=provider_name,
         job_type_name=job_type_name,
     )

@@ -97,11 +97,28 @@ class Files(Protocol):
         """The uploaded file with this id; raises ConfigError when it is gone."""
 
 
+@dataclass(frozen=True)
+class InMessage:
+    """A message an export reads from a stream, in the order it was stored."""
+
+    id: int
+    event_time: datetime
+    payload: dict[str, Any]
+
+
+class Source(Protocol):
+    def messages(self, stream: str, *, after_id: int, limit: int) -> list[InMessage]:
+        """Up to `limit` messages of a stream with ids above `after_id`, oldest first;
+        raises ConfigError when there is no such stream."""
+
+
 class RunContext(Protocol):
     config: dict[str, Any]
-    credentials: dict[str, Any]
+    auth_method: str  # the key of the authorization's method ("none" without one)
+    credentials: dict[str, Any]  # every field of it, secret or not, decrypted for this unit
     cursor: dict[str, Any]
     sink: Sink
+    source: Source
     files: Files
     batch_size: int
     error_count: int  # errors in a row before this attempt (0 on a first try)
@@ -113,11 +130,48 @@ class RunContext(Protocol):
     def now(self) -> datetime: ...
 
 
+# The kinds of authorization method; a provider names its own methods but each is one
+# of these. Secret fields of a method's schema carry `"writeOnly": true` (JSON Schema):
+# the portal stores them encrypted and never shows them again.
+AUTH_KINDS = ("none", "api_key", "key_secret", "basic", "oauth2")
+
+
+@dataclass(frozen=True)
+class OAuthSpec:
+    """OAuth 2.0 authorization code (with PKCE S256 and state). The portal takes the
+    client id and secret from PORTAL_OAUTH_<PROVIDER>_CLIENT_ID / _CLIENT_SECRET and lets
+    PORTAL_OAUTH_<PROVIDER>_AUTHORIZE_URL / _TOKEN_URL override the endpoints."""
+
+    authorize_url: str
+    token_url: str
+    scopes: tuple[str, ...] = ()
+    pkce: bool = True
+
+
 @dataclass(frozen=True)
 class AuthMethod:
     key: str
     name: str
+    kind: str = "none"
+    # JSON Schema (an object) of the fields a person enters (oauth2: none, the token is
+    # what the sign-in returns; a "none"-kind method may still ask for a non-secret URL).
     schema: dict[str, Any] | None = None
+    oauth: OAuthSpec | None = None
+    help: str = ""
+
+    def __post_init__(self) -> None:
+        if self.kind not in AUTH_KINDS:
+            raise ValueError(f"auth method {self.key}: kind must be one of {AUTH_KINDS}")
+        if (self.kind == "oauth2") != (self.oauth is not None):
+            raise ValueError(f"auth method {self.key}: oauth2 methods (only) need an OAuthSpec")
+
+    @property
+    def secret_fields(self) -> tuple[str, ...]:
+        """Names of the credential fields that are secrets (oauth2: the tokens)."""
+        if self.kind == "oauth2":
+            return ("access_token", "refresh_token")
+        properties = (self.schema or {}).get("properties", {})
+        return tuple(name for name, spec in properties.items() if spec.get("writeOnly"))
 
 
 NO_AUTH = AuthMethod("none", "No authorization needed")
@@ -151,9 +205,19 @@ class Provider:
     logo: str
     auth_methods: tuple[AuthMethod, ...]
     job_types: tuple[JobType, ...] = field(default_factory=tuple)
+    # "Test connection": check(method_key, credentials) returns a short line on success
+    # (e.g. "Signed in as acme") and raises AuthError when the provider refuses the
+    # credentials, ProviderError when it cannot be reached.
+    check: Callable[[str, dict[str, Any]], str] | None = None
+    # After an OAuth grant: authorized(method_key, token) returns extra, non-secret fields
+    # to keep with the token (e.g. the account's API endpoint).
+    authorized: Callable[[str, dict[str, Any]], dict[str, Any]] | None = None
 
     def job_type(self, key: str) -> JobType | None:
         return next((jt for jt in self.job_types if jt.key == key), None)
+
+    def auth_method(self, key: str) -> AuthMethod | None:
+        return next((method for method in self.auth_methods if method.key == key), None)
 
     @property
     def needs_authorization(self) -> bool:

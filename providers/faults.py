@@ -12,6 +12,7 @@ from typing import Any
 
 from providers.base import (
     NO_AUTH,
+    AuthError,
     AuthMethod,
     ConfigError,
     JobType,
@@ -27,8 +28,9 @@ from providers.base import (
 def run_script(ctx: RunContext) -> WorkResult:
     """Unit n does what `script[n]` says (past the end: "ok"), then writes
     `rows_per_unit` messages: "ok"; "error" (always fails); "error:K" (fails its first K
-    attempts); "fatal" (a ConfigError); "slow" (sleeps `slow_seconds` after writing,
-    checking for a pause every 0.1 s); "slow:K" (slow on its first K attempts). Until
+    attempts); "fatal" (a ConfigError); "auth" (an AuthError quoting the credentials);
+    "slow" (sleeps `slow_seconds` after writing, checking for a pause every 0.1 s);
+    "slow:K" (slow on its first K attempts). Until
     `rate_limited_until` (ISO time) every unit is rate limited. The job is done after
     `units` units, never when `units` is 0."""
     config: dict[str, Any] = ctx.config
@@ -42,6 +44,8 @@ def run_script(ctx: RunContext) -> WorkResult:
     if action == "error" or (action.startswith("error:") and
                              ctx.error_count < int(action.split(":")[1])):
         raise ProviderError(f"injected error in unit {unit}", code="injected")
+    if action == "auth":  # a careless provider that puts the key in its message
+        raise AuthError(f"the key {ctx.credentials.get('api_key')} was refused", code="auth")
     if action == "fatal":
         raise ConfigError(f"injected fatal error in unit {unit}", code="injected_fatal")
     rows = int(config.get("rows_per_unit", 1))
@@ -74,7 +78,11 @@ PROVIDER = Provider(
     category="Testing",
     description="Scripted errors, rate limits and slow units for the engine's own tests.",
     logo="files.svg",
-    auth_methods=(NO_AUTH, AuthMethod("api_key", "API key")),
+    auth_methods=(NO_AUTH, AuthMethod(
+        "api_key", "API key", kind="api_key",
+        schema={"type": "object", "required": ["api_key"],
+                "properties": {"api_key": {"type": "string", "title": "API key",
+                                           "writeOnly": True}}})),
     job_types=(
         JobType(key="script", name="Scripted units", kind="import",
                 description="Follows a script of unit outcomes.",

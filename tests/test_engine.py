@@ -10,10 +10,11 @@ import pytest
 import time_machine
 from sqlalchemy import func, select
 
+from portal import vault
 from portal.extensions import db
 from portal.jobs import create_job
 from portal.models import Authorization, Job, JobEvent, Message
-from providers import CATALOG, get_job_type
+from providers import CATALOG, get_job_type, get_provider
 from tests.test_job_path import fresh, kinds
 from workers.dispatcher import dispatch_once
 
@@ -48,6 +49,15 @@ def advance(clock, job: Job, work) -> Job:
     dispatch_once()
     work()
     return fresh(job)
+
+
+def shared_key(make_user, key: str = "sk-shared-0123456789") -> Authorization:
+    provider = get_provider("faults")
+    shared = vault.create(provider, provider.auth_method("api_key"), label="Shared key",
+                          description="", credentials={"api_key": key},
+                          by=make_user("admin", "keys@example.com"))
+    db.session.commit()
+    return shared
 
 
 def last_event(job: Job) -> JobEvent:
@@ -110,9 +120,7 @@ def test_the_retry_policy_is_per_job_and_shown(clock, make_job, work, client, au
 
 def test_rate_limit_sleeps_without_an_error_and_holds_the_authorization(clock, make_job,
                                                                          work, make_user):
-    shared = Authorization(provider="faults", method="api_key", label="Shared key")
-    db.session.add(shared)
-    db.session.commit()
+    shared = shared_key(make_user)
     limited = make_job(authorization=shared,
                        rate_limited_until=(START + timedelta(seconds=120)).isoformat())
     work()

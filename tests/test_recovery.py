@@ -98,8 +98,11 @@ def test_two_dispatchers_enqueue_each_job_once(make_job, spawn, redis_url):
     spawn("dispatcher", **FAST)
     spawn("dispatcher", **FAST)
     queue = Queue("default", connection=connection)
-    wait_for(lambda: queue.count >= 20, 30, "the jobs to be queued again")
+
+    def queued() -> list[str]:  # the dispatcher also queues its daily health check
+        return sorted(i for i in queue.job_ids if i.startswith("portal-job-"))
+
+    wait_for(lambda: len(queued()) >= 20, 30, "the jobs to be queued again")
     time.sleep(4)  # several more passes of both dispatchers
-    assert queue.count == 20
-    assert sorted(queue.job_ids) == sorted(f"portal-job-{i}-2" for i in jobs)
+    assert queued() == sorted(f"portal-job-{i}-2" for i in jobs)
     assert all(job_row(i).dispatch_count == 2 for i in jobs)

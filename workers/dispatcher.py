@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from redis.exceptions import LockError, RedisError
+from rq import Queue
 from sqlalchemy import or_, select
 
 from portal import lifecycle
@@ -25,6 +26,8 @@ from portal.queues import dispatch, pending_ids, redis_connection
 log = logging.getLogger(__name__)
 LOCK_NAME = "portal:dispatcher"
 PURGE_KEY = "portal:purge:daily"
+HEALTH_KEY = "portal:health:last"
+HEALTH_FUNCTION = "workers.runner.check_authorizations"
 
 
 def recover_lost(now: datetime) -> int:
@@ -73,9 +76,26 @@ def dispatch_once(now: datetime | None = None) -> int:
     return enqueued + dispatch([job for job in candidates if job.id not in pending])
 
 
+def _first_in(key: str, now: datetime, seconds: int) -> bool:
+    """True for the first caller in each period of `seconds`, across dispatchers."""
+    return bool(redis_connection().set(key, now.isoformat(), nx=True, ex=seconds))
+
+
+def health_checks_due(now: datetime) -> bool:
+    """Queue the check of every authorization once per PORTAL_HEALTH_CHECK_HOURS; a worker
+    runs it, so slow providers never hold up dispatching."""
+    hours = current_app.config["PORTAL_HEALTH_CHECK_HOURS"]
+    if hours <= 0 or not _first_in(HEALTH_KEY, now, hours * 3600):
+        return False
+    Queue("default", connection=redis_connection()).enqueue(
+        HEALTH_FUNCTION, job_id=f"portal-health-{now:%Y%m%d%H%M}", result_ttl=86400,
+        description="check the health of every authorization")
+    return True
+
+
 def purge_daily(now: datetime) -> int:
     """Purge settled jobs past their retention, at most once a day across dispatchers."""
-    if not redis_connection().set(PURGE_KEY, now.isoformat(), nx=True, ex=24 * 3600):
+    if not _first_in(PURGE_KEY, now, 24 * 3600):
         return 0
     count = purge(now=now, days=current_app.config["PORTAL_PURGE_DAYS"])
     if count:
@@ -110,6 +130,7 @@ def serve(stop_after: float | None = None) -> None:
                 now = utcnow()
                 count = dispatch_once(now)
                 purge_daily(now)
+                health_checks_due(now)
                 if count:
                     log.info("dispatcher: enqueued %d job(s)", count)
             except Exception:

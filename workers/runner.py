@@ -13,6 +13,7 @@ import os
 import socket
 import threading
 import time
+import traceback
 import uuid
 from datetime import datetime, timedelta
 from functools import cache
@@ -22,15 +23,23 @@ from flask import Flask, current_app, has_app_context
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Engine
 
-from portal import lifecycle, schedule
-from portal.datastore import stored_file, write_messages
+from portal import lifecycle, schedule, vault
+from portal.datastore import read_messages, stored_file, write_messages
 from portal.extensions import db
 from portal.lifecycle import Event, Status, Trigger
 from portal.models import Authorization, Job
 from portal.models.types import utcnow
 from portal.queues import enqueue
 from providers import get_job_type
-from providers.base import OutMessage, ProviderError, RateLimited, StoredFile, WorkResult
+from providers.base import (
+    AuthError,
+    InMessage,
+    OutMessage,
+    ProviderError,
+    RateLimited,
+    StoredFile,
+    WorkResult,
+)
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +69,17 @@ def run_job(job_id: int, force: bool = False) -> str:
         return Runner(job_id, force=force).run()
 
 
+def check_authorizations() -> int:
+    """RQ entry point of the daily health check: test every authorization's connection."""
+    if has_app_context():
+        return vault.check_all()
+    with _standalone_app().app_context():
+        try:
+            return vault.check_all()
+        finally:
+            db.session.remove()
+
+
 class _Sink:
     def __init__(self, source: str):
         self.source = source
@@ -73,15 +93,22 @@ class _Files:
         return stored_file(upload_id)
 
 
+class _Source:
+    def messages(self, stream: str, *, after_id: int, limit: int) -> list[InMessage]:
+        return read_messages(stream, after_id=after_id, limit=limit)
+
+
 class _Context:
     """What a job type's run() sees: its config, cursor and the portal's data plane."""
 
     def __init__(self, job: Job, batch_size: int):
         self.job_id = job.id
         self.config: dict[str, Any] = dict(job.config or {})
+        self.auth_method = job.authorization.method if job.authorization else "none"
         self.credentials: dict[str, Any] = {}
         self.cursor: dict[str, Any] = dict(job.cursor or {})
         self.sink = _Sink(source=f"job:{job.id}")
+        self.source = _Source()
         self.files = _Files()
         self.batch_size = batch_size
         self.error_count = job.error_count
@@ -237,22 +264,40 @@ class Runner:
         """One unit of work; its data, cursor and events commit together."""
         found = get_job_type(job.provider, job.job_type)
         ctx = _Context(job, self.config["PORTAL_IMPORT_BATCH_SIZE"])
+        secrets: list[str] = []
         try:
             if found is None:
                 raise ProviderError(
                     f"this portal has no job type {job.provider}/{job.job_type}",
                     code="unknown_job_type",
                 )
+            if job.authorization is not None:
+                # Decrypted in memory for this unit only (and renewed first if it is an
+                # OAuth token about to expire); the decryption is audited.
+                ctx.credentials = vault.credentials_for(job.authorization, actor=f"job {job.id}")
+                secrets = vault.secret_values(vault.method_of(job.authorization)[1],
+                                              ctx.credentials)
             with _Heartbeat(db.engine, job.id, self.owner, self.lease):
                 result = found[1].run(ctx)
         except RateLimited as exc:
             return self.rate_limited(job, exc)
+        except AuthError as exc:
+            return self.failed(job, vault.redact(str(exc), secrets), exc.code, retryable=True,
+                               unhealthy=True)
+        except vault.VaultError as exc:  # the credentials cannot be opened: a person must act
+            return self.failed(job, str(exc), "vault_error", retryable=False, unhealthy=True)
         except ProviderError as exc:
-            return self.failed(job, str(exc), exc.code, retryable=exc.retryable)
+            return self.failed(job, vault.redact(str(exc), secrets), exc.code,
+                               retryable=exc.retryable)
         except Exception as exc:  # a bug or an outage we did not foresee: retry with backoff
-            log.exception("job %s: unit of work raised", job.id)
-            return self.failed(job, f"{type(exc).__name__}: {exc}", "internal_error", True)
-        return self.succeeded(job, result, ctx.notes)
+            trace = "".join(traceback.format_exception(exc))
+            log.error("job %s: unit of work raised\n%s", job.id, vault.redact(trace, secrets))
+            return self.failed(job, vault.redact(f"{type(exc).__name__}: {exc}", secrets),
+                               "internal_error", True)
+        finally:
+            ctx.credentials = {}
+        result.message = vault.redact(result.message, secrets)
+        return self.succeeded(job, result, [vault.redact(note, secrets) for note in ctx.notes])
 
     def _still_ours(self, job: Job) -> bool:
         """Read the row afresh under a lock: a person may have paused the job, or the
@@ -288,12 +333,15 @@ class Runner:
         self._finish(job, keep_lease=outcome == "more")
         return outcome
 
-    def failed(self, job: Job, message: str, code: str, retryable: bool) -> str:
+    def failed(self, job: Job, message: str, code: str, retryable: bool,
+               unhealthy: bool = False) -> str:
         db.session.rollback()  # nothing the unit wrote may land
         if not self._still_ours(job):
             return "lease lost"
         now = utcnow()
         job.last_run_at = now
+        if unhealthy and job.authorization_id is not None:
+            vault.mark_unhealthy(job.authorization_id, message, actor=f"job {job.id}")
         if job.status == Status.RUNNING:
             lifecycle.unit_failed(job, now=now, message=message, code=code, retryable=retryable)
         self._finish(job, keep_lease=False)

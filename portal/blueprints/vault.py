@@ -1,24 +1,353 @@
-"""The Vault: authorizations that jobs use to reach providers."""
+"""The Vault pages: authorizations that jobs use to reach providers.
+
+Create: provider -> method -> label, description and credentials (or a sign-in with the
+provider, for OAuth). Reached from the job wizard with `next`, it returns there with the
+new authorization chosen.
+"""
 
 from __future__ import annotations
 
-from flask import Blueprint
-from sqlalchemy import func, select
+from typing import Any
+from urllib.parse import urlencode
 
-from portal import htmx
+from authlib.integrations.base_client.errors import MismatchingStateError, OAuthError
+from flask import Blueprint, abort, request, url_for
+from flask_login import current_user
+from sqlalchemy import select
+
+from portal import audit, htmx, oauth, vault
 from portal.access import role_required
 from portal.extensions import db
-from portal.models import Authorization, Job
+from portal.models import Authorization, AuthorizationVersion
+from portal.schemaform import coerce, ordered_fields, prefixed
+from providers import CATALOG, get_provider
+from providers.base import AuthMethod, Provider
 
 bp = Blueprint("vault", __name__, url_prefix="/vault")
 
+STEPS = ("Provider", "Method", "Details")
+CREDENTIAL = "cred"  # form fields of credentials are named cred-<field>
+
+
+def _providers() -> list[Provider]:
+    """Providers that have something to authorize."""
+    return [provider for provider in CATALOG.values() if provider.needs_authorization]
+
+
+def _provider(provider_key: str) -> Provider:
+    provider = get_provider(provider_key)
+    if provider is None or not provider.needs_authorization:
+        abort(404, description=f"There is no provider called {provider_key!r} that takes "
+                               "an authorization. Pick one from the list.")
+    return provider
+
+
+def _method(provider: Provider, method_key: str) -> AuthMethod:
+    method = provider.auth_method(method_key)
+    if method is None:
+        abort(404, description=f"{provider.name} has no authorization method {method_key!r}.")
+    return method
+
+
+def _next_url() -> str:
+    """Where to go after creating: only a step of the job wizard (never another site)."""
+    target = request.values.get("next", "")
+    return target if target.startswith("/jobs/new/") and "//" not in target else ""
+
+
+def _back_to(target: str, authorization: Authorization) -> str:
+    if not target:
+        return url_for("vault.summary", authorization_id=authorization.id)
+    joiner = "&" if "?" in target else "?"
+    return f"{target}{joiner}{urlencode({'authorization': authorization.id})}"
+
+
+def _authorization(authorization_id: int) -> Authorization:
+    found = db.session.get(Authorization, authorization_id)
+    if found is None:
+        abort(404, description="There is no such authorization; it may have been deleted.")
+    return found
+
+
+def _label_errors(label: str, description: str) -> dict[str, str]:
+    errors = {}
+    if not label:
+        errors["label"] = "Give the authorization a label, e.g. “Mailchimp — marketing team”."
+    elif len(label) > 200:
+        errors["label"] = "Use at most 200 characters."
+    if len(description) > 2000:
+        errors["description"] = "Use at most 2,000 characters."
+    return errors
+
 
 @bp.get("")
-@role_required("operator")
+@role_required("viewer")
 def index():
-    """Every authorization with the number of jobs that use it."""
-    uses = dict(db.session.execute(
-        select(Job.authorization_id, func.count()).group_by(Job.authorization_id)
-    ).all())
-    authorizations = db.session.scalars(select(Authorization).order_by(Authorization.label)).all()
-    return htmx.render("vault/index.html", authorizations=authorizations, uses=uses)
+    """Every authorization with its health and the number of jobs that use it."""
+    authorizations = db.session.scalars(
+        select(Authorization).order_by(Authorization.label, Authorization.id)).all()
+    return htmx.render("vault/index.html", authorizations=authorizations,
+                       uses=vault.use_counts(), can_create=bool(_providers()))
+
+
+@bp.get("/new")
+@role_required("operator")
+def new():
+    return htmx.render("vault/new.html", "vault/_providers.html", steps=STEPS, step=0,
+                       providers=_providers(), next_url=_next_url())
+
+
+@bp.get("/new/<provider_key>")
+@role_required("operator")
+def methods(provider_key: str):
+    provider = _provider(provider_key)
+    return htmx.render("vault/new.html", "vault/_methods.html", steps=STEPS, step=1,
+                       provider=provider, next_url=_next_url(),
+                       oauth_missing=_oauth_missing(provider))
+
+
+def _oauth_missing(provider: Provider) -> dict[str, str]:
+    """Per OAuth method, the message naming the settings it still needs."""
+    missing = {}
+    for method in provider.auth_methods:
+        if method.kind == "oauth2":
+            try:
+                vault.oauth_settings(provider, method)
+            except vault.MissingOAuthSettings as exc:
+                missing[method.key] = str(exc)
+    return missing
+
+
+@bp.route("/new/<provider_key>/<method_key>", methods=["GET", "POST"])
+@role_required("operator")
+def details(provider_key: str, method_key: str):
+    """Step 3: label, description and credentials; an OAuth method signs in instead."""
+    provider = _provider(provider_key)
+    method = _method(provider, method_key)
+    next_url = _next_url()
+    label = request.form.get("label", "").strip()
+    description = request.form.get("description", "").strip()
+    values: dict[str, Any] = {}
+    errors: dict[str, str] = {}
+    if request.method == "POST":
+        errors = _label_errors(label, description)
+        if method.kind == "oauth2":
+            if not errors:
+                return _begin_oauth(provider, method, {
+                    "label": label, "description": description, "next": next_url})
+        else:
+            values, field_errors = coerce(method.schema or {}, prefixed(request.form, CREDENTIAL))
+            errors.update(field_errors)
+            if not errors:
+                try:
+                    authorization = vault.create(provider, method, label=label,
+                                                 description=description, credentials=values,
+                                                 by=current_user)
+                except vault.InvalidCredentials as exc:
+                    errors.update(exc.errors)
+                else:
+                    db.session.commit()
+                    return htmx.redirect(_back_to(next_url, authorization))
+    return htmx.render(
+        "vault/new.html", "vault/_details.html", status=422 if errors else 200, steps=STEPS,
+        step=2, provider=provider, method=method, next_url=next_url, label=label,
+        description=description, values=values, errors=errors,
+        fields=ordered_fields(method.schema or {}), prefix=CREDENTIAL,
+        oauth_missing=_oauth_missing(provider).get(method.key),
+    )
+
+
+def _begin_oauth(provider: Provider, method: AuthMethod, pending: dict[str, Any]):
+    try:
+        target = oauth.begin(
+            provider, method,
+            url_for("vault.oauth_callback", provider_key=provider.key, _external=True),
+            {**pending, "method": method.key, "user_id": current_user.id})
+    except vault.MissingOAuthSettings as exc:
+        abort(409, description=str(exc))
+    return htmx.redirect(target)
+
+
+@bp.get("/oauth/<provider_key>/callback")
+@role_required("operator")
+def oauth_callback(provider_key: str):
+    """The provider sends the browser back here with a code (or an error) and the state."""
+    provider = _provider(provider_key)
+    state = request.args.get("state")
+    pending = oauth.pending(state)
+    if pending is None or pending.get("user_id") != current_user.id:
+        return _oauth_failed(provider, "This sign-in cannot be finished: it was not started "
+                                       "here, was already used, or is more than an hour old. "
+                                       "Start it again.", None)
+    method = _method(provider, pending["method"])
+    if request.args.get("error"):
+        oauth.discard(state)
+        reason = request.args.get("error_description") or request.args["error"]
+        return _oauth_failed(provider, f"{provider.name} did not grant access ({reason}). "
+                                       "Nothing was saved.", pending)
+    try:
+        token = oauth.finish(provider, method, state)
+    except MismatchingStateError:
+        return _oauth_failed(provider, "The sign-in did not match the one started here "
+                                       "(state mismatch). Nothing was saved; start again.",
+                             pending)
+    except OAuthError as exc:
+        return _oauth_failed(provider, f"{provider.name} refused to issue a token "
+                                       f"({exc.error}). Nothing was saved; start again.",
+                             pending)
+    try:
+        extras = provider.authorized(method.key, token) if provider.authorized else {}
+    except Exception as exc:  # the provider's follow-up call; its message is safe to show
+        return _oauth_failed(provider, f"Signed in, but {provider.name} could not tell which "
+                                       f"account this is: {exc}. Nothing was saved.", pending)
+    credentials = {**token, **extras}
+    if pending.get("authorization_id"):
+        authorization = _authorization(pending["authorization_id"])
+        try:
+            vault.replace(authorization, credentials, expected_version=pending["version"],
+                          reason="reauthorized", by=current_user)
+        except vault.VersionConflict as exc:
+            return _oauth_failed(provider, str(exc), pending)
+        db.session.commit()
+        return htmx.redirect(url_for("vault.summary", authorization_id=authorization.id))
+    authorization = vault.create(provider, method, label=pending["label"],
+                                 description=pending["description"], credentials=credentials,
+                                 by=current_user)
+    db.session.commit()
+    return htmx.redirect(_back_to(pending.get("next", ""), authorization))
+
+
+def _oauth_failed(provider: Provider, message: str, pending: dict[str, Any] | None):
+    return htmx.render("vault/oauth_failed.html", status=400, provider=provider,
+                       message=message, pending=pending or {})
+
+
+@bp.get("/<int:authorization_id>")
+@role_required("viewer")
+def summary(authorization_id: int):
+    authorization = _authorization(authorization_id)
+    return htmx.render("vault/summary.html", **_summary_context(authorization))
+
+
+def _summary_context(authorization: Authorization, **extra: Any) -> dict[str, Any]:
+    provider = get_provider(authorization.provider)
+    method = provider.auth_method(authorization.method) if provider else None
+    versions = db.session.scalars(
+        select(AuthorizationVersion)
+        .where(AuthorizationVersion.authorization_id == authorization.id)
+        .order_by(AuthorizationVersion.version.desc())).all()
+    others = db.session.scalars(
+        select(Authorization).where(Authorization.provider == authorization.provider,
+                                    Authorization.id != authorization.id)
+        .order_by(Authorization.label)).all()
+    context = {
+        "authorization": authorization, "provider": provider, "method": method,
+        "versions": versions, "jobs": vault.jobs_using(authorization), "others": others,
+        "history": audit.entries_for("authorization", authorization.id),
+        "fields": ordered_fields(method.schema or {}) if method else [], "prefix": CREDENTIAL,
+        "values": authorization.public.get("values", {}), "errors": {}, "notice": None,
+        "details_errors": {},
+    }
+    context.update(extra)
+    return context
+
+
+@bp.post("/<int:authorization_id>/details")
+@role_required("operator")
+def edit_details(authorization_id: int):
+    authorization = _authorization(authorization_id)
+    label = request.form.get("label", "").strip()
+    description = request.form.get("description", "").strip()
+    errors = _label_errors(label, description)
+    if not errors:
+        vault.edit_details(authorization, label=label, description=description, by=current_user)
+        db.session.commit()
+    return htmx.render("vault/summary.html", "vault/_details_form.html",
+                       status=422 if errors else 200,
+                       **_summary_context(authorization, details_errors=errors,
+                                          notice=None if errors else "Saved."))
+
+
+@bp.post("/<int:authorization_id>/credentials")
+@role_required("operator")
+def update_credentials(authorization_id: int):
+    """A new version of the credentials; blank secret fields keep the stored values."""
+    authorization = _authorization(authorization_id)
+    _, method = vault.method_of(authorization)
+    values, errors = coerce(method.schema or {}, prefixed(request.form, CREDENTIAL))
+    expected = request.form.get("version", "")
+    if not expected.isdigit():
+        abort(400, description="The form lacks the version it edits; reload the page.")
+    notice = None
+    if not errors:
+        try:
+            version = vault.update_entered(authorization, values, expected_version=int(expected),
+                                           by=current_user)
+        except vault.InvalidCredentials as exc:
+            errors = exc.errors
+        except vault.VaultError as exc:
+            errors = {"__all__": str(exc)}
+        else:
+            db.session.commit()
+            notice = (f"Saved as version {version}. Jobs that use this authorization pick it "
+                      "up on their next run.")
+    db.session.refresh(authorization)
+    return htmx.render("vault/summary.html", "vault/_credentials.html",
+                       status=422 if errors else 200,
+                       **_summary_context(authorization, errors=errors, notice=notice,
+                                          values={**authorization.public.get("values", {}),
+                                                  **{k: v for k, v in values.items()
+                                                     if k not in vault.secret_fields(method)}}))
+
+
+@bp.post("/<int:authorization_id>/reauthorize")
+@role_required("operator")
+def reauthorize(authorization_id: int):
+    authorization = _authorization(authorization_id)
+    provider, method = vault.method_of(authorization)
+    if method.kind != "oauth2":
+        abort(400, description="Only OAuth authorizations are re-authorized; update the "
+                               "credentials instead.")
+    return _begin_oauth(provider, method, {"authorization_id": authorization.id,
+                                           "version": authorization.current_version})
+
+
+@bp.post("/<int:authorization_id>/test")
+@role_required("operator")
+def test_connection(authorization_id: int):
+    authorization = _authorization(authorization_id)
+    vault.test_connection(authorization, by=current_user)
+    return htmx.render("vault/summary.html", "vault/_health.html",
+                       **_summary_context(authorization))
+
+
+@bp.post("/<int:authorization_id>/delete")
+@role_required("operator")
+def delete(authorization_id: int):
+    authorization = _authorization(authorization_id)
+    try:
+        vault.delete(authorization, by=current_user)
+    except vault.InUse as exc:
+        return htmx.render("vault/summary.html", "vault/_delete.html", status=409,
+                           **_summary_context(authorization, delete_refused=str(exc)))
+    db.session.commit()
+    return htmx.redirect(url_for("vault.index"))
+
+
+@bp.post("/<int:authorization_id>/reassign")
+@role_required("operator")
+def reassign(authorization_id: int):
+    authorization = _authorization(authorization_id)
+    raw = request.form.get("target", "")
+    target = db.session.get(Authorization, int(raw)) if raw.isdigit() else None
+    try:
+        if target is None:
+            raise vault.VaultError("Choose the authorization the jobs should use instead.")
+        moved = vault.reassign(authorization, target, by=current_user)
+    except vault.VaultError as exc:
+        return htmx.render("vault/summary.html", "vault/_delete.html", status=422,
+                           **_summary_context(authorization, delete_refused=str(exc)))
+    db.session.commit()
+    return htmx.render("vault/summary.html", "vault/_delete.html",
+                       **_summary_context(authorization, notice=f"{moved} job(s) now use "
+                                                                f"“{target.label}”."))

@@ -15,7 +15,7 @@ from portal.extensions import db
 from portal.jobs import create_job
 from portal.lifecycle import RETRY_SCHEMA
 from portal.models import Authorization, Upload
-from portal.schemaform import coerce, defaults, ordered_fields, validate
+from portal.schemaform import coerce, defaults, ordered_fields, prefixed, validate
 from providers import CATALOG, get_provider
 from providers.base import JobType, Provider
 from providers.files import RecordError
@@ -70,9 +70,11 @@ def job_types(provider_key: str):
 def authorization(provider_key: str, job_type_key: str):
     """Step 3: pick an authorization (or none, where the provider needs none)."""
     provider, job_type = _job_type(provider_key, job_type_key)
+    chosen = request.args.get("authorization", "")
     return htmx.render("wizard/page.html", "wizard/_authorization.html",
                        provider=provider, job_type=job_type, steps=STEPS, step=2,
-                       authorizations=_authorizations(provider), error=None)
+                       authorizations=_authorizations(provider), error=None,
+                       chosen_id=int(chosen) if chosen.isdigit() else None)
 
 
 def _chosen_authorization(provider: Provider, raw: str) -> tuple[bool, Authorization | None]:
@@ -112,7 +114,7 @@ def configure(provider_key: str, job_type_key: str):
         return htmx.render(
             "wizard/page.html", "wizard/_authorization.html", status=422,
             provider=provider, job_type=job_type, steps=STEPS, step=2,
-            authorizations=_authorizations(provider),
+            authorizations=_authorizations(provider), chosen_id=None,
             error="That authorization does not exist or does not fit this provider; "
                   "choose one from the list.",
         )
@@ -185,9 +187,7 @@ def configure(provider_key: str, job_type_key: str):
 
 def _subform(prefix: str, schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
     """Values and messages of the fields named `prefix-<field>` (schedule, retry policy)."""
-    form = {key.split("-", 1)[1]: value for key, value in request.form.items()
-            if key.startswith(prefix + "-")}
-    values, errors = coerce(schema, form)
+    values, errors = coerce(schema, prefixed(request.form, prefix))
     if not errors:
         errors = validate(schema, values)
     if prefix == "schedule":

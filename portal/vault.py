@@ -1,0 +1,530 @@
+"""The Vault: credentials encrypted at rest, their versions, OAuth refresh, health, redaction.
+
+Encryption: AES-256-GCM (cryptography). A stored version is "v1:<key id>:<base64(nonce +
+ciphertext)>", bound by its associated data to its authorization and version number, so
+a ciphertext copied onto another row does not open. Keys come from PORTAL_VAULT_KEYS,
+"id:base64key,id:base64key", the first one active; older keys stay listed until
+`flask --app wsgi vault rotate` has re-encrypted everything under the active one.
+
+Secrets leave this module only as a dict handed to a provider in memory (a worker's unit
+of work, a connection test). Pages see `Authorization.public`: which secret fields are
+set, the non-secret values and a token's expiry.
+
+No Flask request objects here: callers pass the acting user (`by`) or a name (`actor`).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from flask import current_app
+from sqlalchemy import func, select, update
+
+from portal import audit
+from portal.extensions import db
+from portal.models import Authorization, AuthorizationVersion, Job, User
+from portal.models.types import utcnow
+from portal.schemaform import validate
+from providers import get_provider
+from providers.base import AuthError, AuthMethod, Provider, ProviderError, RateLimited
+
+FORMAT = "v1"
+# Refresh an OAuth token this long before it expires, so a unit never starts with a
+# token that dies halfway.
+REFRESH_MARGIN = timedelta(minutes=2)
+OAUTH_SECRETS = ("access_token", "refresh_token", "id_token")
+REDACTED = "[redacted]"
+
+
+class VaultError(Exception):
+    """A Vault operation cannot be done; the message says why, in words a user can act on,
+    and never contains a secret."""
+
+
+class KeyUnavailable(VaultError):
+    """The stored credentials cannot be decrypted (key missing, wrong or data damaged)."""
+
+
+class VersionConflict(VaultError):
+    """The credentials changed since the form was opened (check-and-set failed)."""
+
+
+class InvalidCredentials(VaultError):
+    def __init__(self, errors: dict[str, str]):
+        super().__init__("; ".join(f"{field}: {message}" for field, message in errors.items()))
+        self.errors = errors
+
+
+class InUse(VaultError):
+    def __init__(self, authorization: Authorization, jobs: list[Job]):
+        super().__init__(f"“{authorization.label}” is used by {len(jobs)} job(s); point them "
+                         "at another authorization first.")
+        self.jobs = jobs
+
+
+class MissingOAuthSettings(VaultError):
+    def __init__(self, provider: Provider, names: list[str]):
+        super().__init__(f"Signing in with {provider.name} needs the setting(s) "
+                         f"{', '.join(names)}: register this portal as an OAuth app with "
+                         f"{provider.name} and set them, then restart the portal.")
+        self.names = names
+
+
+# --- keys and ciphertexts -------------------------------------------------------------
+
+class Keyring:
+    """The Vault's keys by id; the first is the one new ciphertexts use."""
+
+    def __init__(self, spec: str):
+        self.keys: dict[str, bytes] = {}
+        for part in (piece.strip() for piece in spec.split(",")):
+            if not part:
+                continue
+            key_id, sep, encoded = part.partition(":")
+            if not sep or not key_id:
+                raise ValueError("PORTAL_VAULT_KEYS: each key is written id:base64key, "
+                                 "keys separated by commas.")
+            try:
+                key = base64.b64decode(encoded, validate=True)
+            except binascii.Error:
+                raise ValueError(f"PORTAL_VAULT_KEYS: key {key_id!r} is not base64.") from None
+            if len(key) != 32:
+                raise ValueError(f"PORTAL_VAULT_KEYS: key {key_id!r} must be 32 bytes "
+                                 f"(AES-256), not {len(key)}.")
+            if key_id in self.keys:
+                raise ValueError(f"PORTAL_VAULT_KEYS: key id {key_id!r} appears twice.")
+            self.keys[key_id] = key
+        if not self.keys:
+            raise ValueError("PORTAL_VAULT_KEYS holds no key.")
+        self.active_id = next(iter(self.keys))
+
+    def seal(self, data: dict[str, Any], associated: bytes) -> str:
+        nonce = os.urandom(12)
+        sealed = AESGCM(self.keys[self.active_id]).encrypt(
+            nonce, json.dumps(data, sort_keys=True).encode(), associated)
+        return f"{FORMAT}:{self.active_id}:{base64.b64encode(nonce + sealed).decode()}"
+
+    def open(self, token: str, associated: bytes) -> dict[str, Any]:
+        """Raises KeyError (unknown key id) or ValueError (damaged or wrong key)."""
+        form, key_id, encoded = _split(token)
+        if form != FORMAT:
+            raise ValueError(f"unknown format {form!r}")
+        key = self.keys[key_id]
+        try:
+            raw = base64.b64decode(encoded, validate=True)
+            plain = AESGCM(key).decrypt(raw[:12], raw[12:], associated)
+        except (binascii.Error, InvalidTag, ValueError):
+            raise ValueError("damaged or sealed with another key") from None
+        return json.loads(plain)
+
+
+def _split(token: str) -> tuple[str, str, str]:
+    parts = token.split(":", 2)
+    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else ("", "", "")
+
+
+def new_key() -> str:
+    """A fresh key line for PORTAL_VAULT_KEYS."""
+    return f"k{utcnow():%Y%m%d}:{base64.b64encode(os.urandom(32)).decode()}"
+
+
+def keyring() -> Keyring:
+    """The app's keyring, parsed once (create_app parses it at start to fail early)."""
+    ring = current_app.extensions.get("portal_keyring")
+    if ring is None:
+        ring = current_app.extensions["portal_keyring"] = Keyring(
+            current_app.config["PORTAL_VAULT_KEYS"])
+    return ring
+
+
+def _associated(authorization_id: int, version: int) -> bytes:
+    return f"portal-authorization:{authorization_id}:{version}".encode()
+
+
+def describe(authorization: Authorization) -> str:
+    return f"authorization “{authorization.label}” (#{authorization.id})"
+
+
+def _open(authorization: Authorization, row: AuthorizationVersion) -> dict[str, Any]:
+    try:
+        return keyring().open(row.ciphertext, _associated(authorization.id, row.version))
+    except KeyError:
+        raise KeyUnavailable(
+            f"The credentials of {describe(authorization)}, version {row.version}, are "
+            f"encrypted with the key “{row.key_id}”, which is not in PORTAL_VAULT_KEYS. Add "
+            "that key back after the active one, or enter the credentials again."
+        ) from None
+    except ValueError:
+        raise KeyUnavailable(
+            f"The credentials of {describe(authorization)}, version {row.version}, cannot be "
+            f"decrypted with the key “{row.key_id}”: the key is not the one they were "
+            "encrypted with, or the stored data is damaged. Enter the credentials again."
+        ) from None
+
+
+# --- providers and their methods ------------------------------------------------------
+
+def method_of(authorization: Authorization) -> tuple[Provider, AuthMethod]:
+    provider = get_provider(authorization.provider)
+    method = provider.auth_method(authorization.method) if provider else None
+    if provider is None or method is None:
+        raise VaultError(f"{describe(authorization)} belongs to {authorization.provider}/"
+                         f"{authorization.method}, which this portal no longer offers.")
+    return provider, method
+
+
+def secret_fields(method: AuthMethod) -> tuple[str, ...]:
+    return OAUTH_SECRETS if method.kind == "oauth2" else method.secret_fields
+
+
+def public_view(method: AuthMethod, credentials: dict[str, Any]) -> dict[str, Any]:
+    """What pages may show of these credentials: no secret, only that it is set."""
+    secrets = set(secret_fields(method))
+    return {
+        "set": sorted(name for name in secrets if credentials.get(name)),
+        "values": {name: value for name, value in credentials.items()
+                   if name not in secrets and name not in ("expires_at", "expires_in")
+                   and isinstance(value, str | int | float | bool)},
+        "expires_at": credentials.get("expires_at"),
+    }
+
+
+def secret_values(method: AuthMethod, credentials: dict[str, Any]) -> list[str]:
+    return [str(credentials[name]) for name in secret_fields(method) if credentials.get(name)]
+
+
+def redact(text: str, secrets: Iterable[str]) -> str:
+    """The text with every secret value (of four characters or more) replaced."""
+    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, REDACTED)
+    return text
+
+
+def check_entered(method: AuthMethod, credentials: dict[str, Any]) -> dict[str, str]:
+    """Field messages for entered credentials (empty when they fit the method's schema)."""
+    return validate(method.schema, credentials) if method.schema else {}
+
+
+# --- versions ---------------------------------------------------------------------------
+
+def _seal_version(authorization: Authorization, version: int, credentials: dict[str, Any], *,
+                  reason: str, by: User | None, actor: str) -> AuthorizationVersion:
+    ring = keyring()
+    row = AuthorizationVersion(
+        authorization_id=authorization.id, version=version, reason=reason,
+        ciphertext=ring.seal(credentials, _associated(authorization.id, version)),
+        key_id=ring.active_id, created_at=utcnow(), created_by_id=by.id if by else None,
+        created_by_label=by.email if by else actor,
+    )
+    db.session.add(row)
+    return row
+
+
+def create(provider: Provider, method: AuthMethod, *, label: str, description: str,
+           credentials: dict[str, Any], by: User) -> Authorization:
+    """A new authorization with its first version (in the caller's transaction)."""
+    errors = check_entered(method, credentials)
+    if errors:
+        raise InvalidCredentials(errors)
+    now = utcnow()
+    authorization = Authorization(
+        provider=provider.key, method=method.key, label=label, description=description,
+        owner_id=by.id, current_version=1, public=public_view(method, credentials),
+        created_at=now, updated_at=now, updated_by_id=by.id,
+    )
+    db.session.add(authorization)
+    db.session.flush()
+    _seal_version(authorization, 1, credentials, reason="created", by=by, actor="")
+    audit.record("created", "authorization", authorization.id, label, by=by,
+                 summary=f"Created with {method.name} for {provider.name}")
+    return authorization
+
+
+def current_row(authorization: Authorization) -> AuthorizationVersion:
+    row = db.session.scalar(select(AuthorizationVersion).where(
+        AuthorizationVersion.authorization_id == authorization.id,
+        AuthorizationVersion.version == authorization.current_version))
+    if row is None:
+        raise KeyUnavailable(f"{describe(authorization)} has no stored credentials "
+                             f"(version {authorization.current_version} is missing).")
+    return row
+
+
+def current_credentials(authorization: Authorization) -> dict[str, Any]:
+    return _open(authorization, current_row(authorization))
+
+
+def replace(authorization: Authorization, credentials: dict[str, Any], *, expected_version: int,
+            reason: str, by: User | None = None, actor: str = "") -> int:
+    """Store `credentials` as the next version, if the current version is still
+    `expected_version` (check-and-set); returns the new version number."""
+    _, method = method_of(authorization)
+    now = utcnow()
+    result = db.session.execute(
+        update(Authorization)
+        .where(Authorization.id == authorization.id,
+               Authorization.current_version == expected_version)
+        .values(current_version=expected_version + 1, updated_at=now,
+                updated_by_id=by.id if by else None, public=public_view(method, credentials),
+                health="unknown", health_message="", health_checked_at=None)
+        .execution_options(synchronize_session=False)
+    )
+    if result.rowcount != 1:
+        db.session.rollback()
+        raise VersionConflict(
+            f"The credentials of {describe(authorization)} changed while you were editing "
+            "them. Reload the page to see the new version, then enter yours again."
+        )
+    db.session.refresh(authorization)
+    version = expected_version + 1
+    _seal_version(authorization, version, credentials, reason=reason, by=by, actor=actor)
+    audit.record(reason, "authorization", authorization.id, authorization.label, by=by,
+                 actor=actor, summary=f"Credentials version {version}", version=version)
+    return version
+
+
+def update_entered(authorization: Authorization, entered: dict[str, Any], *,
+                   expected_version: int, by: User) -> int:
+    """A person's credentials update from a form: a blank secret keeps the stored one."""
+    _, method = method_of(authorization)
+    blanks = [name for name in method.secret_fields if not entered.get(name)]
+    kept: dict[str, Any] = {}
+    if blanks:
+        kept = current_credentials(authorization)  # KeyUnavailable: they must enter all
+    merged = {**{name: kept[name] for name in blanks if name in kept},
+              **{name: value for name, value in entered.items() if value not in ("", None)}}
+    errors = check_entered(method, merged)
+    if errors:
+        raise InvalidCredentials(errors)
+    return replace(authorization, merged, expected_version=expected_version, reason="updated",
+                   by=by)
+
+
+def edit_details(authorization: Authorization, *, label: str, description: str,
+                 by: User) -> None:
+    before = {"label": authorization.label, "description": authorization.description}
+    authorization.label, authorization.description = label, description
+    authorization.updated_at, authorization.updated_by_id = utcnow(), by.id
+    audit.record("edited", "authorization", authorization.id, label, by=by,
+                 summary="Label or description changed", before=before,
+                 after={"label": label, "description": description})
+
+
+def jobs_using(authorization: Authorization) -> list[Job]:
+    return list(db.session.scalars(
+        select(Job).where(Job.authorization_id == authorization.id).order_by(Job.name)))
+
+
+def use_counts() -> dict[int, int]:
+    return dict(db.session.execute(
+        select(Job.authorization_id, func.count()).where(Job.authorization_id.is_not(None))
+        .group_by(Job.authorization_id)).all())
+
+
+def delete(authorization: Authorization, *, by: User) -> None:
+    jobs = jobs_using(authorization)
+    if jobs:
+        raise InUse(authorization, jobs)
+    audit.record("deleted", "authorization", authorization.id, authorization.label, by=by,
+                 summary=f"Deleted ({authorization.provider}, {authorization.method})")
+    db.session.delete(authorization)
+
+
+def reassign(authorization: Authorization, target: Authorization, *, by: User) -> int:
+    """Point every job of `authorization` at `target` (same provider); returns how many."""
+    if target.id == authorization.id or target.provider != authorization.provider:
+        raise VaultError("Choose another authorization of the same provider.")
+    jobs = jobs_using(authorization)
+    for job in jobs:
+        job.authorization_id = target.id
+    audit.record("reassigned", "authorization", authorization.id, authorization.label, by=by,
+                 summary=f"{len(jobs)} job(s) moved to “{target.label}” (#{target.id})",
+                 jobs=[job.id for job in jobs], target=target.id)
+    return len(jobs)
+
+
+def rotate(*, actor: str = "command line", batch: int = 200) -> int:
+    """Re-encrypt every stored version under the active key; returns how many."""
+    ring = keyring()
+    done, last_id = 0, 0
+    while True:
+        rows = db.session.scalars(
+            select(AuthorizationVersion).where(AuthorizationVersion.id > last_id)
+            .order_by(AuthorizationVersion.id).limit(batch)).all()
+        if not rows:
+            return done
+        now = utcnow()
+        for row in rows:
+            authorization = db.session.get(Authorization, row.authorization_id)
+            credentials = _open(authorization, row)
+            previous = row.key_id
+            row.ciphertext = ring.seal(credentials, _associated(authorization.id, row.version))
+            row.key_id, row.rotated_at = ring.active_id, now
+            audit.record("rotated", "authorization", authorization.id, authorization.label,
+                         actor=actor, version=row.version, from_key=previous,
+                         to_key=ring.active_id,
+                         summary=f"Version {row.version} re-encrypted with key "
+                                 f"“{ring.active_id}” (was “{previous}”)")
+            done += 1
+            last_id = row.id
+        db.session.commit()
+
+
+# --- use by jobs and connection tests ------------------------------------------------------
+
+def oauth_settings(provider: Provider, method: AuthMethod) -> dict[str, str]:
+    """Client id/secret and endpoints of an OAuth method; MissingOAuthSettings names what
+    to set when the client is not configured."""
+    prefix = f"PORTAL_OAUTH_{provider.key.upper()}_"
+    config = current_app.config
+    missing = [prefix + name for name in ("CLIENT_ID", "CLIENT_SECRET")
+               if not config.get(prefix + name)]
+    if missing:
+        raise MissingOAuthSettings(provider, missing)
+    return {
+        "client_id": config[prefix + "CLIENT_ID"],
+        "client_secret": config[prefix + "CLIENT_SECRET"],
+        "authorize_url": config.get(prefix + "AUTHORIZE_URL") or method.oauth.authorize_url,
+        "token_url": config.get(prefix + "TOKEN_URL") or method.oauth.token_url,
+        "scope": " ".join(method.oauth.scopes),
+    }
+
+
+def _expiring(credentials: dict[str, Any], now: datetime) -> bool:
+    expires_at = credentials.get("expires_at")
+    if not expires_at or not credentials.get("refresh_token"):
+        return False
+    return datetime.fromtimestamp(float(expires_at), UTC) - now < REFRESH_MARGIN
+
+
+def _refresh(provider: Provider, method: AuthMethod, credentials: dict[str, Any],
+             authorization: Authorization) -> dict[str, Any]:
+    from authlib.integrations.base_client.errors import OAuthError
+    from authlib.integrations.requests_client import OAuth2Session
+    from requests import RequestException
+
+    settings = oauth_settings(provider, method)
+    session = OAuth2Session(settings["client_id"], settings["client_secret"],
+                            token=credentials, token_endpoint=settings["token_url"])
+    try:
+        token = session.refresh_token(settings["token_url"],
+                                      refresh_token=credentials["refresh_token"], timeout=30)
+    except OAuthError as exc:
+        raise AuthError(f"{provider.name} refused to renew the sign-in of "
+                        f"{describe(authorization)} ({exc.error}); re-authorize it in the "
+                        "Vault.", code="oauth_refresh_refused") from None
+    except RequestException as exc:
+        raise ProviderError(f"Could not reach {provider.name} to renew the sign-in of "
+                            f"{describe(authorization)}: {type(exc).__name__}",
+                            code="oauth_refresh_failed") from None
+    finally:
+        session.close()
+    extras = {name: value for name, value in credentials.items()
+              if name not in token and name not in OAUTH_SECRETS}
+    return {**extras, **dict(token),
+            "refresh_token": token.get("refresh_token") or credentials["refresh_token"]}
+
+
+def credentials_for(authorization: Authorization, *, actor: str,
+                    by: User | None = None, purpose: str = "job") -> dict[str, Any]:
+    """Decrypt the current credentials for use in memory, renewing an OAuth token that is
+    about to expire (under a row lock, so two workers never both spend a rotating refresh
+    token), and audit the decryption. Commits."""
+    provider, method = method_of(authorization)
+    credentials = current_credentials(authorization)
+    if method.kind == "oauth2" and _expiring(credentials, utcnow()):
+        _lock(authorization)
+        credentials = current_credentials(authorization)  # another worker may have renewed
+        if _expiring(credentials, utcnow()):
+            credentials = _refresh(provider, method, credentials, authorization)
+            replace(authorization, credentials, expected_version=authorization.current_version,
+                    reason="refreshed", actor=actor)
+    audit.record("decrypted", "authorization", authorization.id, authorization.label, by=by,
+                 actor=actor, summary=f"Credentials decrypted for {purpose}",
+                 version=authorization.current_version)
+    db.session.commit()
+    return credentials
+
+
+def _lock(authorization: Authorization) -> None:
+    """Hold the authorization's row until commit: a no-op UPDATE takes the row lock on
+    PostgreSQL and the write lock on SQLite (which has no SELECT ... FOR UPDATE)."""
+    db.session.execute(
+        update(Authorization).where(Authorization.id == authorization.id)
+        .values(current_version=Authorization.current_version)
+        .execution_options(synchronize_session=False))
+    db.session.refresh(authorization)
+
+
+@dataclass(frozen=True)
+class Health:
+    status: str
+    message: str
+
+
+def test_connection(authorization: Authorization, *, by: User | None = None,
+                    actor: str = "") -> Health:
+    """Run the provider's check with the current credentials and keep the outcome."""
+    secrets: list[str] = []
+    try:
+        provider, method = method_of(authorization)
+        if provider.check is None:
+            health = Health("unknown", f"{provider.name} offers no connection test.")
+        else:
+            credentials = credentials_for(authorization, actor=actor, by=by,
+                                          purpose="a connection test")
+            secrets = secret_values(method, credentials)
+            health = Health("healthy", redact(provider.check(method.key, credentials), secrets))
+    except VaultError as exc:
+        health = Health("unhealthy", str(exc))
+    except Exception as exc:  # whatever the provider raised is the test's result
+        health = _health_of(exc, secrets)
+    _set_health(authorization, health)
+    audit.record("checked", "authorization", authorization.id, authorization.label, by=by,
+                 actor=actor, summary=f"Connection test: {health.status} — {health.message}")
+    db.session.commit()
+    return health
+
+
+def _health_of(exc: Exception, secrets: list[str]) -> Health:
+    if isinstance(exc, AuthError):
+        return Health("unhealthy", redact(str(exc), secrets))
+    if isinstance(exc, RateLimited):
+        return Health("unknown", "The provider is rate limiting; try again in "
+                                 f"{int(exc.retry_after)} s.")
+    if isinstance(exc, ProviderError):
+        return Health("unknown", f"Could not check: {redact(str(exc), secrets)}")
+    return Health("unknown", f"Could not check: {type(exc).__name__}")
+
+
+def _set_health(authorization: Authorization, health: Health) -> None:
+    authorization.health, authorization.health_message = health.status, health.message[:1000]
+    authorization.health_checked_at = utcnow()
+
+
+def mark_unhealthy(authorization_id: int, message: str, *, actor: str) -> None:
+    """A provider refused the credentials during a job (in the caller's transaction)."""
+    authorization = db.session.get(Authorization, authorization_id)
+    if authorization is not None:
+        _set_health(authorization, Health("unhealthy", message))
+        audit.record("unhealthy", "authorization", authorization.id, authorization.label,
+                     actor=actor, summary=message[:500])
+
+
+def check_all(*, actor: str = "daily health check") -> int:
+    """Test every authorization (the daily run); returns how many were checked."""
+    ids = db.session.scalars(select(Authorization.id).order_by(Authorization.id)).all()
+    for authorization_id in ids:
+        authorization = db.session.get(Authorization, authorization_id)
+        if authorization is not None:
+            test_connection(authorization, actor=actor)
+    return len(ids)

@@ -1,0 +1,303 @@
+"""Webhook: send the messages of a stream to an HTTP endpoint of yours, as JSON.
+
+Each unit POSTs the next batch of messages, oldest first:
+
+    {"stream": "signups", "messages": [
+        {"id": 41, "event_time": "2024-05-01T12:00:00+00:00", "payload": {...}}, ...]}
+
+with `Content-Type: application/json` and `Idempotency-Key: <stream>:<first id>-<last id>`
+(a retry after a timeout sends the same batch again with the same key, so a receiver can
+drop a batch it already has). Any 2xx answer is success and the cursor moves past the
+batch; anything else keeps the cursor, and the batch is retried with backoff.
+
+Authorization is one of:
+
+- open: nothing but the URL;
+- bearer: `Authorization: Bearer <token>`;
+- basic: HTTP basic auth with a username and password;
+- hmac: no Authorization header, but three headers instead:
+      X-Portal-Key-Id: <key id>
+      X-Portal-Timestamp: <Unix time in seconds>
+      X-Portal-Signature: sha256=<hex HMAC-SHA256 of "<timestamp>.<body>" keyed with the secret>
+  where <body> is the exact bytes of the request body. To verify, recompute the HMAC over
+  the raw body (before parsing it), compare in constant time, and reject timestamps more
+  than a few minutes old so a captured request cannot be replayed.
+
+"Test connection" POSTs {"type": "ping", "sent_at": "<ISO time>"} the same way.
+
+Requests go through providers/http.py's `http_call` (timeouts, errors mapped to
+AuthError / RateLimited / ConfigError / ProviderError, no credential in any message).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import time
+from datetime import UTC, datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+
+from providers.base import (
+    AuthMethod,
+    ConfigError,
+    InMessage,
+    JobType,
+    Provider,
+    RunContext,
+    WorkResult,
+)
+from providers.files import STREAM_PATTERN
+from providers.http import http_call
+
+DEFAULT_BATCH = 100  # messages per POST
+MAX_BATCH = 1000
+
+
+# -- The webhook provider -----------------------------------------------------------------
+
+URL_FIELD: dict[str, Any] = {
+    "type": "string",
+    "title": "Endpoint URL",
+    "description": "The address the messages are POSTed to, starting with https:// (or "
+    "http:// on a trusted network).",
+    "format": "uri",
+    "pattern": "^https?://[^\\s/?#]+[^\\s]*$",
+    "x-pattern-message": "Enter a full address starting with https:// (or http://), with no "
+    "spaces.",
+}
+
+
+def _schema(**secret_and_other_fields: dict[str, Any]) -> dict[str, Any]:
+    properties = {"url": URL_FIELD, **secret_and_other_fields}
+    return {
+        "type": "object",
+        "required": list(properties),
+        "additionalProperties": False,
+        "x-order": list(properties),
+        "properties": properties,
+    }
+
+
+AUTH_METHODS = (
+    AuthMethod(
+        "bearer", "Bearer token", kind="api_key",
+        schema=_schema(token={
+            "type": "string", "title": "Token", "writeOnly": True, "minLength": 1,
+            "description": "Sent with every request as 'Authorization: Bearer <token>'.",
+        }),
+        help="The endpoint checks a token it gave you.",
+    ),
+    AuthMethod(
+        "basic", "Username and password", kind="basic",
+        schema=_schema(
+            username={"type": "string", "title": "Username", "minLength": 1},
+            password={
+                "type": "string", "title": "Password", "writeOnly": True, "minLength": 1,
+                "description": "Sent with every request by HTTP basic authentication.",
+            },
+        ),
+        help="The endpoint asks for HTTP basic authentication.",
+    ),
+    AuthMethod(
+        "hmac", "Signed requests (HMAC-SHA256)", kind="key_secret",
+        schema=_schema(
+            key_id={
+                "type": "string", "title": "Key ID", "minLength": 1,
+                "description": "Sent as the X-Portal-Key-Id header, so the endpoint knows "
+                "which secret to check the signature with.",
+            },
+            secret={
+                "type": "string", "title": "Signing secret", "writeOnly": True,
+                "minLength": 8,
+                "description": "Shared with the endpoint; never sent. Each request carries "
+                "X-Portal-Timestamp and X-Portal-Signature: sha256=<hex HMAC-SHA256 of "
+                "'<timestamp>.<body>'>.",
+            },
+        ),
+        help="The endpoint checks a signature of each request made with a shared secret.",
+    ),
+    AuthMethod(
+        "open", "No authorization (URL only)", kind="none",
+        schema=_schema(),
+        help="Anyone who knows the URL can post to it; use only for endpoints that check "
+        "nothing else or sit on a private network.",
+    ),
+)
+METHOD_KEYS = tuple(method.key for method in AUTH_METHODS)
+
+
+def _host(url: str) -> str:
+    parts = urlsplit(url)
+    host = parts.hostname or "?"
+    return f"{host}:{parts.port}" if parts.port else host
+
+
+def _url(credentials: dict[str, Any]) -> str:
+    url = str(credentials.get("url") or "").strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(
+            "The connection's endpoint URL must start with http:// or https:// and name a "
+            "host; edit the connection.",
+            code="bad_url",
+        )
+    return url
+
+
+def _field(credentials: dict[str, Any], name: str, label: str) -> str:
+    value = credentials.get(name)
+    if not isinstance(value, str) or not value:
+        raise ConfigError(
+            f"The connection has no {label}; edit the connection and enter it.",
+            code="missing_credentials",
+        )
+    return value
+
+
+def sign(secret: str, timestamp: str, body: bytes) -> str:
+    """The X-Portal-Signature value for a body sent at `timestamp`."""
+    digest = hmac.new(secret.encode(), timestamp.encode() + b"." + body, hashlib.sha256)
+    return "sha256=" + digest.hexdigest()
+
+
+def _auth_headers(
+    method_key: str, credentials: dict[str, Any], body: bytes
+) -> tuple[dict[str, str], list[str]]:
+    """Headers that authorize one request, and the secrets to keep out of messages."""
+    if method_key == "bearer":
+        token = _field(credentials, "token", "token")
+        return {"Authorization": f"Bearer {token}"}, [token]
+    if method_key == "basic":
+        username = _field(credentials, "username", "username")
+        password = _field(credentials, "password", "password")
+        pair = base64.b64encode(f"{username}:{password}".encode()).decode()
+        return {"Authorization": f"Basic {pair}"}, [password]
+    if method_key == "hmac":
+        key_id = _field(credentials, "key_id", "key ID")
+        secret = _field(credentials, "secret", "signing secret")
+        timestamp = str(int(time.time()))
+        return {
+            "X-Portal-Key-Id": key_id,
+            "X-Portal-Timestamp": timestamp,
+            "X-Portal-Signature": sign(secret, timestamp, body),
+        }, [secret]
+    if method_key == "open":
+        return {}, []
+    raise ConfigError(f"The webhook has no authorization method {method_key!r}.")
+
+
+def post(
+    method_key: str,
+    credentials: dict[str, Any],
+    document: dict[str, Any],
+    headers: dict[str, str] | None = None,
+) -> httpx.Response:
+    """POST a JSON document to the connection's URL, authorized by its method."""
+    url = _url(credentials)
+    body = json.dumps(document, separators=(",", ":"), ensure_ascii=False, default=str).encode()
+    auth, secrets = _auth_headers(method_key, credentials, body)
+    return http_call(
+        "POST", url, content=body,
+        headers={"Content-Type": "application/json", **(headers or {}), **auth},
+        service=f"the endpoint at {_host(url)}",
+        secrets=secrets,
+        auth_hint="Check the connection's credentials against what the endpoint expects.",
+    )
+
+
+def check(method_key: str, credentials: dict[str, Any]) -> str:
+    """Test connection: POST a ping."""
+    if method_key not in METHOD_KEYS:
+        raise ConfigError(f"The webhook has no authorization method {method_key!r}.")
+    sent_at = datetime.now(UTC).isoformat(timespec="seconds")
+    response = post(method_key, credentials, {"type": "ping", "sent_at": sent_at})
+    return f"Endpoint answered {response.status_code}"
+
+
+def _iso(moment: datetime) -> str:
+    moment = moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+    return moment.isoformat()
+
+
+def _message(message: InMessage) -> dict[str, Any]:
+    return {"id": message.id, "event_time": _iso(message.event_time), "payload": message.payload}
+
+
+def run_send_stream(ctx: RunContext) -> WorkResult:
+    """One unit: POST the next batch of the stream; the cursor moves past it on a 2xx."""
+    stream = ctx.config["stream"]
+    size = max(1, min(int(ctx.config.get("batch_size") or DEFAULT_BATCH), MAX_BATCH))
+    cursor = dict(ctx.cursor or {})
+    after_id = int(cursor.get("after_id", 0))
+    batch = ctx.source.messages(stream, after_id=after_id, limit=size)
+    if not batch:
+        cursor["after_id"] = after_id
+        return WorkResult(cursor=cursor, message=f"Nothing new in stream '{stream}'")
+    credentials = ctx.credentials or {}
+    first, last = batch[0].id, batch[-1].id
+    response = post(
+        ctx.auth_method, credentials,
+        {"stream": stream, "messages": [_message(message) for message in batch]},
+        headers={"Idempotency-Key": f"{stream}:{first}-{last}"},
+    )
+    cursor.update(after_id=last, sent=int(cursor.get("sent", 0)) + len(batch))
+    return WorkResult(
+        added=len(batch), cursor=cursor, more_now=len(batch) == size,
+        message=f"Sent {len(batch):,} message{'s' if len(batch) != 1 else ''} of stream "
+        f"'{stream}' (ids {first}–{last}) to "
+        f"{_host(_url(credentials))}; it answered {response.status_code}",
+    )
+
+
+SEND_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["stream"],
+    "additionalProperties": False,
+    "x-order": ["stream", "batch_size"],
+    "properties": {
+        "stream": {
+            "type": "string",
+            "title": "Stream",
+            "description": "The stream whose messages are sent, oldest first; each message "
+            "is sent once, then the next run starts after it.",
+            "pattern": STREAM_PATTERN,
+        },
+        "batch_size": {
+            "type": "integer",
+            "title": "Messages per request",
+            "description": "At most this many messages go in one POST (1–1,000). Lower it if "
+            "the endpoint rejects large requests.",
+            "minimum": 1,
+            "maximum": MAX_BATCH,
+            "default": DEFAULT_BATCH,
+        },
+    },
+}
+
+PROVIDER = Provider(
+    key="webhook",
+    name="Webhook",
+    category="Developer tools",
+    description="POST the messages of a stream as JSON to an HTTPS endpoint of your own.",
+    logo="webhook.svg",
+    auth_methods=AUTH_METHODS,
+    job_types=(
+        JobType(
+            key="send_stream",
+            name="Send stream to webhook",
+            kind="export",
+            description="Sends each new message of a stream to your endpoint, in batches of "
+            "JSON, oldest first; a batch the endpoint does not accept is sent again later.",
+            config_schema=SEND_SCHEMA,
+            run=run_send_stream,
+            default_cadence="Every 15 minutes",
+            recurring=True,
+        ),
+    ),
+    check=check,
+)

@@ -1,0 +1,311 @@
+"""Real HTTP servers on 127.0.0.1 for tests: a small Mailchimp and a webhook receiver.
+
+Each is a context manager that serves a WSGI app from a thread on a free port:
+
+    with MailchimpServer(api_key=KEY) as mailchimp:
+        monkeypatch.setenv("PORTAL_MAILCHIMP_API_URL", mailchimp.api_url)
+        ...
+
+`fail_next` holds HTTP statuses to answer, one per request, before any real handling
+(429 comes with `Retry-After: <retry_after>`); every request is recorded first.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import socket
+import threading
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+from wsgiref.types import StartResponse, WSGIEnvironment
+
+from werkzeug.http import HTTP_STATUS_CODES
+from werkzeug.serving import BaseWSGIServer, WSGIRequestHandler, make_server
+from werkzeug.wrappers import Request, Response
+
+TEST_API_KEY = "0123456789abcdef0123456789abcdef-us6"
+
+
+def unused_url() -> str:
+    """An http URL on a loopback port nothing listens on."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    return f"http://127.0.0.1:{port}"
+
+
+def json_response(body: Any, status: int = 200, headers: dict[str, str] | None = None
+                  ) -> Response:
+    content_type = "application/problem+json" if status >= 400 else "application/json"
+    return Response(json.dumps(body), status=status, content_type=content_type,
+                    headers=headers or {})
+
+
+def problem(status: int, detail: str, title: str | None = None,
+            headers: dict[str, str] | None = None) -> Response:
+    """An RFC 7807 problem document, the way Mailchimp words its errors."""
+    return json_response({
+        "type": "https://example.invalid/problems",
+        "title": title or HTTP_STATUS_CODES.get(status, "Error"),
+        "status": status,
+        "detail": detail,
+    }, status, headers)
+
+
+class _QuietHandler(WSGIRequestHandler):
+    def log(self, type: str, message: str, *args: Any) -> None:
+        pass
+
+
+class LoopbackServer:
+    """Serves `handle(request)` on 127.0.0.1 from a thread while the `with` block runs."""
+
+    retry_after: str | None = "7"  # the Retry-After of an injected 429; None: no header
+
+    def __init__(self) -> None:
+        self.fail_next: list[int] = []
+        self._lock = threading.Lock()
+        self._server: BaseWSGIServer | None = None
+        self._thread: threading.Thread | None = None
+
+    @property
+    def base_url(self) -> str:
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} is not running; use it in a with block")
+        return f"http://127.0.0.1:{self._server.server_port}"
+
+    def __enter__(self) -> LoopbackServer:
+        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True,
+                                   request_handler=_QuietHandler)
+        self._thread = threading.Thread(
+            target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
+            name=type(self).__name__, daemon=True,
+        )
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+        if self._thread is not None:
+            self._thread.join(5)
+        self._server = self._thread = None
+
+    def _wsgi(self, environ: WSGIEnvironment, start_response: StartResponse):
+        request = Request(environ)
+        self.record(request)
+        with self._lock:
+            status = self.fail_next.pop(0) if self.fail_next else None
+        if status is not None:
+            wait = self.retry_after if status == 429 else None
+            response = problem(status, "Injected failure",
+                               headers={"Retry-After": wait} if wait else None)
+        else:
+            response = self.handle(request)
+        return response(environ, start_response)
+
+    def record(self, request: Request) -> None:
+        """Note a request before it is answered."""
+
+    def handle(self, request: Request) -> Response:
+        raise NotImplementedError
+
+
+def _auth_kind(header: str) -> str:
+    scheme = header.partition(" ")[0].lower()
+    return scheme if scheme in ("basic", "bearer", "oauth") else ("none" if not header else "other")
+
+
+def _time(value: str) -> datetime:
+    moment = datetime.fromisoformat(value)
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+class MailchimpServer(LoopbackServer):
+    """The parts of the Mailchimp Marketing API and OAuth metadata endpoint the provider uses.
+
+    Accepts HTTP basic auth whose password is `api_key` and Bearer tokens in
+    `access_tokens`; the metadata endpoint accepts `OAuth <token>` for the same tokens.
+    Fill `members[list_id]` (or call `add_member`) for GET /3.0/lists/<id>/members.
+    """
+
+    def __init__(self, api_key: str = TEST_API_KEY, access_tokens: set[str] | None = None,
+                 account_name: str = "acme") -> None:
+        super().__init__()
+        self.api_key = api_key
+        self.access_tokens: set[str] = set(access_tokens or ())
+        self.account_name = account_name
+        self.members: dict[str, list[dict[str, Any]]] = {}
+        self.requests: list[tuple[str, str, str]] = []  # (method, path, auth kind)
+        self.queries: list[dict[str, str]] = []  # the query arguments of each request
+
+    def __enter__(self) -> MailchimpServer:
+        super().__enter__()
+        return self
+
+    @property
+    def api_url(self) -> str:
+        return self.base_url + "/3.0"
+
+    @property
+    def metadata_url(self) -> str:
+        return self.base_url + "/oauth2/metadata"
+
+    def add_member(self, list_id: str, email: str, *, status: str = "subscribed",
+                   last_changed: str = "2024-01-01T00:00:00+00:00",
+                   merge_fields: dict[str, Any] | None = None,
+                   tags: tuple[str, ...] = ()) -> dict[str, Any]:
+        """Add a member shaped like Mailchimp's (id = MD5 of the lower-cased email)."""
+        member = {
+            "id": hashlib.md5(email.lower().encode()).hexdigest(),
+            "email_address": email,
+            "status": status,
+            "merge_fields": merge_fields or {},
+            "tags": [{"id": n, "name": name} for n, name in enumerate(tags, start=1)],
+            "last_changed": last_changed,
+            "timestamp_opt": last_changed,
+            "list_id": list_id,
+        }
+        self.members.setdefault(list_id, []).append(member)
+        return member
+
+    def record(self, request: Request) -> None:
+        header = request.headers.get("Authorization", "")
+        self.requests.append((request.method, request.path, _auth_kind(header)))
+        self.queries.append(dict(request.args))
+
+    def _api_authorized(self, header: str) -> bool:
+        scheme, _, value = header.partition(" ")
+        if scheme.lower() == "bearer":
+            return value in self.access_tokens
+        if scheme.lower() == "basic":
+            auth = Request({"HTTP_AUTHORIZATION": header}).authorization
+            return auth is not None and auth.password == self.api_key
+        return False
+
+    def handle(self, request: Request) -> Response:
+        header = request.headers.get("Authorization", "")
+        if request.path == "/oauth2/metadata":
+            scheme, _, token = header.partition(" ")
+            if scheme != "OAuth" or token not in self.access_tokens:
+                return json_response({"error": "invalid_token"}, 401)
+            return json_response({
+                "dc": "us6", "role": "owner", "accountname": self.account_name,
+                "user_id": 42, "login_url": "https://login.mailchimp.com",
+                "api_endpoint": self.base_url,
+            })
+        if not request.path.startswith("/3.0"):
+            return problem(404, "The requested resource could not be found.")
+        if not self._api_authorized(header):
+            return problem(401, "Your API key may be invalid, or you've attempted to access "
+                           "the wrong datacenter.", title="API Key Invalid")
+        path = request.path.removeprefix("/3.0").rstrip("/")
+        if path == "":
+            return json_response({"account_id": "8d3a3db4d97663a9074efcc16",
+                                  "account_name": self.account_name, "email": "ops@acme.test"})
+        if path == "/ping":
+            return json_response({"health_status": "Everything's Chimpy!"})
+        parts = path.split("/")
+        if len(parts) == 4 and parts[1] == "lists" and parts[3] == "members":
+            return self._members(request, parts[2])
+        return problem(404, "The requested resource could not be found.")
+
+    def _members(self, request: Request, list_id: str) -> Response:
+        if list_id not in self.members:
+            return problem(404, "The requested resource could not be found.",
+                           title="Resource Not Found")
+        args = request.args
+        try:
+            count = min(int(args.get("count", 10)), 1000)
+            offset = int(args.get("offset", 0))
+            since = _time(args["since_last_changed"]) if "since_last_changed" in args else None
+        except ValueError as exc:
+            return problem(400, f"Invalid query: {exc}", title="Invalid Resource")
+        rows = list(self.members[list_id])
+        if args.get("status"):
+            rows = [row for row in rows if row.get("status") == args["status"]]
+        if since is not None:
+            rows = [row for row in rows if _time(row["last_changed"]) > since]
+        if args.get("sort_field"):
+            field = args["sort_field"]
+            rows.sort(key=lambda row: _time(row[field]),
+                      reverse=args.get("sort_dir", "ASC").upper() == "DESC")
+        return json_response({"members": rows[offset:offset + count], "list_id": list_id,
+                              "total_items": len(rows)})
+
+
+@dataclass
+class Received:
+    """One request the webhook receiver got."""
+
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    json: Any
+
+
+class WebhookReceiver(LoopbackServer):
+    """Records every request and answers `status` (204), or 401 when credentials it was
+    given (`token`, `username`/`password`, `secret` for HMAC signatures) do not match."""
+
+    def __init__(self, *, token: str | None = None, username: str | None = None,
+                 password: str | None = None, secret: str | None = None,
+                 status: int = 204) -> None:
+        super().__init__()
+        self.token, self.username, self.password, self.secret = token, username, password, secret
+        self.status = status
+        self.received: list[Received] = []
+        self.error_body: str | None = None  # when set, failures answer this text instead
+
+    def __enter__(self) -> WebhookReceiver:
+        super().__enter__()
+        return self
+
+    @property
+    def url(self) -> str:
+        return self.base_url + "/hook"
+
+    @staticmethod
+    def _received(request: Request) -> Received:
+        body = request.get_data()
+        try:
+            parsed = json.loads(body) if body else None
+        except ValueError:
+            parsed = None
+        return Received(request.method, request.path, dict(request.headers), body, parsed)
+
+    def record(self, request: Request) -> None:
+        self.received.append(self._received(request))
+
+    def verify(self, secret: str, received: Received | None = None) -> bool:
+        """Whether a request (the last one by default) carries a valid HMAC signature."""
+        received = received or self.received[-1]
+        timestamp = received.headers.get("X-Portal-Timestamp", "")
+        signature = received.headers.get("X-Portal-Signature", "")
+        signed = timestamp.encode() + b"." + received.body
+        expected = "sha256=" + hmac.new(secret.encode(), signed, hashlib.sha256).hexdigest()
+        return bool(timestamp) and hmac.compare_digest(signature, expected)
+
+    def _authorized(self, request: Request) -> bool:
+        header = request.headers.get("Authorization", "")
+        if self.token is not None and header != f"Bearer {self.token}":
+            return False
+        if self.username is not None or self.password is not None:
+            auth = request.authorization
+            if auth is None or (auth.username, auth.password) != (self.username, self.password):
+                return False
+        return self.secret is None or self.verify(self.secret, self._received(request))
+
+    def handle(self, request: Request) -> Response:
+        if not self._authorized(request):
+            return json_response({"error": "unauthorized"}, 401)
+        if self.status == 204:
+            return Response(status=204)
+        if self.status >= 400 and self.error_body is not None:
+            return Response(self.error_body, status=self.status, content_type="text/plain")
+        return json_response({"ok": self.status < 300}, self.status)
