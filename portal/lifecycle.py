@@ -221,10 +221,11 @@ def unit_succeeded(
     """A unit of work finished well: pick the move and reset the error streak."""
     job.error_count = 0
     job.error_streak_started_at = None
-    if done:
-        transition(job, Trigger.UNIT_DONE, now=now, message=message, counts=counts)
-    elif more_now or next_run_at is None:
+    if more_now and not done:
         transition(job, Trigger.UNIT_MORE, now=now, message=message, counts=counts)
+    elif done or next_run_at is None:
+        # Nothing more now and no next run (a job that runs once): it is complete.
+        transition(job, Trigger.UNIT_DONE, now=now, message=message, counts=counts)
     else:
         transition(job, Trigger.UNIT_SCHEDULED, now=now, message=message, counts=counts)
         job.next_run_at = next_run_at

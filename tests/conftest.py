@@ -7,6 +7,8 @@ schema is dropped and rebuilt by the migrations), else SQLite in a temporary fol
 
 from __future__ import annotations
 
+import base64
+import logging
 import os
 import re
 import socket
@@ -34,6 +36,9 @@ from workers import redis_server
 # The fault-injecting provider is found by key in tests (and in the worker processes they
 # start), never in the tile catalog.
 os.environ["PORTAL_TEST_PROVIDERS"] = "1"
+
+# A fixed Vault key, so worker processes started by a test open what the test stored.
+TEST_VAULT_KEYS = "test-1:" + base64.b64encode(b"portal-test-vault-key-32-bytes!!").decode()
 
 TEST_PASSWORD = "correct horse battery"
 TEST_PASSWORD_HASH = generate_password_hash(TEST_PASSWORD)  # hashed once: scrypt is slow
@@ -87,15 +92,77 @@ def database_url(tmp_path_factory, redis_url) -> str:
 
 
 def _make_app(database_url: str, redis_url: str, instance: Path, **extra) -> Flask:
-    return create_app({
+    app = create_app({
         "INSTANCE_PATH": str(instance),
         "SQLALCHEMY_DATABASE_URI": database_url,
         "REDIS_URL": redis_url,
         "SECRET_KEY": "test-secret-key",
+        "PORTAL_VAULT_KEYS": TEST_VAULT_KEYS,
         "TESTING": True,
         "PORTAL_IMPORT_BATCH_SIZE": 2,
         **extra,
     })
+    app.after_request(_watch_response)
+    return app
+
+
+# --- Secrets must never leave the Vault -------------------------------------------------
+# Tests register the secret values they store with `canary()`. Every response any test
+# gets from the app (body and headers) and every log line of the test process is scanned;
+# a test during which a canary showed up fails.
+CANARIES: set[str] = set()
+LEAKS: list[str] = []
+
+
+def canary(value: str) -> str:
+    CANARIES.add(value)
+    return value
+
+
+def _scan(where: str, text: str) -> None:
+    for secret in CANARIES:
+        if secret in text:
+            LEAKS.append(f"{where} shows the secret {secret[:3]}…")
+
+
+def _watch_response(response):
+    from flask import request
+
+    _scan(f"{request.method} {request.full_path} (headers)", str(response.headers))
+    if not response.direct_passthrough and not response.is_streamed:
+        _scan(f"{request.method} {request.full_path}", response.get_data(as_text=True))
+    return response
+
+
+class _LogWatch(logging.Handler):
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            _scan(f"log line of {record.name}", self.format(record))
+        except Exception:  # a record that cannot be formatted shows nothing
+            pass
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _watch_logs() -> Iterator[None]:
+    handler = _LogWatch(level=logging.DEBUG)
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    root = logging.getLogger()
+    root.addHandler(handler)
+    previous = root.level
+    root.setLevel(logging.DEBUG)
+    yield
+    root.removeHandler(handler)
+    root.setLevel(previous)
+
+
+@pytest.fixture(autouse=True)
+def no_secret_leaks() -> Iterator[None]:
+    LEAKS.clear()
+    yield
+    leaks = list(LEAKS)
+    LEAKS.clear()
+    CANARIES.clear()
+    assert not leaks, f"secrets leaked: {leaks[:5]}"
 
 
 def _empty_tables() -> None:
@@ -199,6 +266,7 @@ def spawn(app, tmp_path):
             "DATABASE_URL": app.config["SQLALCHEMY_DATABASE_URI"],
             "REDIS_URL": app.config["REDIS_URL"],
             "SECRET_KEY": app.config["SECRET_KEY"],
+            "PORTAL_VAULT_KEYS": TEST_VAULT_KEYS,
             "PORTAL_INSTANCE_PATH": str(tmp_path / "instance-workers"),
             "PORTAL_IMPORT_BATCH_SIZE": str(app.config["PORTAL_IMPORT_BATCH_SIZE"]),
             **env,
@@ -218,3 +286,5 @@ def spawn(app, tmp_path):
             process.wait(10)
         except subprocess.TimeoutExpired:
             process.kill()
+    for path in tmp_path.glob("*.log"):  # the processes' own log lines hold no secret either
+        _scan(f"log of {path.name}", path.read_text(errors="replace"))

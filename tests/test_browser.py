@@ -41,6 +41,12 @@ def live_server(app) -> Iterator[str]:
     thread.join(10)
 
 
+def settled(page: Page) -> None:
+    """Wait until htmx has settled what it swapped in: it wires up the new content's
+    hx-* attributes only then (20 ms after the swap), and a change made before is lost."""
+    expect(page.locator(".htmx-settling, .htmx-swapping, .htmx-request")).to_have_count(0)
+
+
 def test_wizard_to_completed_without_reload(page: Page, live_server, make_user, spawn,
                                             tmp_path):
     user = make_user("operator")
@@ -63,6 +69,7 @@ def test_wizard_to_completed_without_reload(page: Page, live_server, make_user, 
 
     # Step 4: upload; the timestamp menu is built from the file's own header.
     expect(page.get_by_role("heading", name="Configure")).to_be_visible()
+    settled(page)
     page.locator("#field-upload_id").set_input_files(str(upload))
     expect(page.locator("#field-upload_id-current")).to_contain_text("people.csv")
     expect(page.locator("#field-timestamp_field")).to_have_value("ts")

@@ -138,6 +138,8 @@ def details(provider_key: str, method_key: str):
         else:
             values, field_errors = coerce(method.schema or {}, prefixed(request.form, CREDENTIAL))
             errors.update(field_errors)
+            for field, message in vault.check_entered(method, values).items():
+                errors.setdefault(field, message)
             if not errors:
                 try:
                     authorization = vault.create(provider, method, label=label,
