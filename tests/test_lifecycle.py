@@ -160,6 +160,15 @@ def test_unit_succeeded_picks_the_move(make_job):
     assert [e.kind for e in events_of(done)] == [Event.COMPLETED]
 
 
+def test_a_job_that_runs_once_completes_when_nothing_more_is_left_now(make_job):
+    # A recurring job type (an export) on the "once" cadence: no next run to sleep until,
+    # so having nothing more to do now completes it instead of running it again at once.
+    job = make_job("running")
+    lifecycle.unit_succeeded(job, now=NOW, done=False, more_now=False, next_run_at=None,
+                             message="Nothing new", counts={})
+    assert job.status == "completed" and job.terminal_at == NOW
+
+
 def test_resume_resets_the_streak_and_names_who(make_job, make_user):
     job = make_job("failed")
     job.error_count, job.error_streak_started_at = 7, NOW
