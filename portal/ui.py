@@ -38,6 +38,16 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
 
 
+def redacted_config(job: Any) -> dict[str, Any]:
+    """A job's configuration for display: fields its schema marks secret (writeOnly) are
+    shown as set, never their value."""
+    found = get_job_type(job.provider, job.job_type)
+    properties = found[1].config_schema.get("properties", {}) if found else {}
+    return {name: ("•••••• (set)" if properties.get(name, {}).get("writeOnly") and value
+                   else value)
+            for name, value in (job.config or {}).items()}
+
+
 def format_timestamp(value: float | int | None) -> str:
     """A Unix timestamp (an OAuth token's expires_at) as a time."""
     return format_time(datetime.fromtimestamp(float(value), UTC)) if value else "—"
@@ -68,6 +78,7 @@ def register(app: Flask) -> None:
         LEVEL_STYLES=LEVEL_STYLES,
         HEALTH_STYLES=HEALTH_STYLES,
         method_name=method_name,
+        redacted_config=redacted_config,
         provider_name=provider_name,
         job_type_name=job_type_name,
     )

@@ -478,7 +478,9 @@ def test_connection(authorization: Authorization, *, by: User | None = None,
     try:
         provider, method = method_of(authorization)
         if provider.check is None:
-            health = Health("unknown", f"{provider.name} offers no connection test.")
+            # Keep what its jobs found out (an AuthError marks it unhealthy).
+            health = Health(authorization.health, f"{provider.name} offers no connection "
+                                                  "test; the health shown comes from its jobs.")
         else:
             credentials = credentials_for(authorization, actor=actor, by=by,
                                           purpose="a connection test")

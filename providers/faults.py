@@ -86,7 +86,10 @@ PROVIDER = Provider(
     job_types=(
         JobType(key="script", name="Scripted units", kind="import",
                 description="Follows a script of unit outcomes.",
-                config_schema={"type": "object"}, run=run_script, queue="default"),
+                config_schema={"type": "object", "properties": {
+                    # A secret in the job's own configuration: shown as set, never shown.
+                    "secret_note": {"type": "string", "writeOnly": True}}},
+                run=run_script, queue="default"),
         JobType(key="noop", name="No-op", kind="import", description="Does nothing.",
                 config_schema={"type": "object"}, run=run_noop, queue="default"),
     ),

@@ -96,3 +96,45 @@ def test_wizard_to_completed_without_reload(page: Page, live_server, make_user, 
     page.screenshot(path=str(tmp_path / "summary.png"), full_page=True)
     if os.environ.get("PORTAL_SCREENSHOTS"):
         shutil.copy(tmp_path / "summary.png", os.environ["PORTAL_SCREENSHOTS"])
+
+
+def test_create_an_authorization_from_the_job_wizard_and_come_back(page: Page, live_server,
+                                                                   make_user):
+    from tests.conftest import canary
+
+    user = make_user("operator")
+    token = canary("tok-browser-wizard-31337")
+    page.goto(f"{live_server}/login?next=/jobs/new")
+    page.get_by_label("Email").fill(user.email)
+    page.get_by_label("Password").fill(TEST_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+    page.get_by_role("link", name="Webhook").click()
+    page.get_by_role("link", name="Send stream to webhook").click()
+    expect(page.get_by_text("No authorization for Webhook yet.")).to_be_visible()
+    expect(page.get_by_role("button", name="Continue")).to_be_disabled()
+    page.get_by_role("link", name="Create new authorization").click()
+
+    # The Vault's wizard, told where to come back to.
+    expect(page.locator("#return-note")).to_be_visible()
+    page.get_by_role("link", name="Bearer token").click()
+    settled(page)
+    page.get_by_label("Label").fill("CRM endpoint")
+    page.get_by_label("Endpoint URL").fill("not a url")
+    page.get_by_label("Token").fill(token)
+    page.get_by_role("button", name="Save authorization").click()
+    expect(page.locator("#field-cred-url-error")).to_contain_text("https://")
+    expect(page.get_by_label("Token")).to_have_value("")  # a secret is never sent back
+    settled(page)
+    page.get_by_label("Endpoint URL").fill("https://crm.example.com/hooks/portal")
+    page.get_by_label("Token").fill(token)
+    page.get_by_role("button", name="Save authorization").click()
+
+    # Back on the job wizard's authorization step, with the new one chosen.
+    expect(page).to_have_url(f"{live_server}/jobs/new/webhook/send_stream?authorization=1")
+    chosen = page.get_by_role("radio", name="CRM endpoint")
+    expect(chosen).to_be_checked()
+    expect(page.locator('[data-authorization="1"] .health-badge')).to_have_text("Unknown")
+    page.get_by_role("button", name="Continue").click()
+    expect(page.get_by_role("heading", name="Configure")).to_be_visible()
+    expect(page.get_by_text("CRM endpoint")).to_be_visible()
