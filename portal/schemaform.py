@@ -101,3 +101,20 @@ def validate(
             if value not in allowed:
                 errors[name] = "Choose one of the options."
     return errors
+
+
+NAME_LIMIT, DESCRIPTION_LIMIT = 200, 2000
+
+
+def name_errors(name: str, description: str, *, field: str = "name",
+                missing: str = "Give it a name.") -> dict[str, str]:
+    """Messages for the name (1–200 characters) and description (up to 2,000) that jobs
+    and authorizations carry."""
+    errors = {}
+    if not name:
+        errors[field] = missing
+    elif len(name) > NAME_LIMIT:
+        errors[field] = f"Use at most {NAME_LIMIT} characters."
+    if len(description) > DESCRIPTION_LIMIT:
+        errors["description"] = f"Use at most {DESCRIPTION_LIMIT:,} characters."
+    return errors

@@ -19,7 +19,7 @@ from portal import audit, htmx, oauth, vault
 from portal.access import role_required
 from portal.extensions import db
 from portal.models import Authorization, AuthorizationVersion
-from portal.schemaform import coerce, ordered_fields, prefixed
+from portal.schemaform import coerce, name_errors, ordered_fields, prefixed
 from providers import CATALOG, get_provider
 from providers.base import AuthMethod, Provider
 
@@ -70,14 +70,8 @@ def _authorization(authorization_id: int) -> Authorization:
 
 
 def _label_errors(label: str, description: str) -> dict[str, str]:
-    errors = {}
-    if not label:
-        errors["label"] = "Give the authorization a label, e.g. “Mailchimp — marketing team”."
-    elif len(label) > 200:
-        errors["label"] = "Use at most 200 characters."
-    if len(description) > 2000:
-        errors["description"] = "Use at most 2,000 characters."
-    return errors
+    return name_errors(label, description, field="label", missing=(
+        "Give the authorization a label, e.g. “Mailchimp — marketing team”."))
 
 
 @bp.get("")

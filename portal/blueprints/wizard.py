@@ -15,7 +15,14 @@ from portal.extensions import db
 from portal.jobs import create_job
 from portal.lifecycle import RETRY_SCHEMA
 from portal.models import Authorization, Upload
-from portal.schemaform import coerce, defaults, ordered_fields, prefixed, validate
+from portal.schemaform import (
+    coerce,
+    defaults,
+    name_errors,
+    ordered_fields,
+    prefixed,
+    validate,
+)
 from providers import CATALOG, get_provider
 from providers.base import JobType, Provider
 from providers.files import RecordError
@@ -160,12 +167,7 @@ def configure(provider_key: str, job_type_key: str):
             options = {"upload_fields": upload.fields if upload else []}
             for field, message in validate(schema, values, options).items():
                 errors.setdefault(field, message)
-            if not name:
-                errors["name"] = "Give the job a name."
-            elif len(name) > 200:
-                errors["name"] = "Use at most 200 characters."
-            if len(description) > 2000:
-                errors["description"] = "Use at most 2,000 characters."
+            errors.update(name_errors(name, description, missing="Give the job a name."))
             if not errors:
                 job = create_job(
                     provider=provider, job_type=job_type, authorization=chosen, name=name,
