@@ -100,6 +100,9 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         "REMEMBER_COOKIE_HTTPONLY": True,
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "PORTAL_HEALTH_CHECK_HOURS": _int("PORTAL_HEALTH_CHECK_HOURS", 24),
+        # Reverse proxies in front of the web server whose X-Forwarded-* headers to trust
+        # (so OAuth redirect URLs come out as https://your-host/...).
+        "PORTAL_TRUSTED_PROXIES": _int("PORTAL_TRUSTED_PROXIES", 0),
     }
     # OAuth clients per provider: PORTAL_OAUTH_<PROVIDER>_CLIENT_ID, _CLIENT_SECRET, and
     # optionally _AUTHORIZE_URL / _TOKEN_URL.

@@ -37,18 +37,22 @@ class LatestToken:
         return bool(self.server.issued) and token == self.server.issued[-1]["access_token"]
 
 
+def oauth_settings(server: OAuthServer) -> dict[str, str]:
+    return {
+        "PORTAL_OAUTH_MAILCHIMP_CLIENT_ID": server.client.client_id,
+        "PORTAL_OAUTH_MAILCHIMP_CLIENT_SECRET": server.client.client_secret,
+        "PORTAL_OAUTH_MAILCHIMP_AUTHORIZE_URL": server.authorize_url,
+        "PORTAL_OAUTH_MAILCHIMP_TOKEN_URL": server.token_url,
+    }
+
+
 @pytest.fixture
 def oauth(app, monkeypatch):
     """An authorization server and a Mailchimp API stand-in, wired into the portal's
     settings the way an operator would (client id/secret, endpoint overrides)."""
     with OAuthServer(redirect_uris=[CALLBACK]) as server, MailchimpServer() as mailchimp:
         mailchimp.access_tokens = LatestToken(server)
-        app.config.update({
-            "PORTAL_OAUTH_MAILCHIMP_CLIENT_ID": server.client.client_id,
-            "PORTAL_OAUTH_MAILCHIMP_CLIENT_SECRET": server.client.client_secret,
-            "PORTAL_OAUTH_MAILCHIMP_AUTHORIZE_URL": server.authorize_url,
-            "PORTAL_OAUTH_MAILCHIMP_TOKEN_URL": server.token_url,
-        })
+        app.config.update(oauth_settings(server))
         monkeypatch.setenv("PORTAL_MAILCHIMP_METADATA_URL", mailchimp.metadata_url)
         monkeypatch.setenv("PORTAL_MAILCHIMP_API_URL", mailchimp.api_url)
         yield server, mailchimp
@@ -255,3 +259,24 @@ def test_a_refused_refresh_marks_the_authorization_unhealthy(client, auth, oauth
     assert authorization.health == "unhealthy"
     assert "re-authorize it in the Vault" in authorization.health_message
     assert len(mailchimp.requests) == calls_before, "no API call with a dead token"
+
+
+def test_behind_a_trusted_proxy_the_redirect_url_is_https(oauth, make_user, database_url,
+                                                         redis_url, tmp_path):
+    from tests.conftest import Auth, _make_app
+
+    server, _ = oauth
+    proxied = _make_app(database_url, redis_url, tmp_path / "proxied",
+                        PORTAL_TRUSTED_PROXIES=1, **{
+                            name: value for name, value in oauth_settings(server).items()})
+    with proxied.app_context():
+        client = proxied.test_client()
+        Auth(client, make_user).login("operator")
+        response = client.post("/vault/new/mailchimp/oauth2", data={
+            "csrf_token": Auth(client, make_user).csrf(), "label": "x"},
+            headers={"X-Forwarded-Proto": "https", "X-Forwarded-Host": "portal.example.com",
+                     # over https, Flask-WTF also checks that the form came from this host
+                     "Referer": "https://portal.example.com/vault/new/mailchimp/oauth2"})
+        query = parse_qs(urlsplit(response.headers["Location"]).query)
+    assert query["redirect_uri"] == [
+        "https://portal.example.com/vault/oauth/mailchimp/callback"]
