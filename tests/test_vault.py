@@ -381,3 +381,15 @@ def test_the_dispatcher_queues_the_daily_health_check_once(app, make_user, work)
     assert authorization.health == "healthy" and authorization.health_checked_at is not None
     entry = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "checked")).one()
     assert entry.actor == "daily health check"
+
+
+def test_an_authorization_of_a_provider_no_longer_offered_gets_a_clear_answer(client, auth):
+    user = auth.login("operator")
+    authorization = webhook_authorization(user, "https://a.example.com/h", canary("tok-gone-1"))
+    authorization.provider = "retired"
+    db.session.commit()
+    assert client.get(f"/vault/{authorization.id}").status_code == 200
+    response = client.post(f"/vault/{authorization.id}/credentials",
+                           data=form(client, auth, version="1"))
+    assert response.status_code == 409
+    assert "which this portal no longer offers" in response.get_data(as_text=True)

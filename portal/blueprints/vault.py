@@ -69,6 +69,13 @@ def _authorization(authorization_id: int) -> Authorization:
     return found
 
 
+def _method_of(authorization: Authorization) -> tuple[Provider, AuthMethod]:
+    try:
+        return vault.method_of(authorization)
+    except vault.VaultError as exc:
+        abort(409, description=str(exc))
+
+
 def _label_errors(label: str, description: str) -> dict[str, str]:
     return name_errors(label, description, field="label", missing=(
         "Give the authorization a label, e.g. “Mailchimp — marketing team”."))
@@ -269,7 +276,7 @@ def edit_details(authorization_id: int):
 def update_credentials(authorization_id: int):
     """A new version of the credentials; blank secret fields keep the stored values."""
     authorization = _authorization(authorization_id)
-    _, method = vault.method_of(authorization)
+    _, method = _method_of(authorization)
     values, errors = coerce(method.schema or {}, prefixed(request.form, CREDENTIAL))
     expected = request.form.get("version", "")
     if not expected.isdigit():
@@ -300,7 +307,7 @@ def update_credentials(authorization_id: int):
 @role_required("operator")
 def reauthorize(authorization_id: int):
     authorization = _authorization(authorization_id)
-    provider, method = vault.method_of(authorization)
+    provider, method = _method_of(authorization)
     if method.kind != "oauth2":
         abort(400, description="Only OAuth authorizations are re-authorized; update the "
                                "credentials instead.")
