@@ -14,6 +14,18 @@ def is_htmx() -> bool:
     return bool(request.htmx) and not request.htmx.history_restore_request
 
 
+def target() -> str | None:
+    """The id of the element an htmx request will swap (HX-Target), if any."""
+    return request.htmx.target if is_htmx() else None
+
+
+def push_url(response: Response, url: str) -> Response:
+    """Have htmx put `url` in the address bar (a step whose state now has its own URL)."""
+    if is_htmx():
+        response.headers["HX-Push-Url"] = url
+    return response
+
+
 def render(page: str, fragment: str | None = None, *, status: int = 200, **context) -> Response:
     """The full page, or only `fragment` for htmx; the answer varies on HX-Request.
 

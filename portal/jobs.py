@@ -12,7 +12,7 @@ from sqlalchemy import delete, select
 from portal import lifecycle
 from portal.extensions import db
 from portal.lifecycle import SETTLED, Event, Status
-from portal.models import Authorization, Job, JobEvent, User
+from portal.models import Authorization, Draft, Job, JobEvent, User
 from portal.models.types import utcnow
 from portal.queues import enqueue
 from providers.base import JobType, Provider
@@ -31,8 +31,13 @@ def create_job(
     created_by: User,
     schedule: dict[str, Any] | None = None,
     retry_policy: dict[str, Any] | None = None,
+    paused: bool = False,
+    draft: Draft | None = None,
 ) -> Job:
-    """Insert and commit the job, then put it on its queue (never the other way round)."""
+    """Insert and commit the job, then put it on its queue (never the other way round).
+
+    `paused`: created Paused, to be resumed by a person. `draft`: the wizard draft it came
+    from, deleted in the same transaction."""
     now = utcnow()
     job = Job(
         name=name,
@@ -45,7 +50,7 @@ def create_job(
         config=config,
         schedule=schedule or {"kind": "once"},
         retry_policy=retry_policy or {},
-        status=Status.RUNNING,
+        status=Status.PAUSED if paused else Status.RUNNING,
         status_changed_at=now,
         created_by_id=created_by.id,
         created_at=now,
@@ -54,9 +59,14 @@ def create_job(
     )
     db.session.add(job)
     db.session.flush()
-    lifecycle.record(job, Event.CREATED, f"Created by {created_by.email}", now=now, by=created_by)
+    lifecycle.record(job, Event.CREATED,
+                     f"Created by {created_by.email}" + (", paused" if paused else ""),
+                     now=now, by=created_by)
+    if draft is not None:
+        db.session.delete(draft)
     db.session.commit()
-    _enqueue_committed(job)
+    if not paused:
+        _enqueue_committed(job)
     return job
 
 

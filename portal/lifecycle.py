@@ -99,8 +99,11 @@ class RetryPolicy:
 
     @classmethod
     def of(cls, job: Job) -> RetryPolicy:
-        known = {k: v for k, v in (job.retry_policy or {}).items()
-                 if k in cls.__dataclass_fields__}
+        return cls.from_dict(job.retry_policy)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any] | None) -> RetryPolicy:
+        known = {k: v for k, v in (values or {}).items() if k in cls.__dataclass_fields__}
         return cls(**known)
 
     def as_dict(self) -> dict[str, Any]:

@@ -21,7 +21,14 @@ def ordered_fields(schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
 
 
 def defaults(schema: dict[str, Any]) -> dict[str, Any]:
-    return {name: prop["default"] for name, prop in ordered_fields(schema) if "default" in prop}
+    """The schema's defaults, nested objects included."""
+    found: dict[str, Any] = {}
+    for name, prop in ordered_fields(schema):
+        if "default" in prop:
+            found[name] = prop["default"]
+        elif prop.get("type") == "object" and prop.get("properties"):
+            found[name] = defaults(prop)
+    return found
 
 
 def prefixed(form: Mapping[str, str], prefix: str) -> dict[str, str]:
@@ -30,32 +37,61 @@ def prefixed(form: Mapping[str, str], prefix: str) -> dict[str, str]:
             if key.startswith(prefix + "-")}
 
 
+def _getlist(form: Mapping[str, Any], name: str) -> list[str]:
+    if hasattr(form, "getlist"):
+        return [value for value in form.getlist(name) if value != ""]
+    value = form.get(name)
+    return [] if value in (None, "") else [value]
+
+
+def _scalar(kind: str | None, raw: str) -> Any:
+    if kind == "integer":
+        return int(raw.strip())
+    if kind == "number":
+        return float(raw.strip())
+    return raw
+
+
 def coerce(
-    schema: dict[str, Any], form: Mapping[str, str]
+    schema: dict[str, Any], form: Mapping[str, Any], path: str = ""
 ) -> tuple[dict[str, Any], dict[str, str]]:
-    """Typed values from submitted text; a field that is not of its type gets a message."""
+    """Typed values from submitted text; a field that is not of its type gets a message.
+
+    Nested objects are fields named `parent.child`; an array of choices is a group of
+    checkboxes (one value each), any other array a text box with one item per line."""
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
     for name, prop in ordered_fields(schema):
+        key = f"{path}{name}"
         kind = prop.get("type")
-        raw = form.get(name)
-        if kind == "boolean":
-            values[name] = raw in ("on", "true", "1", "yes")
+        if kind == "object" and prop.get("properties"):
+            values[name], sub_errors = coerce(prop, form, key + ".")
+            errors.update(sub_errors)
             continue
+        if kind == "boolean":
+            values[name] = form.get(key) in ("on", "true", "1", "yes")
+            continue
+        if kind == "array":
+            items = prop.get("items", {})
+            if items.get("enum"):
+                raw_items = _getlist(form, key)
+            else:
+                raw_items = [line.strip() for line in str(form.get(key) or "").splitlines()
+                             if line.strip()]
+            try:
+                values[name] = [_scalar(items.get("type"), item) for item in raw_items]
+            except ValueError:
+                errors[key] = "Put one number on each line."
+            continue
+        raw = form.get(key)
         if raw is None or raw == "":
             if name not in schema.get("required", []) and "default" in prop:
                 values[name] = prop["default"]
             continue
-        raw = raw.strip() if kind in ("integer", "number") else raw
         try:
-            if kind == "integer":
-                values[name] = int(raw)
-            elif kind == "number":
-                values[name] = float(raw)
-            else:
-                values[name] = raw
+            values[name] = _scalar(kind, raw)
         except ValueError:
-            errors[name] = "Enter a whole number." if kind == "integer" else "Enter a number."
+            errors[key] = "Enter a whole number." if kind == "integer" else "Enter a number."
     return values, errors
 
 
@@ -81,23 +117,36 @@ def validate(
     """Messages by field name; empty when the config is valid.
 
     `options` gives the allowed values of fields whose choices are only known at run
-    time (x-options), such as the columns of an uploaded file.
+    time (x-options), such as the columns of an uploaded file: plain values or (value,
+    label) pairs.
     """
     properties = schema.get("properties", {})
     errors: dict[str, str] = {}
     for error in Draft202012Validator(schema).iter_errors(config):
+        # The field the error belongs to: `parent.child` inside objects; an array's items
+        # report on the array.
+        parts: list[str] = []
+        prop = schema
+        for step in error.path:
+            if isinstance(step, int):
+                break
+            parts.append(str(step))
+            prop = prop.get("properties", {}).get(str(step), {})
         if error.validator == "required":
-            name = error.message.split("'")[1]
-        elif error.path:
-            name = str(error.path[0])
-        else:
-            name = "__all__"
-        errors.setdefault(name, _message(error, properties.get(name, {})))
+            missing = error.message.split("'")[1]
+            parts.append(missing)
+            prop = prop.get("properties", {}).get(missing, {})
+        name = ".".join(parts) or "__all__"
+        errors.setdefault(name, _message(error, prop))
     for name, prop in properties.items():
         source = prop.get("x-options")
         value = config.get(name)
-        if source and value not in (None, "") and name not in errors:
-            allowed = (options or {}).get(source, [])
+        # Choices that could not be loaded (a provider that did not answer) are not
+        # enforced: the person types the value instead.
+        if source and value not in (None, "") and name not in errors and (
+                options is not None and source in options):
+            allowed = [option[0] if isinstance(option, tuple | list) else option
+                       for option in options[source]]
             if value not in allowed:
                 errors[name] = "Choose one of the options."
     return errors

@@ -9,6 +9,7 @@ from typing import Any
 from flask import Flask
 from flask_login import current_user
 
+from portal.schemaform import ordered_fields
 from providers import get_job_type, get_provider
 
 # Bootstrap colour per job status; every status badge in the portal uses this.
@@ -38,14 +39,26 @@ def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
 
 
+def redact_secrets(schema: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
+    """A configuration for display: fields the schema marks secret (writeOnly) show as set,
+    never their value; nested objects too."""
+    properties = schema.get("properties", {})
+    shown: dict[str, Any] = {}
+    for name, value in (config or {}).items():
+        prop = properties.get(name, {})
+        if prop.get("writeOnly") and value:
+            shown[name] = "•••••• (set)"
+        elif prop.get("type") == "object" and isinstance(value, dict):
+            shown[name] = redact_secrets(prop, value)
+        else:
+            shown[name] = value
+    return shown
+
+
 def redacted_config(job: Any) -> dict[str, Any]:
-    """A job's configuration for display: fields its schema marks secret (writeOnly) are
-    shown as set, never their value."""
+    """A job's configuration for display, secrets hidden."""
     found = get_job_type(job.provider, job.job_type)
-    properties = found[1].config_schema.get("properties", {}) if found else {}
-    return {name: ("•••••• (set)" if properties.get(name, {}).get("writeOnly") and value
-                   else value)
-            for name, value in (job.config or {}).items()}
+    return redact_secrets(found[1].config_schema if found else {}, job.config)
 
 
 def format_timestamp(value: float | int | None) -> str:
@@ -79,6 +92,7 @@ def register(app: Flask) -> None:
         HEALTH_STYLES=HEALTH_STYLES,
         method_name=method_name,
         redacted_config=redacted_config,
+        ordered_fields=ordered_fields,
         provider_name=provider_name,
         job_type_name=job_type_name,
     )

@@ -188,6 +188,11 @@ class JobType:
     default_cadence: str = "Runs once"
     queue: str = "default"
     recurring: bool = True  # False: one pass over its input, so no cadence to choose
+    # Choices fetched from the provider for fields with "x-options": "provider:<name>":
+    # option_sources[name](credentials) returns (value, label) pairs, or raises
+    # ProviderError (the wizard shows its message and lets the person type the value).
+    option_sources: dict[str, Callable[[dict[str, Any]], list[tuple[str, str]]]] = field(
+        default_factory=dict, hash=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:

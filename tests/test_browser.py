@@ -60,12 +60,20 @@ def test_wizard_to_completed_without_reload(page: Page, live_server, make_user, 
     page.get_by_label("Password").fill(TEST_PASSWORD)
     page.get_by_role("button", name="Sign in").click()
 
-    # Step 1: the provider tile; step 2: the job type; step 3: no authorization needed.
+    # Step 1: the tiles, searched as you type.
+    search = page.get_by_label("Search providers")
+    search.fill("zzz")
+    expect(page.locator("#tiles-empty")).to_contain_text("No provider matches “zzz”")
+    search.fill("import")  # job type names count: files and Mailchimp both import
+    expect(page.locator("#provider-tiles [data-provider]")).to_have_count(2)
+    search.fill("csv")
+    expect(page.locator("#provider-tiles [data-provider]")).to_have_count(1)
+    expect(page).to_have_url(f"{live_server}/jobs/new?q=csv&category=")
+    settled(page)
     page.get_by_role("link", name="CSV & JSON files").click()
+    # Step 2: the job type; step 3 is skipped (reading an upload needs no authorization).
     expect(page).to_have_url(f"{live_server}/jobs/new/files")
     page.get_by_role("link", name="Import file").click()
-    expect(page.get_by_text("No authorization needed")).to_be_visible()
-    page.get_by_role("button", name="Continue").click()
 
     # Step 4: upload; the timestamp menu is built from the file's own header.
     expect(page.get_by_role("heading", name="Configure")).to_be_visible()
@@ -76,7 +84,33 @@ def test_wizard_to_completed_without_reload(page: Page, live_server, make_user, 
     expect(page.locator(".upload-busy")).to_have_css("opacity", "0")  # the request is over
     expect(page.locator("#field-timestamp_field option")).to_have_text(
         ["— none —", "email", "ts", "plan"])
+    settled(page)
+    page.locator("#field-stream").fill("People!")  # a mistake, corrected below
+    page.get_by_role("button", name="Next: schedule").click()
+    expect(page.locator("#field-stream-error")).to_contain_text("lower-case")
+    expect(page.locator("#field-upload_id-current")).to_contain_text("people.csv")
+    settled(page)
     page.locator("#field-stream").fill("people")
+    page.get_by_role("button", name="Next: schedule").click()
+
+    # Step 5, then once back to step 4 with the browser: everything is still there.
+    expect(page.get_by_role("heading", name="Name and schedule")).to_be_visible()
+    expect(page.get_by_label("Job name")).to_have_value("Import file: people.csv")
+    page.go_back()
+    expect(page.get_by_role("heading", name="Configure")).to_be_visible()
+    expect(page.locator("#field-stream")).to_have_value("people")
+    expect(page.locator("#field-upload_id-current")).to_contain_text("people.csv")
+    settled(page)
+    page.get_by_role("button", name="Next: schedule").click()
+    expect(page.get_by_role("heading", name="Name and schedule")).to_be_visible()
+    settled(page)
+    page.get_by_label("Job name").fill("People from the CRM export")
+    page.get_by_role("button", name="Next: review").click()
+
+    # Step 6: the review, then Create.
+    expect(page.locator("#review-name")).to_have_text("People from the CRM export")
+    expect(page.locator("#review-config")).to_contain_text('"stream": "people"')
+    settled(page)
     page.get_by_role("button", name="Create job").click()
 
     # The summary: no worker runs yet, so the job waits as Running.

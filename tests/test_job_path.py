@@ -30,12 +30,29 @@ CSV = (
 CONFIGURE = "/jobs/new/files/import_file/configure?authorization=none"
 
 
+PLAN_FIELDS = ("name", "description", "create_paused")
+
+
 def create_import(client, auth, data: bytes = CSV, filename: str = "people.csv",
                   **fields) -> Job:
-    form = {"name": "People", "timestamp_field": "ts", "stream": "people", "delimiter": ",",
-            "action": "create", "csrf_token": auth.csrf(), **fields}
-    form["file"] = (io.BytesIO(data), filename)
-    response = client.post(CONFIGURE, data=form, content_type="multipart/form-data")
+    """Through the wizard's steps: configure (with the upload), schedule, review, create.
+    Fields named like the schedule step's (name, description, schedule-*, retry-*) go
+    there, the rest to the configure step."""
+    plan = {key: value for key, value in fields.items()
+            if key in PLAN_FIELDS or key.startswith(("schedule-", "retry-"))}
+    config = {"timestamp_field": "ts", "stream": "people", "delimiter": ",",
+              **{key: value for key, value in fields.items() if key not in plan}}
+    response = client.post(CONFIGURE, data={
+        **config, "action": "next", "csrf_token": auth.csrf(),
+        "file": (io.BytesIO(data), filename)}, content_type="multipart/form-data")
+    assert response.status_code == 303, response.get_data(as_text=True)
+    response = client.post(response.headers["Location"], data={
+        "name": "People", "csrf_token": auth.csrf(), **plan})
+    assert response.status_code == 303, response.get_data(as_text=True)
+    review = response.headers["Location"]
+    assert client.get(review).status_code == 200
+    response = client.post(review.replace("/review", "/create"),
+                           data={"csrf_token": auth.csrf()})
     assert response.status_code == 303, response.get_data(as_text=True)
     job_id = int(response.headers["Location"].rsplit("/", 1)[1])
     return db.session.get(Job, job_id)

@@ -19,7 +19,7 @@ from portal import vault
 from portal.datastore import write_messages
 from portal.extensions import db
 from portal.jobs import create_job
-from portal.models import Authorization, Job, Stream
+from portal.models import Authorization, Draft, Job, Stream
 from portal.models.types import utcnow
 from providers import CATALOG, get_provider
 from providers.base import OutMessage
@@ -58,6 +58,7 @@ def urls(app, jobs: list[Job], authorizations: list[Authorization]) -> list[str]
         "job_id": [job.id for job in jobs],
         "authorization_id": [authorization.id for authorization in authorizations],
         "name": db.session.scalars(select(Stream.name)).all(),
+        "draft_id": db.session.scalars(select(Draft.id)).all(),
     }
     found = []
     for rule in app.url_map.iter_rules():
@@ -123,6 +124,11 @@ def test_no_page_fragment_or_log_shows_a_secret(app, client, auth, make_user, wo
             "cred-url": "not a url", "cred-token": canary("a-new-token-typed-in-c4n4ry"),
         }).get_data(as_text=True)
         assert "starting with https://" in page
+    # A wizard draft on an authorization with secrets (its pages are walked too).
+    response = client.post(
+        f"/jobs/new/webhook/send_stream/configure?authorization={bearer.id}",
+        data={"csrf_token": auth.csrf(), "stream": "signups", "batch_size": "10"})
+    assert response.status_code == 303
     jobs = db.session.scalars(select(Job)).all()
     assert all("error" in kinds(job) for job in jobs), "both jobs hit an error"
     assert db.session.get(Authorization, by_provider["faults/api_key"].id).health == "unhealthy"

@@ -8,7 +8,7 @@ import pytest
 from sqlalchemy import select
 
 from portal.extensions import db
-from portal.models import Job, JobEvent, Upload
+from portal.models import Draft, Job, JobEvent, Upload
 from tests.conftest import TEST_PASSWORD, csrf_token
 from tests.test_job_path import CONFIGURE, CSV, create_import
 
@@ -99,10 +99,11 @@ def test_wizard_steps_link_forward(client, auth):
     assert 'href="/jobs/new/files"' in client.get("/jobs/new").get_data(as_text=True)
     assert 'href="/jobs/new/files/import_file"' in client.get("/jobs/new/files").get_data(
         as_text=True)
-    step3 = client.get("/jobs/new/files/import_file").get_data(as_text=True)
-    assert 'value="none" checked' in step3 and "No authorization needed" in step3
+    # The files provider needs no authorization: its step is skipped.
+    step3 = client.get("/jobs/new/files/import_file")
+    assert step3.status_code == 303 and step3.headers["Location"] == CONFIGURE
     step4 = client.get(CONFIGURE).get_data(as_text=True)
-    for field in ("name", "description", "timestamp_field", "stream", "delimiter"):
+    for field in ("timestamp_field", "stream", "delimiter"):
         assert f'id="field-{field}"' in step4
     assert 'type="file"' in step4
 
@@ -128,7 +129,7 @@ def test_an_authorization_that_does_not_fit_is_refused_on_its_step(client, auth,
 
 
 def post_configure(client, auth, data=None, filename="people.csv", headers=None, **fields):
-    form = {"name": "People", "stream": "people", "timestamp_field": "ts", "action": "create",
+    form = {"stream": "people", "timestamp_field": "ts", "action": "next",
             "csrf_token": auth.csrf(), **fields}
     if data is not None:
         form["file"] = (io.BytesIO(data), filename)
@@ -139,14 +140,18 @@ def post_configure(client, auth, data=None, filename="people.csv", headers=None,
 def test_upload_fills_the_timestamp_menu_from_the_header(client, auth):
     auth.login()
     response = post_configure(client, auth, b"email,Created_At,plan\na,2024-01-01,b\n",
-                              headers=HX, action="upload", name="")
+                              headers=HX, action="upload", stream="")
     page = response.get_data(as_text=True)
     assert response.status_code == 200 and "<html" not in page
     for field in ("email", "Created_At", "plan"):
         assert f'<option value="{field}"' in page
     assert '<option value="Created_At" selected>' in page
-    assert "Import file: people.csv" in page, "the name is prefilled from the file"
     assert "invalid-feedback" not in page, "an upload alone is not judged for missing fields"
+    # The draft keeps it: the step's URL now names the draft, so a reload loses nothing.
+    draft = db.session.scalar(select(Draft))
+    assert response.headers["HX-Push-Url"].endswith(f"&draft={draft.id}")
+    reloaded = client.get(response.headers["HX-Push-Url"]).get_data(as_text=True)
+    assert '<option value="Created_At" selected>' in reloaded
 
 
 @pytest.mark.parametrize("data,filename,words", [
@@ -166,9 +171,6 @@ def test_unreadable_uploads_get_a_field_message(client, auth, data, filename, wo
 @pytest.mark.parametrize("fields,field,words", [
     ({"stream": "Bad Stream!"}, "stream", "lower-case letters"),
     ({"stream": ""}, "stream", "This field is required."),
-    ({"name": "  "}, "name", "Give the job a name."),
-    ({"name": "x" * 201}, "name", "at most 200"),
-    ({"description": "x" * 2001}, "description", "at most 2,000"),
     ({"timestamp_field": "nope"}, "timestamp_field", "Choose one of the options."),
     ({"delimiter": "#"}, "delimiter", "Choose one of the options."),
 ])
@@ -176,14 +178,43 @@ def test_config_errors_show_next_to_their_field_and_keep_input(client, auth, fie
     auth.login()
     post_configure(client, auth, CSV, action="upload")
     upload = db.session.scalar(select(Upload))
-    fields = {"description": "kept text", **fields}
+    fields = {"timestamp_field": "ts", "stream": "kept_stream", **fields}
     response = post_configure(client, auth, upload_id=str(upload.id), **fields)
     page = response.get_data(as_text=True)
     assert response.status_code == 422
     error = page.split(f'id="field-{field}-error">', 1)[1].split("</div>", 1)[0]
     assert words in error
-    assert fields["description"] in page, "what was typed is kept"
+    if field != "stream":
+        assert 'value="kept_stream"' in page, "what was typed is kept"
     assert f'name="upload_id" value="{upload.id}"' in page, "the upload is kept"
+    assert db.session.scalar(select(Job)) is None
+
+
+def to_schedule_step(client, auth) -> str:
+    response = post_configure(client, auth, CSV)
+    assert response.status_code == 303, response.get_data(as_text=True)
+    return response.headers["Location"]
+
+
+@pytest.mark.parametrize("fields,field,words", [
+    ({"name": "  "}, "name", "Give the job a name."),
+    ({"name": "x" * 201}, "name", "at most 200"),
+    ({"description": "x" * 2001}, "description", "at most 2,000"),
+    ({"retry-backoff_base_seconds": "soon"}, "retry-backoff_base_seconds",
+     "Enter a whole number."),
+])
+def test_schedule_step_errors_show_next_to_their_field(client, auth, fields, field, words):
+    auth.login()
+    step = to_schedule_step(client, auth)
+    page = client.get(step).get_data(as_text=True)
+    assert 'value="Import file: people.csv"' in page, "the name is prefilled from the file"
+    response = client.post(step, data={"csrf_token": auth.csrf(), "name": "People",
+                                       "description": "kept text", **fields})
+    page = response.get_data(as_text=True)
+    assert response.status_code == 422
+    assert words in page.split(f'id="field-{field}-error">', 1)[1].split("</div>", 1)[0]
+    if field != "description":
+        assert "kept text" in page
     assert db.session.scalar(select(Job)) is None
 
 
@@ -214,12 +245,13 @@ def test_oversized_upload_gets_a_clear_413(client, auth, app):
     assert "larger than this portal accepts (1 MB)" in response.get_data(as_text=True)
 
 
-def test_htmx_create_answers_with_hx_redirect(client, auth):
+def test_htmx_steps_answer_with_hx_redirect(client, auth):
     auth.login()
     response = post_configure(client, auth, CSV, headers=HX)
-    job = db.session.scalar(select(Job))
+    draft = db.session.scalar(select(Draft))
     assert response.status_code == 200
-    assert response.headers["HX-Redirect"] == f"/jobs/{job.id}"
+    assert response.headers["HX-Redirect"] == f"/jobs/new/drafts/{draft.id}/schedule"
+    assert db.session.scalar(select(Job)) is None, "nothing is a job before Create"
 
 
 def test_summary_shows_the_reference_fields(client, auth):

@@ -1,4 +1,8 @@
-"""The job creation wizard: provider tile -> job type -> authorization -> configure."""
+"""The job creation wizard: provider tile -> job type -> authorization -> configure ->
+schedule -> review. Each step has its own URL. From the configure step on, what the
+person entered lives in a server-side Draft (listed under "Drafts", resumable), and
+nothing becomes a job until Create on the review step.
+"""
 
 from __future__ import annotations
 
@@ -8,13 +12,14 @@ from flask import Blueprint, abort, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
-from portal import htmx, schedule
+from portal import htmx, schedule, vault
 from portal.access import role_required
 from portal.datastore import store_upload
 from portal.extensions import db
 from portal.jobs import create_job
-from portal.lifecycle import RETRY_SCHEMA
-from portal.models import Authorization, Upload
+from portal.lifecycle import RETRY_SCHEMA, RetryPolicy
+from portal.models import Authorization, Draft, Stream, Upload
+from portal.models.types import utcnow
 from portal.schemaform import (
     coerce,
     defaults,
@@ -23,13 +28,14 @@ from portal.schemaform import (
     prefixed,
     validate,
 )
+from portal.ui import redact_secrets
 from providers import CATALOG, get_provider
-from providers.base import JobType, Provider
+from providers.base import JobType, Provider, ProviderError
 from providers.files import RecordError
 
 bp = Blueprint("wizard", __name__, url_prefix="/jobs/new")
 
-STEPS = ("Provider", "Job type", "Authorization", "Configure")
+STEPS = ("Provider", "Job type", "Authorization", "Configure", "Schedule", "Review")
 TIMESTAMP_GUESSES = ("timestamp", "event_time", "time", "ts", "created_at", "date", "updated_at")
 
 
@@ -56,12 +62,30 @@ def _authorizations(provider: Provider) -> list[Authorization]:
     ))
 
 
+def _matches(provider: Provider, query: str, category: str) -> bool:
+    if category and provider.category != category:
+        return False
+    words = query.lower().split()
+    text = " ".join([provider.name, provider.category, provider.description,
+                     *(f"{jt.name} {jt.kind}" for jt in provider.job_types)]).lower()
+    return all(word in text for word in words)
+
+
 @bp.get("")
 @role_required("operator")
 def providers():
-    """Step 1: the provider tiles."""
-    return htmx.render("wizard/page.html", "wizard/_providers.html",
-                       providers=list(CATALOG.values()), steps=STEPS, step=0)
+    """Step 1: the provider tiles, searched as you type (name, category, job types)."""
+    query = request.args.get("q", "").strip()
+    category = request.args.get("category", "")
+    found = [provider for provider in CATALOG.values() if _matches(provider, query, category)]
+    categories = sorted({provider.category for provider in CATALOG.values()})
+    drafts = db.session.scalar(select(db.func.count()).select_from(Draft)
+                               .where(Draft.owner_id == current_user.id))
+    context = {"providers": found, "query": query, "category": category,
+               "categories": categories, "steps": STEPS, "step": 0, "drafts": drafts}
+    if htmx.target() == "tile-results":
+        return htmx.fragment("wizard/_tiles.html", **context)
+    return htmx.render("wizard/page.html", "wizard/_providers.html", **context)
 
 
 @bp.get("/<provider_key>")
@@ -75,8 +99,11 @@ def job_types(provider_key: str):
 @bp.get("/<provider_key>/<job_type_key>")
 @role_required("operator")
 def authorization(provider_key: str, job_type_key: str):
-    """Step 3: pick an authorization (or none, where the provider needs none)."""
+    """Step 3: pick an authorization; skipped where the provider needs none."""
     provider, job_type = _job_type(provider_key, job_type_key)
+    if not provider.needs_authorization:
+        return htmx.redirect(url_for("wizard.configure", provider_key=provider.key,
+                                     job_type_key=job_type.key, authorization="none"))
     chosen = request.args.get("authorization", "")
     return htmx.render("wizard/page.html", "wizard/_authorization.html",
                        provider=provider, job_type=job_type, steps=STEPS, step=2,
@@ -110,10 +137,60 @@ def _upload_for(upload_id: Any) -> Upload | None:
     return upload
 
 
+def _draft(draft_id: int) -> Draft:
+    draft = db.session.get(Draft, draft_id)
+    if draft is None or draft.owner_id != current_user.id:
+        abort(404, description="There is no such draft: it was created, discarded, or is "
+                               "someone else's. Start again from the provider tiles.")
+    return draft
+
+
+def _options(job_type: JobType, authorization: Authorization | None,
+             upload: Upload | None) -> tuple[dict[str, list], dict[str, str]]:
+    """Choices of the x-options fields, and why any could not be loaded (by field)."""
+    options: dict[str, list] = {"upload_fields": upload.fields if upload else [],
+                                "streams": list(db.session.scalars(
+                                    select(Stream.name).order_by(Stream.name)))}
+    problems: dict[str, str] = {}
+    for name, prop in ordered_fields(job_type.config_schema):
+        source = prop.get("x-options", "")
+        if not source.startswith("provider:"):
+            continue
+        loader = job_type.option_sources.get(source.split(":", 1)[1])
+        if loader is None or authorization is None:
+            continue
+        try:
+            credentials = vault.credentials_for(authorization, actor=current_user.email,
+                                                by=current_user, purpose="the job wizard")
+            options[source] = loader(credentials)
+        except (ProviderError, vault.VaultError) as exc:
+            problems[name] = (f"Could not load the choices from the provider: {exc} Type the "
+                              "value instead, or fix the authorization and reload.")
+    return options, problems
+
+
+def _configure_page(provider: Provider, job_type: JobType, draft: Draft | None,
+                    authorization: Authorization | None, auth_param: str,
+                    values: dict[str, Any], errors: dict[str, str], upload: Upload | None):
+    options, problems = _options(job_type, authorization, upload)
+    response = htmx.render(
+        "wizard/page.html", "wizard/_configure.html", status=422 if errors else 200,
+        provider=provider, job_type=job_type, authorization=authorization,
+        auth_param=auth_param, draft=draft, steps=STEPS, step=3,
+        fields=ordered_fields(job_type.config_schema), values=values, errors=errors,
+        upload=upload, options=options, option_problems=problems,
+    )
+    if draft is not None:
+        htmx.push_url(response, url_for("wizard.configure", provider_key=provider.key,
+                                        job_type_key=job_type.key, authorization=auth_param,
+                                        draft=draft.id))
+    return response
+
+
 @bp.route("/<provider_key>/<job_type_key>/configure", methods=["GET", "POST"])
 @role_required("operator")
 def configure(provider_key: str, job_type_key: str):
-    """Step 4: the job's name and its configuration, from the job type's JSON Schema."""
+    """Step 4: the job type's configuration, a form made from its JSON Schema."""
     provider, job_type = _job_type(provider_key, job_type_key)
     auth_param = request.values.get("authorization", "none")
     valid, chosen = _chosen_authorization(provider, auth_param)
@@ -125,66 +202,107 @@ def configure(provider_key: str, job_type_key: str):
             error="That authorization does not exist or does not fit this provider; "
                   "choose one from the list.",
         )
+    raw_draft = request.values.get("draft", "")
+    draft = _draft(int(raw_draft)) if raw_draft.isdigit() else None
+    if draft is not None and (draft.provider, draft.job_type) != (provider.key, job_type.key):
+        abort(404, description="That draft is for another job type.")
     schema = job_type.config_schema
     errors: dict[str, str] = {}
-    upload: Upload | None = None
     if request.method == "GET":
-        values: dict[str, Any] = defaults(schema)
-        name, description = job_type.name, ""
-        plan = {"schedule": defaults(schedule.SCHEMA), "retry": defaults(RETRY_SCHEMA)}
-    else:
-        plan = {}
-        for prefix, sub_schema in (("schedule", schedule.SCHEMA), ("retry", RETRY_SCHEMA)):
-            plan[prefix], sub_errors = _subform(prefix, sub_schema)
-            errors.update(sub_errors)
-        if not job_type.recurring:
-            plan["schedule"] = {"kind": "once"}
-        values, config_errors = coerce(schema, request.form)
-        errors.update(config_errors)
-        name = request.form.get("name", "").strip()
-        description = request.form.get("description", "").strip()
-        upload = _upload_for(values.get("upload_id"))
-        if values.get("upload_id") is not None and upload is None:
-            values.pop("upload_id")
-            errors["upload_id"] = "That file is no longer available; upload it again."
-        sent = request.files.get("file")
-        if sent is not None and sent.filename:
-            try:
-                upload, info = store_upload(sent.filename, sent.read(), by=current_user)
-            except RecordError as exc:
-                errors["upload_id"] = f"{sent.filename}: {exc}"
-                upload = None
-                values.pop("upload_id", None)
-            else:
-                db.session.commit()
-                errors.pop("upload_id", None)
-                values.update(upload_id=upload.id, delimiter=info.delimiter)
-                if values.get("timestamp_field") not in upload.fields:
-                    values["timestamp_field"] = _guess_timestamp(upload.fields)
-                if not name or name == job_type.name:
-                    name = f"{job_type.name}: {upload.filename}"[:200]
-        if request.form.get("action") != "upload":
-            options = {"upload_fields": upload.fields if upload else []}
-            for field, message in validate(schema, values, options).items():
-                errors.setdefault(field, message)
-            errors.update(name_errors(name, description, missing="Give the job a name."))
-            if not errors:
-                job = create_job(
-                    provider=provider, job_type=job_type, authorization=chosen, name=name,
-                    description=description, config=values, created_by=current_user,
-                    schedule=plan["schedule"], retry_policy=plan["retry"],
-                )
-                return htmx.redirect(url_for("jobs.summary", job_id=job.id))
-    return htmx.render(
-        "wizard/page.html", "wizard/_configure.html",
-        status=422 if errors else 200,
-        provider=provider, job_type=job_type, authorization=chosen, auth_param=auth_param,
-        steps=STEPS, step=3, fields=ordered_fields(schema), values=values, errors=errors,
-        upload=upload, name=name, description=description,
-        choices={"upload_fields": upload.fields if upload else []},
-        plan=plan, schedule_fields=ordered_fields(schedule.SCHEMA),
-        retry_fields=ordered_fields(RETRY_SCHEMA),
-    )
+        values = dict(draft.config) if draft else defaults(schema)
+        return _configure_page(provider, job_type, draft, chosen, auth_param, values, {},
+                               _upload_for(values.get("upload_id")))
+    values, errors = coerce(schema, request.form)
+    upload = _upload_for(values.get("upload_id"))
+    if values.get("upload_id") is not None and upload is None:
+        values.pop("upload_id")
+        errors["upload_id"] = "That file is no longer available; upload it again."
+    sent = request.files.get("file")
+    if sent is not None and sent.filename:
+        try:
+            upload, info = store_upload(sent.filename, sent.read(), by=current_user)
+        except RecordError as exc:
+            errors["upload_id"] = f"{sent.filename}: {exc}"
+            upload = None
+            values.pop("upload_id", None)
+        else:
+            errors.pop("upload_id", None)
+            values.update(upload_id=upload.id, delimiter=info.delimiter)
+            if values.get("timestamp_field") not in upload.fields:
+                values["timestamp_field"] = _guess_timestamp(upload.fields)
+    if request.form.get("action") != "upload":
+        options, _ = _options(job_type, chosen, upload)
+        for field, message in validate(schema, values, options).items():
+            errors.setdefault(field, message)
+    draft = _save_config(draft, provider, job_type, chosen, values, upload,
+                         done=not errors and request.form.get("action") != "upload")
+    if errors or request.form.get("action") == "upload":
+        return _configure_page(provider, job_type, draft, chosen, auth_param, values, errors,
+                               upload)
+    return htmx.redirect(url_for("wizard.plan", draft_id=draft.id))
+
+
+def _save_config(draft: Draft | None, provider: Provider, job_type: JobType,
+                 authorization: Authorization | None, values: dict[str, Any],
+                 upload: Upload | None, done: bool) -> Draft:
+    """Keep what was entered so far (even with mistakes), so nothing is lost."""
+    if draft is None:
+        draft = Draft(owner_id=current_user.id, provider=provider.key, job_type=job_type.key,
+                      schedule=defaults(schedule.SCHEMA) if job_type.recurring
+                      else {"kind": "once"},
+                      retry_policy=defaults(RETRY_SCHEMA))
+        db.session.add(draft)
+    draft.authorization_id = authorization.id if authorization else None
+    draft.config = values
+    draft.updated_at = utcnow()
+    if done:
+        draft.step = "schedule"
+        if not draft.name:
+            detail = upload.filename if upload else (authorization.label if authorization
+                                                     else provider.name)
+            draft.name = f"{job_type.name}: {detail}"[:200]
+    db.session.commit()
+    return draft
+
+
+def _plan_context(draft: Draft, **extra: Any) -> dict[str, Any]:
+    provider, job_type = _job_type(draft.provider, draft.job_type)
+    return {"draft": draft, "provider": provider, "job_type": job_type, "steps": STEPS,
+            "schedule_fields": ordered_fields(schedule.SCHEMA),
+            "retry_fields": ordered_fields(RETRY_SCHEMA), "errors": {}, **extra}
+
+
+@bp.route("/drafts/<int:draft_id>/schedule", methods=["GET", "POST"])
+@role_required("operator")
+def plan(draft_id: int):
+    """Step 5: name, description, cadence, retry policy, and whether to start paused."""
+    draft = _draft(draft_id)
+    if request.method == "GET":
+        return htmx.render("wizard/page.html", "wizard/_schedule.html", step=4,
+                           **_plan_context(draft))
+    _, job_type = _job_type(draft.provider, draft.job_type)
+    errors: dict[str, str] = {}
+    parts = [("retry", RETRY_SCHEMA)]
+    if job_type.recurring:  # one pass over its input: nothing to schedule
+        parts.append(("schedule", schedule.SCHEMA))
+    plans = {"schedule": {"kind": "once"}}
+    for prefix, sub_schema in parts:
+        plans[prefix], sub_errors = _subform(prefix, sub_schema)
+        errors.update(sub_errors)
+    draft.name = request.form.get("name", "").strip()[:200]
+    draft.description = request.form.get("description", "").strip()
+    errors.update(name_errors(request.form.get("name", "").strip(), draft.description,
+                              missing="Give the job a name."))
+    draft.schedule, draft.retry_policy = plans["schedule"], plans["retry"]
+    draft.create_paused = request.form.get("create_paused") in ("on", "true", "1")
+    draft.updated_at = utcnow()
+    if not errors:
+        draft.step = "review"
+    db.session.commit()
+    if errors:
+        return htmx.render("wizard/page.html", "wizard/_schedule.html", status=422, step=4,
+                           **_plan_context(draft, errors=errors))
+    return htmx.redirect(url_for("wizard.review", draft_id=draft.id))
 
 
 def _subform(prefix: str, schema: dict[str, Any]) -> tuple[dict[str, Any], dict[str, str]]:
@@ -195,3 +313,67 @@ def _subform(prefix: str, schema: dict[str, Any]) -> tuple[dict[str, Any], dict[
     if prefix == "schedule":
         errors = {**schedule.problems(values), **errors}
     return values, {f"{prefix}-{field}": message for field, message in errors.items()}
+
+
+@bp.get("/drafts/<int:draft_id>/review")
+@role_required("operator")
+def review(draft_id: int):
+    """Step 6: everything at a glance, the configuration as JSON (secrets hidden)."""
+    draft = _draft(draft_id)
+    if draft.step != "review":
+        return htmx.redirect(_resume_url(draft))
+    provider, job_type = _job_type(draft.provider, draft.job_type)
+    return htmx.render(
+        "wizard/page.html", "wizard/_review.html", draft=draft, provider=provider,
+        job_type=job_type, steps=STEPS, step=5,
+        config=redact_secrets(job_type.config_schema, draft.config),
+        cadence=schedule.describe(schedule.from_dict(draft.schedule)),
+        retry=RetryPolicy.from_dict(draft.retry_policy).describe(),
+    )
+
+
+@bp.post("/drafts/<int:draft_id>/create")
+@role_required("operator")
+def create(draft_id: int):
+    """Create: the draft becomes a job (paused if asked), and is gone."""
+    draft = _draft(draft_id)
+    provider, job_type = _job_type(draft.provider, draft.job_type)
+    config_errors = validate(job_type.config_schema, draft.config)
+    if draft.step != "review" or config_errors:
+        return htmx.redirect(_resume_url(draft))
+    if provider.needs_authorization and draft.authorization is None:
+        return htmx.redirect(url_for("wizard.authorization", provider_key=provider.key,
+                                     job_type_key=job_type.key))
+    job = create_job(
+        provider=provider, job_type=job_type, authorization=draft.authorization,
+        name=draft.name, description=draft.description, config=draft.config,
+        created_by=current_user, schedule=draft.schedule, retry_policy=draft.retry_policy,
+        paused=draft.create_paused, draft=draft,
+    )
+    return htmx.redirect(url_for("jobs.summary", job_id=job.id))
+
+
+def _resume_url(draft: Draft) -> str:
+    if draft.step == "review":
+        return url_for("wizard.review", draft_id=draft.id)
+    if draft.step == "schedule":
+        return url_for("wizard.plan", draft_id=draft.id)
+    return url_for("wizard.configure", provider_key=draft.provider, job_type_key=draft.job_type,
+                   authorization=draft.authorization_id or "none", draft=draft.id)
+
+
+@bp.get("/drafts")
+@role_required("operator")
+def drafts():
+    """Wizards left before Create, newest first, to resume or discard."""
+    found = db.session.scalars(select(Draft).where(Draft.owner_id == current_user.id)
+                               .order_by(Draft.updated_at.desc(), Draft.id.desc())).all()
+    return htmx.render("wizard/drafts.html", drafts=found, resume_url=_resume_url)
+
+
+@bp.post("/drafts/<int:draft_id>/discard")
+@role_required("operator")
+def discard(draft_id: int):
+    db.session.delete(_draft(draft_id))
+    db.session.commit()
+    return htmx.redirect(url_for("wizard.drafts"))

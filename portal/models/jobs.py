@@ -70,3 +70,30 @@ class JobEvent(db.Model):
     context: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
 
     __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)
+
+
+class Draft(db.Model):
+    """A job being set up in the wizard: kept on the server so a reload, a browser back or
+    an interrupted session loses nothing. It becomes a job only on Create."""
+
+    __tablename__ = "job_drafts"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                          index=True)
+    provider: Mapped[str] = mapped_column(String(64))
+    job_type: Mapped[str] = mapped_column(String(64))
+    authorization_id: Mapped[int | None] = mapped_column(
+        ForeignKey("authorizations.id", ondelete="SET NULL"))
+    config: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
+    name: Mapped[str] = mapped_column(String(200), default="")
+    description: Mapped[str] = mapped_column(Text, default="")
+    schedule: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
+    retry_policy: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
+    create_paused: Mapped[bool] = mapped_column(default=False)
+    step: Mapped[str] = mapped_column(String(20), default="configure")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+    owner: Mapped[User] = relationship()
+    authorization: Mapped[Authorization | None] = relationship()
