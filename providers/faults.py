@@ -72,6 +72,33 @@ def run_noop(ctx: RunContext) -> WorkResult:
     return WorkResult(done=True, message="no-op")
 
 
+# Every kind of field the wizard's schema forms handle, for their tests.
+SHOWCASE_SCHEMA = {
+    "type": "object",
+    "required": ["title", "limits"],
+    "x-order": ["title", "count", "ratio", "enabled", "mode", "channels", "ids", "limits",
+                "token"],
+    "properties": {
+        "title": {"type": "string", "title": "Title", "maxLength": 40, "default": "Hello",
+                  "description": "Help text for the title."},
+        "count": {"type": "integer", "title": "Count", "minimum": 1, "maximum": 10,
+                  "default": 3},
+        "ratio": {"type": "number", "title": "Ratio", "minimum": 0, "maximum": 1},
+        "enabled": {"type": "boolean", "title": "Enabled", "default": True},
+        "mode": {"type": "string", "title": "Mode", "enum": ["fast", "safe"],
+                 "x-enum-labels": ["Fast", "Safe"], "default": "safe"},
+        "channels": {"type": "array", "title": "Channels", "uniqueItems": True,
+                     "items": {"type": "string", "enum": ["email", "sms", "push"]}},
+        "ids": {"type": "array", "title": "Ids", "items": {"type": "integer"}, "maxItems": 3},
+        "limits": {"type": "object", "title": "Limits", "required": ["daily"],
+                   "properties": {
+                       "daily": {"type": "integer", "title": "Daily", "minimum": 1},
+                       "note": {"type": "string", "title": "Note", "default": "n/a"}}},
+        "token": {"type": "string", "title": "Token", "writeOnly": True},
+    },
+}
+
+
 PROVIDER = Provider(
     key="faults",
     name="Fault injection (tests only)",
@@ -92,5 +119,8 @@ PROVIDER = Provider(
                 run=run_script, queue="default"),
         JobType(key="noop", name="No-op", kind="import", description="Does nothing.",
                 config_schema={"type": "object"}, run=run_noop, queue="default"),
+        JobType(key="showcase", name="Form showcase", kind="enrichment",
+                description="Every kind of form field.", config_schema=SHOWCASE_SCHEMA,
+                run=run_noop, queue="default"),
     ),
 )

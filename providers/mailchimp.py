@@ -134,6 +134,14 @@ def api_get(
     return body
 
 
+def audiences(credentials: dict[str, Any]) -> list[tuple[str, str]]:
+    """The account's audiences as (id, name) choices for the job wizard."""
+    body = api_get(credentials, "/lists", params={"count": MAX_PAGE,
+                                                  "fields": "lists.id,lists.name"})
+    return [(str(item["id"]), f"{item.get('name') or item['id']} ({item['id']})")
+            for item in body.get("lists", []) if isinstance(item, dict) and item.get("id")]
+
+
 def _need_method(method_key: str, credentials: dict[str, Any]) -> None:
     if method_key == "oauth2" and not credentials.get("access_token"):
         raise AuthError(f"The Mailchimp sign-in has no access token. {OAUTH_HINT}")
@@ -304,6 +312,7 @@ IMPORT_MEMBERS_SCHEMA: dict[str, Any] = {
             "and defaults; it looks like a1b2c3d4e5 (not the audience's name).",
             "pattern": "^[A-Za-z0-9]{1,64}$",
             "x-pattern-message": "An Audience ID is letters and digits only, like a1b2c3d4e5.",
+            "x-options": "provider:lists",
         },
         "status": {
             "type": "string",
@@ -356,6 +365,7 @@ PROVIDER = Provider(
             run=run_import_members,
             default_cadence="Every 60 minutes",
             recurring=True,
+            option_sources={"lists": audiences},
         ),
     ),
     check=check,

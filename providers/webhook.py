@@ -266,6 +266,7 @@ SEND_SCHEMA: dict[str, Any] = {
             "description": "The stream whose messages are sent, oldest first; each message "
             "is sent once, then the next run starts after it.",
             "pattern": STREAM_PATTERN,
+            "x-options": "streams",
         },
         "batch_size": {
             "type": "integer",

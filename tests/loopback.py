@@ -140,6 +140,7 @@ class MailchimpServer(LoopbackServer):
         self.access_tokens: set[str] = set(access_tokens or ())
         self.account_name = account_name
         self.members: dict[str, list[dict[str, Any]]] = {}
+        self.list_names: dict[str, str] = {}  # GET /3.0/lists names each audience
         self.requests: list[tuple[str, str, str]] = []  # (method, path, auth kind)
         self.queries: list[dict[str, str]] = []  # the query arguments of each request
 
@@ -209,6 +210,10 @@ class MailchimpServer(LoopbackServer):
                                   "account_name": self.account_name, "email": "ops@acme.test"})
         if path == "/ping":
             return json_response({"health_status": "Everything's Chimpy!"})
+        if path == "/lists":
+            return json_response({"lists": [
+                {"id": list_id, "name": self.list_names.get(list_id, list_id)}
+                for list_id in self.members], "total_items": len(self.members)})
         parts = path.split("/")
         if len(parts) == 4 and parts[1] == "lists" and parts[3] == "members":
             return self._members(request, parts[2])

@@ -1,0 +1,243 @@
+"""The job wizard: tiles and search, forms from JSON Schema for every field type, drafts,
+the schedule and review steps, dynamic choices, and bad input on the step it belongs to."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from sqlalchemy import select
+
+from portal.extensions import db
+from portal.models import Draft, Job, JobEvent
+from portal.queues import pending_ids
+from portal.schemaform import coerce, defaults, validate
+from providers import get_provider
+from providers.faults import SHOWCASE_SCHEMA
+from tests.conftest import canary
+from tests.loopback import MailchimpServer
+
+HX = {"HX-Request": "true"}
+SHOWCASE = "/jobs/new/faults/showcase/configure?authorization=none"
+
+
+def post(client, auth, url: str, headers=None, **fields):
+    return client.post(url, data={"csrf_token": auth.csrf(), **fields}, headers=headers or {})
+
+
+# --- tiles --------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("query,category,expected", [
+    ("", "", {"files", "mailchimp", "webhook"}),
+    ("mail", "", {"mailchimp"}),
+    ("IMPORT", "", {"files", "mailchimp"}),        # job type names count, any case
+    ("export stream", "", {"webhook"}),            # every word must match
+    ("", "Email marketing", {"mailchimp"}),
+    ("import", "Developer tools", set()),
+])
+def test_tiles_search_by_name_category_and_job_types(client, auth, query, category, expected):
+    auth.login()
+    response = client.get("/jobs/new", query_string={"q": query, "category": category},
+                          headers={**HX, "HX-Target": "tile-results"})
+    page = response.get_data(as_text=True)
+    assert page.lstrip().startswith('<div id="tile-results"'), "only the results fragment"
+    assert set(re.findall(r'data-provider="([a-z]+)"', page)) == expected
+    if not expected:
+        assert "No provider matches" in page
+    assert "faults" not in page
+
+
+def test_the_tiles_page_has_search_category_and_drafts(client, auth):
+    auth.login()
+    page = client.get("/jobs/new").get_data(as_text=True)
+    assert 'id="tile-search"' in page and "Email marketing" in page
+    assert 'hx-trigger="input changed delay:250ms' in page, "debounced search as you type"
+    assert "Drafts (" not in page
+
+
+# --- schema forms ---------------------------------------------------------------------------
+
+def test_every_field_type_renders_from_the_schema(client, auth):
+    auth.login()
+    page = client.get(SHOWCASE).get_data(as_text=True)
+    order = [page.index(f'id="field-{name}-group"') for name in
+             ("title", "count", "ratio", "enabled", "mode", "channels", "ids", "limits",
+              "token")]
+    assert order == sorted(order), "fields come in x-order"
+    assert 'name="title"' in page and 'value="Hello"' in page and "Help text for the title." in page
+    assert 'type="number" id="field-count" name="count" value="3"' in page
+    assert 'min="1"' in page and 'max="10"' in page and 'step="any"' in page
+    assert re.search(r'type="checkbox" id="field-enabled" name="enabled"\s+checked', page)
+    assert '<option value="safe" selected>Safe</option>' in page
+    assert page.count('name="channels"') == 3 and 'value="sms"' in page
+    assert '<textarea class="form-control" id="field-ids" name="ids"' in page
+    assert '<legend class="h6 float-none w-auto px-2">Limits</legend>' in page
+    assert 'name="limits.daily"' in page and 'name="limits.note"' in page
+    assert 'type="password" id="field-token" name="token"' in page
+
+
+def test_coerce_and_validate_every_type():
+    from werkzeug.datastructures import MultiDict
+
+    form = MultiDict([("title", "Hi"), ("count", "4"), ("ratio", "0.5"), ("enabled", "on"),
+                      ("mode", "fast"), ("channels", "email"), ("channels", "push"),
+                      ("ids", "1\n2\n"), ("limits.daily", "7"), ("token", "t")])
+    values, errors = coerce(SHOWCASE_SCHEMA, form)
+    assert errors == {}
+    assert values == {"title": "Hi", "count": 4, "ratio": 0.5, "enabled": True, "mode": "fast",
+                      "channels": ["email", "push"], "ids": [1, 2],
+                      "limits": {"daily": 7, "note": "n/a"}, "token": "t"}
+    assert validate(SHOWCASE_SCHEMA, values) == {}
+    bad, errors = coerce(SHOWCASE_SCHEMA, MultiDict([("count", "x"), ("ids", "1\nb")]))
+    assert errors == {"count": "Enter a whole number.", "ids": "Put one number on each line."}
+    problems = validate(SHOWCASE_SCHEMA, {**values, "count": 11, "ids": [1, 2, 3, 4],
+                                          "limits": {}, "channels": ["fax"]})
+    assert problems == {"count": "Must be maximum 10.", "ids": problems["ids"],
+                        "limits.daily": "This field is required.",
+                        "channels": "Choose one of the options."}
+    assert "too long" in problems["ids"] or "3" in problems["ids"]
+    assert defaults(SHOWCASE_SCHEMA)["limits"] == {"note": "n/a"}
+
+
+def test_errors_show_next_to_nested_fields_and_input_is_kept(client, auth):
+    auth.login()
+    token = canary("showcase-secret-7777")
+    response = post(client, auth, SHOWCASE, headers=HX, title="Kept title", count="12",
+                    channels="sms", token=token)
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200  # htmx swaps only 2xx; the page says what is wrong
+    assert "Must be maximum 10." in page.split('id="field-count-error">')[1]
+    assert "This field is required." in page.split('id="field-limits-daily-error">')[1]
+    assert 'value="Kept title"' in page and re.search(r'value="sms"\s+checked', page)
+    assert "Set. Leave blank to keep it." in page, "the secret is kept, not shown"
+    draft = db.session.scalar(select(Draft))
+    assert draft.config["title"] == "Kept title" and draft.step == "configure"
+    assert response.headers["HX-Push-Url"].endswith(f"draft={draft.id}")
+
+
+def test_the_whole_wizard_with_a_paused_job_and_redacted_review(client, auth):
+    auth.login()
+    token = canary("showcase-secret-8888")
+    response = post(client, auth, SHOWCASE, title="T", **{"limits.daily": "5"}, token=token,
+                    ids="4\n5")
+    assert response.status_code == 303
+    schedule_url = response.headers["Location"]
+    draft = db.session.scalar(select(Draft))
+    assert schedule_url == f"/jobs/new/drafts/{draft.id}/schedule"
+    page = client.get(schedule_url).get_data(as_text=True)
+    assert 'value="Form showcase: Fault injection (tests only)"' in page, "a sensible name"
+    response = post(client, auth, schedule_url, name="Showcase", description="d",
+                    create_paused="on", **{"schedule-kind": "interval",
+                                           "schedule-every_minutes": "15"})
+    assert response.status_code == 303
+    review = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "Every 15 minutes" in review and "Paused: it runs when you resume it" in review
+    assert "•••••• (set)" in review and "&#34;daily&#34;: 5" in review
+    assert db.session.scalar(select(Job)) is None, "nothing is a job before Create"
+    response = post(client, auth, f"/jobs/new/drafts/{draft.id}/create")
+    job = db.session.scalar(select(Job))
+    assert response.headers["Location"] == f"/jobs/{job.id}"
+    assert job.status == "paused" and job.config["token"] == token
+    assert job.schedule["every_minutes"] == 15 and pending_ids([job]) == set()
+    created = db.session.scalar(select(JobEvent).where(JobEvent.job_id == job.id))
+    assert created.message.endswith(", paused")
+    assert db.session.get(Draft, draft.id) is None, "the draft became the job"
+
+
+# --- drafts -----------------------------------------------------------------------------------
+
+def test_drafts_are_listed_resumed_and_discarded(client, auth):
+    auth.login()
+    post(client, auth, SHOWCASE, title="Draft one")  # with a mistake: stays on configure
+    draft = db.session.scalar(select(Draft))
+    assert "Drafts (1)" in client.get("/jobs/new").get_data(as_text=True)
+    page = client.get("/jobs/new/drafts").get_data(as_text=True)
+    resume = re.search(r'href="([^"]+)">Resume', page).group(1).replace("&amp;", "&")
+    assert resume == f"{SHOWCASE}&draft={draft.id}"
+    assert 'value="Draft one"' in client.get(resume).get_data(as_text=True)
+    response = post(client, auth, f"/jobs/new/drafts/{draft.id}/discard", headers=HX)
+    assert response.headers["HX-Redirect"] == "/jobs/new/drafts"
+    assert db.session.scalar(select(Draft)) is None
+
+
+def test_someone_elses_or_an_unknown_draft_is_a_clear_404(client, auth, make_user):
+    auth.login()
+    other = make_user("operator", "other@example.com")
+    draft = Draft(owner_id=other.id, provider="faults", job_type="showcase", config={})
+    db.session.add(draft)
+    db.session.commit()
+    for url in (f"/jobs/new/drafts/{draft.id}/schedule", f"/jobs/new/drafts/{draft.id}/review",
+                "/jobs/new/drafts/999/schedule", f"{SHOWCASE}&draft={draft.id}"):
+        response = client.get(url)
+        assert response.status_code == 404 and "There is no such draft" in response.get_data(
+            as_text=True), url
+    assert "Draft one" not in client.get("/jobs/new/drafts").get_data(as_text=True)
+
+
+def test_review_or_create_before_the_steps_are_done_goes_back_to_them(client, auth):
+    auth.login()
+    post(client, auth, SHOWCASE, title="x")  # configure not valid yet
+    draft = db.session.scalar(select(Draft))
+    response = client.get(f"/jobs/new/drafts/{draft.id}/review")
+    assert response.status_code == 303 and "configure" in response.headers["Location"]
+    response = post(client, auth, f"/jobs/new/drafts/{draft.id}/create")
+    assert response.status_code == 303 and db.session.scalar(select(Job)) is None
+
+
+def test_a_tampered_draft_field_is_refused(client, auth):
+    auth.login()
+    response = client.get("/jobs/new/faults/showcase/configure?authorization=none&draft=abc")
+    assert response.status_code == 200, "a draft id that is not a number is ignored"
+    response = post(client, auth, "/jobs/new/files/import_file/configure?authorization=none"
+                                  "&draft=12345", stream="x")
+    assert response.status_code == 404
+
+
+# --- dynamic choices ------------------------------------------------------------------------
+
+def test_stream_choices_come_from_the_data_store(client, auth, make_user):
+    from portal import vault
+    from portal.datastore import write_messages
+    from portal.models.types import utcnow
+    from providers.base import OutMessage
+
+    user = auth.login()
+    write_messages("signups", [OutMessage("k", utcnow(), {})], source="test")
+    provider = get_provider("webhook")
+    authorization = vault.create(provider, provider.auth_method("open"), label="Open hook",
+                                 description="", credentials={"url": "https://h.example/x"},
+                                 by=user)
+    db.session.commit()
+    url = f"/jobs/new/webhook/send_stream/configure?authorization={authorization.id}"
+    page = client.get(url).get_data(as_text=True)
+    assert '<option value="signups">signups</option>' in page
+    response = post(client, auth, url, headers=HX, stream="nope", batch_size="10")
+    assert "Choose one of the options." in response.get_data(as_text=True)
+
+
+def test_provider_lists_fill_a_menu_and_a_failure_says_so(client, auth, monkeypatch):
+    from portal import vault
+    from tests.loopback import TEST_API_KEY
+
+    user = auth.login()
+    canary(TEST_API_KEY)
+    with MailchimpServer() as mailchimp:
+        monkeypatch.setenv("PORTAL_MAILCHIMP_API_URL", mailchimp.api_url)
+        mailchimp.add_member("a1b2c3", "ada@example.com")
+        mailchimp.list_names["a1b2c3"] = "Newsletter"
+        provider = get_provider("mailchimp")
+        authorization = vault.create(provider, provider.auth_method("api_key"), label="MC",
+                                     description="", credentials={"api_key": TEST_API_KEY},
+                                     by=user)
+        db.session.commit()
+        url = f"/jobs/new/mailchimp/import_members/configure?authorization={authorization.id}"
+        page = client.get(url).get_data(as_text=True)
+        assert '<option value="a1b2c3">Newsletter (a1b2c3)</option>' in page
+        mailchimp.fail_next = [500, 500]
+        page = client.get(url).get_data(as_text=True)
+        assert 'id="field-list_id-options-error"' in page
+        assert "Could not load the choices from the provider" in page
+        assert 'type="text" id="field-list_id" name="list_id"' in page, "type it instead"
+        mailchimp.fail_next = [500]
+        response = post(client, auth, url, list_id="typed1", stream="members", status="any")
+        assert response.status_code == 303, "a typed value is accepted when the list failed"
