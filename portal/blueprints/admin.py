@@ -1,16 +1,18 @@
-"""Administration: the people who can sign in."""
+"""Administration: the people who can sign in, and the audit log."""
 
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, request
 from sqlalchemy import select
 
 from portal import htmx
 from portal.access import role_required
 from portal.extensions import db
-from portal.models import User
+from portal.models import AuditEntry, User
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
+
+AUDIT_PAGE_SIZE = 50
 
 
 @bp.get("")
@@ -19,3 +21,47 @@ def index():
     """Users and their roles."""
     users = db.session.scalars(select(User).order_by(User.email)).all()
     return htmx.render("admin/index.html", users=users)
+
+
+def _audit_filters() -> dict[str, int | str]:
+    """The filters in the query string that are set (blank ones mean "any")."""
+    filters: dict[str, int | str] = {}
+    user_id = request.args.get("user", type=int)
+    if user_id is not None:
+        filters["user"] = user_id
+    for name in ("object_type", "action"):
+        value = request.args.get(name, "").strip()
+        if value:
+            filters[name] = value
+    return filters
+
+
+def _distinct(column) -> list[str]:
+    return list(db.session.scalars(select(column).distinct().order_by(column)))
+
+
+@bp.get("/audit")
+@role_required("admin")
+def audit():
+    """The audit log, newest first, filtered by person, object type and action, in pages
+    of AUDIT_PAGE_SIZE keyed on the entry id (`before`), so paging never skips or repeats."""
+    filters = _audit_filters()
+    query = select(AuditEntry).order_by(AuditEntry.id.desc())
+    if "user" in filters:
+        query = query.where(AuditEntry.user_id == filters["user"])
+    if "object_type" in filters:
+        query = query.where(AuditEntry.object_type == filters["object_type"])
+    if "action" in filters:
+        query = query.where(AuditEntry.action == filters["action"])
+    before = request.args.get("before", type=int)
+    if before is not None:
+        query = query.where(AuditEntry.id < before)
+    rows = list(db.session.scalars(query.limit(AUDIT_PAGE_SIZE + 1)))
+    entries = rows[:AUDIT_PAGE_SIZE]
+    older = entries[-1].id if len(rows) > AUDIT_PAGE_SIZE else None
+    return htmx.render(
+        "admin/audit.html", "admin/_audit_table.html",
+        entries=entries, filters=filters, before=before, older=older,
+        users=db.session.scalars(select(User).order_by(User.email)).all(),
+        object_types=_distinct(AuditEntry.object_type), actions=_distinct(AuditEntry.action),
+    )

@@ -11,7 +11,7 @@ from sqlalchemy import select
 from wtforms import BooleanField, EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
-from portal import access  # noqa: F401  (registers the user loader)
+from portal import access, audit  # noqa: F401  (access registers the user loader)
 from portal.extensions import db
 from portal.models import User
 from portal.models.types import utcnow
@@ -46,8 +46,15 @@ def login():
         if user and user.active and user.check_password(form.password.data):
             login_user(user, remember=form.remember.data)
             user.last_login_at = utcnow()
+            audit.record("signed_in", "user", user.id, user.email, by=user,
+                         summary="Signed in.")
             db.session.commit()
             return redirect(_safe_next(request.args.get("next")), code=303)
+        # Who tried, as typed: never the password, and never more than the columns hold.
+        typed = email[:200]
+        audit.record("sign_in_failed", "user", user.id if user else None, typed, actor=typed,
+                     summary="Sign-in failed.")
+        db.session.commit()
         form.password.errors.append("The email or password is not right.")
     status = 200 if request.method == "GET" or not form.errors else 422
     return render_template("auth/login.html", form=form), status
@@ -57,6 +64,9 @@ def login():
 @login_required
 def logout():
     """Sign out and go back to the sign-in page."""
+    user = current_user._get_current_object()
+    audit.record("signed_out", "user", user.id, user.email, by=user, summary="Signed out.")
+    db.session.commit()
     logout_user()
     flash("You are signed out.", "info")
     return redirect(url_for("auth.login"), code=303)

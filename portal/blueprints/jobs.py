@@ -6,18 +6,29 @@ from pathlib import Path
 
 from flask import Blueprint, abort, current_app, flash, request, send_from_directory, url_for
 from flask_login import current_user
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 import providers
 from portal import htmx, lifecycle, schedule
 from portal.access import role_required
 from portal.extensions import db
-from portal.jobs import ACTIONS, events_after, metrics, purge_at
+from portal.jobs import (
+    ACTIONS,
+    JobBusy,
+    JobFilter,
+    delete_job,
+    events_after,
+    list_jobs,
+    metrics,
+    purge_at,
+    status_counts,
+)
 from portal.lifecycle import SETTLED, IllegalTransition, RetryPolicy, Status, Trigger
-from portal.models import Job
+from portal.models import Authorization, Job
 from portal.models.types import utcnow
 from portal.queues import waiting_reason
-from providers import get_provider
+from providers import CATALOG, get_provider
+from providers.base import KINDS
 
 LOGOS = Path(providers.__file__).parent / "logos"
 
@@ -26,7 +37,7 @@ bp = Blueprint("jobs", __name__, url_prefix="/jobs")
 ACTION_TRIGGERS = {"pause": Trigger.PAUSE, "resume": Trigger.RESUME, "run-now": Trigger.RUN_NOW}
 NOTICES = {"pause": "Paused.", "resume": "Resumed: the job runs now.",
            "run-now": "The job runs now."}
-REFUSED = {"pause": "paused", "resume": "resumed", "run-now": "run now"}
+REFUSED = {"pause": "paused", "resume": "resumed", "run-now": "run now", "delete": "deleted"}
 
 
 def get_job(job_id: int) -> Job:
@@ -40,18 +51,83 @@ def get_job(job_id: int) -> Job:
 @bp.get("")
 @role_required("viewer")
 def index():
-    """The job list, newest first, optionally filtered by status."""
-    wanted = request.args.get("status", "")
-    query = select(Job).order_by(Job.created_at.desc(), Job.id.desc()).limit(200)
-    if wanted in set(Status):
-        query = query.where(Job.status == wanted)
-    else:
-        wanted = ""
-    counts = dict(db.session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
-    return htmx.render(
-        "jobs/index.html", "jobs/_table.html",
-        jobs=db.session.scalars(query).all(), wanted=wanted, counts=counts, statuses=list(Status),
-    )
+    """The job list: filters, search and sort in the URL, keyset pages, live status."""
+    job_filter = JobFilter.from_args(request.args)
+    jobs, next_cursor = list_jobs(job_filter, after=request.args.get("after", ""))
+    context = {
+        "jobs": jobs, "next_cursor": next_cursor, "filter": job_filter,
+        "counts": status_counts(job_filter), "statuses": list(Status),
+        "paged": bool(request.args.get("after")), "kinds": KINDS,
+        "providers": sorted(CATALOG.values(), key=lambda provider: provider.name),
+        "authorizations": db.session.scalars(
+            select(Authorization).order_by(Authorization.label)).all(),
+        "can_act": current_user.has_role("operator"),
+    }
+    return htmx.render("jobs/index.html", "jobs/_table.html", **context)
+
+
+@bp.get("/statuses")
+@role_required("viewer")
+def statuses():
+    """Fresh status cells for the listed rows that can still change; polled by the list
+    while any can, and stopped (286) once none can."""
+    ids = [int(raw) for raw in request.args.get("ids", "").split(",") if raw.isdigit()][:200]
+    jobs = db.session.scalars(select(Job).where(Job.id.in_(ids))).all() if ids else []
+    moving = [job.id for job in jobs if job.status not in SETTLED]
+    return htmx.fragment("jobs/_status_cells.html", jobs=jobs, moving=moving,
+                         stop_polling=not moving)
+
+
+def _selected_jobs() -> list[Job]:
+    ids = [int(raw) for raw in request.form.getlist("ids") if raw.isdigit()][:500]
+    return list(db.session.scalars(select(Job).where(Job.id.in_(ids)).order_by(Job.id)))
+
+
+BULK = {"pause": "Pause", "resume": "Resume", "run-now": "Run now", "delete": "Delete"}
+
+
+@bp.post("/bulk/confirm")
+@role_required("operator")
+def bulk_confirm():
+    """Step one of a bulk action: say how many jobs, which, and ask."""
+    action = request.form.get("action", "")
+    if action not in BULK:
+        abort(400, description="Choose pause, resume, run now or delete.")
+    return htmx.fragment("jobs/_bulk.html", action=action, label=BULK[action],
+                         jobs=_selected_jobs(), results=None)
+
+
+@bp.get("/bulk/cancel")
+@role_required("operator")
+def bulk_cancel():
+    return htmx.fragment("jobs/_empty.html")
+
+
+@bp.post("/bulk")
+@role_required("operator")
+def bulk():
+    """Step two: do it to each job and report each job's result."""
+    action = request.form.get("action", "")
+    if action not in BULK:
+        abort(400, description="Choose pause, resume, run now or delete.")
+    results = []
+    for job in _selected_jobs():
+        name = job.name
+        try:
+            if action == "delete":
+                delete_job(job, by=current_user)
+            else:
+                ACTIONS[action](job, by=current_user)
+            results.append((name, True, "done"))
+        except IllegalTransition:
+            db.session.rollback()
+            results.append((name, False, f"a {job.status} job cannot be {REFUSED[action]}"))
+        except JobBusy as exc:
+            results.append((name, False, str(exc)))
+    response = htmx.fragment("jobs/_bulk.html", action=action, label=BULK[action], jobs=[],
+                             results=results)
+    response.headers["HX-Trigger"] = "jobs-changed"
+    return response
 
 
 def _live_context(job: Job, notice: str = "") -> dict:

@@ -1,0 +1,134 @@
+/* Job metrics charts: every <canvas data-metrics> gets a Chart.js stacked bar chart of the
+   profiles added, removed and omitted per time bucket. The data is the JSON of the
+   <script type="application/json"> next to the canvas (portal.metrics.series); nothing is
+   evaluated. Charts are drawn on load and again whenever htmx settles new content, and a
+   canvas that htmx removes has its chart destroyed. Needs vendor/chart.umd.min.js first. */
+(function () {
+  "use strict";
+
+  var SERIES = [
+    { key: "added", label: "Added", variable: "--bs-success", fallback: "#198754" },
+    { key: "removed", label: "Removed", variable: "--bs-danger", fallback: "#dc3545" },
+    { key: "omitted", label: "Omitted", variable: "--bs-secondary", fallback: "#6c757d" },
+  ];
+
+  function colour(variable, fallback) {
+    var value = getComputedStyle(document.documentElement).getPropertyValue(variable).trim();
+    return value || fallback;
+  }
+
+  // Bucket starts are ISO times in UTC; the portal shows times in UTC, so does the chart.
+  function daily(labels) {
+    return labels.every(function (iso) { return new Date(iso).getUTCHours() === 0; });
+  }
+
+  function tick(iso, byDay) {
+    var text = new Date(iso).toISOString(); // 2026-06-01T13:00:00.000Z
+    return byDay ? text.slice(5, 10) : text.slice(5, 10) + " " + text.slice(11, 16);
+  }
+
+  // The JSON each canvas was last drawn from: a canvas already showing its data is left be.
+  var drawn = new WeakMap();
+
+  function dataScript(canvas) {
+    var parent = canvas.parentElement;
+    return parent && parent.querySelector(':scope > script[type="application/json"]');
+  }
+
+  function destroy(canvas) {
+    var chart = window.Chart && window.Chart.getChart(canvas);
+    if (chart) chart.destroy();
+  }
+
+  function draw(canvas) {
+    if (!window.Chart) return;
+    var script = dataScript(canvas);
+    if (!script) return;
+    var text = script.textContent;
+    if (drawn.get(canvas) === text && window.Chart.getChart(canvas)) return;
+    var data;
+    try {
+      data = JSON.parse(text);
+    } catch (error) {
+      console.error("metrics: unreadable chart data", error);
+      return;
+    }
+    if (!data || !Array.isArray(data.labels)) return;
+    destroy(canvas); // a redraw on the same canvas replaces its chart
+    drawn.set(canvas, text);
+    var byDay = daily(data.labels);
+    var options = {
+      responsive: true,
+      aspectRatio: 3,
+      interaction: { mode: "index", intersect: false },
+      scales: {
+        x: { stacked: true, title: { display: true, text: "UTC" } },
+        y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } },
+      },
+      plugins: {
+        legend: { position: "bottom" },
+        tooltip: {
+          callbacks: {
+            title: function (items) {
+              if (!items.length) return "";
+              var iso = new Date(data.labels[items[0].dataIndex]).toISOString();
+              return iso.slice(0, 10) + (byDay ? "" : " " + iso.slice(11, 16)) + " UTC";
+            },
+          },
+        },
+      },
+    };
+    if (window.matchMedia && window.matchMedia("(prefers-reduced-motion: reduce)").matches) {
+      options.animation = false;
+    }
+    new window.Chart(canvas, {
+      type: "bar",
+      data: {
+        labels: data.labels.map(function (iso) { return tick(iso, byDay); }),
+        datasets: SERIES.map(function (series) {
+          return {
+            label: series.label,
+            data: data[series.key] || [],
+            backgroundColor: colour(series.variable, series.fallback),
+            stack: "profiles",
+          };
+        }),
+      },
+      options: options,
+    });
+  }
+
+  function drawAll() {
+    document.querySelectorAll("canvas[data-metrics]").forEach(draw);
+  }
+
+  // Charts whose canvas has left the page.
+  function sweep() {
+    if (!window.Chart) return;
+    Object.values(window.Chart.instances).forEach(function (chart) {
+      if (!chart.canvas || !chart.canvas.isConnected) chart.destroy();
+    });
+  }
+
+  function start() {
+    drawAll();
+    // htmx fires afterSettle on each element it swapped in. Other fragments of the page
+    // (the live summary, the log poller) settle every second: canvases still showing their
+    // data are skipped, so their charts are not redrawn.
+    document.body.addEventListener("htmx:afterSettle", function () {
+      sweep();
+      drawAll();
+    });
+    // A canvas htmx is about to remove (the fragment swapped for another frame).
+    document.body.addEventListener("htmx:beforeCleanupElement", function (event) {
+      var element = event.target;
+      if (element.matches && element.matches("canvas[data-metrics]")) destroy(element);
+    });
+  }
+
+  if (document.readyState === "loading") {
+    document.addEventListener("DOMContentLoaded", start);
+  } else {
+    start();
+  }
+})();

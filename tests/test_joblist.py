@@ -1,0 +1,165 @@
+"""The job list: filters, search, sort, keyset pages, counts, live status cells and bulk
+actions."""
+
+from __future__ import annotations
+
+import re
+from datetime import timedelta
+
+import pytest
+from sqlalchemy import insert, select
+
+from portal.extensions import db
+from portal.models import AuditEntry, Job, JobEvent
+from portal.models.types import utcnow
+
+HX = {"HX-Request": "true"}
+
+
+@pytest.fixture
+def seed(app, make_user):
+    """Jobs inserted straight into the table (many of them, quickly)."""
+    owner = make_user("operator", "owner@example.com")
+
+    def insert_jobs(rows: list[dict]) -> list[int]:
+        now = utcnow()
+        base = {"provider": "files", "job_type": "import_file", "kind": "import",
+                "queue": "default", "status": "completed", "created_by_id": owner.id,
+                "config": {}, "schedule": {"kind": "once"}, "retry_policy": {}, "cursor": {},
+                "description": "", "status_changed_at": now, "updated_at": now}
+        values = [{**base, "name": f"job {n}", "created_at": now - timedelta(minutes=n),
+                   **row} for n, row in enumerate(rows)]
+        db.session.execute(insert(Job), values)
+        db.session.commit()
+        return list(db.session.scalars(select(Job.id).order_by(Job.id)))
+
+    return insert_jobs
+
+
+def names(page: str) -> list[str]:
+    return re.findall(r'<a href="/jobs/\d+">([^<]*)</a>', page)
+
+
+def listing(client, **args) -> str:
+    return client.get("/jobs", query_string=args).get_data(as_text=True)
+
+
+def test_filters_search_and_counts(client, auth, seed):
+    auth.login("viewer")
+    seed([
+        {"name": "Nightly CRM", "status": "running", "description": "crm feed"},
+        {"name": "Newsletter export", "kind": "export", "provider": "webhook",
+         "job_type": "send_stream", "status": "sleeping"},
+        {"name": "Old import", "status": "completed"},
+        {"name": "Broken", "status": "failed", "description": "the NIGHTLY one"},
+    ])
+    assert len(names(listing(client))) == 4
+    assert names(listing(client, status="failed")) == ["Broken"]
+    assert names(listing(client, type="export")) == ["Newsletter export"]
+    assert names(listing(client, provider="webhook")) == ["Newsletter export"]
+    assert sorted(names(listing(client, q="nightly"))) == ["Broken", "Nightly CRM"]
+    assert "Old import" not in names(listing(client, completed="0"))
+    page = listing(client, q="nightly")
+    # Counts per status follow the other filters; the tabs keep them in their links.
+    assert re.search(r'data-status-tab="failed">Failed <span[^>]*>1<', page)
+    assert re.search(r'data-status-tab="completed">Completed <span[^>]*>0<', page)
+    assert 'href="/jobs?status=failed&amp;q=nightly"' in page
+    assert "No jobs match these filters." in listing(client, q="zzz")
+    assert len(names(listing(client, status="bogus", sort="nope"))) == 4, "bad values ignored"
+
+
+@pytest.mark.parametrize("sort", ["name", "status", "created", "last_run", "next_run",
+                                  "authorization", "provider", "type"])
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+def test_every_sort_pages_without_gaps_or_overlaps(client, auth, seed, sort, direction):
+    auth.login("viewer")
+    now = utcnow()
+    seed([{"name": f"job {n % 7:02d}-{n:03d}", "status": ["running", "failed"][n % 2],
+           "last_run_at": now - timedelta(hours=n % 5) if n % 3 else None,
+           "next_run_at": now + timedelta(hours=n % 4) if n % 2 else None}
+          for n in range(120)])
+    seen: list[str] = []
+    url = f"/jobs?sort={sort}&dir={direction}"
+    pages = 0
+    while url:
+        page = client.get(url).get_data(as_text=True)
+        seen += names(page)
+        pages += 1
+        found = re.search(r'href="([^"]+)" id="next-page"', page)
+        url = found.group(1).replace("&amp;", "&") if found else ""
+    assert pages == 3 and len(seen) == 120 and len(set(seen)) == 120
+
+
+def test_sort_orders_are_right(client, auth, seed):
+    auth.login("viewer")
+    seed([{"name": "b"}, {"name": "a"}, {"name": "c"}])
+    assert names(listing(client, sort="name", dir="asc")) == ["a", "b", "c"]
+    assert names(listing(client, sort="name", dir="desc")) == ["c", "b", "a"]
+    assert names(listing(client)) == ["b", "a", "c"], "newest first by default"
+
+
+def test_live_cells_poll_only_rows_that_can_change(client, auth, seed):
+    auth.login("viewer")
+    ids = seed([{"status": "running"}, {"status": "completed"}, {"status": "sleeping"}])
+    page = listing(client)
+    poller = re.search(r'id="status-poller" hx-get="([^"]+)"', page).group(1)
+    assert poller == f"/jobs/statuses?ids={ids[0]},{ids[2]}"
+    response = client.get(f"/jobs/statuses?ids={ids[0]},{ids[2]}", headers=HX)
+    assert response.status_code == 200
+    fragment = response.get_data(as_text=True)
+    assert f'<td id="job-status-{ids[0]}" hx-swap-oob="true">' in fragment
+    db.session.execute(Job.__table__.update().values(status="completed"))
+    db.session.commit()
+    response = client.get(f"/jobs/statuses?ids={ids[0]},{ids[2]}", headers=HX)
+    assert response.status_code == 286, "nothing can change any more: stop polling"
+    assert 'data-status="completed"' in response.get_data(as_text=True)
+    assert "status-poller" not in response.get_data(as_text=True)
+    assert "status-poller" not in listing(client), "no poller when nothing can change"
+
+
+def test_bulk_pause_confirms_the_count_and_reports_each_job(client, auth, seed):
+    auth.login("operator")
+    ids = seed([{"name": "one", "status": "sleeping"}, {"name": "two", "status": "running"},
+                {"name": "three", "status": "completed"}])
+    form = {"csrf_token": auth.csrf(), "action": "pause", "ids": [str(i) for i in ids]}
+    confirm = client.post("/jobs/bulk/confirm", data=form, headers=HX).get_data(as_text=True)
+    assert "Pause 3 jobs?" in confirm and "one (sleeping)" in confirm
+    assert db.session.scalar(select(Job.status).where(Job.id == ids[0])) == "sleeping"
+    response = client.post("/jobs/bulk", data=form, headers=HX)
+    assert response.headers["HX-Trigger"] == "jobs-changed"
+    page = response.get_data(as_text=True)
+    assert "Pause: 2 of 3 jobs done" in page
+    assert "three: a completed job cannot be paused" in page
+    statuses = dict(db.session.execute(select(Job.name, Job.status)).all())
+    assert statuses == {"one": "paused", "two": "paused", "three": "completed"}
+    paused_events = db.session.scalars(select(JobEvent).where(JobEvent.kind == "paused")).all()
+    assert len(paused_events) == 2
+
+
+def test_bulk_delete_refuses_running_jobs_and_audits(client, auth, seed):
+    auth.login("operator")
+    ids = seed([{"name": "busy", "status": "running"}, {"name": "done", "status": "completed"}])
+    form = {"csrf_token": auth.csrf(), "action": "delete", "ids": [str(i) for i in ids]}
+    confirm = client.post("/jobs/bulk/confirm", data=form, headers=HX).get_data(as_text=True)
+    assert "Delete 2 jobs? Their logs are deleted too" in confirm
+    page = client.post("/jobs/bulk", data=form, headers=HX).get_data(as_text=True)
+    assert "busy: it is running; pause it first" in page and "done: done" in page
+    assert db.session.scalars(select(Job.name)).all() == ["busy"]
+    entry = db.session.scalar(select(AuditEntry).where(AuditEntry.action == "deleted"))
+    assert entry.object_label == "done" and entry.object_type == "job"
+
+
+def test_viewers_get_no_bulk_controls_and_are_refused(client, auth, seed):
+    auth.login("viewer")
+    ids = seed([{"status": "sleeping"}])
+    assert "bulk-actions" not in listing(client) and 'name="ids"' not in listing(client)
+    response = client.post("/jobs/bulk", data={"csrf_token": auth.csrf(), "action": "pause",
+                                               "ids": [str(ids[0])]})
+    assert response.status_code == 403
+
+
+def test_markup_in_names_is_text(client, auth, seed):
+    auth.login("viewer")
+    seed([{"name": "<img src=x onerror=alert(1)>"}])
+    page = listing(client)
+    assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img src=x" not in page
