@@ -19,6 +19,7 @@ from portal.lifecycle import SETTLED, Event, Status
 from portal.models import Authorization, Draft, Job, JobEvent, User
 from portal.models.types import UTCDateTime, utcnow
 from portal.queues import enqueue
+from portal.schemaform import name_errors
 from providers.base import KINDS, JobType, Provider
 
 log = logging.getLogger(__name__)
@@ -74,14 +75,96 @@ def create_job(
     return job
 
 
-def events_after(job: Job, after_id: int = 0, limit: int = 500) -> list[JobEvent]:
+LOG_PAGE = 100
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    """Which events of a job's log to show: one kind, and text in the message or code."""
+
+    kind: str = ""
+    q: str = ""
+
+    @classmethod
+    def from_args(cls, args: Mapping[str, str]) -> LogFilter:
+        kind = args.get("kind", "")
+        return cls(kind=kind if kind in set(Event) else "", q=args.get("q", "").strip()[:200])
+
+    def args(self) -> dict[str, str]:
+        return {key: value for key, value in (("kind", self.kind), ("q", self.q)) if value}
+
+
+def events_query(job_id: int, log_filter: LogFilter = LogFilter(), *, after: int = 0,
+                 before: int | None = None):
+    """The job's events, newest first. Keyset on the (job_id, id) index, so the newest
+    page and a page a million events back cost the same."""
+    query = select(JobEvent).where(JobEvent.job_id == job_id)
+    if log_filter.kind:
+        query = query.where(JobEvent.kind == log_filter.kind)
+    if log_filter.q:
+        query = query.where(or_(JobEvent.message.icontains(log_filter.q, autoescape=True),
+                                JobEvent.code.icontains(log_filter.q, autoescape=True)))
+    if after:
+        query = query.where(JobEvent.id > after)
+    if before is not None:
+        query = query.where(JobEvent.id < before)
+    return query.order_by(JobEvent.id.desc())
+
+
+def events_after(job: Job, after_id: int = 0, limit: int = 500,
+                 log_filter: LogFilter = LogFilter()) -> list[JobEvent]:
     """The job's events newer than `after_id`, newest first."""
-    return list(db.session.scalars(
-        select(JobEvent)
-        .where(JobEvent.job_id == job.id, JobEvent.id > after_id)
-        .order_by(JobEvent.id.desc())
-        .limit(limit)
-    ))
+    return list(db.session.scalars(events_query(job.id, log_filter, after=after_id)
+                                   .limit(limit)))
+
+
+def log_page(job: Job, log_filter: LogFilter, before: int | None = None,
+             limit: int = LOG_PAGE) -> tuple[list[JobEvent], int | None]:
+    """A page of the log, newest first, and the id to page on from (None at the start)."""
+    rows = list(db.session.scalars(events_query(job.id, log_filter, before=before)
+                                   .limit(limit + 1)))
+    return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
+
+
+def iter_events(job: Job, log_filter: LogFilter, chunk: int = 2000):
+    """Every event of the filtered log, newest first, read in keyset chunks (downloads)."""
+    before = None
+    while True:
+        rows = list(db.session.scalars(events_query(job.id, log_filter, before=before)
+                                       .limit(chunk)))
+        yield from rows
+        if len(rows) < chunk:
+            return
+        before = rows[-1].id
+
+
+def can_edit(job: Job, user: User) -> bool:
+    """Admins edit any job's name and description; operators the jobs they created."""
+    return user.has_role("admin") or (user.has_role("operator")
+                                      and job.created_by_id == user.id)
+
+
+def edit_job(job: Job, *, field: str, value: str, by: User) -> dict[str, str]:
+    """Change a job's name or description; returns field messages (nothing saved then).
+    The change is kept in the audit trail and the job's log, with before and after."""
+    value = value.strip()
+    if field == "name":
+        errors = name_errors(value, "", missing="Give the job a name.")
+    else:
+        errors = name_errors("-", value)
+    if errors:
+        return errors
+    before = getattr(job, field)
+    if before == value:
+        return {}
+    setattr(job, field, value)
+    job.updated_at, job.updated_by_id = utcnow(), by.id
+    audit.record("edited", "job", job.id, job.name, by=by, field=field, before=before,
+                 after=value, summary=f"{field.capitalize()} changed")
+    lifecycle.record(job, Event.EDITED, f"{field.capitalize()} changed by {by.email}",
+                     now=utcnow(), by=by)
+    db.session.commit()
+    return {}
 
 
 def metrics(job: Job) -> dict[str, int]:

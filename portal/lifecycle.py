@@ -36,6 +36,7 @@ class Event(StrEnum):
     PAUSED = "paused"
     RESUMED = "resumed"
     RUN_NOW = "run_now"
+    EDITED = "edited"
 
 
 class Trigger(StrEnum):

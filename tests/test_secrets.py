@@ -59,6 +59,8 @@ def urls(app, jobs: list[Job], authorizations: list[Authorization]) -> list[str]
         "authorization_id": [authorization.id for authorization in authorizations],
         "name": db.session.scalars(select(Stream.name)).all(),
         "draft_id": db.session.scalars(select(Draft.id)).all(),
+        "fmt": ["ndjson", "csv"],
+        "field": ["name", "description"],
     }
     found = []
     for rule in app.url_map.iter_rules():

@@ -2,28 +2,47 @@
 
 from __future__ import annotations
 
+import csv
+import io
+import json
 from pathlib import Path
 
-from flask import Blueprint, abort, current_app, flash, request, send_from_directory, url_for
+from flask import (
+    Blueprint,
+    Response,
+    abort,
+    current_app,
+    flash,
+    request,
+    send_from_directory,
+    stream_with_context,
+    url_for,
+)
 from flask_login import current_user
 from sqlalchemy import select
 
 import providers
-from portal import htmx, lifecycle, schedule
+from portal import audit, htmx, lifecycle, schedule
+from portal import metrics as metrics_series
 from portal.access import role_required
 from portal.extensions import db
 from portal.jobs import (
     ACTIONS,
     JobBusy,
     JobFilter,
+    LogFilter,
+    can_edit,
     delete_job,
+    edit_job,
     events_after,
+    iter_events,
     list_jobs,
+    log_page,
     metrics,
     purge_at,
     status_counts,
 )
-from portal.lifecycle import SETTLED, IllegalTransition, RetryPolicy, Status, Trigger
+from portal.lifecycle import SETTLED, Event, IllegalTransition, RetryPolicy, Status, Trigger
 from portal.models import Authorization, Job
 from portal.models.types import utcnow
 from portal.queues import waiting_reason
@@ -155,11 +174,133 @@ def _live_context(job: Job, notice: str = "") -> dict:
 def summary(job_id: int):
     """The job summary: header, metrics, configuration and logs."""
     job = get_job(job_id)
-    events = events_after(job)
-    return htmx.render(
-        "jobs/summary.html", **_live_context(job), events=events,
-        last_event_id=events[0].id if events else 0,
-    )
+    context = {**_live_context(job), **_logs_context(job), **_metrics_context(job)}
+    return htmx.render("jobs/summary.html", **context, can_edit=can_edit(job, current_user),
+                       history=audit.entries_for("job", job.id, limit=20))
+
+
+def _logs_context(job: Job) -> dict:
+    log_filter = LogFilter.from_args(request.args)
+    events, older = log_page(job, log_filter, request.args.get("before", None, type=int))
+    return {"job": job, "events": events, "older": older, "log_filter": log_filter,
+            "last_event_id": max((e.id for e in events_after(job, 0, 1)), default=0),
+            "settled": job.status in SETTLED, "event_kinds": list(Event)}
+
+
+@bp.get("/<int:job_id>/metrics")
+@role_required("viewer")
+def metrics_chart(job_id: int):
+    """The metrics chart for a time frame (24h, 7d, 30d, 90d)."""
+    job = get_job(job_id)
+    frame = request.args.get("frame", metrics_series.DEFAULT_FRAME)
+    if frame not in metrics_series.FRAMES:
+        abort(404, description="Choose a time frame of 24h, 7d, 30d or 90d.")
+    return htmx.fragment("jobs/_metrics.html", job=job, **_metrics_context(job, frame))
+
+
+def _metrics_context(job: Job, frame: str = "") -> dict:
+    frame = frame or metrics_series.DEFAULT_FRAME
+    return {"chart": metrics_series.series(job.id, frame, utcnow()),
+            "frames": metrics_series.FRAME_CHOICES}
+
+
+@bp.get("/<int:job_id>/logs/view")
+@role_required("viewer")
+def log_view(job_id: int):
+    """The logs box with a filter (kind, text) applied: the newest page and a live tail."""
+    return htmx.fragment("jobs/_logs.html", **_logs_context(get_job(job_id)))
+
+
+@bp.get("/<int:job_id>/logs/older")
+@role_required("viewer")
+def log_older(job_id: int):
+    """The next page back in the (filtered) log, appended under what is shown."""
+    return htmx.fragment("jobs/_log_older.html", **_logs_context(get_job(job_id)))
+
+
+@bp.get("/<int:job_id>/logs.<any(ndjson, csv):fmt>")
+@role_required("viewer")
+def log_download(job_id: int, fmt: str):
+    """The whole (filtered) log as NDJSON or CSV, streamed newest first."""
+    job = get_job(job_id)
+    log_filter = LogFilter.from_args(request.args)
+    rows = (_log_record(event) for event in iter_events(job, log_filter))
+    if fmt == "ndjson":
+        body = (json.dumps(row, ensure_ascii=False) + "\n" for row in rows)
+        mimetype = "application/x-ndjson"
+    else:
+        body = _csv_lines(rows)
+        mimetype = "text/csv"
+    response = Response(stream_with_context(body), mimetype=mimetype)
+    response.headers["Content-Disposition"] = (
+        f'attachment; filename="job-{job.id}-logs.{fmt}"')
+    return response
+
+
+LOG_COLUMNS = ("id", "job_id", "timestamp", "event", "level", "code", "message", "added",
+               "removed", "omitted", "user_email")
+
+
+def _log_record(event) -> dict:
+    context = event.context or {}
+    return {"id": event.id, "job_id": event.job_id, "timestamp": event.at.isoformat(),
+            "event": event.kind, "level": event.level, "code": event.code,
+            "message": event.message, "added": int(context.get("added", 0)),
+            "removed": int(context.get("removed", 0)),
+            "omitted": int(context.get("omitted", 0)),
+            "user_email": context.get("user_email", "")}
+
+
+def _csv_lines(rows):
+    buffer = io.StringIO()
+    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS)
+    writer.writeheader()
+    for row in rows:
+        writer.writerow(row)
+        if buffer.tell() > 64_000:
+            yield buffer.getvalue()
+            buffer.seek(0)
+            buffer.truncate()
+    yield buffer.getvalue()
+
+
+@bp.route("/<int:job_id>/<any(name, description):field>", methods=["GET", "POST"])
+@role_required("viewer")
+def edit_field(job_id: int, field: str):
+    """Inline edit of the name or description: GET ?edit=1 gives the input, GET gives the
+    text back (Escape), POST saves (Enter). Admins edit any job, operators their own."""
+    job = get_job(job_id)
+    editable = can_edit(job, current_user)
+    wants_edit = request.method == "POST" or request.args.get("edit") == "1"
+    if wants_edit and not editable:
+        abort(403, description="Only admins, and the operator who created the job, can "
+                               "change its name and description.")
+    errors: dict[str, str] = {}
+    value = getattr(job, field)
+    if request.method == "POST":
+        value = request.form.get("value", "")
+        errors = edit_job(job, field=field, value=value, by=current_user)
+        if errors:
+            db.session.rollback()
+    editing = bool(errors) or (request.method == "GET" and wants_edit)
+    return htmx.fragment(f"jobs/_edit_{field}.html", job=job, editing=editing, value=value,
+                         error=next(iter(errors.values()), None), can_edit=editable)
+
+
+@bp.post("/<int:job_id>/delete")
+@role_required("operator")
+def delete(job_id: int):
+    job = get_job(job_id)
+    try:
+        delete_job(job, by=current_user)
+    except JobBusy as exc:
+        notice = f"Not deleted: {exc}."
+        if not htmx.is_htmx():
+            flash(notice, "warning")
+            return htmx.redirect(url_for("jobs.summary", job_id=job.id))
+        return htmx.fragment("jobs/_live.html", **_live_context(job, notice))
+    flash(f"Deleted the job “{job.name}” and its log.", "info")
+    return htmx.redirect(url_for("jobs.index"))
 
 
 @bp.get("/<int:job_id>/live")
@@ -173,14 +314,16 @@ def live(job_id: int):
 @bp.get("/<int:job_id>/logs")
 @role_required("viewer")
 def logs(job_id: int):
-    """Log rows newer than ?after=, with the poller that asks for the next ones."""
+    """Log rows newer than ?after= (within the filter), with the poller for the next."""
     job = get_job(job_id)
     settled = job.status in SETTLED  # read before the events: nothing can follow them then
     after = request.args.get("after", 0, type=int)
-    events = events_after(job, after)
+    log_filter = LogFilter.from_args(request.args)
+    events = events_after(job, after, log_filter=log_filter)
+    newest = max((e.id for e in events_after(job, after, 1)), default=after)
     return htmx.fragment(
         "jobs/_log_poll.html", job=job, events=events, settled=settled,
-        last_event_id=events[0].id if events else after,
+        last_event_id=newest, log_filter=log_filter,
     )
 
 
