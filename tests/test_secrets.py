@@ -23,7 +23,7 @@ from portal.models import Authorization, Draft, Job, Stream
 from portal.models.types import utcnow
 from providers import CATALOG, get_provider
 from providers.base import OutMessage
-from tests.conftest import canary
+from tests.conftest import _scan, canary
 from tests.loopback import TEST_API_KEY, WebhookReceiver
 from tests.test_job_path import kinds
 
@@ -140,6 +140,8 @@ def test_no_page_fragment_or_log_shows_a_secret(app, client, auth, make_user, wo
         for headers in ({}, HX):
             response = client.get(url, headers=headers)
             assert response.status_code < 500, url
+            if response.is_streamed:  # downloads: the watch cannot read them, so read here
+                _scan(f"GET {url} (download)", response.get_data(as_text=True))
     # The watch saw all of it; the job's own secret config field shows as set.
     summary = client.get(f"/jobs/{careless.id}").get_data(as_text=True)
     assert "•••••• (set)" in summary and "[redacted]" in summary
