@@ -172,3 +172,76 @@ def test_create_an_authorization_from_the_job_wizard_and_come_back(page: Page, l
     page.get_by_role("button", name="Continue").click()
     expect(page.get_by_role("heading", name="Configure")).to_be_visible()
     expect(page.get_by_text("CRM endpoint")).to_be_visible()
+
+
+def sign_in(page: Page, live_server: str, user) -> None:
+    page.goto(f"{live_server}/login?next=/jobs")
+    page.get_by_label("Email").fill(user.email)
+    page.get_by_label("Password").fill(TEST_PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page).to_have_url(f"{live_server}/jobs")
+
+
+def faults_job(owner, name: str, **config):
+    from portal.jobs import create_job
+    from providers import get_provider
+
+    provider = get_provider("faults")
+    return create_job(provider=provider, job_type=provider.job_type("script"),
+                      authorization=None, name=name, description="", config=config,
+                      created_by=owner)
+
+
+def test_the_list_shows_status_changes_without_a_reload(page: Page, live_server, make_user,
+                                                          spawn):
+    user = make_user("operator")
+    job = faults_job(user, "slow one", script=["slow"], slow_seconds=2)
+    sign_in(page, live_server, user)
+    cell = page.locator(f"#job-status-{job.id} [data-status]")
+    expect(cell).to_have_attribute("data-status", "running")
+    page.evaluate("window.notReloaded = true")
+    spawn("worker")
+    spawn("dispatcher")
+    expect(cell).to_have_attribute("data-status", "completed", timeout=30_000)
+    expect(page.locator("#status-poller")).to_have_count(0)  # nothing left to poll
+    assert page.evaluate("window.notReloaded") is True
+
+
+def test_inline_edit_of_the_name_with_enter_and_escape(page: Page, live_server, make_user):
+    user = make_user("operator")
+    job = faults_job(user, "Old name")
+    sign_in(page, live_server, user)
+    page.goto(f"{live_server}/jobs/{job.id}")
+    page.get_by_role("button", name="Edit the name").click()
+    field = page.locator("#edit-name")
+    expect(field).to_be_focused()
+    field.fill("Will be thrown away")
+    field.press("Escape")
+    expect(page.locator("#job-name")).to_have_text("Old name")
+    settled(page)
+    page.get_by_role("button", name="Edit the name").click()
+    field = page.locator("#edit-name")
+    field.fill("New name <b>bold</b>")
+    field.press("Enter")
+    expect(page.locator("#job-name")).to_have_text("New name <b>bold</b>")
+    page.reload()
+    expect(page.locator("#job-name")).to_have_text("New name <b>bold</b>")
+    expect(page.locator("#job-history")).to_contain_text("“Old name” → “New name <b>bold</b>”")
+
+
+def test_bulk_pause_of_three_jobs(page: Page, live_server, make_user):
+    user = make_user("operator")
+    jobs = [faults_job(user, f"job {n}", script=["ok"], units=0, more_now=False,
+                       rate_limited_until="2999-01-01T00:00:00+00:00") for n in range(4)]
+    sign_in(page, live_server, user)
+    for job in jobs[:3]:
+        page.get_by_label(f"Select {job.name}").check()
+    page.get_by_role("button", name="Pause selected").click()
+    expect(page.locator("#bulk-confirm")).to_contain_text("Pause 3 jobs?")
+    page.get_by_role("button", name="Pause 3 jobs").click()
+    expect(page.locator("#bulk-result")).to_contain_text("Pause: 3 of 3 jobs done")
+    for job in jobs[:3]:
+        expect(page.locator(f"#job-status-{job.id} [data-status]")).to_have_attribute(
+            "data-status", "paused")
+    expect(page.locator(f"#job-status-{jobs[3].id} [data-status]")).to_have_attribute(
+        "data-status", "running")

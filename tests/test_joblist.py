@@ -107,7 +107,7 @@ def test_live_cells_poll_only_rows_that_can_change(client, auth, seed):
     response = client.get(f"/jobs/statuses?ids={ids[0]},{ids[2]}", headers=HX)
     assert response.status_code == 200
     fragment = response.get_data(as_text=True)
-    assert f'<td id="job-status-{ids[0]}" hx-swap-oob="true">' in fragment
+    assert f'<span id="job-status-{ids[0]}" hx-swap-oob="true">' in fragment
     db.session.execute(Job.__table__.update().values(status="completed"))
     db.session.commit()
     response = client.get(f"/jobs/statuses?ids={ids[0]},{ids[2]}", headers=HX)
