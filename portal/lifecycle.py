@@ -171,6 +171,9 @@ def record(
     """Add one event to the job's log (in the current transaction)."""
     context: dict[str, Any] = {"added": 0, "removed": 0, "omitted": 0}
     context.update(counts or {})
+    job.added_total = (job.added_total or 0) + int(context["added"])
+    job.removed_total = (job.removed_total or 0) + int(context["removed"])
+    job.omitted_total = (job.omitted_total or 0) + int(context["omitted"])
     if by is not None:
         context["user_email"] = by.email
     event = JobEvent(

@@ -163,3 +163,22 @@ def test_markup_in_names_is_text(client, auth, seed):
     seed([{"name": "<img src=x onerror=alert(1)>"}])
     page = listing(client)
     assert "&lt;img src=x onerror=alert(1)&gt;" in page and "<img src=x" not in page
+
+
+def test_the_kept_counts_follow_every_insert_status_change_and_delete(client, auth, seed):
+    from sqlalchemy import delete, func, update
+
+    from portal.jobs import JobFilter, status_counts
+
+    auth.login("viewer")
+    ids = seed([{"status": s} for s in ("running", "running", "sleeping", "failed")])
+    db.session.execute(update(Job).where(Job.id == ids[0]).values(status="completed"))
+    db.session.execute(update(Job).where(Job.id == ids[1]).values(name="renamed"))
+    db.session.execute(delete(Job).where(Job.id == ids[3]))
+    db.session.commit()
+    actual = dict(db.session.execute(select(Job.status, func.count()).group_by(Job.status)).all())
+    assert status_counts(JobFilter()) == actual == {"completed": 1, "running": 1,
+                                                     "sleeping": 1}
+    page = listing(client)
+    assert re.search(r'data-status-tab="completed">Completed <span[^>]*>1<', page)
+    assert re.search(r'>All <span[^>]*>3<', page)

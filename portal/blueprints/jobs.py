@@ -163,8 +163,10 @@ def _live_context(job: Job, notice: str = "") -> dict:
         "purge_days_left": max((purge_on - now).days, 0) if purge_on else None,
         "waiting": waiting_reason(job) if job.status == Status.RUNNING and not held else "",
         "finishing": job.status == Status.PAUSED and held,
-        "actions": [name for name, trigger in ACTION_TRIGGERS.items()
-                    if lifecycle.can(job, trigger)] if current_user.has_role("operator") else [],
+        "actions": ([name for name, trigger in ACTION_TRIGGERS.items()
+                     if lifecycle.can(job, trigger)]
+                    + (["delete"] if job.status != Status.RUNNING else [])
+                    ) if current_user.has_role("operator") else [],
         "notice": notice,
     }
 

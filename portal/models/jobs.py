@@ -39,6 +39,11 @@ class Job(db.Model):
     lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error_streak_started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     error_count: Mapped[int] = mapped_column(default=0)
+    # Running totals of the counts in the job's events (kept by lifecycle.record), so the
+    # summary never sums a log of a million events.
+    added_total: Mapped[int] = mapped_column(default=0, server_default="0")
+    removed_total: Mapped[int] = mapped_column(default=0, server_default="0")
+    omitted_total: Mapped[int] = mapped_column(default=0, server_default="0")
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     last_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     status_changed_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -69,7 +74,8 @@ class JobEvent(db.Model):
     message: Mapped[str] = mapped_column(Text, default="")
     context: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
 
-    __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),)
+    __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),
+                      Index("ix_job_events_job_id_at", "job_id", "at"))
 
 
 class Draft(db.Model):
@@ -97,3 +103,15 @@ class Draft(db.Model):
 
     owner: Mapped[User] = relationship()
     authorization: Mapped[Authorization | None] = relationship()
+
+
+class JobStatusCount(db.Model):
+    """How many jobs have each status, kept by database triggers on `jobs` (see the
+    migration that creates them), so the job list's status counts cost the same with a
+    hundred jobs or a million: every insert, delete and status change of a job row, from
+    any code path, adjusts them in the same transaction."""
+
+    __tablename__ = "job_status_counts"
+
+    status: Mapped[str] = mapped_column(String(20), primary_key=True)
+    jobs: Mapped[int] = mapped_column(default=0)

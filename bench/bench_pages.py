@@ -1,0 +1,119 @@
+"""list_scaling_ratio and logs_scaling_ratio: how the pages slow down as data grows.
+
+- list: the job list's first page (default view, as a signed-in admin) with 1,000 jobs,
+  then with 100,000 jobs;
+- logs: a job summary's logs (the logs box the summary shows and filters) with 1,000
+  events, then with 1,000,000 events on that one job; the whole summary page is timed too
+  (printed to stderr).
+
+Each is the median of repeated requests through the real app (Flask test client, a real
+database), in one process run. Prints `name=<large/small>`; the target is <= 1.5.
+Uses SQLite in a temporary folder, or BENCH_DATABASE_URL (its schema is rebuilt).
+"""
+
+from __future__ import annotations
+
+import os
+import statistics
+import sys
+import tempfile
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from flask_migrate import upgrade  # noqa: E402
+from sqlalchemy import insert, select, text  # noqa: E402
+
+from portal import create_app  # noqa: E402
+from portal.extensions import db  # noqa: E402
+from portal.models import Job, JobEvent, User  # noqa: E402
+
+REPEATS = int(os.environ.get("BENCH_REPEATS", 15))
+PASSWORD = "bench-password-123"
+START = datetime(2026, 1, 1, tzinfo=UTC)
+KINDS = ("synced", "synced", "error", "sleeping")
+
+
+def median_time(client, url: str) -> float:
+    client.get(url)  # warm caches and the statement cache
+    times = []
+    for _ in range(REPEATS):
+        started = time.perf_counter()
+        response = client.get(url)
+        response.get_data()
+        times.append(time.perf_counter() - started)
+        assert response.status_code == 200, (url, response.status_code)
+    return statistics.median(times)
+
+
+def add_jobs(owner_id: int, first: int, count: int) -> None:
+    statuses = ("running", "sleeping", "completed", "failed", "paused")
+    for start in range(first, first + count, 10_000):
+        rows = [{"name": f"job {n}", "provider": "files", "job_type": "import_file",
+                 "kind": "import", "queue": "default", "status": statuses[n % 5],
+                 "created_by_id": owner_id, "config": {}, "schedule": {"kind": "once"},
+                 "retry_policy": {}, "cursor": {}, "description": "",
+                 "status_changed_at": START, "updated_at": START,
+                 "created_at": START + timedelta(seconds=n)}
+                for n in range(start, min(start + 10_000, first + count))]
+        db.session.execute(insert(Job), rows)
+        db.session.commit()
+
+
+def add_events(job_id: int, first: int, count: int) -> None:
+    for start in range(first, first + count, 20_000):
+        rows = [{"job_id": job_id, "at": START + timedelta(seconds=n), "kind": KINDS[n % 4],
+                 "level": "error" if n % 4 == 2 else "info", "code": "",
+                 "message": f"unit {n}: wrote a batch", "context": {"added": 2, "removed": 0,
+                                                                     "omitted": 1}}
+                for n in range(start, min(start + 20_000, first + count))]
+        db.session.execute(insert(JobEvent), rows)
+        db.session.commit()
+
+
+def main() -> None:
+    with tempfile.TemporaryDirectory() as folder:
+        url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{folder}/bench.db"
+        app = create_app({"INSTANCE_PATH": folder, "SQLALCHEMY_DATABASE_URI": url,
+                          "SECRET_KEY": "bench", "WTF_CSRF_ENABLED": False,
+                          "REDIS_URL": "redis://127.0.0.1:1/0"})  # pages read no queue
+        with app.app_context():
+            if db.engine.dialect.name == "postgresql":
+                with db.engine.begin() as connection:
+                    connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
+            upgrade()
+            admin = User(email="bench@example.com", role="admin", name="Bench")
+            admin.set_password(PASSWORD)
+            db.session.add(admin)
+            db.session.commit()
+            client = app.test_client()
+            client.post("/login", data={"email": admin.email, "password": PASSWORD})
+
+            add_jobs(admin.id, 0, 1_000)
+            list_small = median_time(client, "/jobs")
+            add_jobs(admin.id, 1_000, 99_000)
+            list_large = median_time(client, "/jobs")
+
+            # The job with the log: a settled one, so nothing polls or waits on a queue.
+            job_id = db.session.scalar(select(Job.id).where(Job.status == "completed")
+                                       .order_by(Job.id))
+            add_events(job_id, 0, 1_000)
+            logs_small = median_time(client, f"/jobs/{job_id}/logs/view")
+            summary_small = median_time(client, f"/jobs/{job_id}")
+            add_events(job_id, 1_000, 999_000)
+            logs_large = median_time(client, f"/jobs/{job_id}/logs/view")
+            summary_large = median_time(client, f"/jobs/{job_id}")
+            dialect = db.engine.dialect.name
+        print(f"# {dialect}: list {list_small * 1000:.1f} ms (1k jobs) -> "
+              f"{list_large * 1000:.1f} ms (100k); logs {logs_small * 1000:.1f} ms (1k events) "
+              f"-> {logs_large * 1000:.1f} ms (1M); whole summary "
+              f"{summary_small * 1000:.1f} -> {summary_large * 1000:.1f} ms "
+              f"(ratio {summary_large / summary_small:.2f})", file=sys.stderr)
+        print(f"list_scaling_ratio={list_large / list_small:.3f}")
+        print(f"logs_scaling_ratio={logs_large / logs_small:.3f}")
+
+
+if __name__ == "__main__":
+    main()
