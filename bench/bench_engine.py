@@ -20,12 +20,11 @@ from pathlib import Path
 os.environ["PORTAL_TEST_PROVIDERS"] = "1"  # the no-op job type lives in the test provider
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flask_migrate import upgrade  # noqa: E402
 from redis import Redis  # noqa: E402
 from rq import Queue, SimpleWorker  # noqa: E402
 from sqlalchemy import insert, text  # noqa: E402
 
-from portal import create_app  # noqa: E402
+from bench.common import bench_app  # noqa: E402
 from portal.extensions import db  # noqa: E402
 from portal.models import Job, User  # noqa: E402
 from portal.models.types import utcnow  # noqa: E402
@@ -95,15 +94,8 @@ def main() -> None:
                                                       persist=False),
                                  stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         try:
-            url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{folder}/bench.db"
-            app = create_app({"INSTANCE_PATH": folder, "SQLALCHEMY_DATABASE_URI": url,
-                              "REDIS_URL": f"redis://127.0.0.1:{port}/0",
-                              "SECRET_KEY": "bench"})
+            app = bench_app(folder, REDIS_URL=f"redis://127.0.0.1:{port}/0")
             with app.app_context():
-                if db.engine.dialect.name == "postgresql":
-                    with db.engine.begin() as connection:
-                        connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-                upgrade()
                 owner = User(email="bench@example.com", role="admin", password_hash="-")
                 db.session.add(owner)
                 db.session.commit()

@@ -23,10 +23,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from flask_migrate import upgrade  # noqa: E402
-from sqlalchemy import insert, select, text  # noqa: E402
+from sqlalchemy import insert, select  # noqa: E402
 
-from portal import create_app  # noqa: E402
+from bench.common import bench_app  # noqa: E402
 from portal.extensions import db  # noqa: E402
 from portal.models import Job, JobEvent, User  # noqa: E402
 
@@ -75,15 +74,9 @@ def add_events(job_id: int, first: int, count: int) -> None:
 
 def main() -> None:
     with tempfile.TemporaryDirectory() as folder:
-        url = os.environ.get("BENCH_DATABASE_URL") or f"sqlite:///{folder}/bench.db"
-        app = create_app({"INSTANCE_PATH": folder, "SQLALCHEMY_DATABASE_URI": url,
-                          "SECRET_KEY": "bench", "WTF_CSRF_ENABLED": False,
-                          "REDIS_URL": "redis://127.0.0.1:1/0"})  # pages read no queue
+        app = bench_app(folder, WTF_CSRF_ENABLED=False,
+                        REDIS_URL="redis://127.0.0.1:1/0")  # these pages read no queue
         with app.app_context():
-            if db.engine.dialect.name == "postgresql":
-                with db.engine.begin() as connection:
-                    connection.execute(text("DROP SCHEMA public CASCADE; CREATE SCHEMA public"))
-            upgrade()
             admin = User(email="bench@example.com", role="admin", name="Bench")
             admin.set_password(PASSWORD)
             db.session.add(admin)

@@ -96,10 +96,12 @@ def test_edits_are_checked_kept_in_history_and_shown_as_text(client, auth, job_o
 def test_delete_from_the_summary(client, auth, job_of):
     user = auth.login("operator")
     busy = job_of(user, status="running", name="busy")
+    assert 'data-action="delete"' not in client.get(f"/jobs/{busy.id}").get_data(as_text=True)
     page = client.post(f"/jobs/{busy.id}/delete", headers=HX,
                        data={"csrf_token": auth.csrf()}).get_data(as_text=True)
     assert "Not deleted: it is running; pause it first" in page
     done = job_of(user, status="completed", name="done")
+    assert 'data-action="delete"' in client.get(f"/jobs/{done.id}").get_data(as_text=True)
     response = client.post(f"/jobs/{done.id}/delete", headers=HX,
                            data={"csrf_token": auth.csrf()})
     assert response.headers["HX-Redirect"] == "/jobs"

@@ -97,9 +97,14 @@ def statuses():
                          stop_polling=not moving)
 
 
-def _selected_jobs() -> list[Job]:
+def _bulk_request() -> tuple[str, list[Job]]:
+    """The bulk action asked for and the selected jobs (400 for an unknown action)."""
+    action = request.form.get("action", "")
+    if action not in BULK:
+        abort(400, description="Choose pause, resume, run now or delete.")
     ids = [int(raw) for raw in request.form.getlist("ids") if raw.isdigit()][:500]
-    return list(db.session.scalars(select(Job).where(Job.id.in_(ids)).order_by(Job.id)))
+    jobs = db.session.scalars(select(Job).where(Job.id.in_(ids)).order_by(Job.id))
+    return action, list(jobs)
 
 
 BULK = {"pause": "Pause", "resume": "Resume", "run-now": "Run now", "delete": "Delete"}
@@ -109,11 +114,9 @@ BULK = {"pause": "Pause", "resume": "Resume", "run-now": "Run now", "delete": "D
 @role_required("operator")
 def bulk_confirm():
     """Step one of a bulk action: say how many jobs, which, and ask."""
-    action = request.form.get("action", "")
-    if action not in BULK:
-        abort(400, description="Choose pause, resume, run now or delete.")
-    return htmx.fragment("jobs/_bulk.html", action=action, label=BULK[action],
-                         jobs=_selected_jobs(), results=None)
+    action, jobs = _bulk_request()
+    return htmx.fragment("jobs/_bulk.html", action=action, label=BULK[action], jobs=jobs,
+                         results=None)
 
 
 @bp.get("/bulk/cancel")
@@ -126,11 +129,9 @@ def bulk_cancel():
 @role_required("operator")
 def bulk():
     """Step two: do it to each job and report each job's result."""
-    action = request.form.get("action", "")
-    if action not in BULK:
-        abort(400, description="Choose pause, resume, run now or delete.")
+    action, jobs = _bulk_request()
     results = []
-    for job in _selected_jobs():
+    for job in jobs:
         name = job.name
         try:
             if action == "delete":
