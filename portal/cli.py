@@ -10,6 +10,7 @@ from flask.cli import AppGroup
 from flask_migrate import upgrade
 from sqlalchemy import func, select
 
+from portal import audit
 from portal.extensions import db
 from portal.jobs import purge
 from portal.models import ROLES, User
@@ -32,6 +33,9 @@ def create_user(email: str, role: str, password: str, name: str = "") -> User:
     user = User(email=email, role=role, name=name)
     user.set_password(password)
     db.session.add(user)
+    db.session.flush()
+    audit.record("created", "user", user.id, user.email, actor="command line",
+                 summary=f"User created with the {role} role")
     db.session.commit()
     return user
 
@@ -58,6 +62,8 @@ def users_set_password(email: str, password: str) -> None:
     if len(password) < 8:
         raise click.BadParameter("the password needs at least 8 characters")
     user.set_password(password)
+    audit.record("password_set", "user", user.id, user.email, actor="command line",
+                 summary="Password changed")
     db.session.commit()
     initial = _initial_password_file()
     if user.email == FIRST_ADMIN and initial.exists():

@@ -69,6 +69,9 @@ def create_job(
                      now=now, by=created_by)
     if draft is not None:
         db.session.delete(draft)
+    audit.record("created", "job", job.id, job.name, by=created_by,
+                 summary=f"Created ({provider.key}/{job_type.key})"
+                 + (", paused" if paused else ""))
     db.session.commit()
     if not paused:
         _enqueue_committed(job)
@@ -224,12 +227,14 @@ def _locked(job: Job) -> Job:
 def pause_job(job: Job, *, by: User) -> None:
     """Pause now; a unit already running stops at its next batch boundary."""
     lifecycle.pause(_locked(job), by=by, now=utcnow())
+    audit.record("paused", "job", job.id, job.name, by=by, summary="Paused")
     db.session.commit()
 
 
 def resume_job(job: Job, *, by: User) -> None:
     """Resume a paused or failed job: it runs now, with a fresh error streak."""
     lifecycle.resume(_locked(job), by=by, now=utcnow())
+    audit.record("resumed", "job", job.id, job.name, by=by, summary="Resumed")
     db.session.commit()
     _enqueue_committed(job, force=True)
 
@@ -237,6 +242,7 @@ def resume_job(job: Job, *, by: User) -> None:
 def run_job_now(job: Job, *, by: User) -> None:
     """Run a sleeping job now instead of at its next run time."""
     lifecycle.run_now(_locked(job), by=by, now=utcnow())
+    audit.record("run_now", "job", job.id, job.name, by=by, summary="Run now")
     db.session.commit()
     _enqueue_committed(job, force=True)
 

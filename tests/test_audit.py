@@ -198,3 +198,24 @@ def test_htmx_gets_only_the_table(client, auth):
     # The form asks htmx for this fragment and puts the filters in the address bar.
     assert 'hx-target="#audit-table"' in text and 'hx-push-url="true"' in text
     assert 'id="audit-table"' in full.get_data(as_text=True)
+
+
+def test_job_actions_and_user_changes_are_in_the_audit_log(app, client, auth):
+    from portal.jobs import create_job, pause_job
+    from providers import get_provider
+
+    admin = auth.login("admin")
+    provider = get_provider("faults")
+    job = create_job(provider=provider, job_type=provider.job_type("script"),
+                     authorization=None, name="Audited job", description="", config={},
+                     created_by=admin, paused=False)
+    pause_job(job, by=admin)
+    result = app.test_cli_runner().invoke(args=["users", "create", "new@example.com",
+                                                "--role", "viewer", "--password", "long-enough-1"])
+    assert result.exit_code == 0, result.output
+    page = client.get("/admin/audit").get_data(as_text=True)
+    for words in ("Audited job", "paused", "new@example.com", "command line"):
+        assert words in page, words
+    jobs_only = client.get("/admin/audit?object_type=job").get_data(as_text=True)
+    rows = jobs_only.split("<tbody", 1)[1]
+    assert "Audited job" in rows and "User created" not in rows
