@@ -66,6 +66,13 @@ def test_wizard_to_completed_without_reload(page: Page, live_server, make_user, 
     expect(page.locator("#tiles-empty")).to_contain_text("No provider matches “zzz”")
     search.fill("import")  # job type names count: files and Mailchimp both import
     expect(page.locator("#provider-tiles [data-provider]")).to_have_count(2)
+    # The keyboard reaches the tiles and the arrow keys move between them.
+    search.focus()
+    page.keyboard.press("Tab")  # the category menu
+    page.keyboard.press("Tab")  # the first tile
+    expect(page.locator('[data-provider="files"]')).to_be_focused()
+    page.keyboard.press("ArrowRight")
+    expect(page.locator('[data-provider="mailchimp"]')).to_be_focused()
     search.fill("csv")
     expect(page.locator("#provider-tiles [data-provider]")).to_have_count(1)
     expect(page).to_have_url(f"{live_server}/jobs/new?q=csv&category=")

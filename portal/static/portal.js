@@ -10,3 +10,16 @@ document.addEventListener("click", (event) => {
     setTimeout(() => { button.textContent = label; }, 1500);
   });
 });
+
+// Provider tiles: arrow keys move the focus between tiles (Tab and Enter work as links).
+document.addEventListener("keydown", (event) => {
+  const tile = event.target.closest && event.target.closest(".provider-tile");
+  const step = {ArrowRight: 1, ArrowDown: 1, ArrowLeft: -1, ArrowUp: -1}[event.key];
+  if (!tile || !step) return;
+  const tiles = Array.from(tile.parentElement.querySelectorAll(".provider-tile"));
+  const next = tiles[tiles.indexOf(tile) + step];
+  if (next) {
+    next.focus();
+    event.preventDefault();
+  }
+});
