@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from flask import Flask, redirect, render_template, url_for
+from flask import Flask, redirect, render_template, request, url_for
 from flask_wtf.csrf import CSRFError
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
@@ -71,6 +71,18 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     def index():
         """The job list is the home page."""
         return redirect(url_for("jobs.index"))
+
+    @app.before_request
+    def refuse_nul_characters():
+        """No text a person sends may hold a NUL character: PostgreSQL cannot store it,
+        and no field needs it. Refused up front with a clear 400, never a 500 later."""
+        values = [*request.args.values(), *request.form.values(), request.path]
+        if any("\x00" in value for value in values):
+            return render_template("error.html", code=400, title="Invalid character",
+                                   message="The request contains a NUL character (\\0), "
+                                           "which no field accepts. Remove it and try "
+                                           "again."), 400
+        return None
 
     @app.errorhandler(CSRFError)
     def csrf_error(error: CSRFError):

@@ -62,6 +62,11 @@ def _not_utf8(line: int, byte: int) -> RecordError:
     )
 
 
+def _nul(line: int) -> RecordError:
+    return RecordError(line, "contains a NUL character (byte 0), which a text file should "
+                             "not have; save the file again as plain UTF-8 text")
+
+
 class _Lines:
     """Decoded lines of a byte stream, counting physical lines as they are read."""
 
@@ -79,6 +84,8 @@ class _Lines:
                 raise _not_utf8(self.line, exc.start + 1) from None
             if self.line == 1:
                 text = text.removeprefix("\ufeff")
+            if "\x00" in text:
+                raise _nul(self.line)
             yield text
 
     @property
@@ -123,6 +130,8 @@ def inspect(filename: str, data: bytes) -> FileInfo:
     except UnicodeDecodeError as exc:
         line_start = data.rfind(b"\n", 0, exc.start) + 1
         raise _not_utf8(data.count(b"\n", 0, exc.start) + 1, exc.start - line_start + 1) from None
+    if b"\x00" in data:
+        raise _nul(data.count(b"\n", 0, data.index(b"\x00")) + 1)
     fmt = detect_format(filename, data)
     if fmt == "ndjson":
         if data.lstrip()[:1] == b"[":
@@ -192,6 +201,8 @@ def _ndjson_records(data: bytes, offset: int, line: int):
             raise RecordError(lines.line, f"is not valid JSON ({exc.msg})") from None
         if not isinstance(record, dict):
             raise RecordError(lines.line, "is not a JSON object")
+        if "\\u0000" in text:  # a NUL written as a JSON escape: storage cannot hold it
+            raise _nul(lines.line)
         yield Record(lines.line, lines.offset, lines.line, record)
 
 

@@ -31,6 +31,7 @@ def a_job(app, make_user):
     "/jobs/new?q=%00&category=%FF", "/jobs/new/drafts/0/review", "/vault/0", "/vault/new/x/y",
     "/vault/oauth/mailchimp/callback?state=&code=", "/vault/oauth/nope/callback",
     "/admin/audit?user=x&before=y&object_type=%00", "/jobs/999999/logs.csv",
+    "/jobs?q=%00", "/jobs/{id}/logs/view?q=a%00b",
 ])
 def test_junk_urls_get_an_answer_not_a_500(client, auth, a_job, path):
     auth.login("admin")
@@ -58,3 +59,29 @@ def test_junk_forms_get_an_answer_not_a_500(client, auth, a_job, path, data):
     response = client.post(path.format(id=a_job.id), headers=HX,
                            data={"csrf_token": auth.csrf(), **data})
     assert response.status_code < 500, (path, response.status_code)
+
+
+def test_a_nul_character_is_refused_with_a_clear_message(client, auth, a_job):
+    auth.login("admin")
+    response = client.get("/jobs?q=a%00b")
+    assert response.status_code == 400
+    assert "NUL character" in response.get_data(as_text=True)
+    response = client.post(f"/jobs/{a_job.id}/name", headers=HX,
+                           data={"csrf_token": auth.csrf(), "value": "bad\x00name"})
+    assert response.status_code == 400
+    db.session.expire_all()
+    assert a_job.name == "x"
+
+
+def test_a_file_with_a_nul_character_is_refused_on_upload(client, auth):
+    import io
+
+    auth.login("operator")
+    response = client.post(
+        "/jobs/new/files/import_file/configure?authorization=none", headers=HX,
+        data={"csrf_token": auth.csrf(), "stream": "s", "action": "upload",
+              "file": (io.BytesIO(b"email,ts\na@x.io\x00,2024-01-01\n"), "nul.csv")},
+        content_type="multipart/form-data")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200 and 'id="field-upload_id-error"' in page
+    assert "NUL" in page

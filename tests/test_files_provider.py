@@ -70,11 +70,21 @@ def test_resuming_from_any_record_gives_the_rest(fmt, data):
     (b"a,b\n1,2\n3,4,5\n", 3, "has 3 fields"),
     (b'a,b\n1,"open\n', 2, "cannot be read as CSV"),
     (b"a,b\n1,2\n\xff\xfe,3\n", 3, "not valid UTF-8"),
+    (b"a,b\n1,2\n3,\x004\n", 3, "contains a NUL character"),
 ])
 def test_bad_rows_name_their_line(data, line, words):
     with pytest.raises(RecordError) as raised:
         list(iter_records(data, "csv", ","))
     assert raised.value.line == line and words in str(raised.value)
+
+
+def test_a_nul_in_ndjson_text_or_escape_is_refused_with_its_line():
+    for data in (b'{"a": 1}\n{"a": "x\x00"}\n', b'{"a": 1}\n{"a": "x\\u0000"}\n'):
+        with pytest.raises(RecordError) as raised:
+            list(iter_records(data, "ndjson", ","))
+        assert raised.value.line == 2 and "NUL" in str(raised.value)
+    with pytest.raises(RecordError, match="line 2: contains a NUL"):
+        inspect("x.csv", b"a,b\n1,\x002\n")
 
 
 @pytest.mark.parametrize("value,expected", [
