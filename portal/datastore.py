@@ -56,6 +56,18 @@ def get_or_create_stream(name: str) -> Stream:
     return stream
 
 
+def _without_nul(value):
+    """The value with NUL characters replaced by U+FFFD in every string (keys too): a
+    provider's data may carry them, and PostgreSQL's JSON cannot store them."""
+    if isinstance(value, str):
+        return value.replace("\x00", "\ufffd")
+    if isinstance(value, dict):
+        return {_without_nul(key): _without_nul(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_without_nul(item) for item in value]
+    return value
+
+
 def write_messages(stream_name: str, messages: Iterable[OutMessage], *, source: str) -> tuple[
     int, int
 ]:
@@ -80,7 +92,7 @@ def write_messages(stream_name: str, messages: Iterable[OutMessage], *, source: 
             "event_time": message.event_time,
             "ingested_at": now,
             "source": source,
-            "payload": message.payload,
+            "payload": _without_nul(message.payload),
         }
         for key, message in batch.items()
         if key not in existing

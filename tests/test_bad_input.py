@@ -85,3 +85,21 @@ def test_a_file_with_a_nul_character_is_refused_on_upload(client, auth):
     page = response.get_data(as_text=True)
     assert response.status_code == 200 and 'id="field-upload_id-error"' in page
     assert "NUL" in page
+
+
+def test_a_provider_payload_with_nul_characters_is_stored_readably(app):
+    from sqlalchemy import select
+
+    from portal.datastore import write_messages
+    from portal.models import Message
+    from portal.models.types import utcnow
+    from providers.base import OutMessage
+
+    added, _ = write_messages("nul", [OutMessage("k1", utcnow(), {
+        "name\x00": "Ada\x00", "tags": ["a\x00b"], "nested": {"x": "\x00"}, "n": 1})],
+        source="test")
+    db.session.commit()
+    assert added == 1
+    payload = db.session.scalar(select(Message.payload))
+    assert payload == {"name\ufffd": "Ada\ufffd", "tags": ["a\ufffdb"],
+                       "nested": {"x": "\ufffd"}, "n": 1}

@@ -240,16 +240,27 @@ def test_purge_after_90_days_with_warning(clock, make_job, work, client, auth, a
 
 
 def test_the_dispatcher_purges_once_a_day(clock, make_job, work, app):
+    from portal.models import Draft
     from workers.dispatcher import purge_daily
 
     job = make_job()
     work()
+    owner_id = fresh(job).created_by_id
+    old = Draft(owner_id=owner_id, provider="files", job_type="import_file", config={},
+                updated_at=START)
+    recent = Draft(owner_id=owner_id, provider="files", job_type="import_file", config={},
+                   updated_at=START + timedelta(days=60))
+    db.session.add_all([old, recent])
+    db.session.commit()
+    draft_ids = (old.id, recent.id)
     clock.move_to(START + timedelta(days=91))
     now = datetime.now(UTC)
     assert purge_daily(now) == 1
     assert purge_daily(now) == 0, "once a day"
     db.session.expire_all()
     assert db.session.get(Job, fresh_id(job)) is None
+    remaining = db.session.scalars(select(Draft.id).where(Draft.id.in_(draft_ids))).all()
+    assert remaining == [draft_ids[1]], "drafts untouched for 90 days go too"
 
 
 def fresh_id(job: Job) -> int:

@@ -17,7 +17,7 @@ from sqlalchemy import or_, select
 
 from portal import lifecycle
 from portal.extensions import db
-from portal.jobs import purge
+from portal.jobs import purge, purge_drafts
 from portal.lifecycle import Status
 from portal.models import Job
 from portal.models.types import utcnow
@@ -98,6 +98,7 @@ def purge_daily(now: datetime) -> int:
     if not _first_in(PURGE_KEY, now, 24 * 3600):
         return 0
     count = purge(now=now, days=current_app.config["PORTAL_PURGE_DAYS"])
+    purge_drafts(now=now, days=current_app.config["PORTAL_PURGE_DAYS"])
     if count:
         log.info("dispatcher: purged %d job(s)", count)
     return count
