@@ -105,10 +105,16 @@ def authorization(provider_key: str, job_type_key: str):
         return htmx.redirect(url_for("wizard.configure", provider_key=provider.key,
                                      job_type_key=job_type.key, authorization="none"))
     chosen = request.args.get("authorization", "")
+    return _authorization_step(provider, job_type,
+                               chosen_id=int(chosen) if chosen.isdigit() else None)
+
+
+def _authorization_step(provider: Provider, job_type: JobType, *, chosen_id: int | None = None,
+                        error: str | None = None):
     return htmx.render("wizard/page.html", "wizard/_authorization.html",
-                       provider=provider, job_type=job_type, steps=STEPS, step=2,
-                       authorizations=_authorizations(provider), error=None,
-                       chosen_id=int(chosen) if chosen.isdigit() else None)
+                       status=422 if error else 200, provider=provider, job_type=job_type,
+                       steps=STEPS, step=2, authorizations=_authorizations(provider),
+                       error=error, chosen_id=chosen_id)
 
 
 def _chosen_authorization(provider: Provider, raw: str) -> tuple[bool, Authorization | None]:
@@ -152,6 +158,7 @@ def _options(job_type: JobType, authorization: Authorization | None,
                                 "streams": list(db.session.scalars(
                                     select(Stream.name).order_by(Stream.name)))}
     problems: dict[str, str] = {}
+    credentials: dict[str, Any] | None = None  # decrypted (and audited) once, if needed
     for name, prop in ordered_fields(job_type.config_schema):
         source = prop.get("x-options", "")
         if not source.startswith("provider:"):
@@ -160,8 +167,9 @@ def _options(job_type: JobType, authorization: Authorization | None,
         if loader is None or authorization is None:
             continue
         try:
-            credentials = vault.credentials_for(authorization, actor=current_user.email,
-                                                by=current_user, purpose="the job wizard")
+            if credentials is None:
+                credentials = vault.credentials_for(authorization, actor=current_user.email,
+                                                    by=current_user, purpose="the job wizard")
             options[source] = loader(credentials)
         except (ProviderError, vault.VaultError) as exc:
             problems[name] = (f"Could not load the choices from the provider: {exc} Type the "
@@ -171,8 +179,9 @@ def _options(job_type: JobType, authorization: Authorization | None,
 
 def _configure_page(provider: Provider, job_type: JobType, draft: Draft | None,
                     authorization: Authorization | None, auth_param: str,
-                    values: dict[str, Any], errors: dict[str, str], upload: Upload | None):
-    options, problems = _options(job_type, authorization, upload)
+                    values: dict[str, Any], errors: dict[str, str], upload: Upload | None,
+                    choices: tuple[dict[str, list], dict[str, str]]):
+    options, problems = choices
     response = htmx.render(
         "wizard/page.html", "wizard/_configure.html", status=422 if errors else 200,
         provider=provider, job_type=job_type, authorization=authorization,
@@ -195,13 +204,9 @@ def configure(provider_key: str, job_type_key: str):
     auth_param = request.values.get("authorization", "none")
     valid, chosen = _chosen_authorization(provider, auth_param)
     if not valid:
-        return htmx.render(
-            "wizard/page.html", "wizard/_authorization.html", status=422,
-            provider=provider, job_type=job_type, steps=STEPS, step=2,
-            authorizations=_authorizations(provider), chosen_id=None,
-            error="That authorization does not exist or does not fit this provider; "
-                  "choose one from the list.",
-        )
+        return _authorization_step(
+            provider, job_type, error="That authorization does not exist or does not fit "
+                                      "this provider; choose one from the list.")
     raw_draft = request.values.get("draft", "")
     draft = _draft(int(raw_draft)) if raw_draft.isdigit() else None
     if draft is not None and (draft.provider, draft.job_type) != (provider.key, job_type.key):
@@ -210,8 +215,9 @@ def configure(provider_key: str, job_type_key: str):
     errors: dict[str, str] = {}
     if request.method == "GET":
         values = dict(draft.config) if draft else defaults(schema)
+        upload = _upload_for(values.get("upload_id"))
         return _configure_page(provider, job_type, draft, chosen, auth_param, values, {},
-                               _upload_for(values.get("upload_id")))
+                               upload, _options(job_type, chosen, upload))
     values, errors = coerce(schema, request.form)
     upload = _upload_for(values.get("upload_id"))
     if values.get("upload_id") is not None and upload is None:
@@ -230,15 +236,15 @@ def configure(provider_key: str, job_type_key: str):
             values.update(upload_id=upload.id, delimiter=info.delimiter)
             if values.get("timestamp_field") not in upload.fields:
                 values["timestamp_field"] = _guess_timestamp(upload.fields)
+    choices = _options(job_type, chosen, upload)
     if request.form.get("action") != "upload":
-        options, _ = _options(job_type, chosen, upload)
-        for field, message in validate(schema, values, options).items():
+        for field, message in validate(schema, values, choices[0]).items():
             errors.setdefault(field, message)
     draft = _save_config(draft, provider, job_type, chosen, values, upload,
                          done=not errors and request.form.get("action") != "upload")
     if errors or request.form.get("action") == "upload":
         return _configure_page(provider, job_type, draft, chosen, auth_param, values, errors,
-                               upload)
+                               upload, choices)
     return htmx.redirect(url_for("wizard.plan", draft_id=draft.id))
 
 
