@@ -115,10 +115,19 @@ def events_query(job_id: int, log_filter: LogFilter = LogFilter(), *, after: int
 
 
 def events_after(job: Job, after_id: int = 0, limit: int = 500,
-                 log_filter: LogFilter = LogFilter()) -> list[JobEvent]:
-    """The job's events newer than `after_id`, newest first."""
-    return list(db.session.scalars(events_query(job.id, log_filter, after=after_id)
-                                   .limit(limit)))
+                 log_filter: LogFilter = LogFilter(), upto: int | None = None
+                 ) -> list[JobEvent]:
+    """The job's events newer than `after_id` (and not newer than `upto`), newest first."""
+    before = None if upto is None else upto + 1
+    return list(db.session.scalars(events_query(job.id, log_filter, after=after_id,
+                                                before=before).limit(limit)))
+
+
+def newest_event_id(job: Job, after: int = 0) -> int:
+    """The id of the job's newest event, whatever the log filter (`after` when there is
+    none newer): where the live tail goes on from."""
+    return db.session.scalar(select(func.max(JobEvent.id))
+                             .where(JobEvent.job_id == job.id, JobEvent.id > after)) or after
 
 
 def log_page(job: Job, log_filter: LogFilter, before: int | None = None,
@@ -160,12 +169,13 @@ def edit_job(job: Job, *, field: str, value: str, by: User) -> dict[str, str]:
     before = getattr(job, field)
     if before == value:
         return {}
+    now = utcnow()
     setattr(job, field, value)
-    job.updated_at, job.updated_by_id = utcnow(), by.id
+    job.updated_at, job.updated_by_id = now, by.id
     audit.record("edited", "job", job.id, job.name, by=by, field=field, before=before,
                  after=value, summary=f"{field.capitalize()} changed")
     lifecycle.record(job, Event.EDITED, f"{field.capitalize()} changed by {by.email}",
-                     now=utcnow(), by=by)
+                     now=now, by=by)
     db.session.commit()
     return {}
 
@@ -272,6 +282,7 @@ EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PAGE_SIZE = 50
 SORTS = ("created", "name", "authorization", "provider", "type", "status", "last_run",
          "next_run")
+TIME_SORTS = ("created", "last_run", "next_run")  # their cursor values are times
 
 
 def _sort_expression(sort: str):
@@ -322,8 +333,8 @@ class JobFilter:
         return {key: value for key, value in merged.items()
                 if value not in ("", None) and defaults.get(key) != value}
 
-    def where(self, query, *, with_status: bool = True):
-        if with_status and self.status:
+    def where(self, query):
+        if self.status:
             query = query.where(Job.status == self.status)
         if not self.show_completed and self.status != Status.COMPLETED:
             query = query.where(Job.status != Status.COMPLETED)
@@ -339,23 +350,18 @@ class JobFilter:
         return query
 
 
-def _cursor_value(job: Job, sort: str) -> Any:
-    value = {"created": job.created_at, "name": job.name, "provider": job.provider,
-             "type": job.kind, "status": job.status,
-             "last_run": job.last_run_at or EPOCH, "next_run": job.next_run_at or EPOCH,
-             "authorization": job.authorization.label if job.authorization else ""}[sort]
-    return value.isoformat() if isinstance(value, datetime) else value
-
-
-def encode_cursor(job: Job, sort: str) -> str:
-    raw = json.dumps([_cursor_value(job, sort), job.id]).encode()
+def encode_cursor(sort_value: Any, job_id: int) -> str:
+    """The next page's cursor: the last row's sort value and id."""
+    if isinstance(sort_value, datetime):
+        sort_value = sort_value.isoformat()
+    raw = json.dumps([sort_value, job_id]).encode()
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
 def _decode_cursor(cursor: str, sort: str) -> tuple[Any, int] | None:
     try:
         value, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if sort in ("created", "last_run", "next_run"):
+        if sort in TIME_SORTS:
             value = datetime.fromisoformat(value)
         return value, int(job_id)
     except (ValueError, TypeError):
@@ -368,21 +374,24 @@ def list_jobs(job_filter: JobFilter, *, after: str = "",
     Keyset pagination on (sort column, id): as fast on page 1,000 as on page 1."""
     expression = _sort_expression(job_filter.sort)
     descending = job_filter.direction == "desc"
+    # The sort value comes back with each row: the cursor is made from what was sorted on.
     query = job_filter.where(
-        select(Job).outerjoin(Authorization, Job.authorization_id == Authorization.id))
+        select(Job, expression)
+        .outerjoin(Authorization, Job.authorization_id == Authorization.id))
     position = _decode_cursor(after, job_filter.sort) if after else None
     if position is not None:
         value, job_id = position
-        if job_filter.sort in ("created", "last_run", "next_run"):
+        if job_filter.sort in TIME_SORTS:
             value = literal(value, UTCDateTime())
         pair, mark = tuple_(expression, Job.id), tuple_(value, job_id)
         query = query.where(pair < mark if descending else pair > mark)
     order = (expression.desc(), Job.id.desc()) if descending else (expression.asc(),
                                                                     Job.id.asc())
-    rows = list(db.session.scalars(query.order_by(*order).limit(limit + 1)))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return rows, encode_cursor(rows[-1], job_filter.sort) if more else ""
+    rows = db.session.execute(query.order_by(*order).limit(limit + 1)).all()
+    jobs = [job for job, _ in rows[:limit]]
+    if len(rows) <= limit:
+        return jobs, ""
+    return jobs, encode_cursor(rows[limit - 1][1], jobs[-1].id)
 
 
 def status_counts(job_filter: JobFilter) -> dict[str, int]:

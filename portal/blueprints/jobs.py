@@ -39,6 +39,7 @@ from portal.jobs import (
     list_jobs,
     log_page,
     metrics,
+    newest_event_id,
     purge_at,
     status_counts,
 )
@@ -186,7 +187,7 @@ def _logs_context(job: Job) -> dict:
     log_filter = LogFilter.from_args(request.args)
     events, older = log_page(job, log_filter, request.args.get("before", None, type=int))
     return {"job": job, "events": events, "older": older, "log_filter": log_filter,
-            "last_event_id": max((e.id for e in events_after(job, 0, 1)), default=0),
+            "last_event_id": newest_event_id(job),
             "settled": job.status in SETTLED, "event_kinds": list(Event)}
 
 
@@ -322,8 +323,10 @@ def logs(job_id: int):
     settled = job.status in SETTLED  # read before the events: nothing can follow them then
     after = request.args.get("after", 0, type=int)
     log_filter = LogFilter.from_args(request.args)
-    events = events_after(job, after, log_filter=log_filter)
-    newest = max((e.id for e in events_after(job, after, 1)), default=after)
+    # The newest id first, then the rows up to it: an event written in between is not
+    # passed over by the next poll.
+    newest = newest_event_id(job, after)
+    events = events_after(job, after, log_filter=log_filter, upto=newest)
     return htmx.fragment(
         "jobs/_log_poll.html", job=job, events=events, settled=settled,
         last_event_id=newest, log_filter=log_filter,
@@ -346,7 +349,7 @@ def act(job_id: int, action: str):
     """Pause, resume or run a job now; answers with the refreshed status block."""
     job = get_job(job_id)
     was_settled = job.status in SETTLED
-    last_event = max((e.id for e in events_after(job, 0, 1)), default=0)
+    last_event = newest_event_id(job)
     try:
         ACTIONS[action](job, by=current_user)
         notice = NOTICES[action]
