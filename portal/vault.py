@@ -35,13 +35,19 @@ from portal.models import Authorization, AuthorizationVersion, Job, User
 from portal.models.types import utcnow
 from portal.schemaform import validate
 from providers import get_provider
-from providers.base import AuthError, AuthMethod, Provider, ProviderError, RateLimited
+from providers.base import (
+    OAUTH_TOKEN_SECRETS,
+    AuthError,
+    AuthMethod,
+    Provider,
+    ProviderError,
+    RateLimited,
+)
 
 FORMAT = "v1"
 # Refresh an OAuth token this long before it expires, so a unit never starts with a
 # token that dies halfway.
 REFRESH_MARGIN = timedelta(minutes=2)
-OAUTH_SECRETS = ("access_token", "refresh_token", "id_token")
 REDACTED = "[redacted]"
 
 
@@ -182,13 +188,9 @@ def method_of(authorization: Authorization) -> tuple[Provider, AuthMethod]:
     return provider, method
 
 
-def secret_fields(method: AuthMethod) -> tuple[str, ...]:
-    return OAUTH_SECRETS if method.kind == "oauth2" else method.secret_fields
-
-
 def public_view(method: AuthMethod, credentials: dict[str, Any]) -> dict[str, Any]:
     """What pages may show of these credentials: no secret, only that it is set."""
-    secrets = set(secret_fields(method))
+    secrets = set(method.secret_fields)
     return {
         "set": sorted(name for name in secrets if credentials.get(name)),
         "values": {name: value for name, value in credentials.items()
@@ -199,7 +201,7 @@ def public_view(method: AuthMethod, credentials: dict[str, Any]) -> dict[str, An
 
 
 def secret_values(method: AuthMethod, credentials: dict[str, Any]) -> list[str]:
-    return [str(credentials[name]) for name in secret_fields(method) if credentials.get(name)]
+    return [str(credentials[name]) for name in method.secret_fields if credentials.get(name)]
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
@@ -429,7 +431,7 @@ def _refresh(provider: Provider, method: AuthMethod, credentials: dict[str, Any]
     finally:
         session.close()
     extras = {name: value for name, value in credentials.items()
-              if name not in token and name not in OAUTH_SECRETS}
+              if name not in token and name not in OAUTH_TOKEN_SECRETS}
     return {**extras, **dict(token),
             "refresh_token": token.get("refresh_token") or credentials["refresh_token"]}
 

@@ -134,6 +134,8 @@ class RunContext(Protocol):
 # of these. Secret fields of a method's schema carry `"writeOnly": true` (JSON Schema):
 # the portal stores them encrypted and never shows them again.
 AUTH_KINDS = ("none", "api_key", "key_secret", "basic", "oauth2")
+# What an OAuth token response holds that is secret.
+OAUTH_TOKEN_SECRETS = ("access_token", "refresh_token", "id_token")
 
 
 @dataclass(frozen=True)
@@ -169,7 +171,7 @@ class AuthMethod:
     def secret_fields(self) -> tuple[str, ...]:
         """Names of the credential fields that are secrets (oauth2: the tokens)."""
         if self.kind == "oauth2":
-            return ("access_token", "refresh_token")
+            return OAUTH_TOKEN_SECRETS
         properties = (self.schema or {}).get("properties", {})
         return tuple(name for name, spec in properties.items() if spec.get("writeOnly"))
 

@@ -300,7 +300,7 @@ def update_credentials(authorization_id: int):
                        **_summary_context(authorization, errors=errors, notice=notice,
                                           values={**authorization.public.get("values", {}),
                                                   **{k: v for k, v in values.items()
-                                                     if k not in vault.secret_fields(method)}}))
+                                                     if k not in method.secret_fields}}))
 
 
 @bp.post("/<int:authorization_id>/reauthorize")
