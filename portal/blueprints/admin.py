@@ -36,8 +36,9 @@ def _audit_filters() -> dict[str, int | str]:
     return filters
 
 
-def _distinct(column) -> list[str]:
-    return list(db.session.scalars(select(column).distinct().order_by(column)))
+def _distinct(column) -> list[tuple[str, str]]:
+    return [(value, value) for value in
+            db.session.scalars(select(column).distinct().order_by(column))]
 
 
 @bp.get("/audit")
@@ -62,6 +63,9 @@ def audit():
     return htmx.render(
         "admin/audit.html", "admin/_audit_table.html",
         entries=entries, filters=filters, before=before, older=older,
-        users=db.session.scalars(select(User).order_by(User.email)).all(),
-        object_types=_distinct(AuditEntry.object_type), actions=_distinct(AuditEntry.action),
+        menus={  # (value, label) pairs of the filter menus
+            "user": db.session.execute(select(User.id, User.email).order_by(User.email)).all(),
+            "object_type": _distinct(AuditEntry.object_type),
+            "action": _distinct(AuditEntry.action),
+        },
     )

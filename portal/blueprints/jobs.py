@@ -77,10 +77,15 @@ def index():
     context = {
         "jobs": jobs, "next_cursor": next_cursor, "filter": job_filter,
         "counts": status_counts(job_filter), "statuses": list(Status),
-        "paged": bool(request.args.get("after")), "kinds": KINDS,
-        "providers": sorted(CATALOG.values(), key=lambda provider: provider.name),
-        "authorizations": db.session.scalars(
-            select(Authorization).order_by(Authorization.label)).all(),
+        "paged": bool(request.args.get("after")),
+        "menus": {  # (value, label) pairs of the filter menus
+            "type": [(kind, kind.capitalize()) for kind in KINDS],
+            "provider": sorted(((p.key, p.name) for p in CATALOG.values()),
+                               key=lambda pair: pair[1]),
+            "authorization": db.session.execute(
+                select(Authorization.id, Authorization.label)
+                .order_by(Authorization.label)).all(),
+        },
         "can_act": current_user.has_role("operator"),
     }
     return htmx.render("jobs/index.html", "jobs/_table.html", **context)
@@ -188,7 +193,8 @@ def _logs_context(job: Job) -> dict:
     events, older = log_page(job, log_filter, request.args.get("before", None, type=int))
     return {"job": job, "events": events, "older": older, "log_filter": log_filter,
             "last_event_id": newest_event_id(job),
-            "settled": job.status in SETTLED, "event_kinds": list(Event)}
+            "settled": job.status in SETTLED,
+            "event_kinds": [(kind, kind.replace("_", " ").capitalize()) for kind in Event]}
 
 
 @bp.get("/<int:job_id>/metrics")
