@@ -187,6 +187,25 @@ def sign_in(page: Page, live_server: str, user) -> None:
     page.get_by_label("Password").fill(TEST_PASSWORD)
     page.get_by_role("button", name="Sign in").click()
     expect(page).to_have_url(f"{live_server}/jobs")
+    page.wait_for_load_state()  # htmx wires the page up on DOMContentLoaded
+
+
+def test_a_search_typed_before_the_scripts_load_is_not_lost(page: Page, live_server,
+                                                            make_user):
+    """The search box is on the page before the deferred scripts run; what is typed into
+    it then must still filter the tiles once htmx is there."""
+    user = make_user("operator")
+    sign_in(page, live_server, user)
+    held = []
+    page.route("**/vendor/htmx.min.js", lambda route: held.append(route))  # hold the script back
+    page.goto(f"{live_server}/jobs/new", wait_until="commit")
+    page.get_by_label("Search providers").fill("mailchimp")
+    assert len(held) == 1, "the typing happened while htmx was still held back"
+    expect(page.locator("#provider-tiles [data-provider]")).to_have_count(3)  # not yet
+    held[0].continue_()
+    expect(page.locator("#provider-tiles [data-provider]")).to_have_count(1)
+    expect(page.locator('[data-provider="mailchimp"]')).to_be_visible()
+    expect(page).to_have_url(f"{live_server}/jobs/new?q=mailchimp&category=")
 
 
 def faults_job(owner, name: str, **config):

@@ -23,3 +23,27 @@ document.addEventListener("keydown", (event) => {
     event.preventDefault();
   }
 });
+
+// What a person typed or chose in a live filter form before htmx had wired the page up
+// (a slow network holds the deferred scripts back, the field is already there) would
+// otherwise be lost: htmx takes the value it finds at start-up as the last one, so a
+// replayed input event counts as "unchanged". Submit such a form once instead; every
+// live filter form also triggers on submit. This runs after htmx's own DOMContentLoaded
+// handler, as portal.js is the last deferred script.
+function fieldChanged(field) {
+  if (field.tagName === "SELECT") {
+    // A select with no `selected` attribute shows its first option by default.
+    const initial = Array.from(field.options).findIndex((option) => option.defaultSelected);
+    return field.selectedIndex !== Math.max(0, initial);
+  }
+  if (field.type === "checkbox" || field.type === "radio") {
+    return field.checked !== field.defaultChecked;
+  }
+  return field.value !== field.defaultValue;
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  document.querySelectorAll("form[hx-get]").forEach((form) => {
+    if (Array.from(form.elements).some(fieldChanged)) form.requestSubmit();
+  });
+});
