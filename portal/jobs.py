@@ -98,9 +98,9 @@ class LogFilter:
 
 
 def events_query(job_id: int, log_filter: LogFilter = LogFilter(), *, after: int = 0,
-                 before: int | None = None):
-    """The job's events, newest first. Keyset on the (job_id, id) index, so the newest
-    page and a page a million events back cost the same."""
+                 before: int | None = None, oldest_first: bool = False):
+    """The job's events, newest first (or oldest first). Keyset on the (job_id, id)
+    index, so the newest page and a page a million events back cost the same."""
     query = select(JobEvent).where(JobEvent.job_id == job_id)
     if log_filter.kind:
         query = query.where(JobEvent.kind == log_filter.kind)
@@ -111,16 +111,28 @@ def events_query(job_id: int, log_filter: LogFilter = LogFilter(), *, after: int
         query = query.where(JobEvent.id > after)
     if before is not None:
         query = query.where(JobEvent.id < before)
-    return query.order_by(JobEvent.id.desc())
+    return query.order_by(JobEvent.id.asc() if oldest_first else JobEvent.id.desc())
 
 
-def events_after(job: Job, after_id: int = 0, limit: int = 500,
-                 log_filter: LogFilter = LogFilter(), upto: int | None = None
-                 ) -> list[JobEvent]:
-    """The job's events newer than `after_id` (and not newer than `upto`), newest first."""
-    before = None if upto is None else upto + 1
-    return list(db.session.scalars(events_query(job.id, log_filter, after=after_id,
-                                                before=before).limit(limit)))
+TAIL_BATCH = 500
+
+
+def tail_batch(job: Job, after: int, log_filter: LogFilter = LogFilter(),
+               limit: int = TAIL_BATCH) -> tuple[list[JobEvent], int, bool]:
+    """The live tail's next rows: the filtered events newer than `after`, newest first,
+    the id to go on from, and whether more are waiting.
+
+    The newest id is read first and the rows up to it second, so an event written in
+    between is not passed over. The rows are the oldest `limit` of those waiting: when
+    more than `limit` arrive between two polls, the next poll goes on from the last one
+    shown instead of skipping to the newest."""
+    newest = newest_event_id(job, after)
+    rows = list(db.session.scalars(events_query(job.id, log_filter, after=after,
+                                                before=newest + 1, oldest_first=True)
+                                   .limit(limit + 1)))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return rows[::-1], (rows[-1].id if more else newest), more
 
 
 def newest_event_id(job: Job, after: int = 0) -> int:

@@ -161,6 +161,47 @@ def test_logs_filter_page_back_and_download(client, auth, job_of):
     assert len(rows) == 251 and rows[0]["event"] in {"synced", "error", "sleeping", "created"}
 
 
+def poller(fragment: str) -> tuple[str, str]:
+    """The live tail's next request and its trigger, from a page or a poll answer."""
+    row = re.search(r'<tr id="log-poller"[^>]*>', fragment).group(0)
+    url = re.search(r'hx-get="([^"]+)"', row)
+    trigger = re.search(r'hx-trigger="([^"]+)"', row)
+    return (url.group(1).replace("&amp;", "&") if url else "",
+            trigger.group(1) if trigger else "")
+
+
+@pytest.mark.parametrize("kind,sizes", [("", [500, 500, 300]), ("error", [325])])
+def test_the_live_tail_catches_up_on_a_burst_without_skipping(client, auth, job_of, kind,
+                                                              sizes):
+    user = auth.login("viewer")
+    job = job_of(user, status="running")
+    seed_events(job, 3)
+    page = client.get(f"/jobs/{job.id}/logs/view?kind={kind}", headers=HX).get_data(
+        as_text=True)
+    shown = set(row_ids(page))
+    url, trigger = poller(page)
+    assert trigger == "every 1s"
+    seed_events(job, 1300)  # more than one poll carries (500) arrive at once
+    triggers, batches = [], []
+    while True:
+        fragment = client.get(url, headers=HX).get_data(as_text=True)
+        ids = row_ids(fragment)
+        url, trigger = poller(fragment)
+        if not ids:
+            break
+        assert ids == sorted(ids, reverse=True), "newest first within a batch"
+        assert not batches or ids[-1] > batches[-1][0], "each batch goes above the last"
+        batches.append(ids)
+        triggers.append(trigger)
+    assert [len(ids) for ids in batches] == sizes
+    assert triggers == ["load"] * (len(sizes) - 1) + ["every 1s"], "asks again at once"
+    query = select(JobEvent.id).where(JobEvent.job_id == job.id, JobEvent.id.notin_(shown))
+    if kind:
+        query = query.where(JobEvent.kind == kind)
+    new = [i for ids in batches for i in ids]
+    assert sorted(new) == sorted(db.session.scalars(query)), "every new event once"
+
+
 def test_metrics_chart_buckets_add_up_to_the_events(client, auth, job_of):
     user = auth.login("viewer")
     job = job_of(user)

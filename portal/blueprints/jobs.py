@@ -34,7 +34,6 @@ from portal.jobs import (
     can_edit,
     delete_job,
     edit_job,
-    events_after,
     iter_events,
     list_jobs,
     log_page,
@@ -42,6 +41,7 @@ from portal.jobs import (
     newest_event_id,
     purge_at,
     status_counts,
+    tail_batch,
 )
 from portal.lifecycle import SETTLED, Event, IllegalTransition, RetryPolicy, Status, Trigger
 from portal.models import Authorization, Job
@@ -329,13 +329,10 @@ def logs(job_id: int):
     settled = job.status in SETTLED  # read before the events: nothing can follow them then
     after = request.args.get("after", 0, type=int)
     log_filter = LogFilter.from_args(request.args)
-    # The newest id first, then the rows up to it: an event written in between is not
-    # passed over by the next poll.
-    newest = newest_event_id(job, after)
-    events = events_after(job, after, log_filter=log_filter, upto=newest)
+    events, go_on_from, more = tail_batch(job, after, log_filter)
     return htmx.fragment(
-        "jobs/_log_poll.html", job=job, events=events, settled=settled,
-        last_event_id=newest, log_filter=log_filter,
+        "jobs/_log_poll.html", job=job, events=events, settled=settled and not more,
+        last_event_id=go_on_from, more=more, log_filter=log_filter,
     )
 
 
