@@ -11,7 +11,7 @@ from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.job import Job as RQJob
 from rq.job import JobStatus
-from sqlalchemy import Row, update
+from sqlalchemy import Row, tuple_, update
 
 from portal.extensions import db
 from portal.models import Job
@@ -19,6 +19,7 @@ from portal.models.types import utcnow
 
 QUEUE_NAMES = ("realtime", "default", "backfill")
 RUN_FUNCTION = "workers.runner.run_job"
+DISPATCH_CHUNK = 500  # (id, dispatch number) pairs per compare-and-set statement
 _PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 
 
@@ -53,20 +54,22 @@ def dispatch(jobs: Sequence[Job | Row], *, force: bool = False) -> int:
     enqueued once. `force` (run now, resume) lets the run ignore the job's quiet window.
     Returns how many jobs were enqueued."""
     now = utcnow()
-    wanted = [(job.id, job.dispatch_count, job.queue, job.name) for job in jobs]
+    names = {job.id: (job.queue, job.name) for job in jobs}
+    wanted = [(job.id, job.dispatch_count) for job in jobs]
     won = []
-    for job_id, count, queue_name, name in wanted:
-        result = db.session.execute(
+    for start in range(0, len(wanted), DISPATCH_CHUNK):  # one statement per chunk
+        chunk = wanted[start:start + DISPATCH_CHUNK]
+        won += db.session.execute(
             update(Job)
-            .where(Job.id == job_id, Job.dispatch_count == count)
-            .values(dispatch_count=count + 1, enqueued_at=now)
+            .where(tuple_(Job.id, Job.dispatch_count).in_(chunk))
+            .values(dispatch_count=Job.dispatch_count + 1, enqueued_at=now)
+            .returning(Job.id, Job.dispatch_count)
             .execution_options(synchronize_session=False)
-        )
-        if result.rowcount == 1:
-            won.append((job_id, count + 1, queue_name, name))
+        ).all()
     db.session.commit()
     by_queue: dict[str, list] = {}
-    for job_id, dispatch_number, queue_name, name in won:
+    for job_id, dispatch_number in sorted(won):
+        queue_name, name = names[job_id]
         by_queue.setdefault(queue_name, []).append(Queue.prepare_data(
             RUN_FUNCTION, args=(job_id, force), job_id=rq_job_id(job_id, dispatch_number),
             timeout=int(timedelta(hours=1).total_seconds()), result_ttl=600,
