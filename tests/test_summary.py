@@ -146,6 +146,13 @@ def test_logs_filter_page_back_and_download(client, auth, job_of):
         as_text=True)
     assert len(row_ids(errors)) == 63 and 'data-kind="synced"' not in errors
     assert "kind=error" in errors, "the live tail and downloads keep the filter"
+    assert client.get(f"/jobs/{job.id}/logs/view?kind=error&q=time", headers=HX).headers[
+        "HX-Push-Url"] == f"/jobs/{job.id}?kind=error&q=time#job-logs-box", "in the address"
+    assert client.get(f"/jobs/{job.id}/logs/view", headers=HX).headers[
+        "HX-Push-Url"] == f"/jobs/{job.id}"
+    shared = client.get(f"/jobs/{job.id}?kind=error&q=time").get_data(as_text=True)
+    assert len(row_ids(shared)) == 63 and re.search(r'value="error"\s+selected', shared)
+    assert 'value="time"' in shared
     text = client.get(f"/jobs/{job.id}/logs/view?q=TIMEOUT", headers=HX).get_data(as_text=True)
     assert len(row_ids(text)) == 63
     assert len(row_ids(client.get(f"/jobs/{job.id}/logs/view?q=E42",

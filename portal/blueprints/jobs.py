@@ -217,8 +217,13 @@ def _metrics_context(job: Job, frame: str = "") -> dict:
 @bp.get("/<int:job_id>/logs/view")
 @role_required("viewer")
 def log_view(job_id: int):
-    """The logs box with a filter (kind, text) applied: the newest page and a live tail."""
-    return htmx.fragment("jobs/_logs.html", **_logs_context(get_job(job_id)))
+    """The logs box with a filter (kind, text) applied: the newest page and a live tail.
+    The summary's address gets the filter, so a reload or a shared link keeps it."""
+    context = _logs_context(get_job(job_id))
+    filters = context["log_filter"].args()
+    return htmx.push_url(htmx.fragment("jobs/_logs.html", **context),
+                         url_for("jobs.summary", job_id=job_id, **filters,
+                                 _anchor="job-logs-box" if filters else None))
 
 
 @bp.get("/<int:job_id>/logs/older")
