@@ -113,8 +113,9 @@ def jobs_purge(days: int | None, dry_run: bool) -> None:
 
 @vault_group.command("rotate")
 def vault_rotate() -> None:
-    """Re-encrypt every stored credentials version under the active key (the first of
-    PORTAL_VAULT_KEYS). Afterwards older keys can be removed from the setting."""
+    """Re-encrypt every stored credentials version, and every secret in a job's or draft's
+    configuration, under the active key (the first of PORTAL_VAULT_KEYS). Afterwards
+    older keys can be removed from the setting."""
     from portal import vault
 
     try:
@@ -122,7 +123,7 @@ def vault_rotate() -> None:
     except vault.KeyUnavailable as exc:
         db.session.rollback()
         raise click.ClickException(f"{exc} Nothing after it was re-encrypted.") from None
-    click.echo(f"Re-encrypted {count} credentials version(s) with key "
+    click.echo(f"Re-encrypted {count} credentials version(s) and configuration(s) with key "
                f"“{vault.keyring().active_id}”.")
 
 

@@ -13,7 +13,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy import delete, func, literal, or_, select, tuple_
 
-from portal import audit, lifecycle
+from portal import audit, lifecycle, vault
 from portal.extensions import db
 from portal.lifecycle import SETTLED, Event, Status
 from portal.models import Authorization, Draft, Job, JobEvent, JobStatusCount, User
@@ -40,6 +40,7 @@ def create_job(
     draft: Draft | None = None,
 ) -> Job:
     """Insert and commit the job, then put it on its queue (never the other way round).
+    Secret fields of the configuration are stored sealed by the Vault.
 
     `paused`: created Paused, to be resumed by a person. `draft`: the wizard draft it came
     from, deleted in the same transaction."""
@@ -52,7 +53,7 @@ def create_job(
         kind=job_type.kind,
         queue=job_type.queue,
         authorization_id=authorization.id if authorization else None,
-        config=config,
+        config=vault.seal_config(job_type.config_schema, config),
         schedule=schedule or {"kind": "once"},
         retry_policy=retry_policy or {},
         status=Status.PAUSED if paused else Status.RUNNING,

@@ -31,10 +31,10 @@ from sqlalchemy import func, select, update
 
 from portal import audit
 from portal.extensions import db
-from portal.models import Authorization, AuthorizationVersion, Job, User
+from portal.models import Authorization, AuthorizationVersion, Draft, Job, User
 from portal.models.types import utcnow
 from portal.schemaform import validate
-from providers import get_provider
+from providers import get_job_type, get_provider
 from providers.base import (
     OAUTH_TOKEN_SECRETS,
     AuthError,
@@ -355,7 +355,13 @@ def reassign(authorization: Authorization, target: Authorization, *, by: User) -
 
 
 def rotate(*, actor: str = "command line", batch: int = 200) -> int:
-    """Re-encrypt every stored version under the active key; returns how many."""
+    """Re-encrypt every stored credential version, and every secret in a job's or a
+    wizard draft's configuration, under the active key; returns how many."""
+    return _rotate_versions(actor, batch) + _rotate_configs(Job, actor, batch) + (
+        _rotate_configs(Draft, actor, batch))
+
+
+def _rotate_versions(actor: str, batch: int) -> int:
     ring = keyring()
     done, last_id = 0, 0
     while True:
@@ -379,6 +385,151 @@ def rotate(*, actor: str = "command line", batch: int = 200) -> int:
             done += 1
             last_id = row.id
         db.session.commit()
+
+
+def _rotate_configs(model: type[Job] | type[Draft], actor: str, batch: int) -> int:
+    """Seal the configuration secrets of every job (or draft) under the active key."""
+    kind = "job" if model is Job else "draft"
+    done, last_id = 0, 0
+    while True:
+        rows = db.session.scalars(select(model).where(model.id > last_id)
+                                  .order_by(model.id).limit(batch)).all()
+        if not rows:
+            return done
+        for row in rows:
+            last_id = row.id
+            found = get_job_type(row.provider, row.job_type)
+            if found is None:
+                continue
+            resealed = _reseal(found[1].config_schema, row.config, f"{kind} #{row.id}")
+            if resealed is None:
+                continue
+            row.config = resealed
+            audit.record("rotated", kind, row.id, getattr(row, "name", "") or f"#{row.id}",
+                         actor=actor, to_key=keyring().active_id,
+                         summary=f"Configuration secrets sealed with key "
+                                 f"“{keyring().active_id}”")
+            done += 1
+        db.session.commit()
+
+
+# --- secrets in a job's own configuration ---------------------------------------------
+# A job type's config schema may mark fields secret (`"writeOnly": true`). Their values
+# are stored sealed, as {"$sealed": "v1:<key id>:..."}, in the job's (or the wizard
+# draft's) config, bound to the field's path; the worker opens them for the unit only.
+
+SEALED = "$sealed"
+
+
+def _config_aad(path: str) -> bytes:
+    return f"portal-job-config:{path}".encode()
+
+
+def secret_paths(schema: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted paths of the schema's secret (writeOnly) fields, nested objects too."""
+    paths = []
+    for name, prop in (schema.get("properties") or {}).items():
+        if prop.get("writeOnly"):
+            paths.append(prefix + name)
+        elif prop.get("type") == "object":
+            paths += secret_paths(prop, f"{prefix}{name}.")
+    return paths
+
+
+def _at(config: dict[str, Any], path: str) -> tuple[dict[str, Any] | None, str]:
+    """The dict holding `path`'s last part (None when a parent is missing), and that part."""
+    *parents, last = path.split(".")
+    for part in parents:
+        config = config.get(part) if isinstance(config, dict) else None
+    return (config if isinstance(config, dict) else None), last
+
+
+def is_sealed(value: Any) -> bool:
+    return isinstance(value, dict) and set(value) == {SEALED}
+
+
+def _copy(config: dict[str, Any]) -> dict[str, Any]:
+    return json.loads(json.dumps(config or {}))
+
+
+def seal_config(schema: dict[str, Any], config: dict[str, Any], *,
+                keep: dict[str, Any] | None = None, drop: Iterable[str] = ()) -> dict[str, Any]:
+    """The configuration as it is stored: every secret value sealed. A secret left out
+    (a blank password box) keeps its sealed value from `keep`, the config stored before;
+    the paths in `drop` (fields with a mistake) are not kept at all."""
+    stored, dropped = _copy(config), set(drop)
+    for path in secret_paths(schema):
+        holder, name = _at(stored, path)
+        if holder is None:
+            continue
+        value = holder.get(name)
+        if path in dropped:
+            holder.pop(name, None)
+        elif value in (None, ""):
+            earlier, earlier_name = _at(keep or {}, path)
+            if earlier is not None and is_sealed(earlier.get(earlier_name)):
+                holder[name] = earlier[earlier_name]
+            else:
+                holder.pop(name, None)
+        elif not is_sealed(value):
+            holder[name] = {SEALED: keyring().seal({"value": value}, _config_aad(path))}
+    return stored
+
+
+def open_config(schema: dict[str, Any], config: dict[str, Any], *, what: str,
+                lost: list[str] | None = None) -> dict[str, Any]:
+    """The configuration with its secrets in plain text, for the moment they are used
+    (a unit of work, a check of the form). `what` names it in a KeyUnavailable message;
+    with a `lost` list, a secret no key opens is left out and its path added instead.
+    A secret stored before sealing existed is taken as it is (`vault rotate` seals it)."""
+    opened = _copy(config)
+    for path in secret_paths(schema):
+        holder, name = _at(opened, path)
+        if holder is None or not is_sealed(holder.get(name)):
+            continue
+        token = holder[name][SEALED]
+        try:
+            holder[name] = keyring().open(token, _config_aad(path))["value"]
+        except (KeyError, ValueError) as exc:
+            if lost is not None:
+                holder.pop(name)
+                lost.append(path)
+                continue
+            why = (f"is encrypted with the key “{_split(token)[1]}”, which is not in "
+                   "PORTAL_VAULT_KEYS. Add that key back after the active one, or enter the "
+                   "secret again." if isinstance(exc, KeyError) else
+                   "cannot be decrypted: the key is not the one it was encrypted with, or "
+                   "the stored data is damaged. Enter the secret again.")
+            raise KeyUnavailable(f"The secret “{path}” in the configuration of {what} "
+                                 f"{why}") from None
+    return opened
+
+
+def config_secret_values(schema: dict[str, Any], opened: dict[str, Any]) -> list[str]:
+    """The plain secret values of an opened configuration (to redact them from messages)."""
+    found = []
+    for path in secret_paths(schema):
+        holder, name = _at(opened, path)
+        if holder is not None and holder.get(name) and not is_sealed(holder[name]):
+            found.append(str(holder[name]))
+    return found
+
+
+def _reseal(schema: dict[str, Any], config: dict[str, Any], what: str
+            ) -> dict[str, Any] | None:
+    """The config with every secret sealed under the active key, or None when it
+    already is."""
+    active = keyring().active_id
+    stale = False
+    for path in secret_paths(schema):
+        holder, name = _at(config or {}, path)
+        value = holder.get(name) if holder is not None else None
+        if value in (None, ""):
+            continue
+        stale = stale or not is_sealed(value) or _split(value[SEALED])[1] != active
+    if not stale:
+        return None
+    return seal_config(schema, open_config(schema, config, what=what))
 
 
 # --- use by jobs and connection tests ------------------------------------------------------

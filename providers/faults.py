@@ -28,7 +28,8 @@ from providers.base import (
 def run_script(ctx: RunContext) -> WorkResult:
     """Unit n does what `script[n]` says (past the end: "ok"), then writes
     `rows_per_unit` messages: "ok"; "error" (always fails); "error:K" (fails its first K
-    attempts); "fatal" (a ConfigError); "auth" (an AuthError quoting the credentials);
+    attempts); "fatal" (a ConfigError); "auth" (an AuthError quoting the credentials and
+    the secret config field `secret_note`);
     "slow" (sleeps `slow_seconds` after writing, checking for a pause every 0.1 s);
     "slow:K" (slow on its first K attempts). Until
     `rate_limited_until` (ISO time) every unit is rate limited. The job is done after
@@ -44,8 +45,9 @@ def run_script(ctx: RunContext) -> WorkResult:
     if action == "error" or (action.startswith("error:") and
                              ctx.error_count < int(action.split(":")[1])):
         raise ProviderError(f"injected error in unit {unit}", code="injected")
-    if action == "auth":  # a careless provider that puts the key in its message
-        raise AuthError(f"the key {ctx.credentials.get('api_key')} was refused", code="auth")
+    if action == "auth":  # a careless provider that puts its secrets in its message
+        raise AuthError(f"the key {ctx.credentials.get('api_key')} was refused (note: "
+                        f"{config.get('secret_note')})", code="auth")
     if action == "fatal":
         raise ConfigError(f"injected fatal error in unit {unit}", code="injected_fatal")
     rows = int(config.get("rows_per_unit", 1))
@@ -94,7 +96,7 @@ SHOWCASE_SCHEMA = {
                    "properties": {
                        "daily": {"type": "integer", "title": "Daily", "minimum": 1},
                        "note": {"type": "string", "title": "Note", "default": "n/a"}}},
-        "token": {"type": "string", "title": "Token", "writeOnly": True},
+        "token": {"type": "string", "title": "Token", "writeOnly": True, "minLength": 4},
     },
 }
 

@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import itertools
 
-from sqlalchemy import select
+from sqlalchemy import select, text
 
 from portal import vault
 from portal.datastore import write_messages
 from portal.extensions import db
 from portal.jobs import create_job
-from portal.models import Authorization, Draft, Job, Stream
+from portal.models import Authorization, Draft, Job, JobEvent, Stream
 from portal.models.types import utcnow
 from providers import CATALOG, get_provider
 from providers.base import OutMessage
@@ -145,4 +145,11 @@ def test_no_page_fragment_or_log_shows_a_secret(app, client, auth, make_user, wo
     # The watch saw all of it; the job's own secret config field shows as set.
     summary = client.get(f"/jobs/{careless.id}").get_data(as_text=True)
     assert "•••••• (set)" in summary and "[redacted]" in summary
+    # Stored sealed, yet the worker had it in plain text (its error quoted it, redacted).
+    stored = db.session.scalar(text("SELECT config FROM jobs WHERE id = :id"),
+                               {"id": careless.id})
+    assert "job-config-secret-c4n4ry" not in str(stored) and "$sealed" in str(stored)
+    error = db.session.scalar(select(JobEvent.message).where(
+        JobEvent.job_id == careless.id, JobEvent.kind == "error"))
+    assert "was refused (note: [redacted])" in error, error
     assert sender.id in [job.id for job in jobs]

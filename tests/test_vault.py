@@ -11,7 +11,7 @@ from sqlalchemy import select
 
 from portal import vault
 from portal.extensions import db
-from portal.models import AuditEntry, Authorization, AuthorizationVersion, Job
+from portal.models import AuditEntry, Authorization, AuthorizationVersion, Job, JobEvent
 from portal.models.types import utcnow
 from providers import get_provider
 from tests.conftest import TEST_VAULT_KEYS, canary
@@ -90,7 +90,8 @@ def test_rotate_reencrypts_every_version_under_the_active_key(app, make_user):
     app.extensions["portal_keyring"] = vault.Keyring(app.config["PORTAL_VAULT_KEYS"])
     result = app.test_cli_runner().invoke(args=["vault", "rotate"])
     assert result.exit_code == 0, result.output
-    assert "Re-encrypted 3 credentials version(s) with key “new-2”" in result.output
+    assert ("Re-encrypted 3 credentials version(s) and configuration(s) with key “new-2”"
+            in result.output)
     rows = db.session.scalars(select(AuthorizationVersion)).all()
     assert {row.key_id for row in rows} == {"new-2"} and all(row.rotated_at for row in rows)
     # The old key can go now.
@@ -393,3 +394,82 @@ def test_an_authorization_of_a_provider_no_longer_offered_gets_a_clear_answer(cl
                            data=form(client, auth, version="1"))
     assert response.status_code == 409
     assert "which this portal no longer offers" in response.get_data(as_text=True)
+
+
+# --- secrets in a job's own configuration ---------------------------------------------------
+
+NESTED = {"type": "object", "properties": {
+    "name": {"type": "string"},
+    "token": {"type": "string", "writeOnly": True},
+    "remote": {"type": "object", "properties": {
+        "host": {"type": "string"}, "password": {"type": "string", "writeOnly": True}}},
+}}
+
+
+def test_config_secrets_are_sealed_by_path_and_blank_keeps_them(app):
+    token, password = canary("cfg-token-5150"), canary("cfg-password-5150")
+    config = {"name": "n", "token": token, "remote": {"host": "h", "password": password}}
+    stored = vault.seal_config(NESTED, config)
+    assert vault.secret_paths(NESTED) == ["token", "remote.password"]
+    assert token not in str(stored) and password not in str(stored)
+    assert stored["name"] == "n" and stored["remote"]["host"] == "h"
+    assert vault.seal_config(NESTED, stored) == stored, "sealing twice changes nothing"
+    assert vault.open_config(NESTED, stored, what="t") == config
+    assert vault.config_secret_values(NESTED, config) == [token, password]
+    # A blank box keeps the sealed value it had; `drop` forgets it.
+    kept = vault.seal_config(NESTED, {"name": "m", "remote": {"host": "h"}}, keep=stored)
+    assert kept["token"] == stored["token"] and kept["remote"]["password"] == stored[
+        "remote"]["password"]
+    assert "token" not in vault.seal_config(NESTED, kept, drop=["token"])
+    # Bound to its path: a sealed value moved to another field does not open.
+    moved = {**stored, "remote": {"host": "h", "password": stored["token"]}}
+    with pytest.raises(vault.KeyUnavailable, match="“remote.password” in the configuration"):
+        vault.open_config(NESTED, moved, what="job #7")
+
+
+def test_rotate_seals_job_config_secrets_under_the_new_key(app, make_user):
+    from portal.jobs import create_job
+
+    faults = get_provider("faults")
+    note = canary("cfg-note-rotate-31")
+    job = create_job(provider=faults, job_type=faults.job_type("script"), authorization=None,
+                     name="j", description="", config={"secret_note": note},
+                     created_by=make_user("operator"), paused=True)
+    legacy = create_job(provider=faults, job_type=faults.job_type("script"),
+                        authorization=None, name="old", description="", config={},
+                        created_by=job.created_by, paused=True)
+    legacy.config = {"secret_note": "stored-before-sealing"}  # as an older version kept it
+    db.session.commit()
+    app.config["PORTAL_VAULT_KEYS"] = f"{OTHER_KEY},{TEST_VAULT_KEYS}"
+    app.extensions["portal_keyring"] = vault.Keyring(app.config["PORTAL_VAULT_KEYS"])
+    result = app.test_cli_runner().invoke(args=["vault", "rotate"])
+    assert result.exit_code == 0, result.output
+    assert "Re-encrypted 2 credentials version(s) and configuration(s)" in result.output
+    app.extensions["portal_keyring"] = vault.Keyring(OTHER_KEY)  # the old key is gone
+    db.session.expire_all()
+    schema = faults.job_type("script").config_schema
+    for row, plain in ((job, note), (legacy, "stored-before-sealing")):
+        row = db.session.get(Job, row.id)
+        assert row.config["secret_note"]["$sealed"].startswith("v1:new-2:")
+        assert vault.open_config(schema, row.config, what="t")["secret_note"] == plain
+    assert db.session.scalar(select(AuditEntry.summary).where(
+        AuditEntry.object_type == "job", AuditEntry.action == "rotated")).startswith(
+        "Configuration secrets sealed")
+
+
+def test_a_job_whose_config_secret_cannot_be_opened_fails_saying_so(app, make_user, work):
+    from portal.jobs import create_job
+
+    faults = get_provider("faults")
+    job = create_job(provider=faults, job_type=faults.job_type("script"), authorization=None,
+                     name="j", description="", config={"secret_note": canary("cfg-n-2718")},
+                     created_by=make_user("operator"))
+    app.extensions["portal_keyring"] = vault.Keyring(OTHER_KEY)
+    work()
+    job = fresh(job)
+    assert job.status == "failed" and kinds(job)[-2:] == ["error", "failed"]
+    error = db.session.scalar(select(JobEvent).where(JobEvent.job_id == job.id,
+                                                     JobEvent.kind == "error"))
+    assert error.code == "vault_error"
+    assert "“secret_note” in the configuration of job #" in error.message
+    assert "“test-1”, which is not in PORTAL_VAULT_KEYS" in error.message

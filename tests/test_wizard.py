@@ -3,11 +3,13 @@ the schedule and review steps, dynamic choices, and bad input on the step it bel
 
 from __future__ import annotations
 
+import json
 import re
 
 import pytest
 from sqlalchemy import select
 
+from portal import vault
 from portal.extensions import db
 from portal.models import Draft, Job, JobEvent
 from portal.queues import pending_ids
@@ -81,12 +83,12 @@ def test_coerce_and_validate_every_type():
 
     form = MultiDict([("title", "Hi"), ("count", "4"), ("ratio", "0.5"), ("enabled", "on"),
                       ("mode", "fast"), ("channels", "email"), ("channels", "push"),
-                      ("ids", "1\n2\n"), ("limits.daily", "7"), ("token", "t")])
+                      ("ids", "1\n2\n"), ("limits.daily", "7"), ("token", "tttt")])
     values, errors = coerce(SHOWCASE_SCHEMA, form)
     assert errors == {}
     assert values == {"title": "Hi", "count": 4, "ratio": 0.5, "enabled": True, "mode": "fast",
                       "channels": ["email", "push"], "ids": [1, 2],
-                      "limits": {"daily": 7, "note": "n/a"}, "token": "t"}
+                      "limits": {"daily": 7, "note": "n/a"}, "token": "tttt"}
     assert validate(SHOWCASE_SCHEMA, values) == {}
     bad, errors = coerce(SHOWCASE_SCHEMA, MultiDict([("count", "x"), ("ids", "1\nb")]))
     assert errors == {"count": "Enter a whole number.", "ids": "Put one number on each line."}
@@ -115,6 +117,34 @@ def test_errors_show_next_to_nested_fields_and_input_is_kept(client, auth):
     assert response.headers["HX-Push-Url"].endswith(f"draft={draft.id}")
 
 
+def test_a_secret_is_kept_sealed_and_a_blank_box_keeps_it(client, auth):
+    auth.login()
+    token = canary("showcase-secret-9999")
+    response = post(client, auth, SHOWCASE, headers=HX, title="T", count="12", token=token)
+    assert "Set. Leave blank to keep it." in response.get_data(as_text=True)
+    draft = db.session.scalar(select(Draft))
+    assert token not in json.dumps(draft.config) and vault.is_sealed(draft.config["token"])
+    # The browser sends the password box back empty: the secret set before stays.
+    url = f"{SHOWCASE}&draft={draft.id}"
+    response = post(client, auth, url, title="T", count="3", **{"limits.daily": "5"})
+    assert response.status_code == 303, response.get_data(as_text=True)
+    db.session.expire_all()
+    assert vault.open_config(SHOWCASE_SCHEMA, draft.config, what="t")["token"] == token
+    # A new secret with a mistake of its own replaces nothing and is not kept.
+    page = post(client, auth, url, headers=HX, title="T", count="3", token="abc",
+                **{"limits.daily": "5"}).get_data(as_text=True)
+    assert "at least 4" in page.split('id="field-token-error">')[1].split("</")[0]
+    db.session.expire_all()
+    assert "token" not in draft.config and "Set. Leave blank" not in page
+    # A secret that no key opens any more (the key was removed): enter it again.
+    post(client, auth, url, title="T", count="3", token=token, **{"limits.daily": "5"})
+    client.application.extensions["portal_keyring"] = vault.Keyring(
+        "other:" + "B" * 43 + "=")
+    page = post(client, auth, url, headers=HX, title="T", count="3",
+                **{"limits.daily": "5"}).get_data(as_text=True)
+    assert "can no longer be decrypted" in page
+
+
 def test_the_whole_wizard_with_a_paused_job_and_redacted_review(client, auth):
     auth.login()
     token = canary("showcase-secret-8888")
@@ -137,7 +167,8 @@ def test_the_whole_wizard_with_a_paused_job_and_redacted_review(client, auth):
     response = post(client, auth, f"/jobs/new/drafts/{draft.id}/create")
     job = db.session.scalar(select(Job))
     assert response.headers["Location"] == f"/jobs/{job.id}"
-    assert job.status == "paused" and job.config["token"] == token
+    assert job.status == "paused" and token not in json.dumps(job.config)
+    assert vault.open_config(SHOWCASE_SCHEMA, job.config, what="t")["token"] == token
     assert job.schedule["every_minutes"] == 15 and pending_ids([job]) == set()
     created = db.session.scalar(select(JobEvent).where(JobEvent.job_id == job.id))
     assert created.message.endswith(", paused")

@@ -33,6 +33,7 @@ from portal.queues import enqueue
 from providers import get_job_type
 from providers.base import (
     AuthError,
+    ConfigError,
     InMessage,
     OutMessage,
     ProviderError,
@@ -271,12 +272,18 @@ class Runner:
                     f"this portal has no job type {job.provider}/{job.job_type}",
                     code="unknown_job_type",
                 )
+            schema = found[1].config_schema
+            try:  # the job's own secrets, opened for this unit only
+                ctx.config = vault.open_config(schema, job.config, what=f"job #{job.id}")
+            except vault.VaultError as exc:
+                raise ConfigError(str(exc), code="vault_error") from None
+            secrets += vault.config_secret_values(schema, ctx.config)
             if job.authorization is not None:
                 # Decrypted in memory for this unit only (and renewed first if it is an
                 # OAuth token about to expire); the decryption is audited.
                 ctx.credentials = vault.credentials_for(job.authorization, actor=f"job {job.id}")
-                secrets = vault.secret_values(vault.method_of(job.authorization)[1],
-                                              ctx.credentials)
+                secrets += vault.secret_values(vault.method_of(job.authorization)[1],
+                                               ctx.credentials)
             with _Heartbeat(db.engine, job.id, self.owner, self.lease):
                 result = found[1].run(ctx)
         except RateLimited as exc:
@@ -295,7 +302,7 @@ class Runner:
             return self.failed(job, vault.redact(f"{type(exc).__name__}: {exc}", secrets),
                                "internal_error", True)
         finally:
-            ctx.credentials = {}
+            ctx.credentials, ctx.config = {}, {}
         result.message = vault.redact(result.message, secrets)
         return self.succeeded(job, result, [vault.redact(note, secrets) for note in ctx.notes])
 

@@ -237,15 +237,30 @@ def configure(provider_key: str, job_type_key: str):
             if values.get("timestamp_field") not in upload.fields:
                 values["timestamp_field"] = _guess_timestamp(upload.fields)
     choices = _options(job_type, chosen, upload)
+    # Secrets are sealed before they are kept; a blank password box keeps the one set.
+    values, plain = _sealed_config(schema, values, keep=draft.config if draft else {},
+                                   errors=errors)
     if request.form.get("action") != "upload":
-        for field, message in validate(schema, values, choices[0]).items():
+        for field, message in validate(schema, plain, choices[0]).items():
             errors.setdefault(field, message)
+    values = vault.seal_config(schema, values, drop=errors)  # a wrong secret is not kept
     draft = _save_config(draft, provider, job_type, chosen, values, upload,
                          done=not errors and request.form.get("action") != "upload")
     if errors or request.form.get("action") == "upload":
         return _configure_page(provider, job_type, draft, chosen, auth_param, values, errors,
                                upload, choices)
     return htmx.redirect(url_for("wizard.plan", draft_id=draft.id))
+
+
+def _sealed_config(schema: dict[str, Any], values: dict[str, Any], *, keep: dict[str, Any],
+                   errors: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the config as it is kept, secrets sealed; the same in plain text, to check it).
+    A kept secret that no key opens any more is dropped with a message on its field."""
+    stored, lost = vault.seal_config(schema, values, keep=keep), []
+    plain = vault.open_config(schema, stored, what="this draft", lost=lost)
+    for path in lost:
+        errors[path] = "This secret can no longer be decrypted; enter it again."
+    return vault.seal_config(schema, stored, drop=lost), plain
 
 
 def _save_config(draft: Draft | None, provider: Provider, job_type: JobType,
@@ -344,7 +359,11 @@ def create(draft_id: int):
     """Create: the draft becomes a job (paused if asked), and is gone."""
     draft = _draft(draft_id)
     provider, job_type = _job_type(draft.provider, draft.job_type)
-    config_errors = validate(job_type.config_schema, draft.config)
+    try:
+        config_errors = validate(job_type.config_schema, vault.open_config(
+            job_type.config_schema, draft.config, what="this draft"))
+    except vault.KeyUnavailable:  # configure says which secret to enter again
+        config_errors = {"secret": "cannot be decrypted"}
     if draft.step != "review" or config_errors:
         return htmx.redirect(_resume_url(draft))
     if provider.needs_authorization and draft.authorization is None:
