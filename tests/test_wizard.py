@@ -272,3 +272,19 @@ def test_provider_lists_fill_a_menu_and_a_failure_says_so(client, auth, monkeypa
         mailchimp.fail_next = [500]
         response = post(client, auth, url, list_id="typed1", stream="members", status="any")
         assert response.status_code == 303, "a typed value is accepted when the list failed"
+
+
+def test_a_set_secret_inside_a_group_says_so_and_never_shows(app):
+    from flask import render_template_string
+
+    schema = {"type": "object", "properties": {
+        "host": {"type": "string"}, "password": {"type": "string", "writeOnly": True}}}
+    with app.test_request_context():
+        sealed = vault.seal_config({"type": "object", "properties": {"remote": schema}},
+                                   {"remote": {"host": "h", "password": "pw-7f3a9"}})
+        page = render_template_string(
+            '{% from "macros/forms.html" import schema_field %}'
+            '{{ schema_field("remote", prop, value) }}', prop=schema, value=sealed["remote"])
+    assert page.count("Set. Leave blank to keep it.") == 1 and 'value="h"' in page
+    assert 'id="field-remote-password"' in page and "$sealed" not in page
+    assert "pw-7f3a9" not in page and sealed["remote"]["password"]["$sealed"] not in page
