@@ -199,6 +199,19 @@ def metrics(job: Job) -> dict[str, int]:
             "omitted": job.omitted_total or 0}
 
 
+def last_problem(job: Job, look_back: int = 50) -> JobEvent | None:
+    """The newest Error event while the job is in an error streak or Failed (what the
+    summary puts first), from the job's last `look_back` events only: the streak's error
+    is among the newest, so a long log is never scanned."""
+    if not job.error_count and job.status != Status.FAILED:
+        return None
+    newest = select(JobEvent).where(JobEvent.job_id == job.id).order_by(
+        JobEvent.id.desc()).limit(look_back).subquery()
+    return db.session.scalar(select(JobEvent).join(newest, JobEvent.id == newest.c.id)
+                             .where(newest.c.kind == Event.ERROR)
+                             .order_by(JobEvent.id.desc()).limit(1))
+
+
 def purge_at(job: Job, days: int) -> datetime | None:
     """When a settled job will be purged (None while it can still change by itself)."""
     if job.status not in SETTLED or job.terminal_at is None:

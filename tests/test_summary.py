@@ -224,3 +224,28 @@ def test_metrics_chart_buckets_add_up_to_the_events(client, auth, job_of):
     empty = job_of(user, name="quiet")
     page = client.get(f"/jobs/{empty.id}/metrics?frame=7d", headers=HX).get_data(as_text=True)
     assert 'id="metrics-empty"' in page
+
+
+def test_the_summary_puts_the_error_first_while_retrying_and_once_failed(client, auth, work):
+    user = auth.login("operator")
+    faults = get_provider("faults")
+
+    def scripted(name: str, script: list[str]) -> Job:
+        return create_job(provider=faults, job_type=faults.job_type("script"),
+                          authorization=None, name=name, description="",
+                          config={"script": script}, created_by=user)
+
+    retrying, fatal = scripted("flaky", ["error"]), scripted("hopeless", ["fatal"])
+    work()
+    page = client.get(f"/jobs/{retrying.id}").get_data(as_text=True)
+    box = re.search(r'id="job-problem".*?</a>', page, re.S).group(0)
+    assert "Retrying after this error" in box and "<code>injected</code>" in box
+    assert "injected error in unit 0 — retry 1 at" in box
+    assert f'href="/jobs/{retrying.id}?kind=error#job-logs-box"' in box
+    page = client.get(f"/jobs/{fatal.id}").get_data(as_text=True)
+    box = re.search(r'id="job-problem".*?</a>', page, re.S).group(0)
+    assert "alert-danger" in page.split('id="job-problem"')[0][-80:]
+    assert "Failed after this error" in box and "injected fatal error in unit 0" in box
+    # Resumed, the streak is over: nothing is put first any more.
+    client.post(f"/jobs/{fatal.id}/resume", headers=HX, data={"csrf_token": auth.csrf()})
+    assert 'id="job-problem"' not in client.get(f"/jobs/{fatal.id}").get_data(as_text=True)
