@@ -167,3 +167,35 @@ def name_errors(name: str, description: str, *, field: str = "name",
     if len(description) > DESCRIPTION_LIMIT:
         errors["description"] = f"Use at most {DESCRIPTION_LIMIT:,} characters."
     return errors
+
+
+def _number(value: Any) -> str:
+    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+
+
+def _range(low: Any, high: Any, unit: str = "") -> str:
+    """"From 1 to 10.", "At least 2 characters.", "At most 1 line." (unit in the singular)."""
+    def amount(value: Any) -> str:
+        return _number(value) + (f" {unit}" if unit else "") + (
+            "s" if unit and value != 1 else "")
+
+    if low is not None and high is not None:
+        return f"From {_number(low)} to {amount(high)}."
+    if low is not None:
+        return f"At least {amount(low)}."
+    return f"At most {amount(high)}." if high is not None else ""
+
+
+def constraint_hint(prop: dict[str, Any]) -> str:
+    """The schema's limits on a field, said before anyone gets them wrong ("From 1 to 10.",
+    "At most 40 characters."); empty when there are none to say."""
+    kind = prop.get("type")
+    if kind in ("integer", "number"):
+        return _range(prop.get("minimum"), prop.get("maximum"), "")
+    if kind == "string" and not prop.get("enum") and not prop.get("x-options"):
+        shortest = prop.get("minLength")  # 1 only means "not empty": required says that
+        return _range(shortest if shortest and shortest > 1 else None, prop.get("maxLength"),
+                      "character")
+    if kind == "array" and not prop.get("items", {}).get("enum"):
+        return _range(prop.get("minItems"), prop.get("maxItems"), "line")
+    return ""

@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from flask_login import current_user
 
-from portal.schemaform import ordered_fields
+from portal.schemaform import constraint_hint, ordered_fields
 from providers import get_job_type, get_provider
 
 # Bootstrap colour per job status; every status badge in the portal uses this.
@@ -93,6 +93,7 @@ def register(app: Flask) -> None:
         method_name=method_name,
         redacted_config=redacted_config,
         ordered_fields=ordered_fields,
+        constraint_hint=constraint_hint,
         provider_name=provider_name,
         job_type_name=job_type_name,
     )

@@ -76,6 +76,15 @@ def test_every_field_type_renders_from_the_schema(client, auth):
     assert '<legend class="h6 float-none w-auto px-2">Limits</legend>' in page
     assert 'name="limits.daily"' in page and 'name="limits.note"' in page
     assert 'type="password" id="field-token" name="token"' in page
+    # The schema's limits are said up front, next to any help text.
+    def helped(name: str) -> str:
+        return page.split(f'id="field-{name}-help">')[1].split("</div>")[0]
+
+    assert helped("title") == "Help text for the title. At most 40 characters."
+    assert helped("count") == "From 1 to 10." and helped("ratio") == "From 0 to 1."
+    assert helped("ids") == "At most 3 lines." and helped("limits-daily") == "At least 1."
+    assert helped("token") == "At least 4 characters."
+    assert 'id="field-mode-help"' not in page and 'id="field-enabled-help"' not in page
 
 
 def test_coerce_and_validate_every_type():
