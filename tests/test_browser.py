@@ -208,6 +208,28 @@ def test_a_search_typed_before_the_scripts_load_is_not_lost(page: Page, live_ser
     expect(page).to_have_url(f"{live_server}/jobs/new?q=mailchimp&category=")
 
 
+def test_filter_forms_left_alone_are_not_sent_again_when_the_page_loads(page: Page,
+                                                                       live_server,
+                                                                       make_user):
+    """The replay of what was typed before htmx started must not fire on a form nobody
+    touched (buttons and hidden fields have no default value to compare with)."""
+    sign_in(page, live_server, make_user("admin"))
+    sent: list[str] = []
+
+    def note(request) -> None:
+        if "/static/" not in request.url:
+            sent.append(request.url)
+
+    page.on("request", note)
+    for path in ("/jobs?sort=name&dir=asc", "/admin/audit"):
+        sent.clear()
+        page.goto(f"{live_server}{path}")
+        page.wait_for_load_state("networkidle")
+        assert sent == [f"{live_server}{path}"]
+        expect(page).to_have_url(f"{live_server}{path}")
+    page.remove_listener("request", note)
+
+
 def faults_job(owner, name: str, **config):
     from portal.jobs import create_job
     from providers import get_provider

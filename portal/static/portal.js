@@ -31,6 +31,10 @@ document.addEventListener("keydown", (event) => {
 // live filter form also triggers on submit. This runs after htmx's own DOMContentLoaded
 // handler, as portal.js is the last deferred script.
 function fieldChanged(field) {
+  if (!["INPUT", "SELECT", "TEXTAREA"].includes(field.tagName)
+      || ["hidden", "submit", "button", "reset", "image", "file"].includes(field.type)) {
+    return false;  // buttons and hidden fields are not something a person typed into
+  }
   if (field.tagName === "SELECT") {
     // A select with no `selected` attribute shows its first option by default.
     const initial = Array.from(field.options).findIndex((option) => option.defaultSelected);
