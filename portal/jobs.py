@@ -199,17 +199,16 @@ def metrics(job: Job) -> dict[str, int]:
             "omitted": job.omitted_total or 0}
 
 
-def last_problem(job: Job, look_back: int = 50) -> JobEvent | None:
-    """The newest Error event while the job is in an error streak or Failed (what the
-    summary puts first), from the job's last `look_back` events only: the streak's error
-    is among the newest, so a long log is never scanned."""
-    if not job.error_count and job.status != Status.FAILED:
+def last_problem(job: Job) -> JobEvent | None:
+    """The newest Error event of the job's current error streak (while it retries, or
+    once it has failed): what the summary puts first. Read on the (job_id, at) index
+    from the streak's start, so a long log before it is never scanned."""
+    if not job.error_count or job.error_streak_started_at is None:
         return None
-    newest = select(JobEvent).where(JobEvent.job_id == job.id).order_by(
-        JobEvent.id.desc()).limit(look_back).subquery()
-    return db.session.scalar(select(JobEvent).join(newest, JobEvent.id == newest.c.id)
-                             .where(newest.c.kind == Event.ERROR)
-                             .order_by(JobEvent.id.desc()).limit(1))
+    return db.session.scalar(
+        select(JobEvent).where(JobEvent.job_id == job.id, JobEvent.kind == Event.ERROR,
+                               JobEvent.at >= job.error_streak_started_at)
+        .order_by(JobEvent.at.desc(), JobEvent.id.desc()).limit(1))
 
 
 def purge_at(job: Job, days: int) -> datetime | None:

@@ -246,6 +246,13 @@ def test_the_summary_puts_the_error_first_while_retrying_and_once_failed(client,
     box = re.search(r'id="job-problem".*?</a>', page, re.S).group(0)
     assert "alert-danger" in page.split('id="job-problem"')[0][-80:]
     assert "Failed after this error" in box and "injected fatal error in unit 0" in box
-    # Resumed, the streak is over: nothing is put first any more.
-    client.post(f"/jobs/{fatal.id}/resume", headers=HX, data={"csrf_token": auth.csrf()})
+    # Paused mid-streak, it says so; resumed, the streak is over: nothing is put first.
+    client.post(f"/jobs/{retrying.id}/pause", headers=HX, data={"csrf_token": auth.csrf()})
+    assert "Paused after this error" in client.get(f"/jobs/{retrying.id}").get_data(
+        as_text=True)
+    resumed = client.post(f"/jobs/{fatal.id}/resume", headers=HX,
+                          data={"csrf_token": auth.csrf(), "kind": "error", "q": "unit"})
     assert 'id="job-problem"' not in client.get(f"/jobs/{fatal.id}").get_data(as_text=True)
+    # The log tail starts again with the filter the page shows (the buttons send it).
+    poller = re.search(r'<tr id="log-poller"[^>]*>', resumed.get_data(as_text=True)).group(0)
+    assert "kind=error" in poller and "q=unit" in poller

@@ -192,9 +192,13 @@ def summary(job_id: int):
 
 def _logs_context(job: Job) -> dict:
     log_filter = LogFilter.from_args(request.args)
-    events, older = log_page(job, log_filter, request.args.get("before", None, type=int))
+    # The newest id first, then the page up to it: the live tail goes on from that id, so
+    # an event written in between is shown by its first poll, not passed over.
+    newest = newest_event_id(job)
+    before = request.args.get("before", None, type=int)
+    events, older = log_page(job, log_filter, newest + 1 if before is None else before)
     return {"job": job, "events": events, "older": older, "log_filter": log_filter,
-            "last_event_id": newest_event_id(job),
+            "last_event_id": newest,
             "settled": job.status in SETTLED,
             "event_kinds": [(kind, kind.replace("_", " ").capitalize()) for kind in Event]}
 
@@ -370,7 +374,8 @@ def act(job_id: int, action: str):
         flash(notice, "info")
         return htmx.redirect(url_for("jobs.summary", job_id=job.id))
     context = _live_context(job, notice)
-    # The log poller stopped when the job settled; start it again from where it stopped.
+    # The log poller stopped when the job settled; start it again from where it stopped,
+    # with the log filter in force (the buttons send the filter form along).
     restart_logs = was_settled and not context["settled"]
     return htmx.fragment("jobs/_live.html", restart_logs=restart_logs, last_event_id=last_event,
-                         **context)
+                         log_filter=LogFilter.from_args(request.form), **context)
