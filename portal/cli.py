@@ -119,12 +119,18 @@ def vault_rotate() -> None:
     from portal import vault
 
     try:
-        count = vault.rotate()
+        result = vault.rotate()
     except vault.KeyUnavailable as exc:
         db.session.rollback()
         raise click.ClickException(f"{exc} Nothing after it was re-encrypted.") from None
-    click.echo(f"Re-encrypted {count} credentials version(s) and configuration(s) with key "
-               f"“{vault.keyring().active_id}”.")
+    click.echo(f"Re-encrypted {result.done} credentials version(s) and configuration(s) "
+               f"with key “{vault.keyring().active_id}”.")
+    if result.unreadable:
+        raise click.ClickException(
+            f"{len(result.unreadable)} configuration secret(s) could not be decrypted with "
+            f"any key and were left as they were: {', '.join(result.unreadable)}. Add the "
+            "key they need back after the active one and run this again, or enter them "
+            "again (a job that needs one fails, saying so).")
 
 
 @vault_group.command("new-key")

@@ -170,7 +170,10 @@ def name_errors(name: str, description: str, *, field: str = "name",
 
 
 def _number(value: Any) -> str:
-    return f"{value:,}" if isinstance(value, int) else f"{value:g}"
+    """1,440 or 0.01 (never 1e+06)."""
+    if isinstance(value, int) or float(value).is_integer():
+        return f"{int(value):,}"
+    return f"{value:,.10f}".rstrip("0")
 
 
 def _range(low: Any, high: Any, unit: str = "") -> str:
@@ -191,11 +194,17 @@ def constraint_hint(prop: dict[str, Any]) -> str:
     "At most 40 characters."); empty when there are none to say."""
     kind = prop.get("type")
     if kind in ("integer", "number"):
-        return _range(prop.get("minimum"), prop.get("maximum"), "")
+        above, below = prop.get("exclusiveMinimum"), prop.get("exclusiveMaximum")
+        said = _range(prop.get("minimum"), prop.get("maximum"))
+        if above is not None:
+            said += f" More than {_number(above)}."
+        if below is not None:
+            said += f" Less than {_number(below)}."
+        return said.strip()
     if kind == "string" and not prop.get("enum") and not prop.get("x-options"):
         shortest = prop.get("minLength")  # 1 only means "not empty": required says that
         return _range(shortest if shortest and shortest > 1 else None, prop.get("maxLength"),
                       "character")
     if kind == "array" and not prop.get("items", {}).get("enum"):
-        return _range(prop.get("minItems"), prop.get("maxItems"), "line")
+        return _range(prop.get("minItems") or None, prop.get("maxItems"), "line")
     return ""

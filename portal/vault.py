@@ -20,7 +20,7 @@ import binascii
 import json
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -354,11 +354,23 @@ def reassign(authorization: Authorization, target: Authorization, *, by: User) -
     return len(jobs)
 
 
-def rotate(*, actor: str = "command line", batch: int = 200) -> int:
+@dataclass
+class Rotation:
+    """What `rotate` did: how many versions and configurations it re-encrypted, and the
+    configuration secrets no key opens (left as they were), as "job #3 “token”"."""
+
+    done: int = 0
+    unreadable: list[str] = field(default_factory=list)
+
+
+def rotate(*, actor: str = "command line", batch: int = 200) -> Rotation:
     """Re-encrypt every stored credential version, and every secret in a job's or a
-    wizard draft's configuration, under the active key; returns how many."""
-    return _rotate_versions(actor, batch) + _rotate_configs(Job, actor, batch) + (
-        _rotate_configs(Draft, actor, batch))
+    wizard draft's configuration, under the active key. A credential version that cannot
+    be opened stops it (KeyUnavailable); a configuration secret is skipped and reported."""
+    result = Rotation(done=_rotate_versions(actor, batch))
+    for model in (Job, Draft):
+        _rotate_configs(model, actor, batch, result)
+    return result
 
 
 def _rotate_versions(actor: str, batch: int) -> int:
@@ -387,21 +399,23 @@ def _rotate_versions(actor: str, batch: int) -> int:
         db.session.commit()
 
 
-def _rotate_configs(model: type[Job] | type[Draft], actor: str, batch: int) -> int:
+def _rotate_configs(model: type[Job] | type[Draft], actor: str, batch: int,
+                    result: Rotation) -> None:
     """Seal the configuration secrets of every job (or draft) under the active key."""
     kind = "job" if model is Job else "draft"
-    done, last_id = 0, 0
+    last_id = 0
     while True:
         rows = db.session.scalars(select(model).where(model.id > last_id)
                                   .order_by(model.id).limit(batch)).all()
         if not rows:
-            return done
+            return
         for row in rows:
             last_id = row.id
             found = get_job_type(row.provider, row.job_type)
             if found is None:
                 continue
-            resealed = _reseal(found[1].config_schema, row.config, f"{kind} #{row.id}")
+            resealed, lost = _reseal(found[1].config_schema, row.config, f"{kind} #{row.id}")
+            result.unreadable += [f"{kind} #{row.id} “{path}”" for path in lost]
             if resealed is None:
                 continue
             row.config = resealed
@@ -409,7 +423,7 @@ def _rotate_configs(model: type[Job] | type[Draft], actor: str, batch: int) -> i
                          actor=actor, to_key=keyring().active_id,
                          summary=f"Configuration secrets sealed with key "
                                  f"“{keyring().active_id}”")
-            done += 1
+            result.done += 1
         db.session.commit()
 
 
@@ -455,17 +469,15 @@ def _copy(config: dict[str, Any]) -> dict[str, Any]:
 def seal_config(schema: dict[str, Any], config: dict[str, Any], *,
                 keep: dict[str, Any] | None = None, drop: Iterable[str] = ()) -> dict[str, Any]:
     """The configuration as it is stored: every secret value sealed. A secret left out
-    (a blank password box) keeps its sealed value from `keep`, the config stored before;
-    the paths in `drop` (fields with a mistake) are not kept at all."""
+    (a blank password box), or one in `drop` (a field with a mistake), keeps the sealed
+    value it had in `keep`, the config stored before, or is left out."""
     stored, dropped = _copy(config), set(drop)
     for path in secret_paths(schema):
         holder, name = _at(stored, path)
         if holder is None:
             continue
-        value = holder.get(name)
-        if path in dropped:
-            holder.pop(name, None)
-        elif value in (None, ""):
+        value = None if path in dropped else holder.get(name)
+        if value in (None, ""):
             earlier, earlier_name = _at(keep or {}, path)
             if earlier is not None and is_sealed(earlier.get(earlier_name)):
                 holder[name] = earlier[earlier_name]
@@ -516,20 +528,22 @@ def config_secret_values(schema: dict[str, Any], opened: dict[str, Any]) -> list
 
 
 def _reseal(schema: dict[str, Any], config: dict[str, Any], what: str
-            ) -> dict[str, Any] | None:
-    """The config with every secret sealed under the active key, or None when it
-    already is."""
+            ) -> tuple[dict[str, Any] | None, list[str]]:
+    """(the config with its secrets sealed under the active key, or None when none needed
+    it; the paths of secrets no key opens, which are left as they were)."""
     active = keyring().active_id
-    stale = False
+    stale = []
     for path in secret_paths(schema):
         holder, name = _at(config or {}, path)
         value = holder.get(name) if holder is not None else None
-        if value in (None, ""):
-            continue
-        stale = stale or not is_sealed(value) or _split(value[SEALED])[1] != active
-    if not stale:
-        return None
-    return seal_config(schema, open_config(schema, config, what=what))
+        if value not in (None, "") and (not is_sealed(value)
+                                        or _split(value[SEALED])[1] != active):
+            stale.append(path)
+    lost: list[str] = []
+    opened = open_config(schema, config, what=what, lost=lost)
+    if not set(stale) - set(lost):
+        return None, lost
+    return seal_config(schema, opened, keep=config), lost
 
 
 # --- use by jobs and connection tests ------------------------------------------------------

@@ -133,6 +133,7 @@ def test_create_shows_field_messages_then_saves_and_never_shows_the_secret(clien
     assert response.status_code == 200  # htmx swaps only 2xx
     assert 'id="field-label-error"' in page and 'id="field-cred-url-error"' in page
     assert "starting with https://" in page
+    assert "Leave blank to keep it" not in page, "a token typed in is not stored yet"
     response = client.post("/vault/new/webhook/bearer", headers=HX, data=form(
         client, auth, label="CRM hook", description="Signups to the CRM",
         **{"cred-url": "https://crm.example.com/hook", "cred-token": token}))
@@ -473,3 +474,29 @@ def test_a_job_whose_config_secret_cannot_be_opened_fails_saying_so(app, make_us
     assert error.code == "vault_error"
     assert "“secret_note” in the configuration of job #" in error.message
     assert "“test-1”, which is not in PORTAL_VAULT_KEYS" in error.message
+
+
+def test_rotate_skips_and_names_a_config_secret_no_key_opens(app, make_user):
+    from portal.jobs import create_job
+
+    faults = get_provider("faults")
+    owner = make_user("operator")
+    lost = create_job(provider=faults, job_type=faults.job_type("script"), authorization=None,
+                      name="lost", description="", config={"secret_note": canary("cfg-l-33")},
+                      created_by=owner, paused=True)
+    legacy = create_job(provider=faults, job_type=faults.job_type("script"),
+                        authorization=None, name="old", description="", config={},
+                        created_by=owner, paused=True)
+    legacy.config = {"secret_note": "stored-before-sealing"}
+    db.session.commit()
+    before = dict(lost.config)
+    app.extensions["portal_keyring"] = vault.Keyring(OTHER_KEY)  # test-1 is gone
+    result = app.test_cli_runner().invoke(args=["vault", "rotate"])
+    assert result.exit_code == 1
+    assert "Re-encrypted 1 credentials version(s) and configuration(s)" in result.output
+    assert f"job #{lost.id} “secret_note”" in result.output and "left as they were" in (
+        result.output)
+    db.session.expire_all()
+    assert db.session.get(Job, lost.id).config == before, "left as it was, not dropped"
+    assert db.session.get(Job, legacy.id).config["secret_note"]["$sealed"].startswith(
+        "v1:new-2:"), "the others are still done"

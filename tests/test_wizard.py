@@ -13,7 +13,7 @@ from portal import vault
 from portal.extensions import db
 from portal.models import Draft, Job, JobEvent
 from portal.queues import pending_ids
-from portal.schemaform import coerce, defaults, validate
+from portal.schemaform import coerce, constraint_hint, defaults, validate
 from providers import get_provider
 from providers.faults import SHOWCASE_SCHEMA
 from tests.conftest import canary
@@ -139,19 +139,29 @@ def test_a_secret_is_kept_sealed_and_a_blank_box_keeps_it(client, auth):
     assert response.status_code == 303, response.get_data(as_text=True)
     db.session.expire_all()
     assert vault.open_config(SHOWCASE_SCHEMA, draft.config, what="t")["token"] == token
-    # A new secret with a mistake of its own replaces nothing and is not kept.
+    # A new secret with a mistake of its own is not kept: the one set before stays.
     page = post(client, auth, url, headers=HX, title="T", count="3", token="abc",
                 **{"limits.daily": "5"}).get_data(as_text=True)
     assert "at least 4" in page.split('id="field-token-error">')[1].split("</")[0]
+    assert "Set. Leave blank to keep it." in page
     db.session.expire_all()
-    assert "token" not in draft.config and "Set. Leave blank" not in page
-    # A secret that no key opens any more (the key was removed): enter it again.
-    post(client, auth, url, title="T", count="3", token=token, **{"limits.daily": "5"})
+    assert vault.open_config(SHOWCASE_SCHEMA, draft.config, what="t")["token"] == token
+    # A secret that no key opens any more (the key was removed): enter it again, and
+    # Create sends the person back to the configure step to do so.
     client.application.extensions["portal_keyring"] = vault.Keyring(
         "other:" + "B" * 43 + "=")
+    draft.step = "review"
+    db.session.commit()
+    response = post(client, auth, f"/jobs/new/drafts/{draft.id}/create")
+    assert response.headers["Location"].startswith("/jobs/new/faults/showcase/configure?")
+    page = client.get(response.headers["Location"]).get_data(as_text=True)
+    assert "can no longer be decrypted" in page and "Set. Leave blank" not in page
     page = post(client, auth, url, headers=HX, title="T", count="3",
                 **{"limits.daily": "5"}).get_data(as_text=True)
     assert "can no longer be decrypted" in page
+    db.session.expire_all()
+    assert "token" not in draft.config, "the secret no key opens is gone, not kept"
+    assert db.session.scalar(select(Job)) is None
 
 
 def test_the_whole_wizard_with_a_paused_job_and_redacted_review(client, auth):
@@ -297,3 +307,21 @@ def test_a_set_secret_inside_a_group_says_so_and_never_shows(app):
     assert page.count("Set. Leave blank to keep it.") == 1 and 'value="h"' in page
     assert 'id="field-remote-password"' in page and "$sealed" not in page
     assert "pw-7f3a9" not in page and sealed["remote"]["password"]["$sealed"] not in page
+
+
+@pytest.mark.parametrize("prop,said", [
+    ({"type": "integer", "minimum": 1, "maximum": 1440}, "From 1 to 1,440."),
+    ({"type": "number", "minimum": 0.01, "maximum": 720}, "From 0.01 to 720."),
+    ({"type": "number", "maximum": 1234567.5}, "At most 1,234,567.5."),
+    ({"type": "number", "minimum": 0, "exclusiveMaximum": 1}, "At least 0. Less than 1."),
+    ({"type": "number", "exclusiveMinimum": 0}, "More than 0."),
+    ({"type": "string", "minLength": 2, "maxLength": 40}, "From 2 to 40 characters."),
+    ({"type": "string", "minLength": 1}, ""),  # "required" says it
+    ({"type": "string", "maxLength": 1}, "At most 1 character."),
+    ({"type": "string", "enum": ["a"], "maxLength": 3}, ""),
+    ({"type": "array", "items": {"type": "string"}, "minItems": 0}, ""),
+    ({"type": "array", "items": {"type": "string"}, "minItems": 1}, "At least 1 line."),
+    ({"type": "boolean"}, ""),
+])
+def test_constraint_hints_say_the_limits_in_words(prop, said):
+    assert constraint_hint(prop) == said

@@ -215,8 +215,10 @@ def configure(provider_key: str, job_type_key: str):
     errors: dict[str, str] = {}
     if request.method == "GET":
         values = dict(draft.config) if draft else defaults(schema)
+        if draft:
+            values = _sealed_config(schema, values, keep=values, errors=errors)[0]
         upload = _upload_for(values.get("upload_id"))
-        return _configure_page(provider, job_type, draft, chosen, auth_param, values, {},
+        return _configure_page(provider, job_type, draft, chosen, auth_param, values, errors,
                                upload, _options(job_type, chosen, upload))
     values, errors = coerce(schema, request.form)
     upload = _upload_for(values.get("upload_id"))
@@ -238,12 +240,14 @@ def configure(provider_key: str, job_type_key: str):
                 values["timestamp_field"] = _guess_timestamp(upload.fields)
     choices = _options(job_type, chosen, upload)
     # Secrets are sealed before they are kept; a blank password box keeps the one set.
-    values, plain = _sealed_config(schema, values, keep=draft.config if draft else {},
-                                   errors=errors)
+    values, plain, earlier = _sealed_config(schema, values,
+                                            keep=draft.config if draft else {},
+                                            errors=errors)
     if request.form.get("action") != "upload":
         for field, message in validate(schema, plain, choices[0]).items():
             errors.setdefault(field, message)
-    values = vault.seal_config(schema, values, drop=errors)  # a wrong secret is not kept
+    # A secret with a mistake is not kept; the one set before it stays.
+    values = vault.seal_config(schema, values, keep=earlier, drop=errors)
     draft = _save_config(draft, provider, job_type, chosen, values, upload,
                          done=not errors and request.form.get("action") != "upload")
     if errors or request.form.get("action") == "upload":
@@ -253,14 +257,17 @@ def configure(provider_key: str, job_type_key: str):
 
 
 def _sealed_config(schema: dict[str, Any], values: dict[str, Any], *, keep: dict[str, Any],
-                   errors: dict[str, str]) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(the config as it is kept, secrets sealed; the same in plain text, to check it).
-    A kept secret that no key opens any more is dropped with a message on its field."""
+                   errors: dict[str, str]
+                   ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(the config as it is kept, secrets sealed; the same in plain text, to check it;
+    `keep` less what is lost). A kept secret that no key opens any more is dropped, with
+    a message on its field."""
     stored, lost = vault.seal_config(schema, values, keep=keep), []
     plain = vault.open_config(schema, stored, what="this draft", lost=lost)
     for path in lost:
         errors[path] = "This secret can no longer be decrypted; enter it again."
-    return vault.seal_config(schema, stored, drop=lost), plain
+    return (vault.seal_config(schema, stored, drop=lost), plain,
+            vault.seal_config(schema, keep, drop=lost))
 
 
 def _save_config(draft: Draft | None, provider: Provider, job_type: JobType,
@@ -364,7 +371,10 @@ def create(draft_id: int):
             job_type.config_schema, draft.config, what="this draft"))
     except vault.KeyUnavailable:  # configure says which secret to enter again
         config_errors = {"secret": "cannot be decrypted"}
-    if draft.step != "review" or config_errors:
+    if config_errors:  # back to the step that can mend it, not to this one again
+        draft.step = "configure"
+        db.session.commit()
+    if draft.step != "review":
         return htmx.redirect(_resume_url(draft))
     if provider.needs_authorization and draft.authorization is None:
         return htmx.redirect(url_for("wizard.authorization", provider_key=provider.key,
