@@ -6,7 +6,7 @@ message per field, ready to be shown next to that field.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from jsonschema import Draft202012Validator
@@ -167,6 +167,36 @@ def name_errors(name: str, description: str, *, field: str = "name",
     if len(description) > DESCRIPTION_LIMIT:
         errors["description"] = f"Use at most {DESCRIPTION_LIMIT:,} characters."
     return errors
+
+
+def secret_paths(schema: dict[str, Any], prefix: str = "") -> list[str]:
+    """The dotted paths of the schema's secret (writeOnly) fields, nested objects too."""
+    paths = []
+    for name, prop in (schema.get("properties") or {}).items():
+        if prop.get("writeOnly"):
+            paths.append(prefix + name)
+        elif prop.get("type") == "object":
+            paths += secret_paths(prop, f"{prefix}{name}.")
+    return paths
+
+
+def holder_of(config: Any, path: str) -> tuple[dict[str, Any] | None, str]:
+    """The dict holding a dotted path's last part (None when a parent is missing), and
+    that part."""
+    *parents, last = path.split(".")
+    for part in parents:
+        config = config.get(part) if isinstance(config, dict) else None
+    return (config if isinstance(config, dict) else None), last
+
+
+def secret_slots(schema: dict[str, Any], config: dict[str, Any]
+                 ) -> Iterator[tuple[str, dict[str, Any], str]]:
+    """(path, the dict holding it, its key) for each secret field whose parent objects
+    are in `config`; the dict may be changed in place."""
+    for path in secret_paths(schema):
+        holder, name = holder_of(config, path)
+        if holder is not None:
+            yield path, holder, name
 
 
 def _number(value: Any) -> str:

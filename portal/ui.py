@@ -9,7 +9,7 @@ from typing import Any
 from flask import Flask
 from flask_login import current_user
 
-from portal.schemaform import constraint_hint, ordered_fields
+from portal.schemaform import constraint_hint, ordered_fields, secret_slots
 from providers import get_job_type, get_provider
 
 # Bootstrap colour per job status; every status badge in the portal uses this.
@@ -42,16 +42,10 @@ def pretty_json(value: Any) -> str:
 def redact_secrets(schema: dict[str, Any], config: dict[str, Any]) -> dict[str, Any]:
     """A configuration for display: fields the schema marks secret (writeOnly) show as set,
     never their value; nested objects too."""
-    properties = schema.get("properties", {})
-    shown: dict[str, Any] = {}
-    for name, value in (config or {}).items():
-        prop = properties.get(name, {})
-        if prop.get("writeOnly") and value:
-            shown[name] = "•••••• (set)"
-        elif prop.get("type") == "object" and isinstance(value, dict):
-            shown[name] = redact_secrets(prop, value)
-        else:
-            shown[name] = value
+    shown = json.loads(json.dumps(config or {}))
+    for _, holder, name in secret_slots(schema, shown):
+        if holder.get(name):
+            holder[name] = "•••••• (set)"
     return shown
 
 

@@ -33,7 +33,7 @@ from portal import audit
 from portal.extensions import db
 from portal.models import Authorization, AuthorizationVersion, Draft, Job, User
 from portal.models.types import utcnow
-from portal.schemaform import validate
+from portal.schemaform import holder_of, secret_slots, validate
 from providers import get_job_type, get_provider
 from providers.base import (
     OAUTH_TOKEN_SECRETS,
@@ -439,25 +439,6 @@ def _config_aad(path: str) -> bytes:
     return f"portal-job-config:{path}".encode()
 
 
-def secret_paths(schema: dict[str, Any], prefix: str = "") -> list[str]:
-    """The dotted paths of the schema's secret (writeOnly) fields, nested objects too."""
-    paths = []
-    for name, prop in (schema.get("properties") or {}).items():
-        if prop.get("writeOnly"):
-            paths.append(prefix + name)
-        elif prop.get("type") == "object":
-            paths += secret_paths(prop, f"{prefix}{name}.")
-    return paths
-
-
-def _at(config: dict[str, Any], path: str) -> tuple[dict[str, Any] | None, str]:
-    """The dict holding `path`'s last part (None when a parent is missing), and that part."""
-    *parents, last = path.split(".")
-    for part in parents:
-        config = config.get(part) if isinstance(config, dict) else None
-    return (config if isinstance(config, dict) else None), last
-
-
 def is_sealed(value: Any) -> bool:
     return isinstance(value, dict) and set(value) == {SEALED}
 
@@ -472,13 +453,10 @@ def seal_config(schema: dict[str, Any], config: dict[str, Any], *,
     (a blank password box), or one in `drop` (a field with a mistake), keeps the sealed
     value it had in `keep`, the config stored before, or is left out."""
     stored, dropped = _copy(config), set(drop)
-    for path in secret_paths(schema):
-        holder, name = _at(stored, path)
-        if holder is None:
-            continue
+    for path, holder, name in secret_slots(schema, stored):
         value = None if path in dropped else holder.get(name)
         if value in (None, ""):
-            earlier, earlier_name = _at(keep or {}, path)
+            earlier, earlier_name = holder_of(keep, path)
             if earlier is not None and is_sealed(earlier.get(earlier_name)):
                 holder[name] = earlier[earlier_name]
             else:
@@ -495,9 +473,8 @@ def open_config(schema: dict[str, Any], config: dict[str, Any], *, what: str,
     with a `lost` list, a secret no key opens is left out and its path added instead.
     A secret stored before sealing existed is taken as it is (`vault rotate` seals it)."""
     opened = _copy(config)
-    for path in secret_paths(schema):
-        holder, name = _at(opened, path)
-        if holder is None or not is_sealed(holder.get(name)):
+    for path, holder, name in secret_slots(schema, opened):
+        if not is_sealed(holder.get(name)):
             continue
         token = holder[name][SEALED]
         try:
@@ -519,12 +496,8 @@ def open_config(schema: dict[str, Any], config: dict[str, Any], *, what: str,
 
 def config_secret_values(schema: dict[str, Any], opened: dict[str, Any]) -> list[str]:
     """The plain secret values of an opened configuration (to redact them from messages)."""
-    found = []
-    for path in secret_paths(schema):
-        holder, name = _at(opened, path)
-        if holder is not None and holder.get(name) and not is_sealed(holder[name]):
-            found.append(str(holder[name]))
-    return found
+    return [str(holder[name]) for _, holder, name in secret_slots(schema, opened)
+            if holder.get(name) and not is_sealed(holder[name])]
 
 
 def _reseal(schema: dict[str, Any], config: dict[str, Any], what: str
@@ -532,13 +505,11 @@ def _reseal(schema: dict[str, Any], config: dict[str, Any], what: str
     """(the config with its secrets sealed under the active key, or None when none needed
     it; the paths of secrets no key opens, which are left as they were)."""
     active = keyring().active_id
-    stale = []
-    for path in secret_paths(schema):
-        holder, name = _at(config or {}, path)
-        value = holder.get(name) if holder is not None else None
-        if value not in (None, "") and (not is_sealed(value)
-                                        or _split(value[SEALED])[1] != active):
-            stale.append(path)
+    stale = [path for path, holder, name in secret_slots(schema, config or {})
+             if holder.get(name) not in (None, "") and (
+                 not is_sealed(holder[name]) or _split(holder[name][SEALED])[1] != active)]
+    if not stale:  # nothing to open
+        return None, []
     lost: list[str] = []
     opened = open_config(schema, config, what=what, lost=lost)
     if not set(stale) - set(lost):

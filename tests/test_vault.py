@@ -13,6 +13,7 @@ from portal import vault
 from portal.extensions import db
 from portal.models import AuditEntry, Authorization, AuthorizationVersion, Job, JobEvent
 from portal.models.types import utcnow
+from portal.schemaform import secret_paths
 from providers import get_provider
 from tests.conftest import TEST_VAULT_KEYS, canary
 from tests.loopback import WebhookReceiver
@@ -411,7 +412,7 @@ def test_config_secrets_are_sealed_by_path_and_blank_keeps_them(app):
     token, password = canary("cfg-token-5150"), canary("cfg-password-5150")
     config = {"name": "n", "token": token, "remote": {"host": "h", "password": password}}
     stored = vault.seal_config(NESTED, config)
-    assert vault.secret_paths(NESTED) == ["token", "remote.password"]
+    assert secret_paths(NESTED) == ["token", "remote.password"]
     assert token not in str(stored) and password not in str(stored)
     assert stored["name"] == "n" and stored["remote"]["host"] == "h"
     assert vault.seal_config(NESTED, stored) == stored, "sealing twice changes nothing"
