@@ -6,10 +6,12 @@ message per field, ready to be shown next to that field.
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
 from jsonschema import Draft202012Validator
+
+from providers.base import is_destination
 
 
 def ordered_fields(schema: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -169,15 +171,58 @@ def name_errors(name: str, description: str, *, field: str = "name",
     return errors
 
 
-def secret_paths(schema: dict[str, Any], prefix: str = "") -> list[str]:
-    """The dotted paths of the schema's secret (writeOnly) fields, nested objects too."""
+def _paths(schema: dict[str, Any], wanted: Callable[[dict[str, Any]], bool],
+           prefix: str = "") -> list[str]:
+    """The dotted paths of the fields `wanted` picks, nested objects too."""
     paths = []
     for name, prop in (schema.get("properties") or {}).items():
-        if prop.get("writeOnly"):
+        if wanted(prop):
             paths.append(prefix + name)
         elif prop.get("type") == "object":
-            paths += secret_paths(prop, f"{prefix}{name}.")
+            paths += _paths(prop, wanted, f"{prefix}{name}.")
     return paths
+
+
+def secret_paths(schema: dict[str, Any]) -> list[str]:
+    """The dotted paths of the schema's secret (writeOnly) fields, nested objects too."""
+    return _paths(schema, lambda prop: bool(prop.get("writeOnly")))
+
+
+def destination_paths(schema: dict[str, Any]) -> list[str]:
+    """The dotted paths of the fields that decide where secrets are sent (x-destination,
+    or an address format; see providers.base.is_destination), nested objects too."""
+    return _paths(schema, is_destination)
+
+
+def _title(schema: dict[str, Any], path: str) -> str:
+    prop: dict[str, Any] = schema
+    for part in path.split("."):
+        prop = (prop.get("properties") or {}).get(part, {})
+    return str(prop.get("title") or path)
+
+
+def _comparable(value: Any) -> Any:
+    return value.strip() if isinstance(value, str) else value
+
+
+def moved_destinations(schema: dict[str, Any], paths: Iterable[str], before: dict[str, Any],
+                       after: dict[str, Any]) -> list[str]:
+    """The titles of the destination fields (`paths`) whose value in `after` is not the
+    one in `before` (spaces around text aside; a field missing on one side differs)."""
+    moved = []
+    for path in paths:
+        (old, old_name), (new, new_name) = holder_of(before, path), holder_of(after, path)
+        if _comparable((old or {}).get(old_name)) != _comparable((new or {}).get(new_name)):
+            moved.append(_title(schema, path))
+    return moved
+
+
+def destinations_said(schema: dict[str, Any], paths: Iterable[str] | None = None) -> str:
+    """The destination fields' titles for a sentence ("“Endpoint URL”", "“Host” or
+    “Port”"); empty when the schema has none."""
+    titles = [f"“{_title(schema, path)}”" for path in
+              (destination_paths(schema) if paths is None else paths)]
+    return " or ".join(titles)
 
 
 def holder_of(config: Any, path: str) -> tuple[dict[str, Any] | None, str]:

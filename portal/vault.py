@@ -33,7 +33,13 @@ from portal import audit
 from portal.extensions import db
 from portal.models import Authorization, AuthorizationVersion, Draft, Job, User
 from portal.models.types import utcnow
-from portal.schemaform import holder_of, secret_slots, validate
+from portal.schemaform import (
+    destination_paths,
+    holder_of,
+    moved_destinations,
+    secret_slots,
+    validate,
+)
 from providers import get_job_type, get_provider
 from providers.base import (
     OAUTH_TOKEN_SECRETS,
@@ -294,21 +300,47 @@ def replace(authorization: Authorization, credentials: dict[str, Any], *, expect
     return version
 
 
+def enter_again(moved: list[str]) -> str:
+    """The message on a blank secret that is not kept because a destination changed."""
+    return (f"{' and '.join(f'“{title}”' for title in moved)} changed: enter this secret "
+            "again. A stored secret is never sent to a new address.")
+
+
 def update_entered(authorization: Authorization, entered: dict[str, Any], *,
                    expected_version: int, by: User) -> int:
-    """A person's credentials update from a form: a blank secret keeps the stored one."""
+    """A person's credentials update from a form: a blank secret keeps the stored one,
+    unless a field that decides where it is sent (the method's destination_fields, such
+    as a URL) changed: then every secret must be entered again."""
     _, method = method_of(authorization)
+    if method.kind == "oauth2":  # its tokens come from a sign-in, not from a form
+        raise VaultError(f"{describe(authorization)} signs in with the provider: use "
+                         "Re-authorize to renew it.")
     blanks = [name for name in method.secret_fields if not entered.get(name)]
-    kept: dict[str, Any] = {}
+    stored: dict[str, Any] = {}
     if blanks:
-        kept = current_credentials(authorization)  # KeyUnavailable: they must enter all
-    merged = {**{name: kept[name] for name in blanks if name in kept},
+        stored = current_credentials(authorization)  # KeyUnavailable: they must enter all
+    errors: dict[str, str] = {}
+    keepable = [name for name in blanks if name in stored]
+    moved = moved_destinations(method.schema or {}, method.destination_fields, stored,
+                               entered) if keepable else []
+    if moved:
+        errors = {name: enter_again(moved) for name in keepable}
+    merged = {**{name: stored[name] for name in keepable if name not in errors},
               **{name: value for name, value in entered.items() if value not in ("", None)}}
-    errors = check_entered(method, merged)
+    for name, message in check_entered(method, merged).items():
+        errors.setdefault(name, message)
     if errors:
         raise InvalidCredentials(errors)
     return replace(authorization, merged, expected_version=expected_version, reason="updated",
                    by=by)
+
+
+def can_change(authorization: Authorization, user: User) -> bool:
+    """Any operator may use an authorization (in a job, in a connection test); changing
+    it (label, credentials, re-authorizing, deleting, moving its jobs) is for the person
+    who created it and for admins."""
+    return user.has_role("admin") or (user.has_role("operator")
+                                      and authorization.owner_id == user.id)
 
 
 def edit_details(authorization: Authorization, *, label: str, description: str,
@@ -448,19 +480,26 @@ def _copy(config: dict[str, Any]) -> dict[str, Any]:
 
 
 def seal_config(schema: dict[str, Any], config: dict[str, Any], *,
-                keep: dict[str, Any] | None = None, drop: Iterable[str] = ()) -> dict[str, Any]:
+                keep: dict[str, Any] | None = None, drop: Iterable[str] = (),
+                refused: dict[str, str] | None = None) -> dict[str, Any]:
     """The configuration as it is stored: every secret value sealed. A secret left out
     (a blank password box), or one in `drop` (a field with a mistake), keeps the sealed
-    value it had in `keep`, the config stored before, or is left out."""
+    value it had in `keep`, the config stored before, or is left out. It is not kept when
+    a destination field (x-destination, e.g. a URL) differs from `keep`'s: it is left
+    out, and `refused` (when given) gets a message on its path to enter it again."""
     stored, dropped = _copy(config), set(drop)
+    moved = moved_destinations(schema, destination_paths(schema), keep, config) if keep else []
     for path, holder, name in secret_slots(schema, stored):
         value = None if path in dropped else holder.get(name)
         if value in (None, ""):
             earlier, earlier_name = holder_of(keep, path)
             if earlier is not None and is_sealed(earlier.get(earlier_name)):
-                holder[name] = earlier[earlier_name]
-            else:
-                holder.pop(name, None)
+                if not moved:
+                    holder[name] = earlier[earlier_name]
+                    continue
+                if refused is not None:
+                    refused.setdefault(path, enter_again(moved))
+            holder.pop(name, None)
         elif not is_sealed(value):
             holder[name] = {SEALED: keyring().seal({"value": value}, _config_aad(path))}
     return stored

@@ -132,8 +132,26 @@ class RunContext(Protocol):
 
 # The kinds of authorization method; a provider names its own methods but each is one
 # of these. Secret fields of a method's schema carry `"writeOnly": true` (JSON Schema):
-# the portal stores them encrypted and never shows them again.
+# the portal stores them encrypted and never shows them again. Fields that decide where
+# the secrets are sent (a URL, host, base URL, account, data center) carry
+# `"x-destination": true`: when one of them changes, every secret must be entered again,
+# so a stored secret never follows a new address. A job type's config schema marks its
+# own such fields the same way. A field that decides where an authorization's credentials
+# go belongs in the method's schema, never in a job's config: any operator may use an
+# authorization in a job, but only its creator or an admin may change where it points.
 AUTH_KINDS = ("none", "api_key", "key_secret", "basic", "oauth2")
+# String formats that name an address: such a field is a destination unless its schema
+# says `"x-destination": false`, so a URL field a provider forgets to mark is still one.
+ADDRESS_FORMATS = ("uri", "uri-reference", "iri", "iri-reference", "hostname",
+                   "idn-hostname", "ipv4", "ipv6")
+
+
+def is_destination(spec: dict[str, Any]) -> bool:
+    """True when a schema property decides where secrets are sent (see above)."""
+    flag = spec.get("x-destination")
+    if flag is not None:
+        return bool(flag)
+    return not spec.get("writeOnly") and spec.get("format") in ADDRESS_FORMATS
 # What an OAuth token response holds that is secret.
 OAUTH_TOKEN_SECRETS = ("access_token", "refresh_token", "id_token")
 
@@ -174,6 +192,13 @@ class AuthMethod:
             return OAUTH_TOKEN_SECRETS
         properties = (self.schema or {}).get("properties", {})
         return tuple(name for name, spec in properties.items() if spec.get("writeOnly"))
+
+    @property
+    def destination_fields(self) -> tuple[str, ...]:
+        """Names of the credential fields that decide where the secrets are sent; when one
+        changes, a blank secret is not kept (oauth2: none, a new sign-in replaces all)."""
+        properties = (self.schema or {}).get("properties", {})
+        return tuple(name for name, spec in properties.items() if is_destination(spec))
 
 
 NO_AUTH = AuthMethod("none", "No authorization needed")

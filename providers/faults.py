@@ -79,7 +79,7 @@ SHOWCASE_SCHEMA = {
     "type": "object",
     "required": ["title", "limits"],
     "x-order": ["title", "count", "ratio", "enabled", "mode", "channels", "ids", "limits",
-                "token"],
+                "endpoint", "token"],
     "properties": {
         "title": {"type": "string", "title": "Title", "maxLength": 40, "default": "Hello",
                   "description": "Help text for the title."},
@@ -96,6 +96,8 @@ SHOWCASE_SCHEMA = {
                    "properties": {
                        "daily": {"type": "integer", "title": "Daily", "minimum": 1},
                        "note": {"type": "string", "title": "Note", "default": "n/a"}}},
+        # Where the token would go: change it and the token must be entered again.
+        "endpoint": {"type": "string", "title": "Endpoint", "x-destination": True},
         "token": {"type": "string", "title": "Token", "writeOnly": True, "minLength": 4},
     },
 }

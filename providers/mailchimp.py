@@ -281,6 +281,9 @@ def run_import_members(ctx: RunContext) -> WorkResult:
                       message=message)
 
 
+# No destination field to mark (x-destination): the data center that names the API host
+# is part of the key itself, and an OAuth sign-in's data center comes from Mailchimp
+# with the token, never from a form.
 API_KEY_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["api_key"],

@@ -66,6 +66,7 @@ URL_FIELD: dict[str, Any] = {
     "description": "The address the messages are POSTed to, starting with https:// (or "
     "http:// on a trusted network).",
     "format": "uri",
+    "x-destination": True,  # a stored secret is never sent to a changed URL
     "pattern": "^https?://[^\\s/?#]+[^\\s]*$",
     "x-pattern-message": "Enter a full address starting with https:// (or http://), with no "
     "spaces.",

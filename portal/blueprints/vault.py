@@ -19,7 +19,13 @@ from portal import audit, htmx, oauth, vault
 from portal.access import role_required
 from portal.extensions import db
 from portal.models import Authorization, AuthorizationVersion
-from portal.schemaform import coerce, name_errors, ordered_fields, prefixed
+from portal.schemaform import (
+    coerce,
+    destinations_said,
+    name_errors,
+    ordered_fields,
+    prefixed,
+)
 from providers import CATALOG, get_provider
 from providers.base import AuthMethod, Provider
 
@@ -62,11 +68,22 @@ def _back_to(target: str, authorization: Authorization) -> str:
     return f"{target}{joiner}{urlencode({'authorization': authorization.id})}"
 
 
-def _authorization(authorization_id: int) -> Authorization:
+def _authorization(authorization_id: int, *, for_change: bool = False) -> Authorization:
+    """The authorization with this id (404 if none); `for_change`: also 403 unless the
+    current user may change it (its creator or an admin; any operator may use it)."""
     found = db.session.get(Authorization, authorization_id)
     if found is None:
         abort(404, description="There is no such authorization; it may have been deleted.")
+    if for_change and not vault.can_change(found, current_user):
+        abort(403, description=f"{_who_may_change(found)} You can still use it in jobs and "
+                               "test its connection.")
     return found
+
+
+def _who_may_change(authorization: Authorization) -> str:
+    creator = authorization.owner.email if authorization.owner else None
+    return (f"Only {creator}, who created “{authorization.label}”, or an admin can change it."
+            if creator else f"Only an admin can change “{authorization.label}”.")
 
 
 def _method_of(authorization: Authorization) -> tuple[Provider, AuthMethod]:
@@ -205,7 +222,7 @@ def oauth_callback(provider_key: str):
                                        f"account this is: {exc}. Nothing was saved.", pending)
     credentials = {**token, **extras}
     if pending.get("authorization_id"):
-        authorization = _authorization(pending["authorization_id"])
+        authorization = _authorization(pending["authorization_id"], for_change=True)
         try:
             vault.replace(authorization, credentials, expected_version=pending["version"],
                           reason="reauthorized", by=current_user)
@@ -248,6 +265,10 @@ def _summary_context(authorization: Authorization, **extra: Any) -> dict[str, An
         "versions": versions, "jobs": vault.jobs_using(authorization), "others": others,
         "history": audit.entries_for("authorization", authorization.id),
         "fields": ordered_fields(method.schema or {}) if method else [], "prefix": CREDENTIAL,
+        "can_change": vault.can_change(authorization, current_user),
+        "who_may_change": _who_may_change(authorization),
+        "destinations": destinations_said(method.schema or {}, method.destination_fields)
+        if method else "",
         "values": authorization.public.get("values", {}), "errors": {}, "notice": None,
         "details_errors": {},
     }
@@ -258,7 +279,7 @@ def _summary_context(authorization: Authorization, **extra: Any) -> dict[str, An
 @bp.post("/<int:authorization_id>/details")
 @role_required("operator")
 def edit_details(authorization_id: int):
-    authorization = _authorization(authorization_id)
+    authorization = _authorization(authorization_id, for_change=True)
     label = request.form.get("label", "").strip()
     description = request.form.get("description", "").strip()
     errors = _label_errors(label, description)
@@ -275,7 +296,7 @@ def edit_details(authorization_id: int):
 @role_required("operator")
 def update_credentials(authorization_id: int):
     """A new version of the credentials; blank secret fields keep the stored values."""
-    authorization = _authorization(authorization_id)
+    authorization = _authorization(authorization_id, for_change=True)
     _, method = _method_of(authorization)
     values, errors = coerce(method.schema or {}, prefixed(request.form, CREDENTIAL))
     expected = request.form.get("version", "")
@@ -306,7 +327,7 @@ def update_credentials(authorization_id: int):
 @bp.post("/<int:authorization_id>/reauthorize")
 @role_required("operator")
 def reauthorize(authorization_id: int):
-    authorization = _authorization(authorization_id)
+    authorization = _authorization(authorization_id, for_change=True)
     provider, method = _method_of(authorization)
     if method.kind != "oauth2":
         abort(400, description="Only OAuth authorizations are re-authorized; update the "
@@ -327,7 +348,7 @@ def test_connection(authorization_id: int):
 @bp.post("/<int:authorization_id>/delete")
 @role_required("operator")
 def delete(authorization_id: int):
-    authorization = _authorization(authorization_id)
+    authorization = _authorization(authorization_id, for_change=True)
     try:
         vault.delete(authorization, by=current_user)
     except vault.InUse as exc:
@@ -340,7 +361,7 @@ def delete(authorization_id: int):
 @bp.post("/<int:authorization_id>/reassign")
 @role_required("operator")
 def reassign(authorization_id: int):
-    authorization = _authorization(authorization_id)
+    authorization = _authorization(authorization_id, for_change=True)
     raw = request.form.get("target", "")
     target = db.session.get(Authorization, int(raw)) if raw.isdigit() else None
     try:

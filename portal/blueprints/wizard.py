@@ -23,6 +23,7 @@ from portal.models.types import utcnow
 from portal.schemaform import (
     coerce,
     defaults,
+    destinations_said,
     name_errors,
     ordered_fields,
     prefixed,
@@ -188,6 +189,7 @@ def _configure_page(provider: Provider, job_type: JobType, draft: Draft | None,
         auth_param=auth_param, draft=draft, steps=STEPS, step=3,
         fields=ordered_fields(job_type.config_schema), values=values, errors=errors,
         upload=upload, options=options, option_problems=problems,
+        destinations=destinations_said(job_type.config_schema),
     )
     if draft is not None:
         htmx.push_url(response, url_for("wizard.configure", provider_key=provider.key,
@@ -246,8 +248,9 @@ def configure(provider_key: str, job_type_key: str):
     if request.form.get("action") != "upload":
         for field, message in validate(schema, plain, choices[0]).items():
             errors.setdefault(field, message)
-    # A secret with a mistake is not kept; the one set before it stays.
-    values = vault.seal_config(schema, values, keep=earlier, drop=errors)
+    # A secret with a mistake is not kept; the one set before it stays (unless where it
+    # goes changed: then it must be entered again).
+    values = vault.seal_config(schema, values, keep=earlier, drop=errors, refused=errors)
     draft = _save_config(draft, provider, job_type, chosen, values, upload,
                          done=not errors and request.form.get("action") != "upload")
     if errors or request.form.get("action") == "upload":
@@ -261,8 +264,8 @@ def _sealed_config(schema: dict[str, Any], values: dict[str, Any], *, keep: dict
                    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """(the config as it is kept, secrets sealed; the same in plain text, to check it;
     `keep` less what is lost). A kept secret that no key opens any more is dropped, with
-    a message on its field."""
-    stored, lost = vault.seal_config(schema, values, keep=keep), []
+    a message on its field; so is one whose destination (e.g. a URL) changed."""
+    stored, lost = vault.seal_config(schema, values, keep=keep, refused=errors), []
     plain = vault.open_config(schema, stored, what="this draft", lost=lost)
     for path in lost:
         errors[path] = "This secret can no longer be decrypted; enter it again."
