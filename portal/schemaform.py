@@ -202,13 +202,15 @@ def _title(schema: dict[str, Any], path: str) -> str:
 
 
 def _comparable(value: Any) -> Any:
-    return value.strip() if isinstance(value, str) else value
+    if isinstance(value, str):
+        return value.strip() or None  # a blank box is the same as no value
+    return value
 
 
 def moved_destinations(schema: dict[str, Any], paths: Iterable[str], before: dict[str, Any],
                        after: dict[str, Any]) -> list[str]:
     """The titles of the destination fields (`paths`) whose value in `after` is not the
-    one in `before` (spaces around text aside; a field missing on one side differs)."""
+    one in `before` (spaces around text aside; blank is the same as missing)."""
     moved = []
     for path in paths:
         (old, old_name), (new, new_name) = holder_of(before, path), holder_of(after, path)

@@ -282,6 +282,7 @@ def test_seal_config_keeps_no_secret_when_a_nested_destination_changes(app):
     # Without a place for messages it still keeps nothing.
     assert "token" not in vault.seal_config(NESTED, {"remote": {"host": "db3"}}, keep=stored)
     assert moved_destinations(NESTED, ["remote.base"], stored, {}) == ["remote.base"]
+    assert moved_destinations(NESTED, ["note"], {"note": " "}, {}) == [], "blank is no value"
 
 
 # --- declarations ---------------------------------------------------------------------------
