@@ -311,10 +311,10 @@ def update_entered(authorization: Authorization, entered: dict[str, Any], *,
     """A person's credentials update from a form: a blank secret keeps the stored one,
     unless a field that decides where it is sent (the method's destination_fields, such
     as a URL) changed: then every secret must be entered again."""
-    _, method = method_of(authorization)
+    provider, method = method_of(authorization)
     if method.kind == "oauth2":  # its tokens come from a sign-in, not from a form
-        raise VaultError(f"{describe(authorization)} signs in with the provider: use "
-                         "Re-authorize to renew it.")
+        raise VaultError(f"Its tokens come from signing in with {provider.name}: use "
+                         "Re-authorize to renew them.")
     blanks = [name for name in method.secret_fields if not entered.get(name)]
     stored: dict[str, Any] = {}
     if blanks:

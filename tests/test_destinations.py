@@ -212,7 +212,7 @@ def test_credentials_of_a_sign_in_are_not_edited_by_form(client, auth):
     db.session.commit()
     page = post(client, auth, f"/vault/{authorization.id}/credentials",
                 version="1").get_data(as_text=True)
-    assert "use Re-authorize to renew it" in page
+    assert "signing in with Mailchimp: use Re-authorize to renew them" in page
     assert fresh(authorization).current_version == 1
     assert vault.current_credentials(fresh(authorization))["dc"] == "us6"
 
