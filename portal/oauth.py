@@ -16,6 +16,7 @@ from flask import Flask, current_app
 
 from portal import vault
 from portal.queues import redis_connection
+from providers import outbound
 from providers.base import AuthMethod, Provider
 
 PREFIX = "portal:oauth:"
@@ -50,10 +51,12 @@ def client(provider: Provider, method: AuthMethod):
     kwargs: dict[str, Any] = {"scope": settings["scope"]} if settings["scope"] else {}
     if method.oauth.pkce:
         kwargs["code_challenge_method"] = "S256"
+    # Authlib hands each session it makes to `compliance_fix`: there it gets the outbound
+    # policy, so the token exchange reaches only addresses PORTAL_OUTBOUND_ALLOW permits.
     return registry.register(
         provider.key, client_id=settings["client_id"], client_secret=settings["client_secret"],
         authorize_url=settings["authorize_url"], access_token_url=settings["token_url"],
-        client_kwargs=kwargs,
+        client_kwargs=kwargs, compliance_fix=outbound.guard_session,
     )
 
 
