@@ -45,6 +45,7 @@ from urllib.parse import urlsplit, urlunsplit
 import httpx
 import requests
 from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError
 
 from providers.base import ConfigError
 
@@ -258,29 +259,29 @@ def check_address(address: Address | str, port: int, *, host: str | None = None,
     raise _refuse(name or str(parsed), port, kind)
 
 
-def resolve(host: str, port: int, *, policy: Policy | None = None) -> Address:
-    """Resolve `host` once, check every address it has, and return the one to connect to.
-    OutboundRefused when any of them is refused (a name that answers a public and a
-    private address is not trusted with either); OSError when it cannot be resolved."""
+def resolve(host: str, port: int, *, policy: Policy | None = None) -> list[Address]:
+    """Resolve `host` once and check every address it has; returns them, to connect to in
+    this order. OutboundRefused when any of them is refused (a name that answers a public
+    and a private address is trusted with neither); OSError when it cannot be resolved."""
     if not host:
         raise OSError("no host to resolve")
     literal = parse_address(host)
     if literal is not None:
-        return check_address(literal, port, host=host, policy=policy)
+        return [check_address(literal, port, host=host, policy=policy)]
     found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in found))
     if not addresses:
         raise OSError(f"{host} has no address")
     checked = [check_address(address, port, host=host, policy=policy) for address in addresses]
-    return checked[0]
+    return list(dict.fromkeys(checked))
 
 
-def check_url(url: str, *, policy: Policy | None = None) -> Address:
-    """The checked address to connect to for an http(s) URL (see `resolve`)."""
+def check_url(url: str, *, policy: Policy | None = None) -> list[Address]:
+    """The checked addresses to connect to for an http(s) URL (see `resolve`)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"Only http:// and https:// addresses with a host can be reached, "
-                          f"not {parts.scheme or 'this'} one.", code="bad_url")
+        raise ConfigError("Only http:// and https:// addresses with a host can be reached.",
+                          code="bad_url")
     return resolve(parts.hostname, parts.port or _default_port(parts.scheme), policy=policy)
 
 
@@ -302,15 +303,23 @@ class GuardedTransport(httpx.BaseTransport):
         url = request.url
         host = url.raw_host.decode("ascii")
         try:
-            address = resolve(host, url.port or _default_port(url.scheme))
+            addresses = resolve(host, url.port or _default_port(url.scheme))
         except OSError:
             raise httpx.ConnectError(f"could not find the address of {host}",
                                      request=request) from None
-        request.url = url.copy_with(host=str(address))
         if url.scheme == "https" and parse_address(host) is None:
             request.extensions = {**request.extensions, "sni_hostname": host}
         try:
-            return self._inner.handle_request(request)
+            for number, address in enumerate(addresses, start=1):
+                request.url = url.copy_with(host=str(address))
+                try:
+                    return self._inner.handle_request(request)
+                except (httpx.ConnectError, httpx.ConnectTimeout):
+                    # Nothing was sent: the next checked address may answer (as a
+                    # resolving client tries an IPv6 address, then an IPv4 one).
+                    if number == len(addresses):
+                        raise
+            raise AssertionError("unreachable")  # resolve() returns at least one address
         finally:
             request.url = url
 
@@ -335,20 +344,27 @@ class GuardedAdapter(HTTPAdapter):
         host = parts.hostname or ""
         port = parts.port or _default_port(parts.scheme)
         try:
-            address = resolve(host, port)
+            addresses = resolve(host, port)
         except OSError:
             raise requests.ConnectionError(f"could not find the address of {host}",
                                            request=request) from None
-        shown = f"[{address}]" if address.version == 6 else str(address)
-        direct = request.copy()
-        direct.url = urlunsplit(parts._replace(
-            netloc=f"{shown}:{parts.port}" if parts.port else shown))
         name = f"[{host}]" if ":" in host else host
-        direct.headers["Host"] = f"{name}:{parts.port}" if parts.port else name
-        direct._portal_server_name = host  # for the TLS server name, below
-        response = super().send(direct, **kwargs)
-        response.url, response.request = request.url, request
-        return response
+        for number, address in enumerate(addresses, start=1):
+            shown = f"[{address}]" if address.version == 6 else str(address)
+            direct = request.copy()
+            direct.url = urlunsplit(parts._replace(
+                netloc=f"{shown}:{parts.port}" if parts.port else shown))
+            direct.headers["Host"] = f"{name}:{parts.port}" if parts.port else name
+            direct._portal_server_name = host  # for the TLS server name, below
+            try:
+                response = super().send(direct, **kwargs)
+            except requests.ConnectionError as exc:
+                if number == len(addresses) or not _not_connected(exc):
+                    raise
+                continue
+            response.url, response.request = request.url, request
+            return response
+        raise AssertionError("unreachable")  # resolve() returns at least one address
 
     def build_connection_pool_key_attributes(self, request, verify, cert=None):
         host_params, pool_kwargs = super().build_connection_pool_key_attributes(
@@ -357,6 +373,12 @@ class GuardedAdapter(HTTPAdapter):
         if host_params.get("scheme") == "https" and name and parse_address(name) is None:
             pool_kwargs["server_hostname"] = name
         return host_params, pool_kwargs
+
+
+def _not_connected(exc: requests.ConnectionError) -> bool:
+    """Whether the connection failed before anything was sent."""
+    reason = getattr(exc.args[0] if exc.args else None, "reason", None)
+    return isinstance(reason, ConnectTimeoutError)  # NewConnectionError is one too
 
 
 def guard_session(session: requests.Session) -> requests.Session:
