@@ -101,7 +101,7 @@ def parse_address(text: str) -> Address | None:
 
 
 def _embedded_ipv4(address: ipaddress.IPv6Address) -> ipaddress.IPv4Address | None:
-    """The IPv4 address an IPv6 address carries (NAT64, 6to4, IPv4-compatible)."""
+    """The IPv4 address an IPv6 address carries (NAT64, IPv4-compatible, 6to4)."""
     if address in _NAT64 or (address in _COMPATIBLE and int(address) > 1):
         return ipaddress.IPv4Address(int(address) & 0xFFFFFFFF)
     return address.sixtofour
@@ -114,8 +114,12 @@ def kind_of(address: Address) -> str | None:
         if address.ipv4_mapped:
             return kind_of(address.ipv4_mapped)
         carried = _embedded_ipv4(address)
-        if carried is not None and kind_of(carried):
-            return f"{kind_of(carried)} (in an IPv6 address)"
+        if carried is not None:
+            inner = kind_of(carried)
+            if inner:
+                return f"{inner} (in an IPv6 address)"
+            if address not in _COMPATIBLE:  # NAT64 and 6to4 of a public address
+                return None
     public = (address.is_global and not any(address in net for net in _NOT_PUBLIC)
               and not (address.is_multicast or address.is_reserved or address.is_private))
     if public:
@@ -268,7 +272,9 @@ def resolve(host: str, port: int, *, policy: Policy | None = None) -> list[Addre
     literal = parse_address(host)
     if literal is not None:
         return [check_address(literal, port, host=host, policy=policy)]
-    found = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP)
+    # "Example.com." is the name example.com (and /etc/hosts knows no trailing dots).
+    found = socket.getaddrinfo(host.lower().rstrip("."), port, type=socket.SOCK_STREAM,
+                               proto=socket.IPPROTO_TCP)
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in found))
     if not addresses:
         raise OSError(f"{host} has no address")
