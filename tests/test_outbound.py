@@ -8,14 +8,23 @@ from __future__ import annotations
 
 import socket
 import socketserver
+import ssl
 import threading
 import time
 from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
+import httpx
 import pytest
 import requests
 from authlib.integrations.requests_client import OAuth2Session
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy import select
+from werkzeug.serving import make_server
 from werkzeug.wrappers import Request, Response
 
 from portal import create_app, vault
@@ -330,3 +339,44 @@ def test_worker_processes_take_the_policy_from_the_setting(app, make_user, spawn
         assert error is not None, "the worker did not run the job"
         assert hook.received == []
     assert error.code == "outbound_refused" and "PORTAL_OUTBOUND_ALLOW" in error.message
+
+
+def _self_signed(folder: Path, name: str) -> tuple[Path, Path]:
+    """A certificate for `name` only (not for its address), and its key."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    certificate = (
+        x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - timedelta(minutes=5)).not_valid_after(now + timedelta(hours=1))
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "cert.pem", folder / "key.pem"
+    cert_path.write_bytes(certificate.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_path, key_path
+
+
+def test_tls_checks_the_name_in_the_url_while_connecting_to_the_checked_address(tmp_path):
+    cert, key = _self_signed(tmp_path, "localhost")
+    server = make_server("127.0.0.1", 0, Request.application(ok),
+                         ssl_context=(str(cert), str(key)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    port = server.server_port
+    try:
+        trusted = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(transport=outbound.transport(verify=trusted), trust_env=False) as web:
+            assert web.get(f"https://localhost:{port}/").text == "fine"
+            with pytest.raises(httpx.ConnectError, match="CERTIFICATE_VERIFY_FAILED"):
+                web.get(f"https://127.0.0.1:{port}/")  # the certificate names localhost only
+        session = outbound.guard_session(requests.Session())
+        session.verify = str(cert)
+        assert session.get(f"https://localhost:{port}/", timeout=10).text == "fine"
+        with pytest.raises(requests.exceptions.SSLError):
+            session.get(f"https://127.0.0.1:{port}/", timeout=10)
+    finally:
+        server.shutdown()
