@@ -16,6 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from portal.config import ConfigError, load_settings
 from portal.extensions import csrf, db, htmx_headers, login_manager, migrate
+from providers import outbound
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -55,6 +56,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     oauth.init_app(app)
+    try:  # where outbound requests may go, in this process (web or worker)
+        outbound.configure(app.config["PORTAL_OUTBOUND_ALLOW"])
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
 
     from portal import models  # noqa: F401  (registers the tables)
     from portal.blueprints import admin, auth, data, jobs, vault, wizard

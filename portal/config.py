@@ -11,6 +11,8 @@ from typing import Any
 
 from dotenv import load_dotenv
 
+from providers import outbound
+
 log = logging.getLogger(__name__)
 
 
@@ -103,6 +105,11 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         # Reverse proxies in front of the web server whose X-Forwarded-* headers to trust
         # (so OAuth redirect URLs come out as https://your-host/...).
         "PORTAL_TRUSTED_PROXIES": _int("PORTAL_TRUSTED_PROXIES", 0),
+        # Non-public addresses (loopback, private...) the portal's outbound requests may
+        # reach, as providers/outbound.py reads them; the list replaces the default:
+        # loopback in development, nothing in production.
+        "PORTAL_OUTBOUND_ALLOW": os.environ.get(
+            "PORTAL_OUTBOUND_ALLOW", "" if production else outbound.LOOPBACK),
     }
     # OAuth clients per provider: PORTAL_OAUTH_<PROVIDER>_CLIENT_ID, _CLIENT_SECRET, and
     # optionally _AUTHORIZE_URL / _TOKEN_URL.

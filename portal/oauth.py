@@ -9,17 +9,22 @@ only an expiry marker in the session. What the portal itself needs to finish the
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
+from authlib.integrations.base_client.errors import MismatchingStateError, OAuthError
 from authlib.integrations.flask_client import OAuth
 from flask import Flask, current_app
+from requests import RequestException
 
 from portal import vault
 from portal.queues import redis_connection
+from providers import outbound
 from providers.base import AuthMethod, Provider
 
 PREFIX = "portal:oauth:"
 PENDING_SECONDS = 3600
+ERROR_CODE = re.compile(r"[a-z0-9_.-]{1,64}")  # "invalid_grant": RFC 6749 error codes
 
 
 class RedisStateCache:
@@ -50,10 +55,12 @@ def client(provider: Provider, method: AuthMethod):
     kwargs: dict[str, Any] = {"scope": settings["scope"]} if settings["scope"] else {}
     if method.oauth.pkce:
         kwargs["code_challenge_method"] = "S256"
+    # Authlib hands each session it makes to `compliance_fix`: there it gets the outbound
+    # policy, so the token exchange reaches only addresses PORTAL_OUTBOUND_ALLOW permits.
     return registry.register(
         provider.key, client_id=settings["client_id"], client_secret=settings["client_secret"],
         authorize_url=settings["authorize_url"], access_token_url=settings["token_url"],
-        client_kwargs=kwargs,
+        client_kwargs=kwargs, compliance_fix=outbound.guard_session,
     )
 
 
@@ -77,9 +84,24 @@ def pending(state: str | None) -> dict[str, Any] | None:
 
 def finish(provider: Provider, method: AuthMethod, state: str) -> dict[str, Any]:
     """Exchange the code for a token (Authlib checks the state and sends the PKCE
-    verifier); raises authlib's OAuthError / MismatchingStateError."""
+    verifier); raises authlib's OAuthError (also when the token endpoint cannot be
+    reached or the outbound policy refuses it) / MismatchingStateError."""
     try:
         return dict(client(provider, method).authorize_access_token())
+    except MismatchingStateError:
+        raise
+    except OAuthError as exc:
+        # The provider's error code is shown; anything else it wrote is not repeated.
+        code = exc.error if isinstance(exc.error, str) and ERROR_CODE.fullmatch(exc.error) \
+            else "an error it did not name in the standard way"
+        raise OAuthError(error=code) from None
+    except outbound.OutboundRefused:
+        # Said as the error Authlib would raise, so the page says it like a refusal.
+        raise OAuthError(error="its token endpoint is at an address the portal does not "
+                               f"connect to; an administrator can allow it with "
+                               f"{outbound.SETTING}") from None
+    except RequestException:
+        raise OAuthError(error="its token endpoint could not be reached") from None
     finally:
         discard(state)
 

@@ -40,7 +40,7 @@ from portal.schemaform import (
     secret_slots,
     validate,
 )
-from providers import get_job_type, get_provider
+from providers import get_job_type, get_provider, outbound, redaction
 from providers.base import (
     OAUTH_TOKEN_SECRETS,
     AuthError,
@@ -211,10 +211,9 @@ def secret_values(method: AuthMethod, credentials: dict[str, Any]) -> list[str]:
 
 
 def redact(text: str, secrets: Iterable[str]) -> str:
-    """The text with every secret value (of four characters or more) replaced."""
-    for secret in sorted({s for s in secrets if len(s) >= 4}, key=len, reverse=True):
-        text = text.replace(secret, REDACTED)
-    return text
+    """The text with every secret value (of four characters or more) replaced, in any
+    case and in its usual encodings (base64, URL, hex...: providers/redaction.py)."""
+    return redaction.redact(text, secrets, mask=REDACTED, min_length=4)
 
 
 def check_entered(method: AuthMethod, credentials: dict[str, Any]) -> dict[str, str]:
@@ -592,6 +591,7 @@ def _refresh(provider: Provider, method: AuthMethod, credentials: dict[str, Any]
     settings = oauth_settings(provider, method)
     session = OAuth2Session(settings["client_id"], settings["client_secret"],
                             token=credentials, token_endpoint=settings["token_url"])
+    outbound.guard_session(session)  # the token endpoint passes the outbound policy
     try:
         token = session.refresh_token(settings["token_url"],
                                       refresh_token=credentials["refresh_token"], timeout=30)

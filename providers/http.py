@@ -1,29 +1,45 @@
-"""The one place HTTP providers make a request: `http_call` sets timeouts and maps
-transport failures and HTTP errors to AuthError / RateLimited / ConfigError / ProviderError,
-with messages that never carry a credential."""
+"""The one place HTTP providers make a request: `http_call` sets timeouts, passes every
+request through the outbound policy (providers/outbound.py: no loopback, private or other
+non-public address unless PORTAL_OUTBOUND_ALLOW lists it, checked after DNS resolution and
+connected to as checked) and maps transport failures and HTTP errors to AuthError /
+RateLimited / ConfigError / ProviderError.
+
+What the other side said is never repeated: a message names its status line as we know
+it ("HTTP 502 Bad Gateway"), never its body, reason phrase, headers or redirect target, so
+an endpoint cannot use the portal's messages to show what it read (a probe of an internal
+service) and a message never carries a credential it echoed."""
 
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
+from http import HTTPStatus
 from typing import Any
-from urllib.parse import urlsplit
 
 import httpx
 
+from providers import outbound, redaction
 from providers.base import AuthError, ConfigError, ProviderError, RateLimited
 
 TIMEOUT_SECONDS = 30.0
 TIMEOUT = httpx.Timeout(TIMEOUT_SECONDS, connect=10.0)
 USER_AGENT = "jobs-portal/0.1"
 DEFAULT_RETRY_AFTER = 60.0
-DETAIL_LIMIT = 200  # characters of a response body a message may quote
 HIDDEN = "[hidden]"
 
-
+# What went wrong on the way, in our words: an exception's own text can quote what the
+# other side sent (an h11 error shows the bytes of a reply that is not HTTP).
+_TRANSPORT_REASONS: tuple[tuple[type[Exception], str], ...] = (
+    (httpx.ConnectError, "could not connect"),
+    (httpx.RemoteProtocolError, "the answer was not valid HTTP"),
+    (httpx.ReadError, "the connection broke while reading the answer"),
+    (httpx.WriteError, "the connection broke while sending the request"),
+    (httpx.TooManyRedirects, "too many redirects"),
+    (httpx.InvalidURL, "the address is not a valid URL"),
+    (httpx.UnsupportedProtocol, "the address does not start with http:// or https://"),
+)
 
 
 def _sentence(text: str) -> str:
@@ -31,28 +47,22 @@ def _sentence(text: str) -> str:
 
 
 def _redact(text: str, secrets: Iterable[str]) -> str:
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        text = text.replace(secret, HIDDEN)
-    return text
+    return redaction.redact(text, secrets, mask=HIDDEN)
 
 
-def _detail(response: httpx.Response, secrets: list[str]) -> str:
-    """A short, secret-free line from an error response: its problem title/detail, else text."""
-    text = ""
+def status_line(status: int) -> str:
+    """"HTTP 502 Bad Gateway": a status with its standard phrase (ours, not the reply's)."""
     try:
-        body = response.json()
+        return f"HTTP {status} {HTTPStatus(status).phrase}"
     except ValueError:
-        body = None
-    if isinstance(body, dict):
-        keys = ("title", "detail", "message", "error", "error_description")
-        parts = [str(body[key]) for key in keys if isinstance(body.get(key), str | int)]
-        text = ": ".join(dict.fromkeys(part for part in parts if part))
-    if not text:
-        text = response.text
-        if "html" in response.headers.get("content-type", ""):
-            text = re.sub(r"<[^>]*>", " ", text)
-    text = _redact(" ".join(text.split()), secrets)
-    return text if len(text) <= DETAIL_LIMIT else text[: DETAIL_LIMIT - 1] + "…"
+        return f"HTTP {status}"
+
+
+def _reason(exc: Exception) -> str:
+    for kind, reason in _TRANSPORT_REASONS:
+        if isinstance(exc, kind):
+            return reason
+    return type(exc).__name__
 
 
 def retry_after(response: httpx.Response, default: float = DEFAULT_RETRY_AFTER) -> float:
@@ -97,9 +107,11 @@ def http_call(
         if name.lower() == "authorization":
             hidden += [value, value.partition(" ")[2]]
     try:
-        response = httpx.request(
-            method, url, headers=headers, timeout=TIMEOUT, follow_redirects=False, **kwargs
-        )
+        # Redirects are not followed (a 3xx is an error below), so the one request made is
+        # the one the policy checked. Proxies from the environment are not used (trust_env).
+        with httpx.Client(transport=outbound.transport(), timeout=TIMEOUT,
+                          follow_redirects=False, trust_env=False) as client:
+            response = client.request(method, url, headers=headers, **kwargs)
     except httpx.TimeoutException:
         raise ProviderError(
             f"{_sentence(service)} did not answer within {TIMEOUT_SECONDS:.0f} seconds; "
@@ -107,7 +119,7 @@ def http_call(
             code="timeout",
         ) from None
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
-        reason = _redact(str(exc), hidden) or type(exc).__name__
+        reason = _reason(exc)
         raise ProviderError(
             f"Could not reach {service} ({reason}); it will be tried again. If this goes on, "
             "check the address and that the service is up.",
@@ -117,11 +129,10 @@ def http_call(
     status = response.status_code
     if status < 300:
         return response
-    detail = _detail(response, hidden)
-    said = f": {detail}" if detail else ""
+    said = status_line(status)
     if status in (401, 403):
-        message = f"{_sentence(service)} refused the credentials (HTTP {status}{said})."
-        raise AuthError(f"{message} {auth_hint}".strip())
+        message = f"{_sentence(service)} refused the credentials ({said})."
+        raise AuthError(_redact(f"{message} {auth_hint}".strip(), hidden))
     if status == 429:
         wait = retry_after(response)
         raise RateLimited(
@@ -132,10 +143,10 @@ def http_call(
     if status == 404 and not_found:
         raise ConfigError(not_found, code="not_found")
     if status < 400:
-        target = urlsplit(response.headers.get("location", "")).hostname or "another address"
         raise ProviderError(
-            f"{_sentence(service)} redirected the request (HTTP {status}) to {target}; "
-            "enter the final address instead.",
+            f"{_sentence(service)} redirected the request ({said}); the portal does not "
+            "follow redirects: enter the address it finally answers at instead.",
             code="redirect",
         )
-    raise ProviderError(f"{_sentence(service)} answered HTTP {status}{said}", code=f"http_{status}")
+    raise ProviderError(_redact(f"{_sentence(service)} answered {said}.", hidden),
+                        code=f"http_{status}")

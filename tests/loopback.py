@@ -17,6 +17,7 @@ import hmac
 import json
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -65,8 +66,9 @@ class LoopbackServer:
 
     retry_after: str | None = "7"  # the Retry-After of an injected 429; None: no header
 
-    def __init__(self) -> None:
+    def __init__(self, host: str = "127.0.0.1", port: int = 0) -> None:
         self.fail_next: list[int] = []
+        self.host, self.port = host, port  # another loopback address, a fixed port
         self._lock = threading.Lock()
         self._server: BaseWSGIServer | None = None
         self._thread: threading.Thread | None = None
@@ -75,10 +77,16 @@ class LoopbackServer:
     def base_url(self) -> str:
         if self._server is None:
             raise RuntimeError(f"{type(self).__name__} is not running; use it in a with block")
-        return f"http://127.0.0.1:{self._server.server_port}"
+        return f"http://{self.host}:{self._server.server_port}"
+
+    @property
+    def server_port(self) -> int:
+        if self._server is None:
+            raise RuntimeError(f"{type(self).__name__} is not running; use it in a with block")
+        return self._server.server_port
 
     def __enter__(self) -> LoopbackServer:
-        self._server = make_server("127.0.0.1", 0, self._wsgi, threaded=True,
+        self._server = make_server(self.host, self.port, self._wsgi, threaded=True,
                                    request_handler=_QuietHandler)
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.05},
@@ -314,3 +322,23 @@ class WebhookReceiver(LoopbackServer):
         if self.status >= 400 and self.error_body is not None:
             return Response(self.error_body, status=self.status, content_type="text/plain")
         return json_response({"ok": self.status < 300}, self.status)
+
+
+class AnsweringServer(LoopbackServer):
+    """Records every request (`received`) and answers it with `answer(request)`: a
+    redirect, an echo, whatever a test needs."""
+
+    def __init__(self, answer: Callable[[Request], Response], **where: Any) -> None:
+        super().__init__(**where)
+        self.answer = answer
+        self.received: list[Received] = []
+
+    def __enter__(self) -> AnsweringServer:
+        super().__enter__()
+        return self
+
+    def record(self, request: Request) -> None:
+        self.received.append(WebhookReceiver._received(request))
+
+    def handle(self, request: Request) -> Response:
+        return self.answer(request)

@@ -255,9 +255,9 @@ def test_webhook_error_names_the_status_but_never_a_secret():
         with pytest.raises(ProviderError) as caught:
             webhook.check("bearer", {"url": hook.url, "token": TOKEN})
     message = str(caught.value)
-    assert type(caught.value) is ProviderError and "HTTP 502" in message
-    assert TOKEN not in message and "[hidden]" in message
-    assert len(message) < 300  # the body is cut at 200 characters
+    assert type(caught.value) is ProviderError and "HTTP 502 Bad Gateway" in message
+    # Nothing of the body is repeated: only the status line, in our words.
+    assert TOKEN not in message and "upstream" not in message and "xxx" not in message
 
 
 def test_webhook_unreachable_and_bad_urls():
