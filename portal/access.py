@@ -22,9 +22,10 @@ import time
 from collections.abc import Callable
 from functools import wraps
 
-from flask import abort, current_app, request, session
+from flask import Flask, abort, current_app, request, session
 from flask_login import current_user, login_required, login_user, logout_user
 
+from portal.config import ConfigError
 from portal.extensions import db, login_manager
 from portal.models import User
 
@@ -39,6 +40,15 @@ _SEEN = "_seen_at"
 _SEEN_EVERY = 60
 # What Flask-Login keeps in the session for a signed-in user.
 _LOGIN_KEYS = ("_user_id", "_fresh", "_id", _SEEN)
+
+
+def check_settings(app: Flask) -> None:
+    """Refuse session settings that would sign everyone out at once."""
+    for name in ("PORTAL_SESSION_IDLE_MINUTES", "PORTAL_SESSION_MAX_HOURS"):
+        if app.config[name] < 1:
+            raise ConfigError(f"{name} must be 1 or more, not {app.config[name]}.")
+    if app.config["REMEMBER_COOKIE_DURATION"].total_seconds() < 86400:
+        raise ConfigError("PORTAL_REMEMBER_DAYS must be 1 or more.")
 
 
 def _lifetime(kind: str) -> float:

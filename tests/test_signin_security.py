@@ -19,6 +19,7 @@ from redis import Redis
 from sqlalchemy import select
 
 from portal import passwords, throttle
+from portal.config import ConfigError
 from portal.extensions import db
 from portal.models import AuditEntry, User
 from tests.conftest import TEST_PASSWORD, _make_app, csrf_token, free_port
@@ -191,12 +192,22 @@ def test_the_limiter_reaches_redis_on_a_unix_socket(tmp_path):
         process.wait(10)
 
 
-def test_limit_settings_are_checked(database_url, redis_url, tmp_path):
-    from portal.config import ConfigError
-
-    with pytest.raises(ConfigError, match="PORTAL_LOGIN_LIMIT_ACCOUNT"):
-        _make_app(database_url, redis_url, tmp_path / "i",
-                  PORTAL_LOGIN_LIMIT_ACCOUNT="five a minute")
+@pytest.mark.parametrize("name, value", [
+    ("PORTAL_LOGIN_LIMIT_ACCOUNT", "five a minute"),
+    ("PORTAL_LOGIN_LIMIT_ADDRESS", "30 per fortnight"),
+    ("PORTAL_SESSION_IDLE_MINUTES", 0),
+    ("PORTAL_SESSION_MAX_HOURS", -1),
+    ("PORTAL_REMEMBER_DAYS", "0"),
+])
+def test_sign_in_settings_are_checked(database_url, redis_url, tmp_path, monkeypatch,
+                                      name, value):
+    if name == "PORTAL_REMEMBER_DAYS":  # read from the environment into a timedelta
+        monkeypatch.setenv(name, value)
+        overrides = {}
+    else:
+        overrides = {name: value}
+    with pytest.raises(ConfigError, match=name):
+        _make_app(database_url, redis_url, tmp_path / "i", **overrides)
 
 
 # --- An unknown email takes as long as a known one ---------------------------------------

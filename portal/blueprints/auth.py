@@ -19,7 +19,8 @@ from portal.models.types import utcnow
 from portal.models.users import check_sign_in
 
 bp = Blueprint("auth", __name__)
-# Sign-in throttling belongs to sign-in: its limiter is bound with this blueprint.
+# Sign-in throttling and session checks belong to sign-in: bound with this blueprint.
+bp.record_once(lambda state: access.check_settings(state.app))
 bp.record_once(lambda state: throttle.init_app(state.app))
 bp.before_app_request(access.check_session)
 
