@@ -1,13 +1,31 @@
-"""Sign-in and role checks shared by the views."""
+"""Sign-in, sessions and role checks shared by the views.
+
+A signed-in session, and the remember-me cookie copied from it, carry the identity
+"<user id>:<session generation>:<signed in at>:<kind>" (kind "s" for a session, "r" for a
+"keep me signed in" one), signed with SECRET_KEY. Every request checks it:
+
+- the generation must still be the user's: sign-out, a password change and disabling the
+  user bump it (User.end_sessions), which ends every session and cookie of theirs at once;
+- a session lasts at most PORTAL_SESSION_MAX_HOURS from sign-in, and ends after
+  PORTAL_SESSION_IDLE_MINUTES without a request;
+- a "keep me signed in" sign-in lasts PORTAL_REMEMBER_DAYS from sign-in instead, however
+  idle: when its session idles out, the remember-me cookie starts a new one, until then.
+
+The times are checked on the server from the signed identity, not left to the cookies'
+expiry dates, so a copied cookie stops working when the original would.
+"""
 
 from __future__ import annotations
 
+import re
+import time
 from collections.abc import Callable
 from functools import wraps
 
-from flask import abort
-from flask_login import current_user, login_required
+from flask import Flask, abort, current_app, request, session
+from flask_login import current_user, login_required, login_user, logout_user
 
+from portal.config import ConfigError
 from portal.extensions import db, login_manager
 from portal.models import User
 
@@ -15,10 +33,92 @@ login_manager.login_view = "auth.login"
 login_manager.login_message = "Sign in to continue."
 login_manager.login_message_category = "info"
 
+SESSION, REMEMBERED = "s", "r"
+_IDENTITY = re.compile(r"([0-9]{1,18}):([0-9]{1,18}):([0-9]{1,12}):([sr])")
+# When the session last saw a request; written at most once a minute, not on every poll.
+_SEEN = "_seen_at"
+_SEEN_EVERY = 60
+# What Flask-Login keeps in the session for a signed-in user.
+_LOGIN_KEYS = ("_user_id", "_fresh", "_id", _SEEN)
+
+
+def check_settings(app: Flask) -> None:
+    """Refuse session settings that would sign everyone out at once."""
+    for name in ("PORTAL_SESSION_IDLE_MINUTES", "PORTAL_SESSION_MAX_HOURS"):
+        if app.config[name] < 1:
+            raise ConfigError(f"{name} must be 1 or more, not {app.config[name]}.")
+    if app.config["REMEMBER_COOKIE_DURATION"].total_seconds() < 86400:
+        raise ConfigError("PORTAL_REMEMBER_DAYS must be 1 or more.")
+
+
+def _lifetime(kind: str) -> float:
+    """How long after sign-in a session of this kind ends, in seconds."""
+    if kind == REMEMBERED:
+        return current_app.config["REMEMBER_COOKIE_DURATION"].total_seconds()
+    return current_app.config["PORTAL_SESSION_MAX_HOURS"] * 3600
+
 
 @login_manager.user_loader
-def load_user(user_id: str) -> User | None:
-    return db.session.get(User, int(user_id))
+def load_user(identity: str) -> User | None:
+    """The user a session or remember-me cookie names, unless it has been ended."""
+    match = _IDENTITY.fullmatch(identity)
+    if match is None:  # e.g. a cookie from before sessions carried a generation
+        return None
+    user_id, generation, signed_in_at, kind = match.groups()
+    if time.time() - int(signed_in_at) > _lifetime(kind):
+        return None
+    user = db.session.get(User, int(user_id))
+    if user is None or not user.active or user.session_generation != int(generation):
+        return None
+    return user
+
+
+def sign_in(user: User, remember: bool) -> None:
+    """Start a session for `user`, with a remember-me cookie when asked."""
+    now = int(time.time())
+    login_user(user, remember=remember)
+    # Flask-Login keeps get_id() ("<id>:<generation>") in the session and copies the
+    # session's value into the remember-me cookie; adding when and how this sign-in
+    # happened lets every request enforce the lifetime, on a copied cookie too.
+    session["_user_id"] = f"{user.get_id()}:{now}:{REMEMBERED if remember else SESSION}"
+    session[_SEEN] = now
+
+
+def sign_out(user: User) -> None:
+    """End every session of `user` (in every browser) and forget this one."""
+    user.end_sessions()
+    logout_user()
+    session.pop(_SEEN, None)
+
+
+def _forget_session() -> None:
+    for key in _LOGIN_KEYS:
+        session.pop(key, None)
+
+
+def check_session() -> None:
+    """Before every request: end an idle session, and drop an identity that was ended."""
+    if request.endpoint == "static":
+        return
+    now = time.time()
+    seen = session.get(_SEEN)
+    if "_user_id" in session and (
+            not isinstance(seen, int) or now - seen > _idle_seconds()):
+        # Idle too long. A remember-me cookie, if there is one, may start a new session.
+        _forget_session()
+        seen = None
+    if current_user.is_authenticated:
+        if seen is None or now - seen >= _SEEN_EVERY:
+            session[_SEEN] = int(now)
+    elif "_user_id" in session:
+        # Ended elsewhere or expired: forget it, and the remember-me cookie holding it.
+        _forget_session()
+        if current_app.config.get("REMEMBER_COOKIE_NAME", "remember_token") in request.cookies:
+            session["_remember"] = "clear"
+
+
+def _idle_seconds() -> int:
+    return current_app.config["PORTAL_SESSION_IDLE_MINUTES"] * 60
 
 
 def role_required(role: str) -> Callable:

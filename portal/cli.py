@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-import secrets
-
 import click
 from flask import Flask, current_app
 from flask.cli import AppGroup
 from flask_migrate import upgrade
 from sqlalchemy import func, select
 
-from portal import audit
+from portal import audit, passwords
 from portal.extensions import db
 from portal.jobs import purge
 from portal.models import ROLES, User
@@ -26,8 +24,8 @@ def create_user(email: str, role: str, password: str, name: str = "") -> User:
     email = email.strip().lower()
     if role not in ROLES:
         raise click.BadParameter(f"role must be one of {', '.join(ROLES)}")
-    if len(password) < 8:
-        raise click.BadParameter("the password needs at least 8 characters")
+    if problem := passwords.problems(password, email):
+        raise click.BadParameter(problem, param_hint="'--password'")
     if db.session.scalar(select(User).where(User.email == email)):
         raise click.ClickException(f"a user with email {email} already exists")
     user = User(email=email, role=role, name=name)
@@ -59,8 +57,8 @@ def users_set_password(email: str, password: str) -> None:
     user = db.session.scalar(select(User).where(User.email == email.strip().lower()))
     if user is None:
         raise click.ClickException(f"no user with email {email}")
-    if len(password) < 8:
-        raise click.BadParameter("the password needs at least 8 characters")
+    if problem := passwords.problems(password, user.email):
+        raise click.BadParameter(problem, param_hint="'--password'")
     user.set_password(password)
     audit.record("password_set", "user", user.id, user.email, actor="command line",
                  summary="Password changed")
@@ -87,7 +85,7 @@ def setup() -> None:
         if initial.exists():
             click.echo(f"Sign in as {FIRST_ADMIN} with the password in {initial}.")
         return
-    password = secrets.token_urlsafe(12)
+    password = passwords.generate()
     create_user(FIRST_ADMIN, "admin", password, name="Administrator")
     initial = _initial_password_file()
     initial.write_text(password + "\n")

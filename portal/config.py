@@ -6,6 +6,7 @@ import base64
 import logging
 import os
 import secrets
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,19 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": production,
         "REMEMBER_COOKIE_HTTPONLY": True,
+        # "Keep me signed in" lasts this many days from sign-in (see portal/access.py).
+        "REMEMBER_COOKIE_DURATION": timedelta(days=_int("PORTAL_REMEMBER_DAYS", 14)),
+        "REMEMBER_COOKIE_SECURE": production,
+        "REMEMBER_COOKIE_SAMESITE": "Lax",
+        "PORTAL_SESSION_IDLE_MINUTES": _int("PORTAL_SESSION_IDLE_MINUTES", 120),
+        "PORTAL_SESSION_MAX_HOURS": _int("PORTAL_SESSION_MAX_HOURS", 24),
+        # Failed sign-ins allowed per account and per client address (portal/throttle.py).
+        "PORTAL_LOGIN_LIMIT_ACCOUNT": os.environ.get("PORTAL_LOGIN_LIMIT_ACCOUNT")
+        or "5 per minute; 20 per hour",
+        "PORTAL_LOGIN_LIMIT_ADDRESS": os.environ.get("PORTAL_LOGIN_LIMIT_ADDRESS")
+        or "30 per minute; 300 per hour",
+        # An unreachable Redis must not hold a sign-in up for long (throttling fails open).
+        "RATELIMIT_STORAGE_OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
         "PORTAL_HEALTH_CHECK_HOURS": _int("PORTAL_HEALTH_CHECK_HOURS", 24),
         # Reverse proxies in front of the web server whose X-Forwarded-* headers to trust

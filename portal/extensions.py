@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from flask_limiter import Limiter
+from flask_limiter.util import get_remote_address
 from flask_login import LoginManager
 from flask_migrate import Migrate
 from flask_sqlalchemy import SQLAlchemy
@@ -23,3 +25,6 @@ migrate = Migrate()
 login_manager = LoginManager()
 csrf = CSRFProtect()
 htmx_headers = Htmx()  # gives request.htmx; portal.htmx is the helper that reads it
+# Sign-in throttling (portal/throttle.py), on the portal's Redis; bound with the auth
+# blueprint. No default limits: only what throttle.py counts.
+limiter = Limiter(key_func=get_remote_address, strategy="moving-window")

@@ -2,21 +2,27 @@
 
 from __future__ import annotations
 
+import math
 from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
-from flask_login import current_user, login_required, login_user, logout_user
+from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import BooleanField, EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
-from portal import access, audit  # noqa: F401  (access registers the user loader)
+from portal import access, audit, throttle
 from portal.extensions import db
 from portal.models import User
 from portal.models.types import utcnow
+from portal.models.users import check_sign_in
 
 bp = Blueprint("auth", __name__)
+# Sign-in throttling and session checks belong to sign-in: bound with this blueprint.
+bp.record_once(lambda state: access.check_settings(state.app))
+bp.record_once(lambda state: throttle.init_app(state.app))
+bp.before_app_request(access.check_session)
 
 
 class LoginForm(FlaskForm):
@@ -42,16 +48,28 @@ def login():
     form = LoginForm()
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
+        address = request.remote_addr
         user = db.session.scalar(select(User).where(User.email == email))
-        if user and user.active and user.check_password(form.password.data):
-            login_user(user, remember=form.remember.data)
+        # Who tried, as typed: never the password, and never more than the columns hold.
+        typed = email[:200]
+        if wait := throttle.retry_after(email, address):
+            # Refused without looking at the password, right or wrong. Counted too, so that
+            # trying on through a short wait runs into the longer limits.
+            throttle.count_attempt(email, address)
+            audit.record("sign_in_throttled", "user", user.id if user else None, typed,
+                         actor=typed, summary="Sign-in refused: too many failed attempts.",
+                         address=address, retry_after=wait)
+            db.session.commit()
+            return _throttled(form, wait)
+        if check_sign_in(user, form.password.data):
+            access.sign_in(user, remember=form.remember.data)
             user.last_login_at = utcnow()
             audit.record("signed_in", "user", user.id, user.email, by=user,
                          summary="Signed in.")
             db.session.commit()
+            throttle.clear_account(email)
             return redirect(_safe_next(request.args.get("next")), code=303)
-        # Who tried, as typed: never the password, and never more than the columns hold.
-        typed = email[:200]
+        throttle.count_attempt(email, address)
         audit.record("sign_in_failed", "user", user.id if user else None, typed, actor=typed,
                      summary="Sign-in failed.")
         db.session.commit()
@@ -60,13 +78,23 @@ def login():
     return render_template("auth/login.html", form=form), status
 
 
+def _throttled(form: LoginForm, wait: int):
+    minutes = math.ceil(wait / 60)
+    when = (f"{wait} seconds" if wait < 60
+            else f"{minutes} minute{'s' if minutes != 1 else ''}")
+    message = (f"Too many failed sign-ins for this account or from this network. "
+               f"Wait {when} and try again.")
+    page = render_template("auth/login.html", form=form, throttled=message)
+    return page, 429, {"Retry-After": str(wait)}
+
+
 @bp.post("/logout")
 @login_required
 def logout():
-    """Sign out and go back to the sign-in page."""
+    """Sign out everywhere and go back to the sign-in page."""
     user = current_user._get_current_object()
     audit.record("signed_out", "user", user.id, user.email, by=user, summary="Signed out.")
+    access.sign_out(user)
     db.session.commit()
-    logout_user()
     flash("You are signed out.", "info")
     return redirect(url_for("auth.login"), code=303)

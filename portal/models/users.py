@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import secrets
 from datetime import datetime
+from functools import cache
 
 from flask_login import UserMixin
 from sqlalchemy import String
@@ -27,6 +29,9 @@ class User(UserMixin, db.Model):
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Every session and remember-me cookie carries the generation it was signed in under
+    # (see portal/access.py); bumping it ends them all at once.
+    session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses sign-in to inactive users
@@ -36,8 +41,22 @@ class User(UserMixin, db.Model):
     def display_name(self) -> str:
         return self.name or self.email
 
+    def get_id(self) -> str:
+        """What Flask-Login keeps in the session and the remember-me cookie."""
+        return f"{self.id}:{self.session_generation}"
+
+    def end_sessions(self) -> None:
+        """End every session and remember-me cookie of this user, in every browser, from
+        their next request on: for sign-out, a password change and disabling the user."""
+        # In SQL, so two changes at once both count.
+        self.session_generation = User.session_generation + 1
+
     def set_password(self, password: str) -> None:
+        """Store a new password (checked against portal.passwords first by the caller)."""
         self.password_hash = generate_password_hash(password)
+        if self.id is not None:
+            # Whoever signed in with the old password is signed out.
+            self.end_sessions()
 
     def check_password(self, password: str) -> bool:
         return check_password_hash(self.password_hash, password)
@@ -45,3 +64,19 @@ class User(UserMixin, db.Model):
     def has_role(self, role: str) -> bool:
         """True when this user's role is `role` or above it."""
         return ROLES.index(self.role) >= ROLES.index(role)
+
+
+@cache
+def _dummy_hash() -> str:
+    # Made the way real hashes are, so checking it costs what checking a real one does.
+    return generate_password_hash(secrets.token_urlsafe(16))
+
+
+def check_sign_in(user: User | None, password: str) -> bool:
+    """True when `user` exists, is active and `password` is theirs. An unknown email takes
+    as long as a known one (a dummy hash is checked), so the answer's timing does not tell
+    which accounts exist."""
+    if user is None:
+        check_password_hash(_dummy_hash(), password)
+        return False
+    return user.check_password(password) and user.active

@@ -1,0 +1,110 @@
+"""Sign-in throttling: failed and throttled attempts are counted per account (the email as
+typed, normalized) and per client address, in the portal's Redis through Flask-Limiter.
+
+While either count is over its limits (PORTAL_LOGIN_LIMIT_ACCOUNT, PORTAL_LOGIN_LIMIT_ADDRESS,
+in the `limits` notation such as "5 per minute; 20 per hour"), sign-in is refused without
+checking the password, saying how long to wait. Redis being unreachable must not lock
+everyone out: the check then lets the attempt through and logs a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import ipaddress
+import logging
+import math
+import time
+
+from flask import Flask, current_app
+from limits import RateLimitItem, parse_many
+from limits.errors import StorageError
+from redis.exceptions import RedisError
+
+from portal.config import ConfigError
+from portal.extensions import limiter
+
+log = logging.getLogger(__name__)
+
+_SETTINGS = {"account": "PORTAL_LOGIN_LIMIT_ACCOUNT", "address": "PORTAL_LOGIN_LIMIT_ADDRESS"}
+# What an unreachable Redis raises, through the limits package or straight from redis-py.
+_STORAGE_ERRORS = (StorageError, RedisError, OSError)
+
+
+def storage_uri(redis_url: str) -> str:
+    """The `limits` storage URI for the portal's REDIS_URL (it writes a socket path as
+    redis+unix://)."""
+    if redis_url.startswith("unix://"):
+        return "redis+unix://" + redis_url[len("unix://"):]
+    return redis_url
+
+
+def init_app(app: Flask) -> None:
+    """Bind Flask-Limiter to the portal's Redis and check the limit settings."""
+    app.config.setdefault("RATELIMIT_STORAGE_URI", storage_uri(app.config["REDIS_URL"]))
+    for name in _SETTINGS.values():
+        try:
+            parse_many(app.config[name])
+        except ValueError:
+            raise ConfigError(f"{name} must be limits like '5 per minute; 20 per hour', not "
+                              f"{app.config[name]!r}.") from None
+    limiter.init_app(app)
+
+
+def _keys(email: str, address: str | None) -> dict[str, str]:
+    # The email is hashed: Redis needs no one's address, and the key's length stays fixed.
+    account = hashlib.sha256(email.strip().lower().encode()).hexdigest()
+    return {"account": account, "address": _address_key(address)}
+
+
+def _address_key(address: str | None) -> str:
+    try:
+        ip = ipaddress.ip_address(address or "")
+    except ValueError:
+        return address or "unknown"
+    if isinstance(ip, ipaddress.IPv6Address):
+        if ip.ipv4_mapped is not None:  # ::ffff:192.0.2.1 is 192.0.2.1
+            return str(ip.ipv4_mapped)
+        # One IPv6 host usually holds a whole /64: count the network, not each address.
+        return str(ipaddress.ip_network(f"{ip}/64", strict=False))
+    return str(ip)
+
+
+def _limits(scope: str) -> list[RateLimitItem]:
+    return parse_many(current_app.config[_SETTINGS[scope]])
+
+
+def retry_after(email: str, address: str | None) -> int:
+    """Seconds until this account and this address may try to sign in again (0: now)."""
+    wait = 0.0
+    try:
+        for scope, key in _keys(email, address).items():
+            for item in _limits(scope):
+                if not limiter.limiter.test(item, "sign-in", scope, key):
+                    reset_at, _ = limiter.limiter.get_window_stats(item, "sign-in", scope, key)
+                    wait = max(wait, reset_at - time.time(), 1)
+    except _STORAGE_ERRORS as exc:
+        log.warning("Sign-in throttling is off for this attempt: Redis is unreachable (%s).",
+                     exc)
+        return 0
+    return math.ceil(wait)
+
+
+def count_attempt(email: str, address: str | None) -> None:
+    """Count a failed or throttled sign-in against the account and the address."""
+    try:
+        for scope, key in _keys(email, address).items():
+            for item in _limits(scope):
+                limiter.limiter.hit(item, "sign-in", scope, key)
+    except _STORAGE_ERRORS as exc:
+        log.warning("A failed sign-in was not counted: Redis is unreachable (%s).", exc)
+
+
+def clear_account(email: str) -> None:
+    """Forget the account's failed attempts once its password was given (not the address's:
+    signing in to one's own account must not reset the count of guesses at others)."""
+    key = _keys(email, None)["account"]
+    try:
+        for item in _limits("account"):
+            limiter.limiter.clear(item, "sign-in", "account", key)
+    except _STORAGE_ERRORS as exc:
+        log.warning("Failed sign-ins were not reset: Redis is unreachable (%s).", exc)
