@@ -48,13 +48,14 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     htmx_headers.init_app(app)
 
-    from portal import oauth, vault
+    from portal import oauth, security, vault
 
     try:
         app.extensions["portal_keyring"] = vault.Keyring(app.config["PORTAL_VAULT_KEYS"])
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     oauth.init_app(app)
+    security.init_app(app)
 
     from portal import models  # noqa: F401  (registers the tables)
     from portal.blueprints import admin, auth, data, jobs, vault, wizard
