@@ -309,7 +309,7 @@ REPORT_VIOLATIONS = """
 document.addEventListener("securitypolicyviolation", (event) => {
   console.error("CSP violation: " + event.effectiveDirective + " blocked "
                 + (event.blockedURI || "inline") + " at " + event.sourceFile + ":"
-                + event.lineNumber + " " + (event.sample || "")));
+                + event.lineNumber + " " + (event.sample || ""));
 });
 """
 
@@ -333,11 +333,17 @@ class PolicyWatch:
     def prove(self) -> None:
         """Show that a violation is caught here (a test that cannot fail proves nothing)."""
         self.page.evaluate("document.body.setAttribute('style', 'color: red')")
-        for _ in range(50):
-            if any("style-src" in problem for problem in self.problems):
+
+        def caught() -> bool:  # both: Chromium's console message and the event
+            return (any("CSP violation: style-src-attr" in problem for problem in self.problems)
+                    and any("Refused" in problem or "violates" in problem
+                            for problem in self.problems))
+
+        for _ in range(100):
+            if caught():
                 break
             self.page.wait_for_timeout(20)
-        assert any("style-src" in problem for problem in self.problems), self.problems
+        assert caught(), self.problems
         self.page.evaluate("document.body.removeAttribute('style')")
         self.problems.clear()
 
