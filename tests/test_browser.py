@@ -13,7 +13,7 @@ import pytest
 from playwright.sync_api import Page, expect
 from werkzeug.serving import make_server
 
-from tests.conftest import TEST_PASSWORD
+from tests.conftest import TEST_PASSWORD, canary
 from tests.loopback import LoopbackServer
 
 pytestmark = pytest.mark.browser
@@ -568,3 +568,39 @@ def test_another_origin_cannot_frame_the_portal(page: Page, live_server, make_us
         assert len(framed) == 1
         assert not framed[0].url.startswith(live_server), framed[0].url
         assert "CRM endpoint" not in framed[0].content()
+
+
+def test_oauth_sign_in_and_reauthorize_pass_the_policy(page: Page, live_server, app,
+                                                        make_user, monkeypatch):
+    """Both OAuth starts are a form POST answered by a redirect to the provider (the first
+    through htmx, Re-authorize as a plain form), which Chromium holds to form-action: the
+    configured provider's sign-in origin is allowed, and the trip comes back signed in."""
+    from tests.loopback import MailchimpServer
+    from tests.oauth_server import OAuthServer
+    from tests.test_oauth_flow import LatestToken, oauth_settings
+
+    callback = f"{live_server}/vault/oauth/mailchimp/callback"
+    with OAuthServer(redirect_uris=[callback]) as server, MailchimpServer() as mailchimp:
+        mailchimp.access_tokens = LatestToken(server)
+        app.config.update(oauth_settings(server))
+        monkeypatch.setenv("PORTAL_MAILCHIMP_METADATA_URL", mailchimp.metadata_url)
+        monkeypatch.setenv("PORTAL_MAILCHIMP_API_URL", mailchimp.api_url)
+        watch = PolicyWatch(page)
+        sign_in(page, live_server, make_user("operator"))
+
+        page.goto(f"{live_server}/vault/new/mailchimp/oauth2")
+        settled(page)
+        page.get_by_label("Label").fill("Newsletter team")
+        page.get_by_role("button", name="Continue to Mailchimp").click()
+        expect(page).to_have_url(re.compile(rf"^{live_server}/vault/\d+$"))
+        expect(page.locator("#credentials")).to_contain_text("Signed in as acme")
+        issued = len(server.issued)
+
+        page.get_by_role("button", name="Re-authorize with Mailchimp").click()
+        expect(page).to_have_url(re.compile(rf"^{live_server}/vault/\d+$"))
+        expect(page.locator("#credentials")).to_contain_text("Signed in as acme")
+        assert len(server.issued) == issued + 1, "a second sign-in really happened"
+        for token in server.issued:
+            canary(token["access_token"])
+            canary(token["refresh_token"])
+        watch.check()
