@@ -49,7 +49,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     htmx_headers.init_app(app)
 
-    from portal import oauth, vault
+    from portal import oauth, security, vault
 
     try:
         app.extensions["portal_keyring"] = vault.Keyring(app.config["PORTAL_VAULT_KEYS"])
@@ -60,6 +60,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         outbound.configure(app.config["PORTAL_OUTBOUND_ALLOW"])
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
+    security.init_app(app)
 
     from portal import models  # noqa: F401  (registers the tables)
     from portal.blueprints import admin, auth, data, jobs, vault, wizard

@@ -4,6 +4,7 @@ job become Completed on its summary page without a reload, with real worker proc
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import threading
 from collections.abc import Iterator
@@ -12,7 +13,8 @@ import pytest
 from playwright.sync_api import Page, expect
 from werkzeug.serving import make_server
 
-from tests.conftest import TEST_PASSWORD
+from tests.conftest import TEST_PASSWORD, canary
+from tests.loopback import LoopbackServer
 
 pytestmark = pytest.mark.browser
 
@@ -297,3 +299,308 @@ def test_bulk_pause_of_three_jobs(page: Page, live_server, make_user):
             "data-status", "paused")
     expect(page.locator(f"#job-status-{jobs[3].id} [data-status]")).to_have_attribute(
         "data-status", "running")
+
+
+# --- The Content-Security-Policy in the browser -------------------------------------------
+# Every violation is reported twice over: Chromium writes "Refused to …" to the console, and
+# the page fires a securitypolicyviolation event, which this script (run before any of the
+# page's own) writes to the console too, with the directive and what it blocked.
+REPORT_VIOLATIONS = """
+document.addEventListener("securitypolicyviolation", (event) => {
+  console.error("CSP violation: " + event.effectiveDirective + " blocked "
+                + (event.blockedURI || "inline") + " at " + event.sourceFile + ":"
+                + event.lineNumber + " " + (event.sample || ""));
+});
+"""
+
+
+class PolicyWatch:
+    """Collects CSP violations, script errors and htmx errors from every page a test opens."""
+
+    def __init__(self, page: Page) -> None:
+        self.page = page
+        self.problems: list[str] = []
+        page.add_init_script(REPORT_VIOLATIONS)
+        page.on("console", self._console)
+        page.on("pageerror", lambda error: self.problems.append(f"{page.url}: {error}"))
+
+    def _console(self, message) -> None:
+        text = message.text
+        if ("Content Security Policy" in text or text.startswith("CSP violation")
+                or (message.type == "error" and text.startswith("htmx:"))):
+            self.problems.append(f"{self.page.url}: {text}")
+
+    def prove(self) -> None:
+        """Show that a violation is caught here (a test that cannot fail proves nothing)."""
+        self.page.evaluate("document.body.setAttribute('style', 'color: red')")
+
+        def caught() -> bool:  # both: Chromium's console message and the event
+            return (any("CSP violation: style-src-attr" in problem for problem in self.problems)
+                    and any("Refused" in problem or "violates" in problem
+                            for problem in self.problems))
+
+        for _ in range(100):
+            if caught():
+                break
+            self.page.wait_for_timeout(20)
+        assert caught(), self.problems
+        self.page.evaluate("document.body.removeAttribute('style')")
+        self.problems.clear()
+
+    def check(self) -> None:
+        assert not self.problems, "\n".join(self.problems)
+
+
+def seed_for_walk(owner):
+    """Jobs of every status, one with metrics, an error and many log events, and a Webhook
+    authorization: something on each page the walk visits."""
+    from datetime import timedelta
+
+    from portal import vault
+    from portal.extensions import db
+    from portal.models import JobEvent
+    from portal.models.types import utcnow
+    from providers import get_provider
+
+    now = utcnow()
+    jobs = {status: faults_job(owner, f"{status} job") for status in
+            ("running", "sleeping", "paused", "failed", "completed")}
+    for status, job in jobs.items():
+        job.status = status
+    summary = jobs["failed"]
+    summary.description = "Nightly import of the CRM export"
+    events = [JobEvent(job_id=summary.id, at=now - timedelta(hours=n), kind="synced",
+                       message=f"Batch {n}", context={"added": 10 * n, "removed": n,
+                                                     "omitted": n % 3})
+              for n in range(1, 30)]
+    events.append(JobEvent(job_id=summary.id, at=now - timedelta(minutes=5), kind="error",
+                           level="error", code="http_500", message="The endpoint answered 500"))
+    events.append(JobEvent(job_id=summary.id, at=now - timedelta(minutes=1), kind="failed",
+                           level="error", message="Failing since 10 hours"))
+    db.session.add_all(events)
+    provider = get_provider("webhook")
+    authorization = vault.create(provider, provider.auth_method("open"), label="CRM endpoint",
+                                 description="", by=owner,
+                                 credentials={"url": "https://crm.example.com/hook"})
+    db.session.commit()
+    return summary, authorization
+
+
+def test_the_main_pages_run_under_the_policy_without_a_violation(page: Page, live_server,
+                                                                 make_user, tmp_path):
+    """Walk every main page and what it does in the browser (filters, bulk selection, the
+    chart, inline edits, the wizard with an upload, the Vault's steps, Data, the audit log,
+    the sign-in page) and fail on any CSP violation, script error or htmx error."""
+    admin = make_user("admin")
+    summary, authorization = seed_for_walk(admin)
+    watch = PolicyWatch(page)
+    shots = os.environ.get("PORTAL_SCREENSHOT_DIR")
+
+    def shot(name: str) -> None:
+        if shots:
+            page.screenshot(path=os.path.join(shots, f"{name}.png"), full_page=True)
+
+    page.goto(f"{live_server}/login")
+    watch.prove()
+    shot("login")
+    sign_in(page, live_server, admin)
+
+    # The job list: filters typed and chosen, a status tab, bulk selection opened.
+    expect(page.locator("#jobs tbody tr")).to_have_count(5)
+    shot("jobs")
+    settled(page)
+    page.locator("#filter-completed").uncheck()
+    expect(page.locator("#jobs tbody tr")).to_have_count(4)
+    settled(page)  # the filter form came back with the table: wait until htmx wired it
+    page.locator("#filter-q").fill("fail")
+    expect(page.locator("#jobs tbody tr")).to_have_count(1)
+    settled(page)
+    page.locator("#filter-q").fill("")
+    expect(page.locator("#jobs tbody tr")).to_have_count(4)
+    settled(page)
+    page.locator("#filter-provider").select_option("webhook")
+    expect(page.locator("#jobs-empty")).to_be_visible()  # the jobs are of another provider
+    settled(page)
+    page.locator("#filter-provider").select_option("")
+    expect(page.locator("#jobs tbody tr")).to_have_count(4)
+    settled(page)
+    page.locator('[data-status-tab="paused"]').click()
+    expect(page.locator("#jobs tbody tr")).to_have_count(1)
+    page.goto(f"{live_server}/jobs")
+    settled(page)
+    page.get_by_label("Select running job").check()
+    page.get_by_label("Select paused job").check()
+    page.get_by_role("button", name="Pause selected").click()
+    expect(page.locator("#bulk-confirm")).to_contain_text("Pause 2 jobs?")
+    shot("jobs-bulk")
+    watch.check()
+
+    # A job's summary: logs, the metrics chart, its frames, the log filter, inline edits.
+    page.goto(f"{live_server}/jobs/{summary.id}")
+    canvas = page.locator("canvas[data-metrics]")
+    expect(canvas).to_be_visible()
+    page.wait_for_function(
+        "() => window.Chart && Chart.getChart(document.querySelector('canvas[data-metrics]'))")
+    expect(page.locator("#log-rows tr")).not_to_have_count(0)
+    shot("summary")
+    settled(page)
+    page.locator('#metrics-frames [data-frame="30d"]').click()
+    expect(page.locator("#job-metrics-chart")).to_have_attribute("data-frame", "30d")
+    page.wait_for_function(
+        "() => window.Chart && Chart.getChart(document.querySelector('canvas[data-metrics]'))")
+    settled(page)
+    page.locator("#log-q").fill("Batch 2")
+    expect(page.locator("#log-rows tr").first).to_contain_text("Batch 2")
+    settled(page)
+    page.get_by_role("button", name="Edit the name").click()
+    field = page.locator("#edit-name")
+    expect(field).to_be_focused()
+    settled(page)
+    field.press("Escape")
+    expect(page.locator("#job-name")).to_have_text("failed job")
+    settled(page)
+    page.get_by_role("button", name="Edit the description").click()
+    field = page.locator("#edit-description")
+    expect(field).to_be_focused()
+    settled(page)
+    field.fill("Nightly import")
+    field.press("Shift+Enter")
+    field.type("of the CRM")
+    expect(field).to_have_value("Nightly import\nof the CRM")  # Shift+Enter: a new line
+    field.press("Escape")
+    expect(page.locator("#job-description")).to_have_text("Nightly import of the CRM export")
+    settled(page)
+    page.get_by_role("button", name="Edit the description").click()
+    field = page.locator("#edit-description")
+    expect(field).to_be_focused()
+    settled(page)
+    field.fill("Imports the CRM export every night")
+    field.press("Enter")
+    expect(page.locator("#job-description")).to_have_text("Imports the CRM export every night")
+    watch.check()
+
+    # The wizard: tiles searched, a file uploaded, schedule, review.
+    upload = tmp_path / "people.csv"
+    upload.write_text("email,ts\na@x.io,2024-01-01T10:00:00Z\n")
+    page.goto(f"{live_server}/jobs/new")
+    shot("wizard-tiles")
+    page.get_by_label("Search providers").fill("csv")
+    expect(page.locator("#provider-tiles [data-provider]")).to_have_count(1)
+    settled(page)
+    page.get_by_role("link", name="CSV & JSON files").click()
+    page.get_by_role("link", name="Import file").click()
+    expect(page.get_by_role("heading", name="Configure")).to_be_visible()
+    settled(page)
+    page.locator("#field-upload_id").set_input_files(str(upload))
+    expect(page.locator("#field-upload_id-current")).to_contain_text("people.csv")
+    expect(page.locator(".upload-busy")).to_have_css("opacity", "0")
+    shot("wizard-configure")
+    settled(page)
+    page.get_by_role("button", name="Next: schedule").click()
+    expect(page.get_by_role("heading", name="Name and schedule")).to_be_visible()
+    shot("wizard-schedule")
+    settled(page)
+    page.get_by_role("button", name="Next: review").click()
+    expect(page.locator("#review-name")).to_contain_text("people.csv")
+    shot("wizard-review")
+    watch.check()
+
+    # The Vault: the list, an authorization, and the steps of a new one.
+    page.goto(f"{live_server}/vault")
+    expect(page.locator(f'[data-authorization="{authorization.id}"]')).to_be_visible()
+    shot("vault")
+    page.get_by_role("link", name="CRM endpoint").click()
+    expect(page).to_have_url(f"{live_server}/vault/{authorization.id}")
+    shot("vault-authorization")
+    page.goto(f"{live_server}/vault/new")
+    page.get_by_role("link", name="Webhook").click()
+    page.get_by_role("link", name="Bearer token").click()
+    settled(page)
+    page.get_by_label("Label").fill("Second endpoint")
+    page.get_by_role("button", name="Save authorization").click()  # missing URL and token
+    expect(page.locator("#field-cred-url-error")).to_be_visible()
+    shot("vault-new")
+    watch.check()
+
+    # Data, Admin and its audit log (filtered), and the sign-in page once signed out.
+    page.goto(f"{live_server}/data")
+    expect(page.get_by_role("heading", name="Data")).to_be_visible()
+    page.goto(f"{live_server}/admin")
+    page.goto(f"{live_server}/admin/audit")
+    expect(page.locator("#audit tbody tr")).not_to_have_count(0)
+    shot("audit")
+    page.locator("#audit-user").select_option(label=admin.email)
+    expect(page).to_have_url(re.compile(r"/admin/audit\?user="))
+    page.get_by_role("button", name="Sign out").click()
+    expect(page).to_have_url(re.compile(r"/login"))
+    watch.check()
+
+
+class FramingPage(LoopbackServer):
+    """Another origin's page that tries to show the portal's Vault in a frame."""
+
+    def __init__(self, target: str) -> None:
+        super().__init__()
+        self.target = target
+
+    def handle(self, request):
+        from werkzeug.wrappers import Response
+
+        return Response(f'<!doctype html><title>Framing</title>'
+                        f'<iframe id="framed" src="{self.target}"></iframe>',
+                        mimetype="text/html")
+
+
+def test_another_origin_cannot_frame_the_portal(page: Page, live_server, make_user):
+    """A page on another loopback port frames /vault while someone is signed in: the
+    browser refuses to show it (frame-ancestors 'none') and says so."""
+    admin = make_user("admin")
+    seed_for_walk(admin)
+    sign_in(page, live_server, admin)
+    page.goto(f"{live_server}/vault")
+    expect(page.get_by_text("CRM endpoint")).to_be_visible()  # signed in, it is there
+    with FramingPage(f"{live_server}/vault") as framing:
+        with page.expect_console_message(
+                lambda message: "frame-ancestors" in message.text) as refusal:
+            page.goto(framing.base_url)
+        assert "'none'" in refusal.value.text
+        framed = [frame for frame in page.frames if frame != page.main_frame]
+        assert len(framed) == 1
+        assert not framed[0].url.startswith(live_server), framed[0].url
+        assert "CRM endpoint" not in framed[0].content()
+
+
+def test_oauth_sign_in_and_reauthorize_pass_the_policy(page: Page, live_server, app,
+                                                        make_user, monkeypatch):
+    """Both OAuth starts are a form POST answered by a redirect to the provider (the first
+    through htmx, Re-authorize as a plain form), which Chromium holds to form-action: the
+    configured provider's sign-in origin is allowed, and the trip comes back signed in."""
+    from tests.loopback import MailchimpServer
+    from tests.oauth_server import OAuthServer
+    from tests.test_oauth_flow import LatestToken, oauth_settings
+
+    callback = f"{live_server}/vault/oauth/mailchimp/callback"
+    with OAuthServer(redirect_uris=[callback]) as server, MailchimpServer() as mailchimp:
+        mailchimp.access_tokens = LatestToken(server)
+        app.config.update(oauth_settings(server))
+        monkeypatch.setenv("PORTAL_MAILCHIMP_METADATA_URL", mailchimp.metadata_url)
+        monkeypatch.setenv("PORTAL_MAILCHIMP_API_URL", mailchimp.api_url)
+        watch = PolicyWatch(page)
+        sign_in(page, live_server, make_user("operator"))
+
+        page.goto(f"{live_server}/vault/new/mailchimp/oauth2")
+        settled(page)
+        page.get_by_label("Label").fill("Newsletter team")
+        page.get_by_role("button", name="Continue to Mailchimp").click()
+        expect(page).to_have_url(re.compile(rf"^{live_server}/vault/\d+$"))
+        expect(page.locator("#credentials")).to_contain_text("Signed in as acme")
+        issued = len(server.issued)
+
+        page.get_by_role("button", name="Re-authorize with Mailchimp").click()
+        expect(page).to_have_url(re.compile(rf"^{live_server}/vault/\d+$"))
+        expect(page.locator("#credentials")).to_contain_text("Signed in as acme")
+        assert len(server.issued) == issued + 1, "a second sign-in really happened"
+        for token in server.issued:
+            canary(token["access_token"])
+            canary(token["refresh_token"])
+        watch.check()

@@ -51,3 +51,19 @@ document.addEventListener("DOMContentLoaded", () => {
     if (Array.from(form.elements).some(fieldChanged)) form.requestSubmit();
   });
 });
+
+// Inline edits (fields marked data-inline-edit): Escape cancels, Enter saves; in a
+// textarea Shift+Enter starts a new line. htmx's trigger filters (keyup[key=='Escape'])
+// would need eval, which the Content-Security-Policy forbids, so the keys are turned
+// into a submit of the field's form and an "edit-cancel" event its hx-trigger waits for.
+document.addEventListener("keydown", (event) => {
+  const field = event.target.closest && event.target.closest("[data-inline-edit]");
+  if (!field || event.isComposing) return;
+  if (event.key === "Escape") {
+    event.preventDefault();
+    field.dispatchEvent(new CustomEvent("edit-cancel", {bubbles: true}));
+  } else if (event.key === "Enter" && !event.shiftKey && field.tagName === "TEXTAREA") {
+    event.preventDefault();
+    if (field.form) field.form.requestSubmit();
+  }
+});
