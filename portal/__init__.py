@@ -16,6 +16,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from portal.config import ConfigError, load_settings
 from portal.extensions import csrf, db, htmx_headers, login_manager, migrate
+from providers import files as files_provider
 
 MIGRATIONS = Path(__file__).parent / "migrations"
 
@@ -55,6 +56,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     oauth.init_app(app)
+    if app.config["PORTAL_MAX_COLUMNS"] < 1:
+        raise ConfigError("PORTAL_MAX_COLUMNS must be at least 1.")
+    files_provider.MAX_COLUMNS = app.config["PORTAL_MAX_COLUMNS"]  # providers read no settings
 
     from portal import models  # noqa: F401  (registers the tables)
     from portal.blueprints import admin, auth, data, jobs, vault, wizard

@@ -87,6 +87,8 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         "PORTAL_REDIS_EMBEDDED": not os.environ.get("REDIS_URL"),
         "MAX_CONTENT_LENGTH": _int("PORTAL_MAX_UPLOAD_MB", 50) * 1024 * 1024,
         "PORTAL_IMPORT_BATCH_SIZE": _int("PORTAL_IMPORT_BATCH_SIZE", 2000),
+        # The most columns an uploaded CSV (or fields an NDJSON file) may have.
+        "PORTAL_MAX_COLUMNS": _int("PORTAL_MAX_COLUMNS", 2000),
         "PORTAL_LEASE_SECONDS": _int("PORTAL_LEASE_SECONDS", 30),
         "PORTAL_DISPATCH_INTERVAL": _int("PORTAL_DISPATCH_INTERVAL", 1),
         "PORTAL_ENQUEUE_GRACE_SECONDS": _int("PORTAL_ENQUEUE_GRACE_SECONDS", 10),
