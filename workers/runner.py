@@ -163,6 +163,7 @@ class Runner:
         self.owner = worker_identity()
         self.config = current_app.config
         self.lease = timedelta(seconds=self.config["PORTAL_LEASE_SECONDS"])
+        self.decryptions = vault.DecryptionTally()  # one audit row for this run's units
 
     def run(self) -> str:
         # The lease makes this process the job row's only writer until it lets go, so the
@@ -288,7 +289,9 @@ class Runner:
             if job.authorization is not None:
                 # Decrypted in memory for this unit only (and renewed first if it is an
                 # OAuth token about to expire); the decryption is audited.
-                ctx.credentials = vault.credentials_for(job.authorization, actor=f"job {job.id}")
+                ctx.credentials = vault.credentials_for(
+                    job.authorization, actor=f"job {job.id}", purpose=f"job {job.id}",
+                    tally=self.decryptions)
                 secrets += vault.secret_values(vault.method_of(job.authorization)[1],
                                                ctx.credentials)
             with _Heartbeat(db.engine, job.id, self.owner, self.lease):
