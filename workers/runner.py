@@ -217,6 +217,8 @@ class Runner:
         except schedule.ScheduleError as exc:  # a stored schedule that cannot work
             lifecycle.schedule_broken(job, now=now, reason=str(exc))
             job.lease_owner = job.lease_until = None
+            if first_run:
+                job.started_at = None
             db.session.commit()
             return None, "failed"
         if held:
