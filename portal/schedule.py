@@ -40,7 +40,8 @@ SCHEMA: dict[str, Any] = {
                           "description": "For “Every N minutes”."},
         "cron": {"type": "string", "title": "Cron expression", "default": "0 3 * * *",
                  "description": "For “Cron expression”: minute hour day month weekday, "
-                 "e.g. 0 3 * * * for 03:00 every day."},
+                 "e.g. 0 3 * * * for 03:00 every day; or @hourly, @daily, @weekly, "
+                 "@monthly, @yearly. Runs are at least a minute apart."},
         "timezone": {"type": "string", "title": "Timezone", "default": "UTC",
                      "description": "The cron expression and the quiet window are read in "
                      "this timezone (e.g. Europe/Paris)."},
