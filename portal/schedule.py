@@ -160,10 +160,12 @@ def load(data: dict[str, Any] | None) -> Schedule:
         raise ScheduleError(f"The schedule's timezone {data.get('timezone')!r} is unknown."
                             f"{_REDO}")
     every = data.get("every_minutes", Schedule.every_minutes)
+    bounds = SCHEMA["properties"]["every_minutes"]
     if kind == "interval" and (not isinstance(every, int) or isinstance(every, bool)
-                               or timedelta(minutes=every) < MIN_INTERVAL):
+                               or not bounds["minimum"] <= every <= bounds["maximum"]):
         raise ScheduleError(f"The schedule's interval {every!r} is not a whole number of "
-                            f"minutes of at least 1.{_REDO}")
+                            f"minutes from {bounds['minimum']} to {bounds['maximum']:,}."
+                            f"{_REDO}")
     for name in ("quiet_start", "quiet_end"):
         if data.get(name) and not _HHMM.match(str(data[name])):
             raise ScheduleError(f"The quiet window's time {data[name]!r} is not HH:MM.{_REDO}")

@@ -87,6 +87,8 @@ def stored_schedule_job(app, make_user):
      "The cron expression “* * * * * *” cannot run: Use five fields"),
     ({"kind": "interval", "every_minutes": 0, "quiet_start": "01:00", "quiet_end": "02:00"},
      False, "The schedule's interval 0 is not a whole number of minutes"),
+    ({"kind": "interval", "every_minutes": 10**12}, False,
+     "The schedule's interval 1000000000000 is not a whole number of minutes from 1"),
     ({"kind": "cron", "cron": "0 3 * * *", "quiet_start": "25:00", "quiet_end": "02:00"},
      False, "The quiet window's time '25:00' is not HH:MM"),
     ({"kind": "cron", "cron": "0 3 * * *", "timezone": "Mars/Base"}, False,
