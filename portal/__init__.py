@@ -14,8 +14,9 @@ from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
-from portal.config import ConfigError, load_settings
+from portal.config import ConfigError, load_settings, tighten
 from portal.extensions import csrf, db, htmx_headers, login_manager, migrate
+from providers import files as files_provider
 from providers import outbound
 
 MIGRATIONS = Path(__file__).parent / "migrations"
@@ -27,6 +28,13 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
     # and the busy timeout makes a writer wait for the lock instead of failing.
     if isinstance(dbapi_connection, sqlite3.Connection):
         cursor = dbapi_connection.cursor()
+        # The file is the owner's only (0600) before its -wal and -shm files are made:
+        # SQLite gives them the database file's mode.
+        for _, name, filename in cursor.execute("PRAGMA database_list").fetchall():
+            if filename and name == "main":
+                for suffix in ("", "-wal", "-shm"):  # no warning for a file just created
+                    path = Path(filename + suffix)
+                    tighten(path, warn=path.exists() and path.stat().st_size > 0)
         cursor.execute("PRAGMA journal_mode=WAL")
         cursor.execute("PRAGMA busy_timeout=15000")
         cursor.execute("PRAGMA foreign_keys=ON")
@@ -61,6 +69,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     security.init_app(app)
+    if app.config["PORTAL_MAX_COLUMNS"] < 1:
+        raise ConfigError("PORTAL_MAX_COLUMNS must be at least 1.")
+    files_provider.MAX_COLUMNS = app.config["PORTAL_MAX_COLUMNS"]  # providers read no settings
 
     from portal import models  # noqa: F401  (registers the tables)
     from portal.blueprints import admin, auth, data, jobs, vault, wizard

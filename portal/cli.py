@@ -9,6 +9,7 @@ from flask_migrate import upgrade
 from sqlalchemy import func, select
 
 from portal import audit, passwords
+from portal.config import write_private
 from portal.extensions import db
 from portal.jobs import purge
 from portal.models import ROLES, User
@@ -88,8 +89,7 @@ def setup() -> None:
     password = passwords.generate()
     create_user(FIRST_ADMIN, "admin", password, name="Administrator")
     initial = _initial_password_file()
-    initial.write_text(password + "\n")
-    initial.chmod(0o600)
+    write_private(initial, password + "\n")
     click.echo(
         f"Created the first admin. Sign in as {FIRST_ADMIN} with password {password}\n"
         f"(kept in {initial} until you change it with "

@@ -6,6 +6,7 @@ import base64
 import logging
 import os
 import secrets
+import stat
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,37 @@ log = logging.getLogger(__name__)
 
 class ConfigError(RuntimeError):
     """The settings cannot work; the message says which variable to set."""
+
+
+def private_dir(path: Path) -> None:
+    """Create `path` readable by its owner only (0700), or tighten it and every file in it
+    to 0700/0600 with a warning: the instance folder holds the database, keys and the
+    first admin's password."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    for item in [path, *path.rglob("*")]:
+        tighten(item)
+
+
+def tighten(path: Path, *, warn: bool = True) -> None:
+    """Take group and other permissions off an existing file or folder (and say so)."""
+    try:
+        mode = path.lstat().st_mode
+    except FileNotFoundError:
+        return
+    if stat.S_ISLNK(mode) or not mode & 0o077:
+        return
+    path.chmod(stat.S_IMODE(mode) & 0o700)
+    if warn:
+        log.warning("%s was open to other users (mode %o); it is now %o.", path,
+                    stat.S_IMODE(mode), stat.S_IMODE(mode) & 0o700)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write a file readable by its owner only (0600) from the moment it exists."""
+    descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(descriptor, 0o600)  # a file that was there keeps no looser mode
+    with os.fdopen(descriptor, "w") as file:
+        file.write(text)
 
 
 def _database_url(instance: Path) -> str:
@@ -39,8 +71,7 @@ def _secret_key(instance: Path, production: bool) -> str:
     # Local use: generate a key once and keep it, so sessions survive restarts.
     path = instance / "secret_key"
     if not path.exists():
-        path.write_text(secrets.token_urlsafe(48))
-        path.chmod(0o600)
+        write_private(path, secrets.token_urlsafe(48))
     return path.read_text().strip()
 
 
@@ -56,8 +87,8 @@ def _vault_keys(instance: Path, production: bool) -> str:
         )
     path = instance / "vault-keys"
     if not path.exists():
-        path.write_text(f"dev-{secrets.token_hex(4)}:{base64.b64encode(os.urandom(32)).decode()}")
-        path.chmod(0o600)
+        write_private(path, f"dev-{secrets.token_hex(4)}:"
+                            f"{base64.b64encode(os.urandom(32)).decode()}")
     log.warning("The Vault uses the development key in %s; set PORTAL_VAULT_KEYS for real "
                 "credentials, and keep that file if you keep this database.", path)
     return path.read_text().strip()
@@ -78,7 +109,7 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
     load_dotenv(override=False)
     overrides = dict(overrides or {})
     instance = Path(instance_path)
-    instance.mkdir(parents=True, exist_ok=True)
+    private_dir(instance)  # 0700, its files 0600 (tightened with a warning if they were not)
     production = overrides.get("PORTAL_ENV", os.environ.get("PORTAL_ENV", "development")) == (
         "production"
     )
@@ -90,6 +121,8 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         "PORTAL_REDIS_EMBEDDED": not os.environ.get("REDIS_URL"),
         "MAX_CONTENT_LENGTH": _int("PORTAL_MAX_UPLOAD_MB", 50) * 1024 * 1024,
         "PORTAL_IMPORT_BATCH_SIZE": _int("PORTAL_IMPORT_BATCH_SIZE", 2000),
+        # The most columns an uploaded CSV (or fields an NDJSON file) may have.
+        "PORTAL_MAX_COLUMNS": _int("PORTAL_MAX_COLUMNS", 2000),
         "PORTAL_LEASE_SECONDS": _int("PORTAL_LEASE_SECONDS", 30),
         "PORTAL_DISPATCH_INTERVAL": _int("PORTAL_DISPATCH_INTERVAL", 1),
         "PORTAL_ENQUEUE_GRACE_SECONDS": _int("PORTAL_ENQUEUE_GRACE_SECONDS", 10),

@@ -52,6 +52,7 @@ class Trigger(StrEnum):
     RUN_NOW = "user runs it now"
     PAUSE = "user pauses"
     RESUME = "user resumes"
+    SCHEDULE_BROKEN = "the schedule gives no next run"
 
 
 @dataclass(frozen=True)
@@ -80,6 +81,7 @@ TRANSITIONS: dict[Trigger, Transition] = {
     Trigger.RUN_NOW: _t({S}, R, Event.RUN_NOW),
     Trigger.PAUSE: _t({R, S}, P, Event.PAUSED),
     Trigger.RESUME: _t({P, F}, R, Event.RESUMED),
+    Trigger.SCHEDULE_BROKEN: _t({R}, F, Event.FAILED),
 }
 
 # Statuses a job leaves only when a person acts: nothing to poll for.
@@ -270,6 +272,22 @@ def unit_failed(
         message=f"{message} — retry {job.error_count} at {wake_at:%Y-%m-%d %H:%M:%S} UTC",
     )
     job.next_run_at = wake_at
+
+
+def schedule_broken(job: Job, *, now: datetime, reason: str, unit_message: str = "",
+                    counts: dict[str, int] | None = None) -> None:
+    """The job's stored schedule gives no next run (an older database may hold one that
+    never fires): the job fails with the reason, instead of a worker crashing over it.
+    `unit_message`/`counts`: the unit that ran just before, recorded as Synced first."""
+    if counts is not None:
+        record(job, Event.SYNCED, unit_message, now=now, counts=counts)
+    job.error_count += 1
+    if job.error_streak_started_at is None:
+        job.error_streak_started_at = now
+    record(job, Event.ERROR, reason, now=now, code="bad_schedule")
+    transition(job, Trigger.SCHEDULE_BROKEN, now=now, code="bad_schedule",
+               message="Failed: the job's schedule gives no next run, so the job was "
+               "stopped; the error before this says why.")
 
 
 def hold_back(job: Job, trigger: Trigger, *, now: datetime, until: datetime, message: str,

@@ -611,11 +611,38 @@ def _refresh(provider: Provider, method: AuthMethod, credentials: dict[str, Any]
             "refresh_token": token.get("refresh_token") or credentials["refresh_token"]}
 
 
+@dataclass
+class DecryptionTally:
+    """A worker's run (from its claim until it stops or hands the job back) decrypts
+    credentials once per unit of work; the audit trail gets one row per run and
+    authorization, with the count, instead of a row per unit flooding it."""
+
+    entries: dict[int, Any] = field(default_factory=dict)  # authorization id -> AuditEntry
+
+
+def _audit_decryption(authorization: Authorization, *, actor: str, by: User | None,
+                      purpose: str, tally: DecryptionTally | None) -> None:
+    entry = tally.entries.get(authorization.id) if tally is not None else None
+    if entry is None:
+        entry = audit.record("decrypted", "authorization", authorization.id,
+                             authorization.label, by=by, actor=actor,
+                             summary=f"Credentials decrypted for {purpose}",
+                             version=authorization.current_version, count=1)
+        if tally is not None:
+            tally.entries[authorization.id] = entry
+        return
+    count = int(entry.details.get("count", 1)) + 1
+    entry.details = {**entry.details, "count": count, "version": authorization.current_version,
+                     "last_at": utcnow().isoformat()}
+    entry.summary = f"Credentials decrypted {count:,} times for {purpose}, in one run"
+
+
 def credentials_for(authorization: Authorization, *, actor: str,
-                    by: User | None = None, purpose: str = "job") -> dict[str, Any]:
+                    by: User | None = None, purpose: str = "job",
+                    tally: DecryptionTally | None = None) -> dict[str, Any]:
     """Decrypt the current credentials for use in memory, renewing an OAuth token that is
     about to expire (under a row lock, so two workers never both spend a rotating refresh
-    token), and audit the decryption. Commits."""
+    token), and audit the decryption (counted in `tally`'s row when given). Commits."""
     provider, method = method_of(authorization)
     credentials = current_credentials(authorization)
     if method.kind == "oauth2" and _expiring(credentials, utcnow()):
@@ -625,9 +652,7 @@ def credentials_for(authorization: Authorization, *, actor: str,
             credentials = _refresh(provider, method, credentials, authorization)
             replace(authorization, credentials, expected_version=authorization.current_version,
                     reason="refreshed", actor=actor)
-    audit.record("decrypted", "authorization", authorization.id, authorization.label, by=by,
-                 actor=actor, summary=f"Credentials decrypted for {purpose}",
-                 version=authorization.current_version)
+    _audit_decryption(authorization, actor=actor, by=by, purpose=purpose, tally=tally)
     db.session.commit()
     return credentials
 

@@ -30,6 +30,9 @@ from providers.base import (
 FORMATS = ("csv", "ndjson")
 DELIMITERS = {",": "Comma", ";": "Semicolon", "\t": "Tab", "|": "Pipe"}
 STREAM_PATTERN = "^[a-z0-9][a-z0-9_-]{0,63}$"
+# The most columns a CSV header (or fields the first NDJSON objects) may name. Providers
+# read no settings: the portal sets this from PORTAL_MAX_COLUMNS when it starts.
+MAX_COLUMNS = 2000
 
 
 class RecordError(ValueError):
@@ -103,6 +106,13 @@ def detect_format(filename: str, data: bytes) -> str:
     return "ndjson" if data.lstrip()[:1] == b"{" else "csv"
 
 
+def _too_wide(line: int, what: str) -> RecordError:
+    return RecordError(
+        line, f"{what}, more than the {MAX_COLUMNS:,} this portal accepts; remove the "
+        "columns you do not need, or ask an administrator to raise PORTAL_MAX_COLUMNS",
+    )
+
+
 def _csv_header(lines: _Lines, delimiter: str) -> list[str]:
     reader = csv.reader(lines, delimiter=delimiter, strict=True)
     try:
@@ -111,13 +121,20 @@ def _csv_header(lines: _Lines, delimiter: str) -> list[str]:
         raise RecordError(lines.line, f"the header row cannot be read ({exc})") from None
     if not header or all(not name.strip() for name in header):
         raise RecordError(1, "the file is empty: it needs a header row and at least one row")
+    if len(header) > MAX_COLUMNS:
+        raise _too_wide(1, f"the header has {len(header):,} columns")
     names = [name.strip() for name in header]
+    # One pass with a set: the header is checked in time linear in its width.
+    seen: set[str] = set()
+    duplicates: set[str] = set()
     for position, name in enumerate(names, start=1):
         if not name:
             raise RecordError(1, f"column {position} of the header has no name")
-    duplicates = sorted({name for name in names if names.count(name) > 1})
+        if name in seen:
+            duplicates.add(name)
+        seen.add(name)
     if duplicates:
-        raise RecordError(1, f"the header names a column twice: {', '.join(duplicates)}")
+        raise RecordError(1, f"the header names a column twice: {', '.join(sorted(duplicates))}")
     return names
 
 
@@ -138,12 +155,14 @@ def inspect(filename: str, data: bytes) -> FileInfo:
             raise RecordError(
                 1, "a JSON array is not supported: use NDJSON, one JSON object per line"
             )
-        fields: list[str] = []
+        fields: dict[str, None] = {}  # ordered, with constant-time membership
         for count, record in enumerate(iter_records(data, fmt, ",")):
-            fields.extend(name for name in record.data if name not in fields)
+            fields.update(dict.fromkeys(record.data))
+            if len(fields) > MAX_COLUMNS:
+                raise _too_wide(record.line, f"the objects name {len(fields):,} fields")
             if count >= 100:  # the first rows name the fields well enough for a menu
                 break
-        return FileInfo(fmt, fields, ",")
+        return FileInfo(fmt, list(fields), ",")
     first = _Lines(data, 0, 0)
     sample = next(iter(first), "")
     delimiter = max(DELIMITERS, key=sample.count) if sample else ","

@@ -335,8 +335,10 @@ def test_a_job_uses_the_current_version_and_each_decryption_is_audited(app, make
         assert hook.received[-1].headers["Authorization"] == f"Bearer {second}"
     decrypted = db.session.scalars(select(AuditEntry).where(
         AuditEntry.action == "decrypted")).all()
-    assert len(decrypted) == 3 and {entry.actor for entry in decrypted} == {f"job {job.id}"}
-    assert [entry.details["version"] for entry in decrypted] == [1, 1, 2]
+    # One row per run, counting its units' decryptions: two units, then one.
+    assert len(decrypted) == 2 and {entry.actor for entry in decrypted} == {f"job {job.id}"}
+    assert [entry.details["version"] for entry in decrypted] == [1, 2]
+    assert [entry.details["count"] for entry in decrypted] == [2, 1]
 
 
 def test_an_auth_error_marks_the_authorization_unhealthy_and_hides_the_key(

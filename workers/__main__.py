@@ -73,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         socket = Path(app.config["REDIS_URL"].removeprefix("unix://"))
         cmd = redis_server.command(Path(app.instance_path) / "redis", unixsocket=socket)
+        os.umask(0o077)  # its snapshot (dump.rdb) and socket: the owner's only
         os.execv(cmd[0], cmd)
 
     with app.app_context():

@@ -163,6 +163,7 @@ class Runner:
         self.owner = worker_identity()
         self.config = current_app.config
         self.lease = timedelta(seconds=self.config["PORTAL_LEASE_SECONDS"])
+        self.decryptions = vault.DecryptionTally()  # one audit row for this run's units
 
     def run(self) -> str:
         # The lease makes this process the job row's only writer until it lets go, so the
@@ -211,7 +212,16 @@ class Runner:
             db.session.commit()
             return None, "skipped"
         first_run = job.started_at == now  # set by this claim
-        if self.hold_back(job, now):
+        try:
+            held = self.hold_back(job, now)
+        except schedule.ScheduleError as exc:  # a stored schedule that cannot work
+            lifecycle.schedule_broken(job, now=now, reason=str(exc))
+            job.lease_owner = job.lease_until = None
+            if first_run:
+                job.started_at = None
+            db.session.commit()
+            return None, "failed"
+        if held:
             job.lease_owner = job.lease_until = None
             if first_run:
                 job.started_at = None
@@ -239,7 +249,7 @@ class Runner:
             )
             return True
         if not self.force and (quiet_end := schedule.in_quiet(
-                schedule.from_dict(job.schedule), now)):
+                schedule.load(job.schedule), now)):
             lifecycle.hold_back(job, Trigger.QUIET, now=now, until=quiet_end, code="quiet",
                                 message="Quiet window")
             return True
@@ -281,7 +291,9 @@ class Runner:
             if job.authorization is not None:
                 # Decrypted in memory for this unit only (and renewed first if it is an
                 # OAuth token about to expire); the decryption is audited.
-                ctx.credentials = vault.credentials_for(job.authorization, actor=f"job {job.id}")
+                ctx.credentials = vault.credentials_for(
+                    job.authorization, actor=f"job {job.id}", purpose=f"job {job.id}",
+                    tally=self.decryptions)
                 secrets += vault.secret_values(vault.method_of(job.authorization)[1],
                                                ctx.credentials)
             with _Heartbeat(db.engine, job.id, self.owner, self.lease):
@@ -331,11 +343,17 @@ class Runner:
         message = "; ".join([*notes, result.message] if result.message else notes)
         outcome = "stopped"
         if job.status == Status.RUNNING:
-            lifecycle.unit_succeeded(
-                job, now=now, done=result.done, more_now=result.more_now,
-                next_run_at=schedule.next_run(schedule.from_dict(job.schedule), now),
-                message=message, counts=result.counts,
-            )
+            try:  # a next run is only needed when the job goes to sleep until then
+                next_run_at = None if result.done or result.more_now else schedule.next_run(
+                    schedule.load(job.schedule), now)
+            except schedule.ScheduleError as exc:  # never a crash: the job fails, saying why
+                lifecycle.schedule_broken(job, now=now, reason=str(exc), unit_message=message,
+                                          counts=result.counts)
+            else:
+                lifecycle.unit_succeeded(
+                    job, now=now, done=result.done, more_now=result.more_now,
+                    next_run_at=next_run_at, message=message, counts=result.counts,
+                )
             outcome = "more" if job.status == Status.RUNNING else job.status
         self._finish(job, keep_lease=outcome == "more")
         return outcome

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import csv
 import io
 import json
 from pathlib import Path
@@ -25,6 +24,7 @@ import providers
 from portal import audit, htmx, lifecycle, schedule
 from portal import metrics as metrics_series
 from portal.access import role_required
+from portal.csvcells import SafeDictWriter
 from portal.extensions import db
 from portal.jobs import (
     ACTIONS,
@@ -274,7 +274,7 @@ def _log_record(event) -> dict:
 
 def _csv_lines(rows):
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=LOG_COLUMNS)
+    writer = SafeDictWriter(buffer, fieldnames=LOG_COLUMNS)
     writer.writeheader()
     for row in rows:
         writer.writerow(row)

@@ -8,13 +8,14 @@ from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
-from portal.models.types import JSONDict, UTCDateTime, utcnow
+from portal.models.types import NEVER_REUSE_IDS, JSONDict, UTCDateTime, utcnow
 from portal.models.users import User
 
 
 class AuditEntry(db.Model):
     __tablename__ = "audit_entries"
-    __table_args__ = (Index("ix_audit_entries_object", "object_type", "object_id", "id"),)
+    __table_args__ = (Index("ix_audit_entries_object", "object_type", "object_id", "id"),
+                      NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)

@@ -9,13 +9,14 @@ from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, deferred, mapped_column
 
 from portal.extensions import db
-from portal.models.types import JSONDict, UTCDateTime, utcnow
+from portal.models.types import NEVER_REUSE_IDS, JSONDict, UTCDateTime, utcnow
 
 
 class Upload(db.Model):
     """A file a user uploaded for an import; kept in the database so any worker can read it."""
 
     __tablename__ = "uploads"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     filename: Mapped[str] = mapped_column(String(255))
@@ -30,6 +31,7 @@ class Upload(db.Model):
 
 class Stream(db.Model):
     __tablename__ = "streams"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
@@ -52,4 +54,5 @@ class Message(db.Model):
     __table_args__ = (
         UniqueConstraint("stream_id", "dedupe_key", name="uq_messages_stream_dedupe"),
         Index("ix_messages_stream_id_event_time", "stream_id", "event_time"),
+        NEVER_REUSE_IDS,
     )

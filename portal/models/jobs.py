@@ -9,7 +9,7 @@ from sqlalchemy import ForeignKey, Index, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
-from portal.models.types import JSONDict, UTCDateTime, utcnow
+from portal.models.types import NEVER_REUSE_IDS, JSONDict, UTCDateTime, utcnow
 from portal.models.users import User
 from portal.models.vault import Authorization
 
@@ -57,7 +57,7 @@ class Job(db.Model):
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
     updated_by: Mapped[User | None] = relationship(foreign_keys=[updated_by_id])
 
-    __table_args__ = (Index("ix_jobs_created_at_id", "created_at", "id"),)
+    __table_args__ = (Index("ix_jobs_created_at_id", "created_at", "id"), NEVER_REUSE_IDS)
 
 
 class JobEvent(db.Model):
@@ -75,7 +75,7 @@ class JobEvent(db.Model):
     context: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
 
     __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),
-                      Index("ix_job_events_job_id_at", "job_id", "at"))
+                      Index("ix_job_events_job_id_at", "job_id", "at"), NEVER_REUSE_IDS)
 
 
 class Draft(db.Model):
@@ -83,6 +83,7 @@ class Draft(db.Model):
     an interrupted session loses nothing. It becomes a job only on Create."""
 
     __tablename__ = "job_drafts"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     owner_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),

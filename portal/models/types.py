@@ -8,6 +8,11 @@ from sqlalchemy import JSON, DateTime
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.types import TypeDecorator
 
+# Table options of every table whose ids show in URLs, logs, cursors or the audit trail:
+# SQLite otherwise hands the largest id out again after a delete, and a new row inherits
+# what was meant for the deleted one (PostgreSQL's sequences never reuse an id).
+NEVER_REUSE_IDS = {"sqlite_autoincrement": True}
+
 # JSON everywhere, JSONB on PostgreSQL.
 JSONDict = JSON().with_variant(JSONB(), "postgresql")
 

@@ -12,7 +12,7 @@ from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
 from portal.extensions import db
-from portal.models.types import UTCDateTime, utcnow
+from portal.models.types import NEVER_REUSE_IDS, UTCDateTime, utcnow
 
 # Each role can do everything the roles before it can.
 ROLES = ("viewer", "operator", "admin")
@@ -20,6 +20,7 @@ ROLES = ("viewer", "operator", "admin")
 
 class User(UserMixin, db.Model):
     __tablename__ = "users"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     email: Mapped[str] = mapped_column(String(320), unique=True)

@@ -13,7 +13,7 @@ from sqlalchemy import ForeignKey, Integer, String, Text, UniqueConstraint
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
-from portal.models.types import JSONDict, UTCDateTime, utcnow
+from portal.models.types import NEVER_REUSE_IDS, JSONDict, UTCDateTime, utcnow
 from portal.models.users import User
 
 HEALTH = ("unknown", "healthy", "unhealthy")
@@ -21,6 +21,7 @@ HEALTH = ("unknown", "healthy", "unhealthy")
 
 class Authorization(db.Model):
     __tablename__ = "authorizations"
+    __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     provider: Mapped[str] = mapped_column(String(64), index=True)
@@ -52,7 +53,7 @@ class Authorization(db.Model):
 
 class AuthorizationVersion(db.Model):
     __tablename__ = "authorization_versions"
-    __table_args__ = (UniqueConstraint("authorization_id", "version"),)
+    __table_args__ = (UniqueConstraint("authorization_id", "version"), NEVER_REUSE_IDS)
 
     id: Mapped[int] = mapped_column(primary_key=True)
     authorization_id: Mapped[int] = mapped_column(
