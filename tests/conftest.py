@@ -173,6 +173,8 @@ def _empty_tables() -> None:
         else:
             for name in tables:
                 connection.execute(text(f"DELETE FROM {name}"))
+            # Each test starts its ids from 1, as RESTART IDENTITY does on PostgreSQL.
+            connection.execute(text("DELETE FROM sqlite_sequence"))
 
 
 @pytest.fixture

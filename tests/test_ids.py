@@ -14,7 +14,7 @@ from portal.models import AuditEntry, JobEvent
 from providers import get_provider
 from tests.conftest import _make_app
 
-REVISION, BEFORE = "b3d9f2a6c8e1", "8b6a61f2c944"
+REVISION, BEFORE = "b3d9f2a6c8e1", "a7c1e0f3b2d4"
 TABLES = ("users", "authorizations", "authorization_versions", "jobs", "job_events",
           "job_drafts", "uploads", "streams", "messages", "audit_entries")
 
