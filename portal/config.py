@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import functools
+import json
 import logging
 import os
 import secrets
@@ -98,7 +100,9 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": production,
         "REMEMBER_COOKIE_HTTPONLY": True,
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # JSON columns refuse NaN and Infinity (not JSON; PostgreSQL refuses them too).
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "json_serializer": functools.partial(
+            json.dumps, allow_nan=False)},
         "PORTAL_HEALTH_CHECK_HOURS": _int("PORTAL_HEALTH_CHECK_HOURS", 24),
         # Reverse proxies in front of the web server whose X-Forwarded-* headers to trust
         # (so OAuth redirect URLs come out as https://your-host/...).

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from portal import htmx, params, schedule, vault
 from portal.access import role_required
-from portal.datastore import store_upload
+from portal.datastore import safe_filename, store_upload
 from portal.extensions import db
 from portal.jobs import create_job
 from portal.lifecycle import RETRY_SCHEMA, RetryPolicy
@@ -230,7 +230,7 @@ def configure(provider_key: str, job_type_key: str):
         try:
             upload, info = store_upload(sent.filename, sent.read(), by=current_user)
         except RecordError as exc:
-            errors["upload_id"] = f"{sent.filename}: {exc}"
+            errors["upload_id"] = f"{safe_filename(sent.filename)}: {exc}"
             upload = None
             values.pop("upload_id", None)
         else:
