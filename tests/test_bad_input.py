@@ -156,7 +156,8 @@ class _Watched(ImmutableMultiDict):
 
     def items(self, multi=False):  # sub-forms (retry-*, cred-*) are read by walking them
         for key, value in super().items(multi=multi):
-            _Watched.read.add(key)
+            if "-" in key:
+                _Watched.read.add(key)
             yield key, value
 
 
@@ -171,7 +172,7 @@ def _good_values(world: dict[str, int]) -> dict[str, str]:
         "object_type": "job", "action": "pause", "edit": "1", "value": "A name",
         "name": "A name", "description": "Words", "label": "A label", "state": "s",
         "code": "c", "next": "/jobs/new/", "category": "Files", "completed": "1",
-        "count": "3", "ratio": "0.5", "ids-lines": "1", "limits.daily": "5", "title": "t",
+        "count": "3", "ratio": "0.5", "limits.daily": "5", "title": "t",
         "stream": "s", "timestamp_field": "ts", "delimiter": ",",
         "retry-backoff_base_seconds": "60", "retry-backoff_cap_seconds": "600",
         "retry-failure_window_hours": "10", "schedule-kind": "every",
@@ -231,7 +232,7 @@ def _targets(app, world: dict[str, int]) -> list[tuple[str, str, dict[str, str],
         if rule.endpoint.startswith("wizard.") and "job_type_key" in rule.arguments:
             variants = [({"provider_key": "faults", "job_type_key": "showcase"}, {}),
                         ({"provider_key": "files", "job_type_key": "import_file"},
-                         {"authorization": "none"})]
+                         {"authorization": "none", "draft": ""})]
         elif "provider_key" in rule.arguments:
             variants = [({"provider_key": "webhook" if rule.endpoint.startswith("vault.")
                           else "files"}, {})]
