@@ -400,7 +400,7 @@ def _decode_cursor(cursor: str, sort: str) -> tuple[Any, int] | None:
         return None
     if not isinstance(decoded, list) or len(decoded) != 2:
         return None
-    value, job_id = decoded[0], parse_int(decoded[1])
+    value, job_id = decoded[0], parse_int(decoded[1]) if isinstance(decoded[1], int) else None
     value = _cursor_time(value) if sort in TIME_SORTS else _cursor_text(value)
     return None if value is None or job_id is None else (value, job_id)
 

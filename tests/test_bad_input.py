@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import base64
+import io
+import json
 import re
 from urllib.parse import quote
 
 import pytest
+from sqlalchemy import select
+from sqlalchemy.exc import StatementError
 from werkzeug.datastructures import ImmutableMultiDict
 
+from portal import params
 from portal.extensions import db
-from portal.jobs import create_job
+from portal.jobs import SORTS, TIME_SORTS, JobFilter, create_job, list_jobs
 from providers import get_provider
 from tests.conftest import TEST_PASSWORD, csrf_token
 
@@ -298,11 +304,211 @@ def _walk(app, junk: str, junk_class: str, role: str, ids: dict[str, int],
                     for arg in INT_SEGMENT.findall(rule.rule) if junk.strip()]
         attempts += [(_path(rule, path_values, world), {**good, name: junk}, name)
                      for name in READ[key]]
-        for path, params, where in attempts:
+        for path, sent, where in attempts:
             if method == "POST":  # it may have deleted what the next one needs
                 _world(owner, admin, world)
-            response = _send(client, method, path, params, csrf)
-            if response.status_code >= 500:
-                failures.append(f"{role} {method} {rule.rule} {where}={junk_class}: "
-                                f"{response.status_code}")
+            try:  # the test app re-raises what would be a 500
+                status = _send(client, method, path, sent, csrf).status_code
+            except Exception as exc:
+                status = f"500 ({type(exc).__name__}: {str(exc)[:80]})"
+                db.session.rollback()
+            if not isinstance(status, int) or status >= 500:
+                failures.append(f"{role} {method} {rule.rule} {where}={junk_class}: {status}")
     return failures
+
+
+# --- The parser itself, path ids, paging values ------------------------------------------
+
+@pytest.mark.parametrize("raw,expected", [
+    ("1", 1), ("9223372036854775807", 2**63 - 1), (7, 7), (2**63 - 1, 2**63 - 1),
+    ("9223372036854775808", None), (2**63, None), ("1" * 5000, None), ("0", None),
+    ("-1", None), ("²³", None), ("١٢٣", None), ("１２", None), ("1_000", None),
+    (" 7", None), ("7 ", None), ("+7", None), ("1.0", None), ("", None), (None, None),
+    (True, None), (1.0, None), ([1], None), ("0x10", None),
+])
+def test_parse_int_takes_ascii_digits_within_range_only(raw, expected):
+    assert params.parse_int(raw) == expected
+
+
+def test_parse_int_bounds_and_signs():
+    assert params.parse_int("-5", low=-10, high=10, signed=True) == -5
+    assert params.parse_int("0", low=0) == 0
+    assert params.parse_int("11", high=10) is None
+
+
+@pytest.mark.parametrize("path", [
+    "/jobs/9223372036854775808", f"/jobs/{2**70}/logs", f"/vault/{2**64}",
+    f"/jobs/new/drafts/{2**63}/review", "/jobs/²³", "/jobs/١٢٣", "/jobs/" + "1" * 5000,
+])
+def test_path_ids_no_row_can_have_are_not_found(client, auth, a_job, path):
+    auth.login("admin")
+    assert client.get(path).status_code == 404
+
+
+@pytest.mark.parametrize("path,name", [
+    ("/jobs/{id}/logs/older?before=²³", "before"),
+    ("/jobs/{id}/logs/view?before=" + str(2**64), "before"),
+    ("/jobs/{id}?before=-4", "before"),
+    ("/jobs/{id}/logs?after=1.5", "after"),
+    ("/admin/audit?before=abc", "before"),
+    ("/data/streams/s?limit=١٠", "limit"),
+])
+def test_malformed_paging_values_get_a_400_that_names_them(client, auth, a_job, path, name):
+    from portal.datastore import get_or_create_stream
+
+    get_or_create_stream("s")
+    db.session.commit()
+    auth.login("admin")
+    response = client.get(path.format(id=a_job.id))
+    assert response.status_code == 400
+    assert f"“{name}”" in response.get_data(as_text=True)
+
+
+def test_stale_filters_are_still_ignored_so_a_shared_link_opens(client, auth, a_job):
+    auth.login("admin")
+    for path in (f"/jobs?authorization={2**70}", "/jobs?authorization=²",
+                 f"/admin/audit?user={2**70}", "/jobs/statuses?ids=²,1,99999999999999999999"):
+        assert client.get(path).status_code in (200, 286), path  # 286: stop polling
+
+
+def _cursor(value) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+CURSORS = {
+    "id above 2**63": _cursor(["x", 2**70]),
+    "id a string": _cursor(["x", "1"]),
+    "id a float": _cursor(["x", 1.5]),
+    "id negative": _cursor(["x", -1]),
+    "id NaN": _cursor('["x", NaN]'),
+    "id true": _cursor(["x", True]),
+    "value a list": _cursor([["a"], 1]),
+    "value an object": _cursor([{"a": 1}, 1]),
+    "value a number": _cursor([1e308, 1]),
+    "value null": _cursor([None, 1]),
+    "value with a NUL": _cursor(["a\x00b", 1]),
+    "value a lone surrogate": _cursor('["\\ud800", 1]'),
+    "value too long": _cursor(["x" * 5000, 1]),
+    "naive time": _cursor(["2024-01-01T00:00:00", 1]),
+    "time out of range in UTC": _cursor(["0001-01-01T00:00:00+23:59", 1]),
+    "time not a time": _cursor(["next tuesday", 1]),
+    "three parts": _cursor(["a", 1, 2]),
+    "an object": _cursor({"a": 1}),
+    "nested deep": _cursor("[" * 700),
+    "not base64": "%%%~",
+    "not UTF-8": base64.urlsafe_b64encode(b"\xff\xfe[").decode(),
+}
+
+
+@pytest.mark.parametrize("sort", SORTS)
+def test_job_list_cursors_of_any_wrong_type_shape_or_range_start_from_the_first_page(
+        client, auth, a_job, sort):
+    auth.login("viewer")
+    for name, cursor in CURSORS.items():
+        if "time" in name and sort not in TIME_SORTS:  # text a name may well be
+            continue
+        for direction in ("asc", "desc"):
+            response = client.get("/jobs", query_string={"sort": sort, "dir": direction,
+                                                         "after": cursor})
+            assert response.status_code == 200, (name, direction)
+            assert f'href="/jobs/{a_job.id}"' in response.get_data(as_text=True), name
+
+
+def test_a_good_cursor_still_pages(client, auth, make_user):
+    owner = make_user("operator", "owner@example.com")
+    provider = get_provider("faults")
+    for number in range(3):
+        create_job(provider=provider, job_type=provider.job_type("script"), authorization=None,
+                   name=f"job {number}", description="", config={}, created_by=owner,
+                   paused=True)
+    for sort in SORTS:
+        jobs, cursor = list_jobs(JobFilter(sort=sort), limit=2)
+        rest, _ = list_jobs(JobFilter(sort=sort), after=cursor, limit=2)
+        assert len(jobs) == 2 and len(rest) == 1, sort
+        assert rest[0].id not in {job.id for job in jobs}, sort
+
+
+# --- JSON that storage cannot keep, and numbers that are not finite -----------------------
+
+BAD_LINES = {
+    "nested deep": (b'{"a": ' + b"[" * 100_000 + b"\n", "is nested more than 64 levels deep"),
+    "nested past 64": (b'{"a": ' + b"[" * 64 + b"]" * 64 + b"}\n",
+                       "is nested more than 64 levels deep"),
+    "a 5000-digit integer": (b'{"a": ' + b"1" * 5000 + b"}\n",
+                             "has a number with more than 100 digits"),
+    "a 200-digit decimal": (b'{"a": 0.' + b"1" * 200 + b"}\n",
+                            "has a number with more than 100 digits"),
+    "NaN": (b'{"a": NaN}\n', "has NaN, which is not a JSON value"),
+    "Infinity": (b'{"a": -Infinity}\n', "has -Infinity, which is not a JSON value"),
+    "a float past its range": (b'{"a": 1e999}\n', "has the number 1e999, too large to store"),
+    "a lone surrogate": (b'{"a": "\\udc00"}\n', "has a lone surrogate escape"),
+    "a NUL escape": (b'{"a\\u0000": 1}\n', "contains a NUL character"),
+}
+GOOD_LINE = b'{"email": "a@x.io", "ts": "2024-01-01T00:00:00Z"}\n'
+
+
+@pytest.mark.parametrize("case", list(BAD_LINES))
+def test_ndjson_that_storage_cannot_keep_is_refused_on_upload_naming_the_line(
+        client, auth, case):
+    line, words = BAD_LINES[case]
+    auth.login("operator")
+    response = client.post(
+        "/jobs/new/files/import_file/configure?authorization=none", headers=HX,
+        data={"csrf_token": auth.csrf(), "stream": "s", "action": "upload",
+              "file": (io.BytesIO(GOOD_LINE + line), "events.ndjson")},
+        content_type="multipart/form-data")
+    page = response.get_data(as_text=True)
+    assert response.status_code in (200, 422)
+    assert f"events.ndjson: line 2: {words}" in page
+
+
+@pytest.mark.parametrize("case", ["nested deep", "a 5000-digit integer", "NaN",
+                                  "a lone surrogate"])
+def test_ndjson_that_storage_cannot_keep_fails_the_import_naming_the_line(
+        client, auth, work, case):
+    from tests.test_job_path import create_import, failed_with
+
+    # Past the first 100 lines, which are all the wizard reads to list the fields.
+    data = GOOD_LINE * 150 + BAD_LINES[case][0] + GOOD_LINE
+    auth.login()
+    job = create_import(client, auth, data, "events.ndjson")
+    work()
+    assert failed_with(job) == f"events.ndjson, line 151: {BAD_LINES[case][1]}" or \
+        failed_with(job).startswith(f"events.ndjson, line 151: {BAD_LINES[case][1]}")
+
+
+@pytest.mark.parametrize("raw", ["nan", "NaN", "inf", "-Infinity", "+inf", "1e999",
+                                 "-1e400"])
+def test_non_finite_numbers_get_a_field_message_and_are_never_stored(client, auth, raw):
+    from portal.models import Draft
+
+    auth.login("operator")
+    response = client.post("/jobs/new/faults/showcase/configure?authorization=none",
+                           headers=HX, data={"csrf_token": auth.csrf(), "ratio": raw,
+                                             "count": "2", "limits.daily": "1", "title": "t"})
+    assert 'id="field-ratio-error"' in response.get_data(as_text=True)
+    assert "Enter a finite number." in response.get_data(as_text=True)
+    drafts = list(db.session.scalars(select(Draft)))
+    assert drafts, "what was entered is kept as a draft, without the bad number"
+    for draft in drafts:
+        json.dumps(draft.config, allow_nan=False)  # raises if NaN or Infinity were kept
+
+
+def test_a_list_of_numbers_says_which_line_is_not_finite():
+    from portal.schemaform import coerce
+
+    schema = {"type": "object", "properties": {
+        "xs": {"type": "array", "items": {"type": "number"}},
+        "ns": {"type": "array", "items": {"type": "integer"}}}}
+    _, errors = coerce(schema, {"xs": "1.5\n1e999", "ns": "1\n" + "9" * 30})
+    assert errors == {"xs": "Line 2: Enter a finite number.",
+                      "ns": "Line 2: That number is too large: use at most 18 digits."}
+
+
+def test_json_columns_refuse_nan_and_infinity(app, a_job):
+    for value in (float("nan"), float("inf")):
+        a_job.config = {"x": value}
+        with pytest.raises(StatementError):
+            db.session.commit()
+        db.session.rollback()
