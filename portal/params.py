@@ -83,8 +83,8 @@ class IdConverter(IntegerConverter):
 
     regex = r"[0-9]+"
 
-    def __init__(self, map, fixed_digits: int = 0, min: int | None = None,  # noqa: A002
-                 max: int | None = ID_MAX, signed: bool = False) -> None:  # noqa: A002
+    def __init__(self, map, fixed_digits: int = 0, min: int | None = None,
+                 max: int | None = ID_MAX, signed: bool = False) -> None:
         super().__init__(map, fixed_digits, min, max, signed)
 
     def to_python(self, value: str) -> Any:

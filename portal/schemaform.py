@@ -106,7 +106,7 @@ def coerce(
                 raw_items = [line.strip() for line in str(form.get(key) or "").splitlines()
                              if line.strip()]
             try:
-                values[name] = [_item(items.get("type"), item, line, prop)
+                values[name] = [_item(items, item, line)
                                 for line, item in enumerate(raw_items, start=1)]
             except ValueError as exc:
                 errors[key] = str(exc)
@@ -118,19 +118,17 @@ def coerce(
             continue
         try:
             values[name] = _scalar(kind, raw)
-            if kind == "string" and not prop.get("writeOnly"):  # a secret is never shown
-                _check_text(raw)
+            _check_text(prop, raw)
         except ValueError as exc:
             errors[key] = str(exc)
     return values, errors
 
 
-def _item(kind: str | None, raw: str, line: int, prop: dict[str, Any]) -> Any:
+def _item(items: dict[str, Any], raw: str, line: int) -> Any:
     """One line of a list box, typed; the message says which line is wrong."""
     try:
-        value = _scalar(kind, raw)
-        if kind == "string" and not prop.get("writeOnly"):
-            _check_text(raw)
+        value = _scalar(items.get("type"), raw)
+        _check_text(items, raw)
     except ValueError as exc:
         if str(exc) in ("Enter a whole number.", NOT_A_NUMBER):
             raise ValueError("Put one number on each line.") from None
@@ -138,7 +136,12 @@ def _item(kind: str | None, raw: str, line: int, prop: dict[str, Any]) -> Any:
     return value
 
 
-def _check_text(text: str) -> None:
+def _check_text(prop: dict[str, Any], text: str) -> None:
+    """Typed text holds no hidden character. A secret is never shown, and a choice (enum,
+    x-options) is checked against what was offered, such as a file's own column names."""
+    if prop.get("type") != "string" or any(prop.get(key) for key in (
+            "writeOnly", "enum", "x-options")):
+        return
     if problem := text_problem(text):
         raise ValueError(problem)
 
