@@ -74,6 +74,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     files_provider.MAX_COLUMNS = app.config["PORTAL_MAX_COLUMNS"]  # providers read no settings
 
     from portal import models  # noqa: F401  (registers the tables)
+    from portal.params import IdConverter
+
+    # Before any route is added: every <int:...> in a path is then a bounded id.
+    app.url_map.converters["int"] = IdConverter
     from portal.blueprints import admin, auth, data, jobs, vault, wizard
 
     for blueprint in (auth.bp, jobs.bp, wizard.bp, vault.bp, data.bp, admin.bp):

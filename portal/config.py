@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import base64
+import functools
+import json
 import logging
 import os
 import secrets
@@ -147,7 +149,9 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         or "30 per minute; 300 per hour",
         # An unreachable Redis must not hold a sign-in up for long (throttling fails open).
         "RATELIMIT_STORAGE_OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True},
+        # JSON columns refuse NaN and Infinity (not JSON; PostgreSQL refuses them too).
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "json_serializer": functools.partial(
+            json.dumps, allow_nan=False)},
         "PORTAL_HEALTH_CHECK_HOURS": _int("PORTAL_HEALTH_CHECK_HOURS", 24),
         # Reverse proxies in front of the web server whose X-Forwarded-* headers to trust
         # (so OAuth redirect URLs come out as https://your-host/...).

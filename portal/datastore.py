@@ -11,18 +11,32 @@ from sqlalchemy.exc import IntegrityError
 from portal.extensions import db
 from portal.models import Message, Stream, Upload, User
 from portal.models.types import utcnow
+from portal.params import parse_int
+from portal.schemaform import unsafe_character
 from providers.base import ConfigError, InMessage, OutMessage, StoredFile
 from providers.files import FileInfo, inspect
 
 
+def safe_filename(filename: str) -> str:
+    """An uploaded file's name as the portal keeps and shows it: the last part of any path
+    the browser sent, with every control, invisible or text-direction character (a NUL, or
+    U+202E, which makes "photo<U+202E>gpj.exe" read as "photoexe.jpg") replaced by U+FFFD,
+    so the name shown is the name it has. At most 255 characters."""
+    name = filename.replace("\\", "/").rsplit("/", 1)[-1].strip()
+    name = "".join("\ufffd" if unsafe_character(char) else char for char in name)
+    return name[:255] or "upload"
+
+
 def store_upload(filename: str, data: bytes, *, by: User | None) -> tuple[Upload, FileInfo]:
     """Keep an uploaded file, with what inspecting it found (format, fields, delimiter).
+    The name is kept as `safe_filename` makes it.
 
     Raises providers.files.RecordError when the file cannot be read.
     """
+    filename = safe_filename(filename)
     info = inspect(filename, data)
     upload = Upload(
-        filename=filename[:255],
+        filename=filename,
         format=info.format,
         size=len(data),
         sha256=hashlib.sha256(data).hexdigest(),
@@ -37,7 +51,7 @@ def store_upload(filename: str, data: bytes, *, by: User | None) -> tuple[Upload
 
 def stored_file(upload_id: int) -> StoredFile:
     """The upload as a job reads it."""
-    upload = db.session.get(Upload, upload_id)
+    upload = db.session.get(Upload, found) if (found := parse_int(upload_id)) else None
     if upload is None:
         raise ConfigError(f"the uploaded file #{upload_id} no longer exists", code="file_missing")
     return StoredFile(upload.filename, upload.format, upload.sha256, upload.content)

@@ -18,6 +18,7 @@ from portal.extensions import db
 from portal.lifecycle import SETTLED, Event, Status
 from portal.models import Authorization, Draft, Job, JobEvent, JobStatusCount, User
 from portal.models.types import UTCDateTime, utcnow
+from portal.params import parse_int
 from portal.queues import enqueue
 from portal.schemaform import name_errors
 from providers.base import KINDS, JobType, Provider
@@ -341,7 +342,7 @@ class JobFilter:
             status=status if status in set(Status) else "",
             kind=args.get("type", "") if args.get("type", "") in KINDS else "",
             provider=args.get("provider", "")[:64],
-            authorization=int(raw_auth) if raw_auth.isdigit() else None,
+            authorization=parse_int(raw_auth),
             q=args.get("q", "").strip()[:200],
             sort=args.get("sort", "created") if args.get("sort") in SORTS else "created",
             direction="asc" if args.get("dir") == "asc" else "desc",
@@ -383,14 +384,48 @@ def encode_cursor(sort_value: Any, job_id: int) -> str:
     return base64.urlsafe_b64encode(raw).decode().rstrip("=")
 
 
+CURSOR_LIMIT = 1024  # characters; a real cursor is a name of 200 and an id, base64-coded
+
+
 def _decode_cursor(cursor: str, sort: str) -> tuple[Any, int] | None:
+    """The (sort value, id) a cursor holds, or None: a mangled cursor starts from the first
+    page. Every part is checked for what `sort` compares it with (a time for the time
+    sorts, text that storage can bind for the others, an id in range), so no shape,
+    type or range of JSON reaches the query."""
+    if len(cursor) > CURSOR_LIMIT:
+        return None
     try:
-        value, job_id = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
-        if sort in TIME_SORTS:
-            value = datetime.fromisoformat(value)
-        return value, int(job_id)
-    except (ValueError, TypeError):
-        return None  # a mangled cursor starts from the first page
+        decoded = json.loads(base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)))
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(decoded, list) or len(decoded) != 2:
+        return None
+    value, job_id = decoded[0], parse_int(decoded[1]) if isinstance(decoded[1], int) else None
+    value = _cursor_time(value) if sort in TIME_SORTS else _cursor_text(value)
+    return None if value is None or job_id is None else (value, job_id)
+
+
+def _cursor_time(value: Any) -> datetime | None:
+    """A cursor's time: ISO 8601 with its offset, as encode_cursor writes it."""
+    if not isinstance(value, str) or len(value) > 40:
+        return None
+    try:
+        moment = datetime.fromisoformat(value)
+        return None if moment.tzinfo is None else moment.astimezone(UTC)
+    except (ValueError, OverflowError):  # not a time, or out of range once in UTC
+        return None
+
+
+def _cursor_text(value: Any) -> str | None:
+    """A cursor's name, label, provider, type or status: text the database can bind (no
+    NUL, no lone surrogate from a JSON escape), as long as a column holds."""
+    if not isinstance(value, str) or len(value) > 200 or "\x00" in value:
+        return None
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return None
+    return value
 
 
 def list_jobs(job_filter: JobFilter, *, after: str = "",

@@ -6,6 +6,9 @@ message per field, ready to be shown next to that field.
 
 from __future__ import annotations
 
+import math
+import re
+import unicodedata
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
@@ -46,11 +49,35 @@ def _getlist(form: Mapping[str, Any], name: str) -> list[str]:
     return [] if value in (None, "") else [value]
 
 
+# What a person types into a number box, in ASCII: no "1_000", no "١٢", no "0x1f".
+_WHOLE = re.compile(r"[+-]?[0-9]+")
+_DECIMAL = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+_NOT_FINITE = re.compile(r"[+-]?(?:nan|inf|infinity)", re.IGNORECASE)
+WHOLE_LIMIT = 2**63 - 1  # what any database column holds; beyond it, no field needs
+NOT_A_NUMBER = "Enter a number."
+
+
 def _scalar(kind: str | None, raw: str) -> Any:
+    """The typed value of one form text; ValueError with the field message when it is not
+    a whole number (integer) or a finite number (number) written in ASCII."""
+    text = raw.strip()
     if kind == "integer":
-        return int(raw.strip())
+        if not _WHOLE.fullmatch(text):
+            raise ValueError("Enter a whole number.")
+        if len(text.lstrip("+-")) > 19 or abs(int(text)) > WHOLE_LIMIT:
+            raise ValueError("That number is too large: use at most 18 digits.")
+        return int(text)
     if kind == "number":
-        return float(raw.strip())
+        if _NOT_FINITE.fullmatch(text):
+            raise ValueError("Enter a finite number.")
+        if len(text) > 100:
+            raise ValueError("That number is too long: use at most 100 characters.")
+        if not _DECIMAL.fullmatch(text):
+            raise ValueError(NOT_A_NUMBER)
+        value = float(text)
+        if not math.isfinite(value):  # 1e999 reads as infinity, which JSON cannot hold
+            raise ValueError("Enter a finite number.")
+        return value
     return raw
 
 
@@ -81,9 +108,10 @@ def coerce(
                 raw_items = [line.strip() for line in str(form.get(key) or "").splitlines()
                              if line.strip()]
             try:
-                values[name] = [_scalar(items.get("type"), item) for item in raw_items]
-            except ValueError:
-                errors[key] = "Put one number on each line."
+                values[name] = [_item(items, item, line)
+                                for line, item in enumerate(raw_items, start=1)]
+            except ValueError as exc:
+                errors[key] = str(exc)
             continue
         raw = form.get(key)
         if raw is None or raw == "":
@@ -92,9 +120,32 @@ def coerce(
             continue
         try:
             values[name] = _scalar(kind, raw)
-        except ValueError:
-            errors[key] = "Enter a whole number." if kind == "integer" else "Enter a number."
+            _check_text(prop, raw)
+        except ValueError as exc:
+            errors[key] = str(exc)
     return values, errors
+
+
+def _item(items: dict[str, Any], raw: str, line: int) -> Any:
+    """One line of a list box, typed; the message says which line is wrong."""
+    try:
+        value = _scalar(items.get("type"), raw)
+        _check_text(items, raw)
+    except ValueError as exc:
+        if str(exc) in ("Enter a whole number.", NOT_A_NUMBER):
+            raise ValueError("Put one number on each line.") from None
+        raise ValueError(f"Line {line}: {exc}") from None
+    return value
+
+
+def _check_text(prop: dict[str, Any], text: str) -> None:
+    """Typed text holds no hidden character. A secret is never shown, and a choice (enum,
+    x-options) is checked against what was offered, such as a file's own column names."""
+    if prop.get("type") != "string" or any(prop.get(key) for key in (
+            "writeOnly", "enum", "x-options")):
+        return
+    if problem := text_problem(text):
+        raise ValueError(problem)
 
 
 def _message(error, prop: dict[str, Any]) -> str:
@@ -156,18 +207,65 @@ def validate(
 
 NAME_LIMIT, DESCRIPTION_LIMIT = 200, 2000
 
+# Zero-width non-joiner and joiner are format characters that Persian and Indic writing
+# and emoji sequences need; every other format character is refused in text.
+JOINERS = frozenset("\u200c\u200d")
+LINE_BREAKS = frozenset("\n\r\t")  # what a multi-line text (a description) may hold
+_ASCII_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def unsafe_character(char: str, *, multiline: bool = False) -> bool:
+    """Whether a character would hide in text or change how the text around it reads:
+    control characters (C0, DEL, C1; a multi-line text keeps newline, return and tab),
+    line and paragraph separators in one-line text, lone surrogates, and format
+    characters (bidirectional overrides and isolates U+202A–U+202E and U+2066–U+2069,
+    marks, zero-width spaces, the BOM, invisible tags) other than the two joiners."""
+    if multiline and char in LINE_BREAKS:
+        return False
+    category = unicodedata.category(char)
+    if category in ("Zl", "Zp"):
+        return not multiline
+    return category in ("Cc", "Cs") or (category == "Cf" and char not in JOINERS)
+
+
+def describe_character(char: str) -> str:
+    """U+202E RIGHT-TO-LEFT OVERRIDE, or U+0007 (a control character)."""
+    code = f"U+{ord(char):04X}"
+    if name := unicodedata.name(char, ""):
+        return f"{code} {name}"
+    kinds = {"\n": "a line break", "\r": "a line break", "\t": "a tab"}
+    return f"{code} ({kinds.get(char, 'a control character')})"
+
+
+def text_problem(text: str, *, multiline: bool = False) -> str:
+    """The field message for text holding an unsafe character (the first one found), or
+    "" when there is none."""
+    if text.isascii() and (text.isprintable() or multiline and not _ASCII_CONTROL.search(text)):
+        return ""
+    for char in text:
+        if unsafe_character(char, multiline=multiline):
+            return (f"Remove the character {describe_character(char)}: control, invisible "
+                    "and text-direction characters are not allowed here, as they can make "
+                    "the text read as something else.")
+    return ""
+
 
 def name_errors(name: str, description: str, *, field: str = "name",
                 missing: str = "Give it a name.") -> dict[str, str]:
-    """Messages for the name (1–200 characters) and description (up to 2,000) that jobs
-    and authorizations carry."""
+    """Messages for the name (1–200 characters, one line) and description (up to 2,000,
+    lines allowed) that jobs, drafts and authorizations carry; neither may hold control,
+    invisible or text-direction characters (see `unsafe_character`)."""
     errors = {}
     if not name:
         errors[field] = missing
     elif len(name) > NAME_LIMIT:
         errors[field] = f"Use at most {NAME_LIMIT} characters."
+    elif problem := text_problem(name):
+        errors[field] = problem
     if len(description) > DESCRIPTION_LIMIT:
         errors["description"] = f"Use at most {DESCRIPTION_LIMIT:,} characters."
+    elif problem := text_problem(description, multiline=True):
+        errors["description"] = problem
     return errors
 
 

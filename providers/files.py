@@ -11,6 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import json
+import math
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -214,15 +216,81 @@ def _ndjson_records(data: bytes, offset: int, line: int):
     for text in lines:
         if not text.strip():
             continue
-        try:
-            record = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise RecordError(lines.line, f"is not valid JSON ({exc.msg})") from None
+        record = parse_json_line(text, lines.line)
         if not isinstance(record, dict):
             raise RecordError(lines.line, "is not a JSON object")
-        if "\\u0000" in text:  # a NUL written as a JSON escape: storage cannot hold it
-            raise _nul(lines.line)
         yield Record(lines.line, lines.offset, lines.line, record)
+
+
+# What one JSON line may hold: storage and every page that shows a record walk it, and
+# Python refuses to read integers of more than 4,300 digits.
+MAX_DEPTH = 64
+MAX_DIGITS = 100
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")  # \ud800-\udfff written in JSON
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+class _Refused(ValueError):
+    """A JSON value the parser's hooks refuse; its text is the line's problem."""
+
+
+def _json_int(text: str) -> int:
+    if len(text) - text.startswith("-") > MAX_DIGITS:
+        raise _Refused(f"has a number with more than {MAX_DIGITS} digits")
+    return int(text)
+
+
+def _json_float(text: str) -> float:
+    mantissa = text.lower().partition("e")[0]
+    if len(mantissa) - mantissa.count("-") - mantissa.count(".") > MAX_DIGITS:
+        raise _Refused(f"has a number with more than {MAX_DIGITS} digits")
+    value = float(text)
+    if not math.isfinite(value):
+        raise _Refused(f"has the number {text[:20]}, too large to store (it reads as "
+                       "infinity)")
+    return value
+
+
+def _json_constant(name: str) -> Any:
+    raise _Refused(f"has {name}, which is not a JSON value; write null or a number instead")
+
+
+def parse_json_line(text: str, line: int) -> Any:
+    """One line of NDJSON as a value storage can keep; RecordError naming the problem for
+    what is not valid JSON or cannot be kept: NaN or Infinity, a number of more than
+    MAX_DIGITS digits or out of float range, nesting deeper than MAX_DEPTH, a NUL or a
+    lone surrogate written as an escape."""
+    try:
+        value = json.loads(text, parse_int=_json_int, parse_float=_json_float,
+                           parse_constant=_json_constant)
+    except _Refused as exc:
+        raise RecordError(line, str(exc)) from None
+    except RecursionError:
+        raise RecordError(line, f"is nested more than {MAX_DEPTH} levels deep") from None
+    except json.JSONDecodeError as exc:
+        raise RecordError(line, f"is not valid JSON ({exc.msg})") from None
+    # Only a line that could hold a problem is walked: the checks above are on its text.
+    deep = text.count("[") + text.count("{") > MAX_DEPTH
+    if deep or "\\u0000" in text or _SURROGATE_ESCAPE.search(text):
+        _check_json(value, line)
+    return value
+
+
+def _check_json(value: Any, line: int) -> None:
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                raise RecordError(line, f"is nested more than {MAX_DEPTH} levels deep")
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+        elif isinstance(item, str):
+            if "\x00" in item:  # written as \u0000: storage cannot hold it
+                raise _nul(line)
+            if _SURROGATE.search(item):
+                raise RecordError(line, "has a lone surrogate escape (\\ud800 to \\udfff), "
+                                        "which is not text; save the file as UTF-8 again")
 
 
 def parse_event_time(value: Any, field: str) -> datetime:

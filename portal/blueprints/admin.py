@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, request
 from sqlalchemy import select
 
-from portal import htmx
+from portal import htmx, params
 from portal.access import role_required
 from portal.extensions import db
 from portal.models import AuditEntry, User
@@ -26,7 +26,7 @@ def index():
 def _audit_filters() -> dict[str, int | str]:
     """The filters in the query string that are set (blank ones mean "any")."""
     filters: dict[str, int | str] = {}
-    user_id = request.args.get("user", type=int)
+    user_id = params.id_arg(request.args, "user", strict=False)  # a filter: a stale one is ignored
     if user_id is not None:
         filters["user"] = user_id
     for name in ("object_type", "action"):
@@ -54,7 +54,7 @@ def audit():
         query = query.where(AuditEntry.object_type == filters["object_type"])
     if "action" in filters:
         query = query.where(AuditEntry.action == filters["action"])
-    before = request.args.get("before", type=int)
+    before = params.id_arg(request.args, "before")
     if before is not None:
         query = query.where(AuditEntry.id < before)
     rows = list(db.session.scalars(query.limit(AUDIT_PAGE_SIZE + 1)))

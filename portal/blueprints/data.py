@@ -5,7 +5,7 @@ from __future__ import annotations
 from flask import Blueprint, abort, request
 from sqlalchemy import func, select
 
-from portal import htmx
+from portal import htmx, params
 from portal.access import role_required
 from portal.extensions import db
 from portal.models import Message, Stream
@@ -33,7 +33,7 @@ def stream(name: str):
     found = db.session.scalar(select(Stream).where(Stream.name == name))
     if found is None:
         abort(404, description=f"There is no stream called {name!r}.")
-    limit = min(max(request.args.get("limit", 50, type=int), 1), 500)
+    limit = min(params.int_arg(request.args, "limit", default=50), 500)
     messages = db.session.scalars(
         select(Message).where(Message.stream_id == found.id)
         .order_by(Message.event_time.desc(), Message.id.desc()).limit(limit)

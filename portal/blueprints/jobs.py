@@ -21,7 +21,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 import providers
-from portal import audit, htmx, lifecycle, schedule
+from portal import audit, htmx, lifecycle, params, schedule
 from portal import metrics as metrics_series
 from portal.access import role_required
 from portal.csvcells import SafeDictWriter
@@ -97,7 +97,7 @@ def index():
 def statuses():
     """Fresh status cells for the listed rows that can still change; polled by the list
     while any can, and stopped (286) once none can."""
-    ids = [int(raw) for raw in request.args.get("ids", "").split(",") if raw.isdigit()][:200]
+    ids = params.ids_of(request.args.get("ids", "").split(","), limit=200)
     jobs = db.session.scalars(select(Job).where(Job.id.in_(ids))).all() if ids else []
     moving = [job.id for job in jobs if job.status not in SETTLED]
     return htmx.fragment("jobs/_status_cells.html", jobs=jobs, moving=moving,
@@ -109,7 +109,7 @@ def _bulk_request() -> tuple[str, list[Job]]:
     action = request.form.get("action", "")
     if action not in BULK:
         abort(400, description="Choose pause, resume, run now or delete.")
-    ids = [int(raw) for raw in request.form.getlist("ids") if raw.isdigit()][:500]
+    ids = params.ids_of(request.form.getlist("ids"), limit=500)
     jobs = db.session.scalars(select(Job).where(Job.id.in_(ids)).order_by(Job.id))
     return action, list(jobs)
 
@@ -195,7 +195,7 @@ def _logs_context(job: Job) -> dict:
     # The newest id first, then the page up to it: the live tail goes on from that id, so
     # an event written in between is shown by its first poll, not passed over.
     newest = newest_event_id(job)
-    before = request.args.get("before", None, type=int)
+    before = params.id_arg(request.args, "before")
     events, older = log_page(job, log_filter, newest + 1 if before is None else before)
     return {"job": job, "events": events, "older": older, "log_filter": log_filter,
             "last_event_id": newest,
@@ -338,7 +338,7 @@ def logs(job_id: int):
     """Log rows newer than ?after= (within the filter), with the poller for the next."""
     job = get_job(job_id)
     settled = job.status in SETTLED  # read before the events: nothing can follow them then
-    after = request.args.get("after", 0, type=int)
+    after = params.int_arg(request.args, "after", default=0, low=0)
     log_filter = LogFilter.from_args(request.args)
     events, go_on_from, more = tail_batch(job, after, log_filter)
     return htmx.fragment(

@@ -15,7 +15,7 @@ from flask import Blueprint, abort, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
-from portal import audit, htmx, oauth, vault
+from portal import audit, htmx, oauth, params, vault
 from portal.access import role_required
 from portal.extensions import db
 from portal.models import Authorization, AuthorizationVersion
@@ -299,13 +299,13 @@ def update_credentials(authorization_id: int):
     authorization = _authorization(authorization_id, for_change=True)
     _, method = _method_of(authorization)
     values, errors = coerce(method.schema or {}, prefixed(request.form, CREDENTIAL))
-    expected = request.form.get("version", "")
-    if not expected.isdigit():
+    expected = params.int_arg(request.form, "version", default=None, low=0, strict=False)
+    if expected is None:
         abort(400, description="The form lacks the version it edits; reload the page.")
     notice = None
     if not errors:
         try:
-            version = vault.update_entered(authorization, values, expected_version=int(expected),
+            version = vault.update_entered(authorization, values, expected_version=expected,
                                            by=current_user)
         except vault.InvalidCredentials as exc:
             errors = exc.errors
@@ -362,8 +362,8 @@ def delete(authorization_id: int):
 @role_required("operator")
 def reassign(authorization_id: int):
     authorization = _authorization(authorization_id, for_change=True)
-    raw = request.form.get("target", "")
-    target = db.session.get(Authorization, int(raw)) if raw.isdigit() else None
+    target_id = params.id_arg(request.form, "target", strict=False)
+    target = db.session.get(Authorization, target_id) if target_id else None
     try:
         if target is None:
             raise vault.VaultError("Choose the authorization the jobs should use instead.")

@@ -12,9 +12,9 @@ from flask import Blueprint, abort, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
-from portal import htmx, schedule, vault
+from portal import htmx, params, schedule, vault
 from portal.access import role_required
-from portal.datastore import store_upload
+from portal.datastore import safe_filename, store_upload
 from portal.extensions import db
 from portal.jobs import create_job
 from portal.lifecycle import RETRY_SCHEMA, RetryPolicy
@@ -105,9 +105,8 @@ def authorization(provider_key: str, job_type_key: str):
     if not provider.needs_authorization:
         return htmx.redirect(url_for("wizard.configure", provider_key=provider.key,
                                      job_type_key=job_type.key, authorization="none"))
-    chosen = request.args.get("authorization", "")
-    return _authorization_step(provider, job_type,
-                               chosen_id=int(chosen) if chosen.isdigit() else None)
+    return _authorization_step(
+        provider, job_type, chosen_id=params.id_arg(request.args, "authorization", strict=False))
 
 
 def _authorization_step(provider: Provider, job_type: JobType, *, chosen_id: int | None = None,
@@ -122,8 +121,8 @@ def _chosen_authorization(provider: Provider, raw: str) -> tuple[bool, Authoriza
     """(valid, authorization) for the ?authorization= value of the configure step."""
     if raw == "none":
         return not provider.needs_authorization, None
-    if raw.isdigit():
-        found = db.session.get(Authorization, int(raw))
+    if (authorization_id := params.parse_int(raw)) is not None:
+        found = db.session.get(Authorization, authorization_id)
         if found is not None and found.provider == provider.key:
             return True, found
     return False, None
@@ -136,7 +135,8 @@ def _guess_timestamp(fields: list[str]) -> str:
 
 def _upload_for(upload_id: Any) -> Upload | None:
     """The current user's own upload with this id, or None (a tampered id finds nothing)."""
-    if not isinstance(upload_id, int):
+    upload_id = params.parse_int(upload_id)  # from a config: an int, or nothing usable
+    if upload_id is None:
         return None
     upload = db.session.get(Upload, upload_id)
     if upload is None or upload.created_by_id != current_user.id:
@@ -209,8 +209,8 @@ def configure(provider_key: str, job_type_key: str):
         return _authorization_step(
             provider, job_type, error="That authorization does not exist or does not fit "
                                       "this provider; choose one from the list.")
-    raw_draft = request.values.get("draft", "")
-    draft = _draft(int(raw_draft)) if raw_draft.isdigit() else None
+    draft_id = params.id_arg(request.values, "draft", strict=False)
+    draft = _draft(draft_id) if draft_id is not None else None
     if draft is not None and (draft.provider, draft.job_type) != (provider.key, job_type.key):
         abort(404, description="That draft is for another job type.")
     schema = job_type.config_schema
@@ -232,7 +232,7 @@ def configure(provider_key: str, job_type_key: str):
         try:
             upload, info = store_upload(sent.filename, sent.read(), by=current_user)
         except RecordError as exc:
-            errors["upload_id"] = f"{sent.filename}: {exc}"
+            errors["upload_id"] = f"{safe_filename(sent.filename)}: {exc}"
             upload = None
             values.pop("upload_id", None)
         else:
