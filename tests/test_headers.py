@@ -79,6 +79,9 @@ def test_signed_in_pages_fragments_redirects_and_errors(client, auth, job):
     assert answers["redirect"].status_code in (302, 303)
     assert answers["not found"].status_code == 404
     assert answers["csrf"].status_code == 400
+    # Read the streamed download here: a generator left to the garbage collector would
+    # close its request context inside whichever test runs then.
+    assert answers["download"].get_data(as_text=True).startswith("id,job_id")
     for what, response in answers.items():
         assert_protected(response)
         # Nothing a signed-in person is shown may be kept by the browser or a proxy.
