@@ -320,6 +320,15 @@ def _sort_expression(sort: str):
             "authorization": func.coalesce(Authorization.label, "")}[sort]
 
 
+# Not a stored status: a job sleeping between the retries of an error streak. The list can
+# filter it like a status; it is shown (portal.ui) but never stored.
+RETRYING = "retrying"
+
+
+def _retrying(query):
+    return query.where(Job.status == Status.SLEEPING, Job.error_count > 0)
+
+
 @dataclass(frozen=True)
 class JobFilter:
     """What the job list shows, as read from (and written back to) its URL."""
@@ -339,7 +348,7 @@ class JobFilter:
         status = args.get("status", "")
         raw_auth = args.get("authorization", "")
         return cls(
-            status=status if status in set(Status) else "",
+            status=status if status in set(Status) or status == RETRYING else "",
             kind=args.get("type", "") if args.get("type", "") in KINDS else "",
             provider=args.get("provider", "")[:64],
             authorization=parse_int(raw_auth),
@@ -360,7 +369,9 @@ class JobFilter:
                 if value not in ("", None) and defaults.get(key) != value}
 
     def where(self, query):
-        if self.status:
+        if self.status == RETRYING:
+            query = _retrying(query)
+        elif self.status:
             query = query.where(Job.status == self.status)
         if not self.show_completed and self.status != Status.COMPLETED:
             query = query.where(Job.status != Status.COMPLETED)
@@ -464,3 +475,11 @@ def status_counts(job_filter: JobFilter) -> dict[str, int]:
             select(JobStatusCount.status, JobStatusCount.jobs)).all() if jobs}
     query = everything.where(select(Job.status, func.count()).select_from(Job))
     return dict(db.session.execute(query.group_by(Job.status)).all())
+
+
+def retrying_count(job_filter: JobFilter) -> int:
+    """Jobs retrying after errors under the other filters (the Retrying tab's number); read
+    through the status index, so only the sleeping jobs are looked at."""
+    everything = replace(job_filter, status="", show_completed=True)
+    query = _retrying(everything.where(select(func.count()).select_from(Job)))
+    return db.session.scalar(query) or 0

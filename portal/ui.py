@@ -9,13 +9,17 @@ from typing import Any
 from flask import Flask
 from flask_login import current_user
 
+from portal.jobs import RETRYING
 from portal.schemaform import constraint_hint, ordered_fields, secret_slots
 from providers import get_job_type, get_provider
 
-# Bootstrap colour per job status; every status badge in the portal uses this.
+# Colour per job status (a Bootstrap `text-bg-*` name, or one of portal.css); every status
+# badge in the portal uses this. "retrying" is no stored status but how a sleeping job in an
+# error streak shows: amber, so a job that keeps failing never looks like a healthy one.
 STATUS_STYLES = {
     "running": "primary",
     "sleeping": "info",
+    RETRYING: "retrying",
     "failed": "danger",
     "paused": "warning",
     "completed": "success",
@@ -29,6 +33,19 @@ NAVIGATION = (
     ("vault.index", "Vault", "viewer"),
     ("admin.index", "Admin", "admin"),
 )
+
+
+def display_status(status: str, error_count: int = 0) -> str:
+    """The state a job shows: its stored status, or "retrying" for a job sleeping between
+    the retries of an error streak."""
+    return RETRYING if status == "sleeping" and error_count else status
+
+
+def status_label(status: str, error_count: int = 0) -> str:
+    """The words of a job's status badge: "Retrying (3 errors in a row)" or "Sleeping"."""
+    if display_status(status, error_count) == RETRYING:
+        return f"Retrying ({error_count} error{'' if error_count == 1 else 's'} in a row)"
+    return status.capitalize()
 
 
 def format_time(value: datetime | None) -> str:
@@ -82,6 +99,8 @@ def register(app: Flask) -> None:
     app.jinja_env.filters["timestamp"] = format_timestamp
     app.jinja_env.globals.update(
         STATUS_STYLES=STATUS_STYLES,
+        display_status=display_status,
+        status_label=status_label,
         LEVEL_STYLES=LEVEL_STYLES,
         HEALTH_STYLES=HEALTH_STYLES,
         method_name=method_name,

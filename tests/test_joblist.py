@@ -182,3 +182,34 @@ def test_the_kept_counts_follow_every_insert_status_change_and_delete(client, au
     page = listing(client)
     assert re.search(r'data-status-tab="completed">Completed <span[^>]*>1<', page)
     assert re.search(r'>All <span[^>]*>3<', page)
+
+
+def test_a_job_retrying_after_errors_is_shown_and_filtered_apart(client, auth, seed):
+    """A sleeping job in an error streak shows as Retrying (amber, with the streak) and has
+    its own tab; a healthy sleeping job stays Sleeping (blue). Both stay stored as
+    sleeping, so the Sleeping tab counts both."""
+    auth.login("viewer")
+    ids = seed([{"name": "Healthy", "status": "sleeping"},
+                {"name": "Flaky", "status": "sleeping", "error_count": 3},
+                {"name": "Once", "status": "sleeping", "error_count": 1},
+                {"name": "Broken", "status": "failed", "error_count": 9}])
+    page = listing(client)
+    badge = r'<span id="job-status-{}"><span class="badge text-bg-{} status-badge" ' \
+            r'data-status="{}" data-shown="{}">{}</span>'
+    assert re.search(badge.format(ids[0], "info", "sleeping", "sleeping", "Sleeping"), page)
+    assert re.search(badge.format(ids[1], "retrying", "sleeping", "retrying",
+                                  r"Retrying \(3 errors in a row\)"), page)
+    assert "Retrying (1 error in a row)" in page
+    assert re.search(badge.format(ids[3], "danger", "failed", "failed", "Failed"), page)
+    assert re.search(r'data-status-tab="retrying"[^>]*>Retrying <span[^>]*>2<', page)
+    assert re.search(r'data-status-tab="sleeping">Sleeping <span[^>]*>3<', page)
+    assert re.search(r'>All <span[^>]*>4<', page), "Retrying is not counted twice"
+    assert sorted(names(listing(client, status="retrying"))) == ["Flaky", "Once"]
+    assert len(names(listing(client, status="sleeping"))) == 3
+    filtered = listing(client, status="retrying", q="flaky")
+    assert names(filtered) == ["Flaky"]
+    assert re.search(r'data-status-tab="retrying"[^>]*>Retrying <span[^>]*>1<', filtered)
+    # The summary's status is the same badge.
+    summary = client.get(f"/jobs/{ids[1]}").get_data(as_text=True)
+    assert 'data-shown="retrying">Retrying (3 errors in a row)</span>' in summary
+    assert ".text-bg-retrying" in client.get("/static/portal.css").get_data(as_text=True)

@@ -41,6 +41,7 @@ from portal.jobs import (
     metrics,
     newest_event_id,
     purge_at,
+    retrying_count,
     status_counts,
     tail_batch,
 )
@@ -78,6 +79,7 @@ def index():
     context = {
         "jobs": jobs, "next_cursor": next_cursor, "filter": job_filter,
         "counts": status_counts(job_filter), "statuses": list(Status),
+        "retrying": retrying_count(job_filter),
         "paged": bool(request.args.get("after")),
         "menus": {  # (value, label) pairs of the filter menus
             "type": [(kind, kind.capitalize()) for kind in KINDS],
