@@ -355,7 +355,7 @@ class JobFilter:
             q=args.get("q", "").strip()[:200],
             sort=args.get("sort", "created") if args.get("sort") in SORTS else "created",
             direction="asc" if args.get("dir") == "asc" else "desc",
-            show_completed=args.get("completed", "1") != "0",
+            show_completed=_last(args, "completed", "1") != "0",
         )
 
     def args(self, **changes: Any) -> dict[str, Any]:
@@ -385,6 +385,13 @@ class JobFilter:
             query = query.where(or_(Job.name.icontains(self.q, autoescape=True),
                                     Job.description.icontains(self.q, autoescape=True)))
         return query
+
+
+def _last(args: Mapping[str, str], name: str, default: str) -> str:
+    """The last value of a repeated argument: a checkbox after its hidden "off" twin
+    (completed=0&completed=1) wins, as it does in the form."""
+    values = args.getlist(name) if hasattr(args, "getlist") else [args.get(name, default)]
+    return values[-1] if values else default
 
 
 def encode_cursor(sort_value: Any, job_id: int) -> str:

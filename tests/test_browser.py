@@ -604,3 +604,42 @@ def test_oauth_sign_in_and_reauthorize_pass_the_policy(page: Page, live_server, 
             canary(token["access_token"])
             canary(token["refresh_token"])
         watch.check()
+
+
+def test_show_completed_stays_ticked_when_other_filters_change(page: Page, live_server,
+                                                                make_user):
+    """The "Show completed" box and its hidden "off" twin send one value: changing Type,
+    Provider or Search keeps the completed jobs listed and the box ticked."""
+    from portal.extensions import db
+
+    user = make_user("operator")
+    done = faults_job(user, "finished import", script=["ok"])
+    faults_job(user, "still going", script=["ok"])
+    done.status, done.provider = "completed", "files"  # files: a provider of the menu
+    db.session.commit()
+    sign_in(page, live_server, user)
+    box = page.get_by_label("Show completed")
+    row = page.locator(f"#job-row-{done.id}")
+    expect(box).to_be_checked()
+    expect(row).to_be_visible()
+    for change in (lambda: page.get_by_label("Type").select_option("import"),
+                   lambda: page.get_by_label("Provider").select_option("files"),
+                   lambda: page.get_by_label("Search").fill("i")):
+        settled(page)
+        change()
+        expect(page).not_to_have_url(re.compile(r"completed=0"))
+        expect(page).to_have_url(re.compile(r"completed=1"))
+        settled(page)
+        expect(page.get_by_label("Show completed")).to_be_checked()
+        expect(row).to_be_visible()
+    assert page.url.count("completed=") == 1
+    page.get_by_label("Show completed").uncheck()
+    expect(row).to_have_count(0)
+    expect(page).to_have_url(re.compile(r"completed=0"))
+    settled(page)
+    page.get_by_label("Type").select_option("")
+    expect(page).to_have_url(re.compile(r"type=&.*completed=0"))
+    settled(page)
+    expect(page.get_by_label("Show completed")).not_to_be_checked()
+    expect(row).to_have_count(0)
+    assert page.url.count("completed=") == 1

@@ -67,3 +67,22 @@ document.addEventListener("keydown", (event) => {
     if (field.form) field.form.requestSubmit();
   }
 });
+
+// A checkbox with a hidden twin of the same name (its "off" value, sent when the box is
+// clear): while the box is ticked the twin is disabled, so the form sends one value
+// (completed=1, not completed=0&completed=1). Kept in step on every change, before htmx
+// reads the form (capture phase), and whenever htmx puts new content on the page.
+function pairCheckboxes(root) {
+  const boxes = root.querySelectorAll ? root.querySelectorAll("input[type=checkbox][name]") : [];
+  boxes.forEach((box) => {
+    if (!box.form) return;
+    Array.from(box.form.elements).forEach((field) => {
+      if (field.type === "hidden" && field.name === box.name) field.disabled = box.checked;
+    });
+  });
+}
+
+document.addEventListener("change", (event) => {
+  if (event.target.type === "checkbox" && event.target.form) pairCheckboxes(event.target.form);
+}, true);
+document.addEventListener("htmx:load", (event) => pairCheckboxes(event.target));
