@@ -643,3 +643,52 @@ def test_show_completed_stays_ticked_when_other_filters_change(page: Page, live_
     expect(page.get_by_label("Show completed")).not_to_be_checked()
     expect(row).to_have_count(0)
     assert page.url.count("completed=") == 1
+
+
+def test_a_description_of_several_lines_is_saved_with_save_or_ctrl_enter(page: Page,
+                                                                          live_server,
+                                                                          make_user):
+    """Enter starts a new line in the description; Save and Ctrl+Enter save, Escape and
+    Cancel throw the text away."""
+    from portal.extensions import db
+    from portal.models import Job
+
+    user = make_user("operator")
+    job = faults_job(user, "Described")
+    sign_in(page, live_server, user)
+    page.goto(f"{live_server}/jobs/{job.id}")
+    description = page.locator("#job-description")
+
+    def edit() -> None:
+        settled(page)
+        page.get_by_role("button", name="Edit the description").click()
+        expect(page.locator("#edit-description")).to_be_focused()
+        settled(page)
+
+    edit()
+    field = page.locator("#edit-description")
+    field.press("End")
+    field.type("First line")
+    field.press("Enter")
+    field.type("Second line")
+    expect(page.locator("#edit-description")).to_be_visible()  # Enter did not leave
+    page.get_by_role("button", name="Save").click()
+    expect(description).to_have_text("First line\nSecond line")
+    db.session.expire_all()
+    assert db.session.get(Job, job.id).description == "First line\nSecond line"
+
+    edit()
+    page.locator("#edit-description").fill("Third\nversion")
+    page.locator("#edit-description").press("Control+Enter")
+    expect(description).to_have_text("Third\nversion")
+
+    edit()
+    page.locator("#edit-description").fill("thrown away")
+    page.locator("#edit-description").press("Escape")
+    expect(description).to_have_text("Third\nversion")
+    edit()
+    page.locator("#edit-description").fill("thrown away too")
+    page.get_by_role("button", name="Cancel").click()
+    expect(description).to_have_text("Third\nversion")
+    page.reload()
+    expect(description).to_have_text("Third\nversion")

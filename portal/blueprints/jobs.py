@@ -291,7 +291,8 @@ def _csv_lines(rows):
 @role_required("viewer")
 def edit_field(job_id: int, field: str):
     """Inline edit of the name or description: GET ?edit=1 gives the input, GET gives the
-    text back (Escape), POST saves (Enter). Admins edit any job, operators their own."""
+    text back (Escape, Cancel), POST saves (Enter for a name; Save or Ctrl+Enter for a
+    description). Admins edit any job, operators their own."""
     job = get_job(job_id)
     editable = can_edit(job, current_user)
     wants_edit = request.method == "POST" or request.args.get("edit") == "1"

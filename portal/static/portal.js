@@ -52,8 +52,9 @@ document.addEventListener("DOMContentLoaded", () => {
   });
 });
 
-// Inline edits (fields marked data-inline-edit): Escape cancels, Enter saves; in a
-// textarea Shift+Enter starts a new line. htmx's trigger filters (keyup[key=='Escape'])
+// Inline edits (fields marked data-inline-edit): Escape cancels; Enter saves a one-line
+// field, while in a textarea (a description has several lines) Enter starts a new line
+// and Ctrl+Enter or Cmd+Enter saves, as its Save button does. htmx's trigger filters (keyup[key=='Escape'])
 // would need eval, which the Content-Security-Policy forbids, so the keys are turned
 // into a submit of the field's form and an "edit-cancel" event its hx-trigger waits for.
 document.addEventListener("keydown", (event) => {
@@ -62,7 +63,8 @@ document.addEventListener("keydown", (event) => {
   if (event.key === "Escape") {
     event.preventDefault();
     field.dispatchEvent(new CustomEvent("edit-cancel", {bubbles: true}));
-  } else if (event.key === "Enter" && !event.shiftKey && field.tagName === "TEXTAREA") {
+  } else if (event.key === "Enter" && (event.ctrlKey || event.metaKey)
+             && field.tagName === "TEXTAREA") {
     event.preventDefault();
     if (field.form) field.form.requestSubmit();
   }
