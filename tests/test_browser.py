@@ -692,3 +692,27 @@ def test_a_description_of_several_lines_is_saved_with_save_or_ctrl_enter(page: P
     expect(description).to_have_text("Third\nversion")
     page.reload()
     expect(description).to_have_text("Third\nversion")
+
+
+def test_the_metrics_chart_follows_a_running_job_without_a_reload(page: Page, live_server,
+                                                                   make_user, spawn):
+    """The chart starts empty and shows what the header counts while the job runs and
+    once it has completed, with no reload."""
+    user = make_user("operator")
+    job = faults_job(user, "three slow units", script=["slow", "slow", "ok"], units=3,
+                     rows_per_unit=5, slow_seconds=1.5)
+    sign_in(page, live_server, user)
+    page.goto(f"{live_server}/jobs/{job.id}")
+    expect(page.locator("#metrics-empty")).to_have_text("No metrics in the last 24 hours yet.")
+    page.evaluate("window.notReloaded = true")
+    spawn("worker")
+    spawn("dispatcher")
+    # The first unit has written its rows and is still running: the chart has them.
+    expect(page.locator("#metric-added")).to_have_text("5", timeout=30_000)
+    expect(page.locator("#metrics-total-added")).to_have_text("5")
+    expect(page.locator("#metrics-canvas")).to_be_visible()
+    expect(page.locator("#job-status [data-status]")).to_have_attribute(
+        "data-status", "completed", timeout=30_000)
+    expect(page.locator("#metric-added")).to_have_text("15")
+    expect(page.locator("#metrics-total-added")).to_have_text("15")
+    assert page.evaluate("window.notReloaded") is True

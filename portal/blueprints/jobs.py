@@ -166,6 +166,7 @@ def _live_context(job: Job, notice: str = "") -> dict:
     return {
         "job": job,
         "metrics": metrics(job),
+        "totals": "{added}-{removed}-{omitted}".format(**metrics(job)),
         "settled": job.status in SETTLED,
         "cadence": schedule.describe(schedule.from_dict(job.schedule)),
         "retry": RetryPolicy.of(job).describe(),
@@ -332,7 +333,12 @@ def delete(job_id: int):
 def live(job_id: int):
     """The status block; polled while the job can still change by itself."""
     context = _live_context(get_job(job_id))
-    return htmx.fragment("jobs/_live.html", stop_polling=context["settled"], **context)
+    response = htmx.fragment("jobs/_live.html", stop_polling=context["settled"], **context)
+    # The poll carries the totals its page shows; when they moved, the metrics chart
+    # reloads itself (its section waits for "metrics-changed").
+    if request.args.get("totals", context["totals"]) != context["totals"]:
+        response.headers["HX-Trigger"] = "metrics-changed"
+    return response
 
 
 @bp.get("/<int:job_id>/logs")
