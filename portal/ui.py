@@ -27,6 +27,28 @@ STATUS_STYLES = {
 LEVEL_STYLES = {"error": "danger", "warning": "warning", "info": "secondary"}
 HEALTH_STYLES = {"healthy": "success", "unhealthy": "danger", "unknown": "secondary"}
 
+# Human words for internal names that reach the screen: log event kinds, audit actions and
+# object types. A name not listed reads as itself with spaces ("signed_out" → "Signed out");
+# list the ones that would read badly that way.
+LABELS = {
+    "run_now": "Run now",
+    "sign_in_failed": "Sign-in failed",
+    "sign_in_throttled": "Sign-in throttled",
+    "signed_in": "Signed in",
+    "signed_out": "Signed out",
+    "oauth": "OAuth",
+    "api": "API",
+    "token": "API token",
+}
+
+
+def human_label(name: str | None) -> str:
+    """An internal name (`run_now`, `sign_in_failed`) as words for the screen."""
+    if not name:
+        return ""
+    return LABELS.get(name) or name.replace("_", " ").capitalize()
+
+
 NAVIGATION = (
     ("jobs.index", "Jobs", "viewer"),
     ("data.index", "Data", "viewer"),
@@ -97,6 +119,7 @@ def register(app: Flask) -> None:
     app.jinja_env.filters["time"] = format_time
     app.jinja_env.filters["pretty_json"] = pretty_json
     app.jinja_env.filters["timestamp"] = format_timestamp
+    app.jinja_env.filters["label"] = human_label
     app.jinja_env.globals.update(
         STATUS_STYLES=STATUS_STYLES,
         display_status=display_status,

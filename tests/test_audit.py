@@ -141,9 +141,9 @@ def test_filters_narrow_the_rows(client, auth, make_user):
     page = client.get("/admin/audit", query_string={"user": other.id, "action": "edited"}
                       ).get_data(as_text=True)
     assert f'<option value="{other.id}" selected>{other.email}</option>' in page
-    assert '<option value="edited" selected>edited</option>' in page
-    for value in ("job", "authorization", "user"):
-        assert f'<option value="{value}">{value}</option>' in page
+    assert '<option value="edited" selected>Edited</option>' in page
+    for value in ("job", "authorization", "user"):  # shown as words, sent as names
+        assert f'<option value="{value}">{value.capitalize()}</option>' in page
     assert "No entries match." in client.get(
         "/admin/audit", query_string={"action": "nothing"}).get_data(as_text=True)
 

@@ -716,3 +716,37 @@ def test_the_metrics_chart_follows_a_running_job_without_a_reload(page: Page, li
     expect(page.locator("#metric-added")).to_have_text("15")
     expect(page.locator("#metrics-total-added")).to_have_text("15")
     assert page.evaluate("window.notReloaded") is True
+
+
+def test_internal_names_read_as_words_in_the_log_and_the_audit_log(page: Page, live_server,
+                                                                   make_user):
+    """"run_now" and "sign_in_failed" are names for the code: the log and the audit log
+    (rows and filter menus) show "Run now" and "Sign-in failed"."""
+    from portal.extensions import db
+
+    admin = make_user("admin")
+    job = faults_job(admin, "waiting one")
+    job.status = "sleeping"
+    db.session.commit()
+    page.goto(f"{live_server}/login")
+    page.get_by_label("Email").fill(admin.email)
+    page.get_by_label("Password").fill("not the password")
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("body")).to_contain_text("Sign in")
+    sign_in(page, live_server, admin)
+    page.goto(f"{live_server}/jobs/{job.id}")
+    settled(page)
+    page.locator('[data-action="run-now"]').click()
+    expect(page.locator("#job-notice")).to_have_text("The job runs now.")
+    badge = page.locator('.log-event[data-kind="run_now"] .badge')
+    expect(badge).to_have_text("Run now")
+    expect(page.get_by_label("Event", exact=True).locator("option[value=run_now]")
+           ).to_have_text("Run now")
+    page.goto(f"{live_server}/admin/audit")
+    audit = page.locator("#audit")
+    expect(audit.locator('[data-action="run_now"]')).to_have_text("Run now")
+    expect(audit.locator('[data-action="sign_in_failed"]')).to_have_text("Sign-in failed")
+    expect(page.locator("#audit-action option[value=sign_in_failed]")).to_have_text(
+        "Sign-in failed")
+    for name in ("run_now", "Run_now", "sign_in_failed", "Sign_in_failed"):
+        expect(page.locator("main")).not_to_contain_text(name)

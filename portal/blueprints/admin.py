@@ -9,6 +9,7 @@ from portal import htmx, params
 from portal.access import role_required
 from portal.extensions import db
 from portal.models import AuditEntry, User
+from portal.ui import human_label
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
 
@@ -37,7 +38,7 @@ def _audit_filters() -> dict[str, int | str]:
 
 
 def _distinct(column) -> list[tuple[str, str]]:
-    return [(value, value) for value in
+    return [(value, human_label(value)) for value in
             db.session.scalars(select(column).distinct().order_by(column))]
 
 

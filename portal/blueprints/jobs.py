@@ -49,6 +49,7 @@ from portal.lifecycle import SETTLED, Event, IllegalTransition, RetryPolicy, Sta
 from portal.models import Authorization, Job
 from portal.models.types import utcnow
 from portal.queues import waiting_reason
+from portal.ui import human_label
 from providers import CATALOG, get_provider
 from providers.base import KINDS
 
@@ -203,7 +204,7 @@ def _logs_context(job: Job) -> dict:
     return {"job": job, "events": events, "older": older, "log_filter": log_filter,
             "last_event_id": newest,
             "settled": job.status in SETTLED,
-            "event_kinds": [(kind, kind.replace("_", " ").capitalize()) for kind in Event]}
+            "event_kinds": [(kind, human_label(kind)) for kind in Event]}
 
 
 @bp.get("/<int:job_id>/metrics")
