@@ -238,9 +238,20 @@ def next_run(schedule: Schedule, after: datetime) -> datetime | None:
     return in_quiet(schedule, candidate) or candidate
 
 
+def every(minutes: int) -> str:
+    """An interval in words: "Every minute", "Every 15 minutes", "Every 2 hours"."""
+    if minutes == 1:
+        return "Every minute"
+    if minutes == 60:
+        return "Every hour"
+    if minutes % 60 == 0:
+        return f"Every {minutes // 60} hours"
+    return f"Every {minutes} minutes"
+
+
 def describe(schedule: Schedule) -> str:
     if schedule.kind == "interval":
-        text = f"Every {schedule.every_minutes} minutes"
+        text = every(schedule.every_minutes)
     elif schedule.kind == "cron":
         text = f"Cron “{schedule.cron}” ({schedule.timezone})"
     else:

@@ -70,6 +70,14 @@ def status_label(status: str, error_count: int = 0) -> str:
     return status.capitalize()
 
 
+def format_number(value: Any) -> str:
+    """A count as the portal writes every count: 3,000 (a blank or missing one as 0)."""
+    try:
+        return f"{int(value or 0):,}"
+    except (TypeError, ValueError):
+        return str(value)
+
+
 def format_time(value: datetime | None) -> str:
     return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
 
@@ -120,6 +128,7 @@ def register(app: Flask) -> None:
     app.jinja_env.filters["pretty_json"] = pretty_json
     app.jinja_env.filters["timestamp"] = format_timestamp
     app.jinja_env.filters["label"] = human_label
+    app.jinja_env.filters["number"] = format_number
     app.jinja_env.globals.update(
         STATUS_STYLES=STATUS_STYLES,
         display_status=display_status,

@@ -123,7 +123,7 @@ AUTH_METHODS = (
         help="The endpoint checks a signature of each request made with a shared secret.",
     ),
     AuthMethod(
-        "open", "No authorization (URL only)", kind="none",
+        "open", "URL only, unsigned", kind="none",
         schema=_schema(),
         help="Anyone who knows the URL can post to it; use only for endpoints that check "
         "nothing else or sit on a private network.",

@@ -750,3 +750,36 @@ def test_internal_names_read_as_words_in_the_log_and_the_audit_log(page: Page, l
         "Sign-in failed")
     for name in ("run_now", "Run_now", "sign_in_failed", "Sign_in_failed"):
         expect(page.locator("main")).not_to_contain_text(name)
+
+
+def test_one_way_of_writing_numbers_and_cadences_and_a_favicon(page: Page, live_server,
+                                                              make_user):
+    """The header, the chart and the log write 3,000 alike; a one-minute cadence reads
+    "Every minute"; every page has its icon (no request fails)."""
+    from portal import lifecycle
+    from portal.extensions import db
+    from portal.models.types import utcnow
+
+    user = make_user("operator")
+    job = faults_job(user, "big one")
+    job.schedule = {"kind": "interval", "every_minutes": 1}
+    lifecycle.record(job, lifecycle.Event.SYNCED, "Sent 3000 messages", now=utcnow(),
+                     counts={"added": 3000, "omitted": 1200})
+    db.session.commit()
+    failed: list[str] = []
+    page.on("response", lambda response: failed.append(response.url)
+            if response.status >= 400 else None)
+    sign_in(page, live_server, user)
+    icon = page.locator('head link[rel="icon"]')
+    expect(icon).to_have_attribute("href", "/static/favicon.svg")
+    page.goto(f"{live_server}/jobs/{job.id}")
+    expect(page.locator("#job-cadence")).to_have_text("Every minute")
+    expect(page.locator("#metric-added")).to_have_text("3,000")
+    expect(page.locator("#metrics-total-added")).to_have_text("3,000")
+    row = page.locator('.log-event[data-kind="synced"]')
+    expect(row.locator("td.text-end").nth(0)).to_have_text("3,000")
+    expect(row.locator("td.text-end").nth(2)).to_have_text("1,200")
+    favicon = page.request.get(f"{live_server}/static/favicon.svg")
+    assert favicon.status == 200 and favicon.headers["content-type"].startswith("image/svg")
+    page.wait_for_load_state("networkidle")
+    assert failed == []

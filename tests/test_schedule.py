@@ -80,4 +80,7 @@ def test_problems_and_description():
     assert problems({"kind": "interval", "timezone": "UTC"}) == {}
     assert describe(from_dict({"kind": "interval", "every_minutes": 5, "quiet_start": "01:00",
                                "quiet_end": "02:00"})) == "Every 5 minutes; quiet 01:00–02:00 (UTC)"
+    for minutes, words in ((1, "Every minute"), (15, "Every 15 minutes"), (60, "Every hour"),
+                           (90, "Every 90 minutes"), (120, "Every 2 hours")):
+        assert describe(from_dict({"kind": "interval", "every_minutes": minutes})) == words
     assert from_dict({"kind": "cron", "timezone": "Nope/Nope"}) == Schedule()
