@@ -42,6 +42,7 @@ class Event(StrEnum):
 class Trigger(StrEnum):
     UNIT_MORE = "unit done, more work now"
     UNIT_SCHEDULED = "unit done, next run per cadence"
+    UNIT_IDLE = "unit found nothing to do, next run per cadence"
     UNIT_DONE = "unit done, nothing left"
     ERROR_RETRY = "error, retry after backoff"
     ERROR_EXHAUSTED = "error, streak spans the failure window"
@@ -71,6 +72,9 @@ R, S, F, P, C = Status.RUNNING, Status.SLEEPING, Status.FAILED, Status.PAUSED, S
 TRANSITIONS: dict[Trigger, Transition] = {
     Trigger.UNIT_MORE: _t({R}, R, Event.SYNCED),
     Trigger.UNIT_SCHEDULED: _t({R}, S, Event.SYNCED),
+    # An idle run (nothing moved, nothing to say) writes no event: a job that runs every
+    # minute with nothing to do would bury its log. Its last_run_at still moves.
+    Trigger.UNIT_IDLE: _t({R}, S, None),
     Trigger.UNIT_DONE: _t({R}, C, Event.COMPLETED),
     Trigger.ERROR_RETRY: _t({R}, S, Event.ERROR),
     Trigger.ERROR_EXHAUSTED: _t({R}, F, Event.FAILED),
@@ -225,16 +229,25 @@ def backoff(policy: RetryPolicy, error_count: int, rng: random.Random | None = N
 
 def unit_succeeded(
     job: Job, *, now: datetime, done: bool, more_now: bool, next_run_at: datetime | None,
-    message: str, counts: dict[str, int],
+    message: str, counts: dict[str, int], idle: bool = False,
 ) -> None:
-    """A unit of work finished well: pick the move and reset the error streak."""
+    """A unit of work finished well: pick the move and reset the error streak.
+
+    `idle`: the unit found nothing to do and has nothing to say (no counts, no notes).
+    Going back to sleep after it is not logged, unless it ends an error streak: that
+    recovery is worth a line."""
+    recovered = job.error_count > 0
     job.error_count = 0
     job.error_streak_started_at = None
+    quiet = idle and not recovered and not any((counts or {}).values())
     if more_now and not done:
         transition(job, Trigger.UNIT_MORE, now=now, message=message, counts=counts)
     elif done or next_run_at is None:
         # Nothing more now and no next run (a job that runs once): it is complete.
         transition(job, Trigger.UNIT_DONE, now=now, message=message, counts=counts)
+    elif quiet:
+        transition(job, Trigger.UNIT_IDLE, now=now)
+        job.next_run_at = next_run_at
     else:
         transition(job, Trigger.UNIT_SCHEDULED, now=now, message=message, counts=counts)
         job.next_run_at = next_run_at

@@ -267,3 +267,29 @@ def fresh_id(job: Job) -> int:
     from sqlalchemy import inspect
 
     return inspect(job).identity[0]
+
+
+def test_idle_runs_stay_out_of_the_log(clock, make_job, work):
+    """A job that runs every minute and finds nothing to do writes no Synced row per run
+    (its last run time still moves); a run that moves data, or that ends an error streak,
+    is logged as before."""
+    job = make_job(script=["error:1"], units=0, more_now=False, rows_per_unit=0,
+                   schedule={"kind": "interval", "every_minutes": 1},
+                   retry={"backoff_base_seconds": 10})
+    work()
+    assert kinds(job) == ["created", "started", "error"]
+    job = advance(clock, job, work)  # the retry succeeds with nothing to do: a recovery
+    assert kinds(job)[-1] == "synced" and job.status == "sleeping"
+    logged = len(kinds(job))
+    runs = []
+    for _ in range(3):
+        job = advance(clock, job, work)
+        runs.append(job.last_run_at)
+        assert job.status == "sleeping" and job.next_run_at > job.last_run_at
+    assert len(kinds(job)) == logged, "idle runs wrote nothing to the log"
+    assert runs == sorted(set(runs)), "each idle run still moved the job's last run time"
+    assert job.cursor["unit"] == 4
+    job.config = {**job.config, "rows_per_unit": 2}
+    db.session.commit()
+    job = advance(clock, job, work)
+    assert kinds(job)[-1] == "synced" and last_event(job).context["added"] == 2

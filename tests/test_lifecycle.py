@@ -18,6 +18,7 @@ EXPECTED = {
     # trigger: (allowed sources, target, event)
     Trigger.UNIT_MORE: ({"running"}, "running", "synced"),
     Trigger.UNIT_SCHEDULED: ({"running"}, "sleeping", "synced"),
+    Trigger.UNIT_IDLE: ({"running"}, "sleeping", None),
     Trigger.UNIT_DONE: ({"running"}, "completed", "completed"),
     Trigger.ERROR_RETRY: ({"running"}, "sleeping", "error"),
     Trigger.ERROR_EXHAUSTED: ({"running"}, "failed", "failed"),

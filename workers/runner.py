@@ -353,6 +353,7 @@ class Runner:
                 lifecycle.unit_succeeded(
                     job, now=now, done=result.done, more_now=result.more_now,
                     next_run_at=next_run_at, message=message, counts=result.counts,
+                    idle=not notes,  # the provider logged nothing; lifecycle checks counts
                 )
             outcome = "more" if job.status == Status.RUNNING else job.status
         self._finish(job, keep_lease=outcome == "more")
