@@ -475,7 +475,7 @@ def test_the_main_pages_run_under_the_policy_without_a_violation(page: Page, liv
     expect(field).to_be_focused()
     settled(page)
     field.fill("Imports the CRM export every night")
-    field.press("Enter")
+    field.press("Control+Enter")  # Enter alone starts a new line
     expect(page.locator("#job-description")).to_have_text("Imports the CRM export every night")
     watch.check()
 
