@@ -783,3 +783,33 @@ def test_one_way_of_writing_numbers_and_cadences_and_a_favicon(page: Page, live_
     assert favicon.status == 200 and favicon.headers["content-type"].startswith("image/svg")
     page.wait_for_load_state("networkidle")
     assert failed == []
+
+
+def test_idle_runs_leave_the_log_alone(page: Page, live_server, make_user, spawn):
+    """A job with nothing to do runs (its last run time moves) without writing a Synced
+    "nothing new" row each time."""
+    user = make_user("operator")
+    job = faults_job(user, "idle every minute", units=0, more_now=False, rows_per_unit=0)
+    from portal.extensions import db
+
+    job.schedule = {"kind": "interval", "every_minutes": 1}
+    db.session.commit()
+    sign_in(page, live_server, user)
+    page.goto(f"{live_server}/jobs/{job.id}")
+    spawn("worker")
+    spawn("dispatcher")
+    status = page.locator("#job-status [data-status]")
+    last_run = page.locator("#job-last-run")
+    expect(status).to_have_attribute("data-status", "sleeping", timeout=30_000)
+    first = last_run.inner_text()
+    assert first != "—"
+    for _ in range(2):
+        page.wait_for_timeout(1100)  # times show whole seconds: the next run reads apart
+        settled(page)
+        page.locator('[data-action="run-now"]').click()
+        expect(last_run).not_to_have_text(first, timeout=30_000)
+        expect(status).to_have_attribute("data-status", "sleeping", timeout=30_000)
+        first = last_run.inner_text()
+    expect(page.locator('.log-event[data-kind="run_now"]')).to_have_count(2)
+    expect(page.locator('.log-event[data-kind="synced"]')).to_have_count(0)
+    expect(page.locator("#log-rows")).not_to_contain_text("unit 1")
