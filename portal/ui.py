@@ -36,9 +36,6 @@ LABELS = {
     "sign_in_throttled": "Sign-in throttled",
     "signed_in": "Signed in",
     "signed_out": "Signed out",
-    "oauth": "OAuth",
-    "api": "API",
-    "token": "API token",
 }
 
 
