@@ -19,6 +19,7 @@ import base64
 import binascii
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,8 @@ FORMAT = "v1"
 # Refresh an OAuth token this long before it expires, so a unit never starts with a
 # token that dies halfway.
 REFRESH_MARGIN = timedelta(minutes=2)
+OAUTH_ERROR_CODE = re.compile(r"[a-z0-9_.-]{1,64}")  # "invalid_grant": RFC 6749 error codes
+UNNAMED_OAUTH_ERROR = "an error it did not name in the standard way"
 REDACTED = "[redacted]"
 
 
@@ -575,6 +578,16 @@ def oauth_settings(provider: Provider, method: AuthMethod) -> dict[str, str]:
     }
 
 
+def oauth_error(error: object, secrets: Iterable[str] = ()) -> str:
+    """How the portal names an error an OAuth provider reported (a token endpoint's reply,
+    a callback's query string): its standard code ("invalid_grant") and nothing else it
+    wrote, never a secret it echoed back as the code."""
+    if (isinstance(error, str) and OAUTH_ERROR_CODE.fullmatch(error)
+            and redact(error, secrets) == error):
+        return error
+    return UNNAMED_OAUTH_ERROR
+
+
 def _expiring(credentials: dict[str, Any], now: datetime) -> bool:
     expires_at = credentials.get("expires_at")
     if not expires_at or not credentials.get("refresh_token"):
@@ -596,13 +609,22 @@ def _refresh(provider: Provider, method: AuthMethod, credentials: dict[str, Any]
         token = session.refresh_token(settings["token_url"],
                                       refresh_token=credentials["refresh_token"], timeout=30)
     except OAuthError as exc:
+        # The code only, checked: the rest of the reply may quote what was sent.
+        said = oauth_error(exc.error, [*secret_values(method, credentials),
+                                       settings["client_secret"]])
         raise AuthError(f"{provider.name} refused to renew the sign-in of "
-                        f"{describe(authorization)} ({exc.error}); re-authorize it in the "
+                        f"{describe(authorization)} ({said}); re-authorize it in the "
                         "Vault.", code="oauth_refresh_refused") from None
     except RequestException as exc:
         raise ProviderError(f"Could not reach {provider.name} to renew the sign-in of "
                             f"{describe(authorization)}: {type(exc).__name__}",
                             code="oauth_refresh_failed") from None
+    except ProviderError:  # the outbound policy's refusal: our own words
+        raise
+    except Exception as exc:  # e.g. a reply Authlib cannot read: its text may quote the reply
+        raise ProviderError(f"{provider.name} answered the renewal of the sign-in of "
+                            f"{describe(authorization)} in a way the portal cannot read "
+                            f"({type(exc).__name__}).", code="oauth_refresh_failed") from None
     finally:
         session.close()
     extras = {name: value for name, value in credentials.items()
