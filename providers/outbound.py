@@ -327,12 +327,26 @@ def _getaddrinfo(host: str, port: int, seconds: float) -> list[tuple[Any, ...]]:
     return outcome["found"]
 
 
+USERINFO_REFUSED = (
+    "The address holds a user name or password before its host (user:password@host); the "
+    "portal does not send credentials written into an address, where they would show and "
+    "be logged as part of it. Remove them from the address and use an authorization method "
+    "that keeps them secret (e.g. username and password).")
+
+
+def refuse_userinfo(username: object, password: object) -> None:
+    """ConfigError when a URL carries credentials before its host."""
+    if username or password:
+        raise ConfigError(USERINFO_REFUSED, code="userinfo_in_url")
+
+
 def check_url(url: str, *, policy: Policy | None = None) -> list[Address]:
     """The checked addresses to connect to for an http(s) URL (see `resolve`)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError("Only http:// and https:// addresses with a host can be reached.",
                           code="bad_url")
+    refuse_userinfo(parts.username, parts.password)
     return resolve(parts.hostname, parts.port or _default_port(parts.scheme), policy=policy)
 
 
@@ -496,6 +510,7 @@ class GuardedTransport(httpx.BaseTransport):
 
     def _send(self, request: httpx.Request) -> httpx.Response:
         url = request.url
+        refuse_userinfo(url.username, url.password)
         host = url.raw_host.decode("ascii")
         try:
             addresses = resolve(host, url.port or _default_port(url.scheme))
@@ -563,6 +578,7 @@ class GuardedAdapter(HTTPAdapter):
 
     def _send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         parts = urlsplit(request.url or "")
+        refuse_userinfo(parts.username, parts.password)
         host = parts.hostname or ""
         port = parts.port or _default_port(parts.scheme)
         try:

@@ -170,3 +170,37 @@ def test_the_requests_session_still_reads_a_normal_reply():
     with raw_server(answer) as url:
         with outbound.guard_session(requests.Session()) as session:
             assert session.get(url, timeout=10).json() == {"a": "ok"}
+
+
+@pytest.mark.parametrize("written", ["http://user:pass@127.0.0.1:{port}/",
+                                     "http://evil.example@127.0.0.1:{port}/"])
+def test_credentials_written_into_an_address_are_not_sent(written):
+    asked: list[bytes] = []
+
+    def answer(sock: socket.socket) -> None:
+        asked.append(b"request")
+        _head(sock, "Content-Length: 2")
+        sock.sendall(b"ok")
+
+    with raw_server(answer) as url:
+        port = url.rsplit(":", 1)[1].strip("/")
+        with pytest.raises(ProviderError) as raised:
+            http_call("GET", written.format(port=port), service="the endpoint")
+        assert raised.value.code == "userinfo_in_url"
+        with outbound.guard_session(requests.Session()) as session:
+            with pytest.raises(ProviderError, match="user name or password"):
+                session.get(written.format(port=port), timeout=10)
+        with pytest.raises(ProviderError, match="user name or password"):
+            outbound.check_url(written.format(port=port))
+    assert asked == []
+
+
+def test_the_webhook_form_refuses_credentials_in_its_url():
+    from portal.schemaform import validate
+    from providers.webhook import AUTH_METHODS
+
+    schema = AUTH_METHODS[0].schema
+    good = {"url": "https://hooks.example.com/in?x=a@b", "token": "t0ken-value"}
+    assert validate(schema, good) == {}
+    errors = validate(schema, {**good, "url": "https://me:pw@hooks.example.com/in"})
+    assert "no user name or password" in errors["url"]
