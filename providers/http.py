@@ -1,8 +1,8 @@
 """The one place HTTP providers make a request: `http_call` sets timeouts, passes every
 request through the outbound policy (providers/outbound.py: no loopback, private or other
 non-public address unless PORTAL_OUTBOUND_ALLOW lists it, checked after DNS resolution and
-connected to as checked) and maps transport failures and HTTP errors to AuthError /
-RateLimited / ConfigError / ProviderError.
+connected to as checked; bounded in DNS time, total time and reply size) and maps transport
+failures and HTTP errors to AuthError / RateLimited / ConfigError / ProviderError.
 
 What the other side said is never repeated: a message names its status line as we know
 it ("HTTP 502 Bad Gateway"), never its body, reason phrase, headers or redirect target, so
