@@ -85,7 +85,10 @@ def finish(provider: Provider, method: AuthMethod, state: str) -> dict[str, Any]
     verifier); raises authlib's OAuthError (also when the token endpoint cannot be
     reached or the outbound policy refuses it) / MismatchingStateError."""
     try:
-        return dict(client(provider, method).authorize_access_token())
+        token = dict(client(provider, method).authorize_access_token())
+        # Where the token came from: its refresh token is only ever sent back there.
+        token[vault.TOKEN_ENDPOINT] = vault.oauth_settings(provider, method)["token_url"]
+        return token
     except MismatchingStateError:
         raise
     except OAuthError as exc:

@@ -57,6 +57,9 @@ FORMAT = "v1"
 REFRESH_MARGIN = timedelta(minutes=2)
 OAUTH_ERROR_CODE = re.compile(r"[a-z0-9_.-]{1,64}")  # "invalid_grant": RFC 6749 error codes
 UNNAMED_OAUTH_ERROR = "an error it did not name in the standard way"
+# Kept with an OAuth token: the token endpoint that issued it, the only one its refresh
+# token is sent to (the destination rule, for a token URL setting that changes).
+TOKEN_ENDPOINT = "token_endpoint"
 REDACTED = "[redacted]"
 
 
@@ -602,6 +605,13 @@ def _refresh(provider: Provider, method: AuthMethod, credentials: dict[str, Any]
     from requests import RequestException
 
     settings = oauth_settings(provider, method)
+    issued_by = credentials.get(TOKEN_ENDPOINT)
+    if issued_by and issued_by != settings["token_url"]:
+        raise AuthError(f"The sign-in of {describe(authorization)} was issued by "
+                        f"{issued_by}, but the portal's token endpoint for {provider.name} is "
+                        f"now {settings['token_url']}; its refresh token is not sent "
+                        "anywhere else. Re-authorize it in the Vault.",
+                        code="oauth_endpoint_moved")
     session = OAuth2Session(settings["client_id"], settings["client_secret"],
                             token=credentials, token_endpoint=settings["token_url"])
     outbound.guard_session(session)  # the token endpoint passes the outbound policy
@@ -629,7 +639,7 @@ def _refresh(provider: Provider, method: AuthMethod, credentials: dict[str, Any]
         session.close()
     extras = {name: value for name, value in credentials.items()
               if name not in token and name not in OAUTH_TOKEN_SECRETS}
-    return {**extras, **dict(token),
+    return {**extras, **dict(token), TOKEN_ENDPOINT: settings["token_url"],
             "refresh_token": token.get("refresh_token") or credentials["refresh_token"]}
 
 

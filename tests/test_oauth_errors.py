@@ -26,10 +26,12 @@ class EchoingTokenEndpoint(LoopbackServer):
     def __init__(self, echo):
         super().__init__()
         self.echo = echo  # request -> the text to answer as the error code
+        self.requests: list[str] = []
 
     def handle(self, request):
         from werkzeug.wrappers import Response
 
+        self.requests.append(request.path)
         body = {"error": self.echo(request), "error_description": "see error"}
         return Response(json.dumps(body), status=400, content_type="application/json")
 
@@ -50,8 +52,14 @@ def test_a_refresh_error_quotes_no_secret(client, auth, oauth, work, app, echo):
                      config={"list_id": "list1", "stream": "members", "status": "any"},
                      created_by=authorization.owner, retry_policy=None, schedule=None)
     with EchoingTokenEndpoint(echo) as hostile:
+        # As if the sign-in had been made there (a token is only renewed where it was issued).
         app.config["PORTAL_OAUTH_MAILCHIMP_TOKEN_URL"] = hostile.base_url + "/token"
+        vault.replace(authorization, {**stored, vault.TOKEN_ENDPOINT: hostile.base_url + "/token"},
+                      expected_version=authorization.current_version, reason="test",
+                      actor="test")
+        db.session.commit()
         work()
+        assert hostile.requests == ["/token"]
     job = fresh(job)
     messages = " ".join(db.session.scalars(
         select(JobEvent.message).where(JobEvent.job_id == job.id)).all())
@@ -84,3 +92,22 @@ def test_the_callback_names_no_code_that_is_not_a_code(client, auth, oauth):  # 
         "state": state, "error": "Call +1 555 0100 to restore access"})
     page = response.get_data(as_text=True)
     assert "did not name in the standard way" in page and "555" not in page
+
+
+def test_a_refresh_token_is_not_sent_to_a_changed_token_endpoint(client, auth, oauth,  # noqa: F811
+                                                                 app):
+    server, _ = oauth
+    server.access_token_lifetime = 60  # inside the refresh margin: each use renews it
+    authorization = signed_in(client, auth, server)
+    assert vault.current_credentials(authorization)[vault.TOKEN_ENDPOINT] == server.token_url
+    with EchoingTokenEndpoint(lambda request: "invalid_grant") as elsewhere:
+        app.config["PORTAL_OAUTH_MAILCHIMP_TOKEN_URL"] = elsewhere.base_url + "/oauth2/token"
+        with pytest.raises(vault.AuthError) as raised:
+            vault.credentials_for(authorization, actor="test")
+        assert elsewhere.requests == []
+    assert raised.value.code == "oauth_endpoint_moved"
+    assert "Re-authorize" in str(raised.value)
+    # Back at the endpoint that issued it, the renewal works and keeps the pin.
+    app.config["PORTAL_OAUTH_MAILCHIMP_TOKEN_URL"] = server.token_url
+    renewed = vault.credentials_for(authorization, actor="test")
+    assert renewed[vault.TOKEN_ENDPOINT] == server.token_url and server.refresh_count() == 1
