@@ -9,7 +9,6 @@ only an expiry marker in the session. What the portal itself needs to finish the
 from __future__ import annotations
 
 import json
-import re
 from typing import Any
 
 from authlib.integrations.base_client.errors import MismatchingStateError, OAuthError
@@ -24,7 +23,6 @@ from providers.base import AuthMethod, Provider
 
 PREFIX = "portal:oauth:"
 PENDING_SECONDS = 3600
-ERROR_CODE = re.compile(r"[a-z0-9_.-]{1,64}")  # "invalid_grant": RFC 6749 error codes
 
 
 class RedisStateCache:
@@ -87,13 +85,16 @@ def finish(provider: Provider, method: AuthMethod, state: str) -> dict[str, Any]
     verifier); raises authlib's OAuthError (also when the token endpoint cannot be
     reached or the outbound policy refuses it) / MismatchingStateError."""
     try:
-        return dict(client(provider, method).authorize_access_token())
+        token = dict(client(provider, method).authorize_access_token())
+        # Where the token came from: its refresh token is only ever sent back there.
+        token[vault.TOKEN_ENDPOINT] = vault.oauth_settings(provider, method)["token_url"]
+        return token
     except MismatchingStateError:
         raise
     except OAuthError as exc:
         # The provider's error code is shown; anything else it wrote is not repeated.
-        code = exc.error if isinstance(exc.error, str) and ERROR_CODE.fullmatch(exc.error) \
-            else "an error it did not name in the standard way"
+        settings = vault.oauth_settings(provider, method)
+        code = vault.oauth_error(exc.error, [settings["client_secret"]])
         raise OAuthError(error=code) from None
     except outbound.OutboundRefused:
         # Said as the error Authlib would raise, so the page says it like a refusal.

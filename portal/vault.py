@@ -19,6 +19,7 @@ import base64
 import binascii
 import json
 import os
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -54,6 +55,11 @@ FORMAT = "v1"
 # Refresh an OAuth token this long before it expires, so a unit never starts with a
 # token that dies halfway.
 REFRESH_MARGIN = timedelta(minutes=2)
+OAUTH_ERROR_CODE = re.compile(r"[a-z0-9_.-]{1,64}")  # "invalid_grant": RFC 6749 error codes
+UNNAMED_OAUTH_ERROR = "an error it did not name in the standard way"
+# Kept with an OAuth token: the token endpoint that issued it, the only one its refresh
+# token is sent to (the destination rule, for a token URL setting that changes).
+TOKEN_ENDPOINT = "token_endpoint"
 REDACTED = "[redacted]"
 
 
@@ -575,6 +581,16 @@ def oauth_settings(provider: Provider, method: AuthMethod) -> dict[str, str]:
     }
 
 
+def oauth_error(error: object, secrets: Iterable[str] = ()) -> str:
+    """How the portal names an error an OAuth provider reported (a token endpoint's reply,
+    a callback's query string): its standard code ("invalid_grant") and nothing else it
+    wrote, never a secret it echoed back as the code."""
+    if (isinstance(error, str) and OAUTH_ERROR_CODE.fullmatch(error)
+            and redact(error, secrets) == error):
+        return error
+    return UNNAMED_OAUTH_ERROR
+
+
 def _expiring(credentials: dict[str, Any], now: datetime) -> bool:
     expires_at = credentials.get("expires_at")
     if not expires_at or not credentials.get("refresh_token"):
@@ -589,6 +605,13 @@ def _refresh(provider: Provider, method: AuthMethod, credentials: dict[str, Any]
     from requests import RequestException
 
     settings = oauth_settings(provider, method)
+    issued_by = credentials.get(TOKEN_ENDPOINT)
+    if issued_by and issued_by != settings["token_url"]:
+        raise AuthError(f"The sign-in of {describe(authorization)} was issued by "
+                        f"{issued_by}, but the portal's token endpoint for {provider.name} is "
+                        f"now {settings['token_url']}; its refresh token is not sent "
+                        "anywhere else. Re-authorize it in the Vault.",
+                        code="oauth_endpoint_moved")
     session = OAuth2Session(settings["client_id"], settings["client_secret"],
                             token=credentials, token_endpoint=settings["token_url"])
     outbound.guard_session(session)  # the token endpoint passes the outbound policy
@@ -596,18 +619,27 @@ def _refresh(provider: Provider, method: AuthMethod, credentials: dict[str, Any]
         token = session.refresh_token(settings["token_url"],
                                       refresh_token=credentials["refresh_token"], timeout=30)
     except OAuthError as exc:
+        # The code only, checked: the rest of the reply may quote what was sent.
+        said = oauth_error(exc.error, [*secret_values(method, credentials),
+                                       settings["client_secret"]])
         raise AuthError(f"{provider.name} refused to renew the sign-in of "
-                        f"{describe(authorization)} ({exc.error}); re-authorize it in the "
+                        f"{describe(authorization)} ({said}); re-authorize it in the "
                         "Vault.", code="oauth_refresh_refused") from None
     except RequestException as exc:
         raise ProviderError(f"Could not reach {provider.name} to renew the sign-in of "
                             f"{describe(authorization)}: {type(exc).__name__}",
                             code="oauth_refresh_failed") from None
+    except ProviderError:  # the outbound policy's refusal: our own words
+        raise
+    except Exception as exc:  # e.g. a reply Authlib cannot read: its text may quote the reply
+        raise ProviderError(f"{provider.name} answered the renewal of the sign-in of "
+                            f"{describe(authorization)} in a way the portal cannot read "
+                            f"({type(exc).__name__}).", code="oauth_refresh_failed") from None
     finally:
         session.close()
     extras = {name: value for name, value in credentials.items()
               if name not in token and name not in OAUTH_TOKEN_SECRETS}
-    return {**extras, **dict(token),
+    return {**extras, **dict(token), TOKEN_ENDPOINT: settings["token_url"],
             "refresh_token": token.get("refresh_token") or credentials["refresh_token"]}
 
 

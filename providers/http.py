@@ -1,8 +1,8 @@
 """The one place HTTP providers make a request: `http_call` sets timeouts, passes every
 request through the outbound policy (providers/outbound.py: no loopback, private or other
 non-public address unless PORTAL_OUTBOUND_ALLOW lists it, checked after DNS resolution and
-connected to as checked) and maps transport failures and HTTP errors to AuthError /
-RateLimited / ConfigError / ProviderError.
+connected to as checked; bounded in DNS time, total time and reply size) and maps transport
+failures and HTTP errors to AuthError / RateLimited / ConfigError / ProviderError.
 
 What the other side said is never repeated: a message names its status line as we know
 it ("HTTP 502 Bad Gateway"), never its body, reason phrase, headers or redirect target, so
@@ -37,6 +37,7 @@ _TRANSPORT_REASONS: tuple[tuple[type[Exception], str], ...] = (
     (httpx.ReadError, "the connection broke while reading the answer"),
     (httpx.WriteError, "the connection broke while sending the request"),
     (httpx.TooManyRedirects, "too many redirects"),
+    (httpx.DecodingError, "the answer's encoding could not be read"),
     (httpx.InvalidURL, "the address is not a valid URL"),
     (httpx.UnsupportedProtocol, "the address does not start with http:// or https://"),
 )
@@ -114,9 +115,16 @@ def http_call(
             response = client.request(method, url, headers=headers, **kwargs)
     except httpx.TimeoutException:
         raise ProviderError(
-            f"{_sentence(service)} did not answer within {TIMEOUT_SECONDS:.0f} seconds; "
-            "it will be tried again.",
+            f"{_sentence(service)} did not answer in time (within {TIMEOUT_SECONDS:.0f} "
+            f"seconds, or all of it within {outbound.TOTAL_SECONDS:.0f}); it will be tried "
+            "again.",
             code="timeout",
+        ) from None
+    except outbound.ResponseTooLarge:
+        raise ProviderError(
+            f"{_sentence(service)} answered with more than {outbound.MAX_RESPONSE_BYTES:,} "
+            "bytes; the portal stopped reading it.",
+            code="response_too_large",
         ) from None
     except (httpx.HTTPError, httpx.InvalidURL) as exc:
         reason = _reason(exc)

@@ -29,6 +29,12 @@ workers).
 The HTTP clients: `transport()` for httpx (providers/http.py) and `guard_session()` for a
 requests session (Authlib's OAuth token exchange and refresh). Proxies named in the
 environment (HTTP_PROXY...) are not used: a proxy would resolve the name again.
+
+Bounds, so that no endpoint can tie up a worker or fill its memory: a name is resolved
+within DNS_SECONDS (the system resolver has no timeout of its own); a request and its
+whole reply take at most TOTAL_SECONDS however slowly the bytes drip (the per-read timeout
+alone restarts with every byte); a reply body is read up to MAX_RESPONSE_BYTES, and past
+that the request fails (ResponseTooLarge) instead of reading on.
 """
 
 from __future__ import annotations
@@ -36,21 +42,28 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import threading
+import time
+import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
+import httpcore
 import httpx
 import requests
 from requests.adapters import HTTPAdapter
 from urllib3.exceptions import ConnectTimeoutError
 
-from providers.base import ConfigError
+from providers.base import ConfigError, ProviderError
 
 SETTING = "PORTAL_OUTBOUND_ALLOW"
 LOOPBACK = "127.0.0.0/8,::1"
+DNS_SECONDS = 5.0  # for resolving one name
+TOTAL_SECONDS = 60.0  # for one request and its whole reply, connecting included
+MAX_RESPONSE_BYTES = 10 * 1024 * 1024  # of one reply's body, as received
 
 Address = ipaddress.IPv4Address | ipaddress.IPv6Address
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -77,6 +90,17 @@ class OutboundRefused(ConfigError):
     """The policy does not let the portal connect to this address; retrying cannot help."""
 
     code = "outbound_refused"
+
+
+class ResponseTooLarge(ProviderError):
+    """A reply body went past MAX_RESPONSE_BYTES; the rest of it was not read."""
+
+    code = "response_too_large"
+
+
+class DeadlinePassed(OSError):
+    """A request and its reply took longer than TOTAL_SECONDS (raised by the readers here;
+    the HTTP clients see it as a timeout)."""
 
 
 # --- addresses ------------------------------------------------------------------------
@@ -273,13 +297,47 @@ def resolve(host: str, port: int, *, policy: Policy | None = None) -> list[Addre
     if literal is not None:
         return [check_address(literal, port, host=host, policy=policy)]
     # "Example.com." is the name example.com (and /etc/hosts knows no trailing dots).
-    found = socket.getaddrinfo(host.lower().rstrip("."), port, type=socket.SOCK_STREAM,
-                               proto=socket.IPPROTO_TCP)
+    found = _getaddrinfo(host.lower().rstrip("."), port, DNS_SECONDS)
     addresses = list(dict.fromkeys(ipaddress.ip_address(info[4][0]) for info in found))
     if not addresses:
         raise OSError(f"{host} has no address")
     checked = [check_address(address, port, host=host, policy=policy) for address in addresses]
     return list(dict.fromkeys(checked))
+
+
+def _getaddrinfo(host: str, port: int, seconds: float) -> list[tuple[Any, ...]]:
+    """socket.getaddrinfo within `seconds`: the C resolver cannot be interrupted, so it runs
+    in a thread of its own that is left to finish (or not) when the time is up."""
+    outcome: dict[str, Any] = {}
+
+    def lookup() -> None:
+        try:
+            outcome["found"] = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                  proto=socket.IPPROTO_TCP)
+        except Exception as exc:  # handed to the caller below
+            outcome["error"] = exc
+
+    thread = threading.Thread(target=lookup, name=f"resolve {host}", daemon=True)
+    thread.start()
+    thread.join(seconds)
+    if thread.is_alive():
+        raise OSError(f"{host} could not be resolved within {seconds:g} seconds")
+    if "error" in outcome:
+        raise outcome["error"]
+    return outcome["found"]
+
+
+USERINFO_REFUSED = (
+    "The address holds a user name or password before its host (user:password@host); the "
+    "portal does not send credentials written into an address, where they would show and "
+    "be logged as part of it. Remove them from the address and use an authorization method "
+    "that keeps them secret (e.g. username and password).")
+
+
+def refuse_userinfo(username: object, password: object) -> None:
+    """ConfigError when a URL carries credentials before its host."""
+    if username or password:
+        raise ConfigError(USERINFO_REFUSED, code="userinfo_in_url")
 
 
 def check_url(url: str, *, policy: Policy | None = None) -> list[Address]:
@@ -288,6 +346,7 @@ def check_url(url: str, *, policy: Policy | None = None) -> list[Address]:
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError("Only http:// and https:// addresses with a host can be reached.",
                           code="bad_url")
+    refuse_userinfo(parts.username, parts.password)
     return resolve(parts.hostname, parts.port or _default_port(parts.scheme), policy=policy)
 
 
@@ -297,16 +356,161 @@ def _default_port(scheme: str) -> int:
 
 # --- httpx ---------------------------------------------------------------------------------
 
+def _remaining(deadline: float | None, timeout: float | None) -> float | None:
+    """The timeout for one network operation: the operation's own, cut to what is left
+    before the deadline (DeadlinePassed when nothing is)."""
+    if deadline is None:
+        return timeout
+    left = deadline - time.monotonic()
+    if left <= 0:
+        raise DeadlinePassed(f"the request took more than {TOTAL_SECONDS:g} seconds")
+    return left if timeout is None else min(timeout, left)
+
+
+class _DeadlineStream(httpcore.NetworkStream):
+    """A connection whose every read and write ends by its backend's deadline."""
+
+    def __init__(self, inner: httpcore.NetworkStream, backend: _DeadlineBackend):
+        self._inner, self._backend = inner, backend
+
+    def read(self, max_bytes: int, timeout: float | None = None) -> bytes:
+        try:
+            return self._inner.read(max_bytes, self._backend.timeout(timeout))
+        except DeadlinePassed as exc:
+            raise httpcore.ReadTimeout(str(exc)) from None
+
+    def write(self, buffer: bytes, timeout: float | None = None) -> None:
+        try:
+            self._inner.write(buffer, self._backend.timeout(timeout))
+        except DeadlinePassed as exc:
+            raise httpcore.WriteTimeout(str(exc)) from None
+
+    def close(self) -> None:
+        self._inner.close()
+
+    def start_tls(self, ssl_context, server_hostname=None, timeout=None):
+        try:
+            inner = self._inner.start_tls(ssl_context, server_hostname,
+                                          self._backend.timeout(timeout))
+        except DeadlinePassed as exc:
+            raise httpcore.ConnectTimeout(str(exc)) from None
+        return _DeadlineStream(inner, self._backend)
+
+    def get_extra_info(self, info: str) -> Any:
+        return self._inner.get_extra_info(info)
+
+
+class _DeadlineBackend(httpcore.NetworkBackend):
+    """httpcore's network backend, with a deadline its transport sets for each request."""
+
+    def __init__(self, inner: httpcore.NetworkBackend):
+        self._inner = inner
+        self.deadline: float | None = None
+
+    def timeout(self, timeout: float | None) -> float | None:
+        return _remaining(self.deadline, timeout)
+
+    def connect_tcp(self, host, port, timeout=None, local_address=None, socket_options=None):
+        try:
+            stream = self._inner.connect_tcp(host, port, self.timeout(timeout), local_address,
+                                             socket_options)
+        except DeadlinePassed as exc:
+            raise httpcore.ConnectTimeout(str(exc)) from None
+        return _DeadlineStream(stream, self)
+
+    def connect_unix_socket(self, path, timeout=None, socket_options=None):
+        raise httpcore.ConnectError("the portal does not connect to unix sockets")
+
+    def sleep(self, seconds: float) -> None:
+        self._inner.sleep(seconds)
+
+
+class _BoundedBody(httpx.SyncByteStream):
+    """A reply body read up to `limit` bytes, decoded here (gzip, deflate) so that the
+    limit holds for what is kept in memory, not only for what came over the wire."""
+
+    def __init__(self, inner: httpx.SyncByteStream, limit: int, encoding: str):
+        self._inner, self._limit = inner, limit
+        self._decoder = (zlib.decompressobj(16 + zlib.MAX_WBITS) if encoding in GZIP
+                         else zlib.decompressobj() if encoding == "deflate" else None)
+
+    def _bounded(self, chunk: bytes, total: int) -> bytes:
+        if self._decoder is not None:
+            try:
+                chunk = self._decoder.decompress(chunk, self._limit - total + 1)
+            except zlib.error:
+                raise httpx.DecodingError("the answer's compression is not valid") from None
+        if total + len(chunk) > self._limit:
+            raise ResponseTooLarge(
+                f"The answer was larger than {self._limit:,} bytes; the rest was not read.")
+        return chunk
+
+    def __iter__(self) -> Iterator[bytes]:
+        total = 0
+        for chunk in self._inner:
+            # A decoder stops one byte past the limit, so what it holds back is never read.
+            chunk = self._bounded(chunk, total)
+            total += len(chunk)
+            yield chunk
+        if self._decoder is not None:
+            rest = self._decoder.flush()
+            if total + len(rest) > self._limit:
+                raise ResponseTooLarge(
+                    f"The answer was larger than {self._limit:,} bytes; the rest was not read.")
+            yield rest
+
+    def close(self) -> None:
+        self._inner.close()
+
+
+GZIP = ("gzip", "x-gzip")
+
+
+def _bound(response: httpx.Response, limit: int) -> httpx.Response:
+    """The response, its body read through _BoundedBody (the encodings the portal asks
+    for decoded there; any other refused)."""
+    encoding = response.headers.get("content-encoding", "identity").strip().lower()
+    if encoding not in (*GZIP, "deflate", "identity", ""):
+        response.close()
+        raise httpx.DecodingError(f"the answer came in an encoding not asked for ({encoding!r})")
+    declared = response.headers.get("content-length", "")
+    if declared.isascii() and declared.isdigit() and int(declared) > limit:
+        response.close()
+        raise ResponseTooLarge(
+            f"The answer was larger than {limit:,} bytes ({int(declared):,}); it was not read.")
+    headers = [(name, value) for name, value in response.headers.raw
+               if name.lower() != b"content-encoding"
+               and (encoding in ("identity", "") or name.lower() != b"content-length")]
+    return httpx.Response(response.status_code, headers=headers,
+                          stream=_BoundedBody(response.stream, limit, encoding),
+                          extensions=response.extensions)
+
+
 class GuardedTransport(httpx.BaseTransport):
     """An httpx transport that resolves and checks each request's host, then connects to
     the checked address; the Host header and the TLS server name (SNI and certificate
-    check) stay the name in the URL."""
+    check) stay the name in the URL. Each request and its reply end within
+    `total_seconds`, and the reply body is read up to `max_bytes` (see the module's
+    docstring); a transport serves one request at a time (one deadline)."""
 
-    def __init__(self, **transport_options: Any):
+    def __init__(self, *, total_seconds: float | None = None, max_bytes: int | None = None,
+                 **transport_options: Any):
         self._inner = httpx.HTTPTransport(**transport_options)
+        # httpx offers no option for the network backend; its pool keeps it here.
+        self._backend = _DeadlineBackend(self._inner._pool._network_backend)
+        self._inner._pool._network_backend = self._backend
+        self.total_seconds = TOTAL_SECONDS if total_seconds is None else total_seconds
+        self.max_bytes = MAX_RESPONSE_BYTES if max_bytes is None else max_bytes
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
+        self._backend.deadline = time.monotonic() + self.total_seconds
+        # Only the encodings _BoundedBody can decode within its limit.
+        request.headers["Accept-Encoding"] = "gzip, deflate"
+        return _bound(self._send(request), self.max_bytes)
+
+    def _send(self, request: httpx.Request) -> httpx.Response:
         url = request.url
+        refuse_userinfo(url.username, url.password)
         host = url.raw_host.decode("ascii")
         try:
             addresses = resolve(host, url.port or _default_port(url.scheme))
@@ -346,7 +550,35 @@ class GuardedAdapter(HTTPAdapter):
     sends (each redirect hop included)."""
 
     def send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
+        deadline = time.monotonic() + TOTAL_SECONDS
+        streamed = kwargs.pop("stream", False)
+        response = self._send(request, stream=True, **kwargs)
+        if streamed:
+            return response
+        # Read here, within the deadline and the size limit (requests would read it all).
+        body, total = [], 0
+        try:
+            declared = response.headers.get("content-length", "")
+            if declared.isascii() and declared.isdigit() and int(declared) > MAX_RESPONSE_BYTES:
+                raise ResponseTooLarge(f"The answer was larger than {MAX_RESPONSE_BYTES:,} "
+                                       f"bytes ({int(declared):,}); it was not read.")
+            for chunk in response.iter_content(64 * 1024):
+                total += len(chunk)
+                if total > MAX_RESPONSE_BYTES:
+                    raise ResponseTooLarge(f"The answer was larger than {MAX_RESPONSE_BYTES:,} "
+                                           "bytes; the rest was not read.")
+                if time.monotonic() > deadline:
+                    raise requests.Timeout(f"the request took more than {TOTAL_SECONDS:g} "
+                                           "seconds", request=request)
+                body.append(chunk)
+        finally:
+            response.close()
+        response._content = b"".join(body)  # what requests itself sets once it has read
+        return response
+
+    def _send(self, request: requests.PreparedRequest, **kwargs: Any) -> requests.Response:
         parts = urlsplit(request.url or "")
+        refuse_userinfo(parts.username, parts.password)
         host = parts.hostname or ""
         port = parts.port or _default_port(parts.scheme)
         try:

@@ -5,7 +5,9 @@ base64-encodes it (a Basic header), URL-encodes it (a form body) or prints its b
 hex. `redact` replaces every one of these forms:
 
 - the value itself, matched without regard to case (so an upper-cased copy goes too);
-- URL-encoded (quote with and without "/" kept, quote_plus), JSON- and HTML-escaped;
+- URL-encoded, JSON- and HTML-escaped, each character in any of its forms, so a copy
+  escaped only in part, or every character escaped ("%73%6b", "\\u0073\\u006b",
+  "&#115;&#x6b;"), goes as well as the forms the standard functions write;
 - hex of its UTF-8 bytes, in either case;
 - base64 and base64url, with or without padding, also upper- or lower-cased. A secret
   encoded inside a longer value (a Basic header encodes "user:secret") starts at any of
@@ -46,6 +48,32 @@ def _base64_cores(raw: bytes) -> set[str]:
     return cores
 
 
+def _char_forms(char: str) -> str:
+    """A pattern for one character of a secret as text may carry it: as it is, or
+    URL-encoded (%xx per UTF-8 byte; "+" for a space), JSON-escaped (\\uXXXX, a
+    surrogate pair beyond the BMP, or a short escape) or as an HTML character reference
+    (named, decimal, hex)."""
+    forms = {re.escape(char)}
+    encoded = char.encode()
+    forms.add("".join(f"%{byte:02x}" for byte in encoded))
+    if char == " ":
+        forms.add(r"\+")
+    utf16 = char.encode("utf-16-be")
+    forms.add("".join(re.escape(f"\\u{int.from_bytes(utf16[i:i + 2]):04x}")
+                      for i in range(0, len(utf16), 2)))
+    forms.add(re.escape(json.dumps(char)[1:-1]))
+    forms.add(re.escape(html.escape(char)))
+    forms.add(f"&#0*{ord(char)};")
+    forms.add(f"&#x0*{ord(char):x};")
+    return "(?:" + "|".join(sorted(forms, key=lambda form: (-len(form), form))) + ")"
+
+
+def escaped_pattern(secret: str) -> str:
+    """A pattern for `secret` with each of its characters in any form `_char_forms`
+    allows (mixed within one copy, too)."""
+    return "".join(_char_forms(char) for char in secret)
+
+
 def variants(secret: str) -> set[str]:
     """Every form of `secret` to look for (matched without regard to case)."""
     found = {secret}
@@ -64,12 +92,18 @@ def pattern(secrets: Iterable[str], *, min_length: int = 1) -> re.Pattern[str] |
     """One case-insensitive pattern for every form of every secret of at least
     `min_length` characters (longest first, so a longer form wins), or None."""
     forms: set[str] = set()
+    escaped: set[str] = set()
     for secret in {str(s) for s in secrets if s and len(str(s)) >= min_length}:
         forms |= variants(secret)
+        if len(secret) >= ENCODED_MIN:
+            escaped.add(escaped_pattern(secret))
     if not forms:
         return None
     ordered = sorted(forms, key=lambda form: (-len(form), form))
-    return re.compile("|".join(re.escape(form) for form in ordered), re.IGNORECASE)
+    # The literal forms first (a longer one wins), then the character-wise escapes.
+    alternatives = [re.escape(form) for form in ordered] + sorted(escaped, key=len,
+                                                                  reverse=True)
+    return re.compile("|".join(alternatives), re.IGNORECASE)
 
 
 def redact(text: str, secrets: Iterable[str], *, mask: str = "[redacted]",

@@ -67,9 +67,10 @@ URL_FIELD: dict[str, Any] = {
     "http:// on a trusted network).",
     "format": "uri",
     "x-destination": True,  # a stored secret is never sent to a changed URL
-    "pattern": "^https?://[^\\s/?#]+[^\\s]*$",
+    # No user:password@ before the host: credentials go in the method's secret fields.
+    "pattern": "^https?://[^\\s/?#@]+([/?#][^\\s]*)?$",
     "x-pattern-message": "Enter a full address starting with https:// (or http://), with no "
-    "spaces.",
+    "spaces and no user name or password in it.",
 }
 
 

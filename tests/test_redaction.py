@@ -83,6 +83,34 @@ def test_every_encoding_of_a_secret_is_redacted(name, form):
     assert http._redact(text, [SECRET]).count("[hidden]") == 1
 
 
+def json_escape(char: str) -> str:
+    """\\uXXXX, or a surrogate pair beyond the BMP, as JSON writes them."""
+    return f"\\u{ord(char):04x}" if ord(char) < 0x10000 else json.dumps(char)[1:-1]
+
+
+def escaped_everywhere(secret: str) -> dict[str, str]:
+    """Forms an endpoint writes by escaping every character, or only some."""
+    raw = secret.encode()
+    return {
+        "every byte url-encoded": "".join(f"%{byte:02X}" for byte in raw),
+        "every character json-escaped": "".join(json_escape(c) for c in secret),
+        "every character a decimal reference": "".join(f"&#{ord(c)};" for c in secret),
+        "every character a hex reference": "".join(f"&#x{ord(c):X};" for c in secret),
+        "escaped in part, mixed": "".join(
+            ("".join(f"%{b:02x}" for b in c.encode()), json_escape(c).upper(), f"&#{ord(c)};",
+             c.upper())[i % 4]
+            for i, c in enumerate(secret)),
+    }
+
+
+@pytest.mark.parametrize("secret", [SECRET, "pässwörd-€-😀-key"])
+def test_a_secret_escaped_character_by_character_is_redacted(secret):
+    for name, form in escaped_everywhere(secret).items():
+        text = f"echo: <{form}>"
+        assert vault.redact(text, [secret]) == "echo: <[redacted]>", name
+    assert vault.redact("\\ud83d\\ude00", [secret]) == "\\ud83d\\ude00"  # not a secret
+
+
 def test_base64_of_a_secret_inside_a_longer_value_at_every_offset():
     for length in range(4, 30):
         secret = ("Zq9/+x" * 5)[:length]

@@ -65,6 +65,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.error(f"unknown queue(s) {', '.join(sorted(unknown))}; "
                      f"choose from {', '.join(QUEUE_NAMES)}")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
+    # httpx logs every request's full URL at INFO: a webhook's query string can be a token.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
 
     app = create_app()
     if args.command == "redis":

@@ -27,7 +27,7 @@ from portal.schemaform import (
     prefixed,
 )
 from providers import CATALOG, get_provider
-from providers.base import AuthMethod, Provider
+from providers.base import AuthMethod, Provider, ProviderError
 
 bp = Blueprint("vault", __name__, url_prefix="/vault")
 
@@ -202,7 +202,8 @@ def oauth_callback(provider_key: str):
     method = _method(provider, pending["method"])
     if request.args.get("error"):
         oauth.discard(state)
-        reason = request.args.get("error_description") or request.args["error"]
+        # Its standard code only: free text in a link is the sender's, not the provider's.
+        reason = vault.oauth_error(request.args["error"])
         return _oauth_failed(provider, f"{provider.name} did not grant access ({reason}). "
                                        "Nothing was saved.", pending)
     try:
@@ -217,9 +218,11 @@ def oauth_callback(provider_key: str):
                              pending)
     try:
         extras = provider.authorized(method.key, token) if provider.authorized else {}
-    except Exception as exc:  # the provider's follow-up call; its message is safe to show
+    except Exception as exc:  # the provider's follow-up call: its own errors are worded
+        # safely (providers/http.py); anything else is named, never quoted.
+        said = str(exc) if isinstance(exc, ProviderError) else type(exc).__name__
         return _oauth_failed(provider, f"Signed in, but {provider.name} could not tell which "
-                                       f"account this is: {exc}. Nothing was saved.", pending)
+                                       f"account this is: {said}. Nothing was saved.", pending)
     credentials = {**token, **extras}
     if pending.get("authorization_id"):
         authorization = _authorization(pending["authorization_id"], for_change=True)
