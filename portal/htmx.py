@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import Response, make_response, render_template
 from flask import redirect as flask_redirect
 from htmx_flask import request
@@ -17,6 +19,22 @@ def is_htmx() -> bool:
 def target() -> str | None:
     """The id of the element an htmx request will swap (HX-Target), if any."""
     return request.htmx.target if is_htmx() else None
+
+
+def current_page() -> str | None:
+    """The path and query of the page an htmx request was made from (HX-Current-URL),
+    when that page is on this site; None for anything else."""
+    url = request.htmx.current_url if request.htmx else None
+    if not url or not url.isprintable() or not url.isascii():
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 host
+        return None
+    if (parts.scheme not in ("http", "https") or parts.netloc != request.host
+            or not parts.path.startswith("/") or parts.path.startswith("//")):
+        return None
+    return parts.path + (f"?{parts.query}" if parts.query else "")
 
 
 def push_url(response: Response, url: str) -> Response:

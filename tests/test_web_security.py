@@ -1,0 +1,150 @@
+"""The web surface re-reviewed: what a session carries across sign-in and sign-out, what
+keeps a session going, and what an htmx request gets once its session has ended."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import timedelta
+
+import pytest
+import time_machine
+from flask import Flask
+from flask.testing import FlaskClient
+
+from portal.extensions import db
+from portal.jobs import create_job
+from providers import get_provider
+from tests.conftest import TEST_PASSWORD, _make_app, csrf_token
+
+
+@pytest.fixture
+def server(app, database_url, redis_url, tmp_path) -> Iterator[Flask]:
+    """The app as a web server runs it: each request in its own app context (the `app`
+    fixture keeps one open, which would share the signed-in user between requests)."""
+    served = _make_app(database_url, redis_url, tmp_path / "served")
+    yield served
+    with served.app_context():
+        db.engine.dispose()
+
+
+@pytest.fixture
+def a_job(app, make_user):
+    provider = get_provider("faults")
+    job = create_job(provider=provider, job_type=provider.job_type("script"),
+                     authorization=None, name="x", description="", config={},
+                     created_by=make_user("operator", "owner@example.com"))
+    db.session.commit()
+    return job
+
+
+def _sign_in(client: FlaskClient, email: str, token: str | None = None):
+    return client.post("/login", data={"email": email, "password": TEST_PASSWORD,
+                                       "csrf_token": token or csrf_token(client)})
+
+
+def _signed_in(client: FlaskClient) -> bool:
+    response = client.get("/jobs")
+    assert response.status_code in (200, 302), response.status_code
+    return response.status_code == 200
+
+
+# --- A session is new at sign-in and empty after sign-out --------------------------------
+
+def test_signing_in_starts_a_new_session(server, make_user):
+    """What a browser held before sign-in (say, a session cookie an attacker planted on a
+    shared or sibling host, with a CSRF token the attacker knows) is not carried over."""
+    user = make_user("operator")
+    browser = server.test_client()
+    planted_token = csrf_token(browser)
+    with browser.session_transaction() as session:
+        session["planted"] = "by someone else"
+    assert _sign_in(browser, user.email, planted_token).status_code == 303
+    with browser.session_transaction() as session:
+        assert "planted" not in session
+        assert session.get("csrf_token") != planted_token
+    # A form made with the token known before sign-in is refused.
+    refused = browser.post("/logout", data={"csrf_token": planted_token})
+    assert refused.status_code == 400
+    assert _signed_in(browser)
+
+
+def test_signing_out_leaves_nothing_of_the_session(server, make_user):
+    user = make_user("operator")
+    browser = server.test_client()
+    _sign_in(browser, user.email)
+    token = csrf_token(browser, "/jobs")
+    with browser.session_transaction() as session:
+        session["left"] = "over"
+    assert browser.post("/logout", data={"csrf_token": token}).status_code == 303
+    with browser.session_transaction() as session:
+        assert "left" not in session and session.get("csrf_token") != token
+    # The page says so.
+    assert "You are signed out." in browser.get("/login").get_data(as_text=True)
+
+
+# --- Pages that poll do not keep an idle session going -----------------------------------
+
+POLLS = ("/jobs/statuses?ids={id}", "/jobs/{id}/live", "/jobs/{id}/logs?after=0")
+
+
+def test_polling_does_not_keep_an_idle_session_going(server, make_user, a_job):
+    """A job list or summary left open polls every second or two; the idle timeout must
+    still end the session of the person who walked away from it."""
+    user = make_user("viewer")
+    browser = server.test_client()
+    hx = {"HX-Request": "true"}
+    with time_machine.travel(time.time(), tick=False) as clock:
+        _sign_in(browser, user.email)
+        for _ in range(11):  # 110 minutes of nothing but polls
+            clock.shift(timedelta(minutes=10))
+            for poll in POLLS:
+                assert browser.get(poll.format(id=a_job.id), headers=hx).status_code in (
+                    200, 286), poll
+        clock.shift(timedelta(minutes=11))  # 121 minutes after the last real request
+        assert not _signed_in(browser)
+
+
+def test_a_request_of_the_person_still_counts(server, make_user, a_job):
+    user = make_user("viewer")
+    browser = server.test_client()
+    with time_machine.travel(time.time(), tick=False) as clock:
+        _sign_in(browser, user.email)
+        clock.shift(timedelta(minutes=100))
+        assert browser.get(f"/jobs/{a_job.id}").status_code == 200  # a page opened
+        clock.shift(timedelta(minutes=100))
+        assert browser.get(f"/jobs/{a_job.id}/live",
+                           headers={"HX-Request": "true"}).status_code in (200, 286)
+        assert _signed_in(browser)
+
+
+# --- An htmx request whose session ended is sent to the sign-in page --------------------
+
+def test_an_htmx_request_without_a_session_is_sent_to_sign_in(server, a_job):
+    """htmx's XMLHttpRequest follows a redirect by itself and would swap the whole sign-in
+    page into a status cell; the browser is sent to the sign-in page instead, coming back
+    to the page it was on."""
+    browser = server.test_client()
+    response = browser.get(f"/jobs/{a_job.id}/live", headers={
+        "HX-Request": "true", "HX-Current-URL": f"http://localhost/jobs/{a_job.id}?kind=error"})
+    assert response.status_code == 401
+    assert response.headers["HX-Redirect"] == f"/login?next=/jobs/{a_job.id}?kind%3Derror"
+    assert 'name="password"' not in response.get_data(as_text=True)
+    assert response.headers["Content-Security-Policy"]
+
+
+@pytest.mark.parametrize("page", [
+    "https://evil.example/jobs", "//evil.example/jobs", "javascript:alert(1)", "", "/x\x7f",
+    "http://localhost:5000@evil.example/", "not a url at all",
+])
+def test_the_way_back_is_only_ever_a_page_of_this_site(server, page):
+    response = server.test_client().get("/jobs/1/live", headers={
+        "HX-Request": "true", "HX-Current-URL": page})
+    assert response.status_code == 401
+    assert response.headers["HX-Redirect"] == "/login"
+
+
+def test_a_plain_request_without_a_session_still_gets_a_redirect(server):
+    response = server.test_client().get("/jobs?status=failed")
+    assert response.status_code == 302
+    assert response.headers["Location"] == "/login?next=%2Fjobs%3Fstatus%3Dfailed"
