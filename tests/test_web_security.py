@@ -3,7 +3,9 @@ keeps a session going, and what an htmx request gets once its session has ended.
 
 from __future__ import annotations
 
+import threading
 import time
+from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 
@@ -81,6 +83,32 @@ def test_signing_out_leaves_nothing_of_the_session(server, make_user):
         assert "left" not in session and session.get("csrf_token") != token
     # The page says so.
     assert "You are signed out." in browser.get("/login").get_data(as_text=True)
+
+
+# --- Sign-in throttling holds for attempts sent all at once -------------------------------
+
+def test_parallel_guesses_get_no_more_password_checks_than_the_limit(server, make_user):
+    """Attempts sent at once must not all pass a check made before any of them was counted:
+    with 5 per minute allowed, 5 passwords are checked however many arrive together."""
+    email = make_user("viewer").email
+    browsers = [server.test_client() for _ in range(30)]
+    tokens = [csrf_token(browser) for browser in browsers]
+    answers: Counter[int] = Counter()
+    start = threading.Barrier(len(browsers))
+
+    def guess(browser: FlaskClient, token: str) -> None:
+        start.wait()
+        answers[browser.post("/login", data={
+            "email": email, "password": "not the password at all", "csrf_token": token,
+        }).status_code] += 1
+
+    threads = [threading.Thread(target=guess, args=pair)
+               for pair in zip(browsers, tokens, strict=True)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert answers == {422: 5, 429: 25}
 
 
 # --- Pages that poll do not keep an idle session going -----------------------------------

@@ -52,10 +52,9 @@ def login():
         user = db.session.scalar(select(User).where(User.email == email))
         # Who tried, as typed: never the password, and never more than the columns hold.
         typed = email[:200]
-        if wait := throttle.retry_after(email, address):
-            # Refused without looking at the password, right or wrong. Counted too, so that
-            # trying on through a short wait runs into the longer limits.
-            throttle.count_attempt(email, address)
+        # Counted before the password is checked (see portal/throttle.py).
+        if wait := throttle.reserve(email, address):
+            # Refused without looking at the password, right or wrong.
             audit.record("sign_in_throttled", "user", user.id if user else None, typed,
                          actor=typed, summary="Sign-in refused: too many failed attempts.",
                          address=address, retry_after=wait)
@@ -69,7 +68,6 @@ def login():
             db.session.commit()
             throttle.clear_account(email)
             return redirect(_safe_next(request.args.get("next")), code=303)
-        throttle.count_attempt(email, address)
         audit.record("sign_in_failed", "user", user.id if user else None, typed, actor=typed,
                      summary="Sign-in failed.")
         db.session.commit()
