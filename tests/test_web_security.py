@@ -176,3 +176,25 @@ def test_a_plain_request_without_a_session_still_gets_a_redirect(server):
     response = server.test_client().get("/jobs?status=failed")
     assert response.status_code == 302
     assert response.headers["Location"] == "/login?next=%2Fjobs%3Fstatus%3Dfailed"
+
+
+# --- A NUL character is refused wherever it is in the parameters -------------------------
+
+@pytest.mark.parametrize("query,form", [
+    ("?q=ok&q=a%00b", None),              # the second value of a repeated parameter
+    ("?a%00b=1", None),                   # a parameter's name
+    ("", {"ids": ["1", "2\x00"]}),       # a list a view reads with getlist
+    ("", {"value": "ok", "x\x00": "1"}),  # the name of a form field
+])
+def test_a_nul_character_anywhere_in_the_parameters_is_refused(server, make_user, a_job,
+                                                                query, form):
+    browser = server.test_client()
+    _sign_in(browser, make_user("admin").email)
+    if form is None:
+        response = browser.get(f"/jobs{query}")
+    else:
+        token = csrf_token(browser, "/jobs")
+        response = browser.post("/jobs/bulk/confirm", data={
+            "csrf_token": token, "action": "pause", "ids": "1", **form})
+    assert response.status_code == 400
+    assert "NUL character" in response.get_data(as_text=True)
