@@ -21,6 +21,23 @@ def target() -> str | None:
     return request.htmx.target if is_htmx() else None
 
 
+def local_url(target: str | None, *, under: str = "/") -> str | None:
+    """`target` when it is a path on this site that starts with `under`, fit to go in a
+    Location or HX-Redirect header as it is; None for anything else.
+
+    Checked as sent, never after tidying: URL parsers drop tabs and line breaks (so
+    "/<tab>/evil.example" would become "//evil.example", another site) and browsers read a
+    backslash as a slash. Links the portal makes are printable ASCII without spaces or
+    backslashes (url_for quotes the rest), so nothing else is taken."""
+    if (not target or not target.isascii() or not target.isprintable()
+            or " " in target or "\\" in target):
+        return None
+    if not target.startswith(under) or target.startswith("//"):
+        return None
+    parts = urlsplit(target)
+    return None if parts.scheme or parts.netloc else target
+
+
 def current_page() -> str | None:
     """The path and query of the page an htmx request was made from (HX-Current-URL),
     when that page is on this site; None for anything else."""
@@ -31,10 +48,9 @@ def current_page() -> str | None:
         parts = urlsplit(url)
     except ValueError:  # e.g. an unclosed "[" of an IPv6 host
         return None
-    if (parts.scheme not in ("http", "https") or parts.netloc != request.host
-            or not parts.path.startswith("/") or parts.path.startswith("//")):
+    if parts.scheme not in ("http", "https") or parts.netloc != request.host:
         return None
-    return parts.path + (f"?{parts.query}" if parts.query else "")
+    return local_url(parts.path + (f"?{parts.query}" if parts.query else ""))
 
 
 def push_url(response: Response, url: str) -> Response:

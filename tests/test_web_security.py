@@ -198,3 +198,46 @@ def test_a_nul_character_anywhere_in_the_parameters_is_refused(server, make_user
             "csrf_token": token, "action": "pause", "ids": "1", **form})
     assert response.status_code == 400
     assert "NUL character" in response.get_data(as_text=True)
+
+
+# --- Where to go next: only a page of this site, and only as sent -----------------------
+
+ODD_NEXT = [
+    "/\r\nSet-Cookie: x=1", "/jobs/\nX: 1", "/\t/evil.example", "/\\evil.example",
+    "/jobs/\u2028", "/jobs/\x7f", "/jobs /x", " /jobs", "//evil.example", "/jobs/\u00e9",
+]
+
+
+@pytest.mark.parametrize("target", ODD_NEXT)
+def test_sign_in_goes_on_only_to_a_plain_path_of_this_site(server, make_user, target):
+    """A `next` with a line break reached the Location header (a 500 after signing in);
+    one with a tab or a backslash is another site once a parser or a browser tidies it."""
+    user = make_user("viewer")
+    browser = server.test_client()
+    response = browser.post("/login", query_string={"next": target}, data={
+        "email": user.email, "password": TEST_PASSWORD, "csrf_token": csrf_token(browser)})
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/jobs"
+
+
+@pytest.mark.parametrize("hx", [{}, {"HX-Request": "true"}])
+@pytest.mark.parametrize("target", ["/jobs/new/\r\nX: 1", "/jobs/new/\u2028", "/jobs/new/\\x",
+                                    "/jobs/new/ x", "/jobs/new/\t/evil.example"])
+def test_a_new_authorization_goes_back_only_to_a_plain_wizard_step(client, auth, target, hx):
+    """A `next` with a line break gave a 500 once the authorization was saved; one with
+    other characters went into HX-Redirect as it was (not a header value a server sends)."""
+    auth.login("operator")
+    response = client.post("/vault/new/webhook/bearer", headers=hx, data={
+        "csrf_token": auth.csrf(), "label": "Hook", "description": "",
+        "cred-url": "http://127.0.0.1:9/hook", "cred-token": "a-token-of-some-length",
+        "next": target})
+    where = response.headers.get("HX-Redirect") or response.headers["Location"]
+    assert where.startswith("/vault/") and where.isascii() and where.isprintable()
+
+
+def test_plain_wizard_steps_and_pages_are_still_where_one_goes_next(server, make_user):
+    user = make_user("viewer")
+    browser = server.test_client()
+    response = browser.post("/login?next=/jobs/1%3Fkind%3Derror", data={
+        "email": user.email, "password": TEST_PASSWORD, "csrf_token": csrf_token(browser)})
+    assert response.headers["Location"] == "/jobs/1?kind=error"

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
@@ -12,7 +11,7 @@ from sqlalchemy import select
 from wtforms import BooleanField, EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
-from portal import access, audit, throttle
+from portal import access, audit, htmx, throttle
 from portal.extensions import db
 from portal.models import User
 from portal.models.types import utcnow
@@ -33,11 +32,7 @@ class LoginForm(FlaskForm):
 
 def _safe_next(target: str | None) -> str:
     # Only paths on this site: never send a user on to another host after sign-in.
-    if target and target.startswith("/") and not target.startswith("//"):
-        parts = urlsplit(target)
-        if not parts.scheme and not parts.netloc:
-            return target
-    return url_for("jobs.index")
+    return htmx.local_url(target) or url_for("jobs.index")
 
 
 @bp.route("/login", methods=["GET", "POST"])
