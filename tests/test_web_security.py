@@ -3,11 +3,13 @@ keeps a session going, and what an htmx request gets once its session has ended.
 
 from __future__ import annotations
 
+import re
 import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 
 import pytest
 import time_machine
@@ -241,3 +243,17 @@ def test_plain_wizard_steps_and_pages_are_still_where_one_goes_next(server, make
     response = browser.post("/login?next=/jobs/1%3Fkind%3Derror", data={
         "email": user.email, "password": TEST_PASSWORD, "csrf_token": csrf_token(browser)})
     assert response.headers["Location"] == "/jobs/1?kind=error"
+
+
+def test_every_view_a_page_polls_is_marked_background(app):
+    """A poller added later must not keep idle sessions going either: every view that a
+    template polls (an hx-trigger with "every") is marked @background."""
+    templates = Path(app.root_path) / "templates"
+    polled = set()
+    for template in templates.rglob("*.html"):
+        for tag in re.findall(r"<[^>]*\bevery \d[^>]*>", template.read_text(), re.S):
+            polled.update(re.findall(r"hx-get=\"\{\{\s*url_for\('([\w.]+)'", tag))
+    assert polled >= {"jobs.statuses", "jobs.live", "jobs.logs"}
+    unmarked = {endpoint for endpoint in polled
+                if not getattr(app.view_functions[endpoint], "portal_background", False)}
+    assert not unmarked
