@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from portal.config import ConfigError
 from portal.extensions import limiter
+from portal.queues import redis_connection
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,29 @@ def reserve(email: str, address: str | None) -> int:
                     exc)
         return 0
     return max(retry_after(email, address), 1) if refused else 0
+
+
+def first_refusal(email: str, address: str | None, wait: int) -> bool:
+    """True for the first refused attempt of a wait, per account and per address over its
+    limits: the audit log records that one, not each of the flood that may follow (refused
+    attempts cost no password check, so one client can send hundreds a second)."""
+    first, now = False, time.time()
+    try:
+        redis = redis_connection()
+        for scope, key in _keys(email, address).items():
+            if all(limiter.limiter.test(item, "sign-in", scope, key) for item in _limits(scope)):
+                continue  # not this one's limits
+            # The end of the wait is kept as a time of the limiter's clock (this process's),
+            # not as Redis's expiry, so both agree on when the next wait begins.
+            name = f"portal:sign-in-refused:{scope}:{key}"
+            until = redis.get(name)
+            if until is None or float(until) <= now:
+                redis.set(name, now + wait, ex=wait + 60)
+                first = True
+    except _STORAGE_ERRORS as exc:
+        log.warning("A refused sign-in is audited anyway: Redis is unreachable (%s).", exc)
+        return True
+    return first
 
 
 def count_attempt(email: str, address: str | None) -> None:

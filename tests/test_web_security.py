@@ -15,9 +15,11 @@ import pytest
 import time_machine
 from flask import Flask
 from flask.testing import FlaskClient
+from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.jobs import create_job
+from portal.models import AuditEntry
 from providers import get_provider
 from tests.conftest import TEST_PASSWORD, _make_app, csrf_token
 
@@ -111,6 +113,40 @@ def test_parallel_guesses_get_no_more_password_checks_than_the_limit(server, mak
     for thread in threads:
         thread.join()
     assert answers == {422: 5, 429: 25}
+
+
+def _throttled_rows() -> int:
+    return db.session.scalar(select(func.count()).select_from(AuditEntry).where(
+        AuditEntry.action == "sign_in_throttled"))
+
+
+def test_a_flood_of_refused_sign_ins_is_audited_once_per_wait(server, make_user):
+    """Refused attempts cost no password check, so one client sends hundreds a second;
+    writing a row for each let anyone bury the audit log without signing in."""
+    email = make_user("viewer").email
+    browser = server.test_client()
+    token = csrf_token(browser)
+    data = {"email": email, "password": "not the password at all", "csrf_token": token}
+    with time_machine.travel(time.time(), tick=True) as clock:
+        for _ in range(5):
+            assert browser.post("/login", data=data).status_code == 422
+        for _ in range(20):  # 25 in all: the address's own limit is not reached
+            assert browser.post("/login", data=data).status_code == 429
+        assert _throttled_rows() == 1
+        clock.shift(timedelta(seconds=61))  # the next wait is recorded again
+        assert browser.post("/login", data=data).status_code == 429  # the hourly limit
+        assert _throttled_rows() == 2
+
+
+def test_new_emails_from_a_throttled_address_do_not_flood_the_audit_log(server):
+    server.config["PORTAL_LOGIN_LIMIT_ADDRESS"] = "3 per minute"
+    browser = server.test_client()
+    token = csrf_token(browser)
+    answers = [browser.post("/login", data={
+        "email": f"guess{number}@example.com", "password": "not the password at all",
+        "csrf_token": token}).status_code for number in range(43)]
+    assert answers == [422] * 3 + [429] * 40
+    assert _throttled_rows() == 1
 
 
 # --- Pages that poll do not keep an idle session going -----------------------------------

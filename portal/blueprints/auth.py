@@ -49,11 +49,13 @@ def login():
         typed = email[:200]
         # Counted before the password is checked (see portal/throttle.py).
         if wait := throttle.reserve(email, address):
-            # Refused without looking at the password, right or wrong.
-            audit.record("sign_in_throttled", "user", user.id if user else None, typed,
-                         actor=typed, summary="Sign-in refused: too many failed attempts.",
-                         address=address, retry_after=wait)
-            db.session.commit()
+            # Refused without looking at the password, right or wrong; audited once a wait.
+            if throttle.first_refusal(email, address, wait):
+                audit.record("sign_in_throttled", "user", user.id if user else None, typed,
+                             actor=typed, summary="Sign-in refused: too many failed attempts "
+                                                  "(further ones during the wait are not listed).",
+                             address=address, retry_after=wait)
+                db.session.commit()
             return _throttled(form, wait)
         if check_sign_in(user, form.password.data):
             access.sign_in(user, remember=form.remember.data)
