@@ -7,6 +7,7 @@ from urllib.parse import urlsplit
 from flask import Response, make_response, render_template
 from flask import redirect as flask_redirect
 from htmx_flask import request
+from werkzeug.urls import iri_to_uri
 
 STOP_POLLING = 286  # htmx stops an `every Ns` trigger on this status
 
@@ -27,22 +28,22 @@ def local_url(target: str | None, *, under: str = "/") -> str | None:
 
     Checked as sent, never after tidying: URL parsers drop tabs and line breaks (so
     "/<tab>/evil.example" would become "//evil.example", another site) and browsers read a
-    backslash as a slash. Links the portal makes are printable ASCII without spaces or
-    backslashes (url_for quotes the rest), so nothing else is taken."""
-    if (not target or not target.isascii() or not target.isprintable()
-            or " " in target or "\\" in target):
+    backslash as a slash. So control characters, line and paragraph separators, spaces
+    and backslashes are refused, not dropped; other non-ASCII letters (a stream named in
+    the path) are quoted, as a header carries ASCII only."""
+    if not target or not target.isprintable() or " " in target or "\\" in target:
         return None
     if not target.startswith(under) or target.startswith("//"):
         return None
     parts = urlsplit(target)
-    return None if parts.scheme or parts.netloc else target
+    return None if parts.scheme or parts.netloc else iri_to_uri(target)
 
 
 def current_page() -> str | None:
     """The path and query of the page an htmx request was made from (HX-Current-URL),
     when that page is on this site; None for anything else."""
     url = request.htmx.current_url if request.htmx else None
-    if not url or not url.isprintable() or not url.isascii():
+    if not url or not url.isprintable():
         return None
     try:
         parts = urlsplit(url)

@@ -242,7 +242,7 @@ def test_a_nul_character_anywhere_in_the_parameters_is_refused(server, make_user
 
 ODD_NEXT = [
     "/\r\nSet-Cookie: x=1", "/jobs/\nX: 1", "/\t/evil.example", "/\\evil.example",
-    "/jobs/\u2028", "/jobs/\x7f", "/jobs /x", " /jobs", "//evil.example", "/jobs/\u00e9",
+    "/jobs/\u2028", "/jobs/\x7f", "/jobs /x", " /jobs", "//evil.example", "/jobs/\u00a0",
 ]
 
 
@@ -279,6 +279,10 @@ def test_plain_wizard_steps_and_pages_are_still_where_one_goes_next(server, make
     response = browser.post("/login?next=/jobs/1%3Fkind%3Derror", data={
         "email": user.email, "password": TEST_PASSWORD, "csrf_token": csrf_token(browser)})
     assert response.headers["Location"] == "/jobs/1?kind=error"
+    browser.post("/logout", data={"csrf_token": csrf_token(browser, "/jobs")})
+    response = browser.post("/login", query_string={"next": "/data/streams/café"}, data={
+        "email": user.email, "password": TEST_PASSWORD, "csrf_token": csrf_token(browser)})
+    assert response.headers["Location"] == "/data/streams/caf%C3%A9"
 
 
 def test_every_view_a_page_polls_is_marked_background(app):
