@@ -171,7 +171,9 @@ def sign_in_first() -> Response:
     An htmx request gets HX-Redirect: its XMLHttpRequest would follow a redirect by itself
     and swap the sign-in page into a fragment (a status cell, the log). It comes back to
     the page it was made from, if that page is on this site."""
-    flash(login_manager.login_message, login_manager.login_message_category)
+    message = (login_manager.login_message_category, login_manager.login_message)
+    if message not in session.get("_flashes", []):  # a page's three pollers: said once
+        flash(message[1], message[0])
     if htmx.is_htmx():
         page = htmx.current_page()
         response = Response("", 401)

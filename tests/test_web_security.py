@@ -197,6 +197,9 @@ def test_an_htmx_request_without_a_session_is_sent_to_sign_in(server, a_job):
     assert response.headers["HX-Redirect"] == f"/login?next=/jobs/{a_job.id}?kind%3Derror"
     assert 'name="password"' not in response.get_data(as_text=True)
     assert response.headers["Content-Security-Policy"]
+    for poll in POLLS:  # the page's other pollers answered the same, the message said once
+        browser.get(poll.format(id=a_job.id), headers={"HX-Request": "true"})
+    assert browser.get("/login").get_data(as_text=True).count("Sign in to continue.") == 1
 
 
 @pytest.mark.parametrize("page", [
