@@ -97,7 +97,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     def refuse_nul_characters():
         """No text a person sends may hold a NUL character: PostgreSQL cannot store it,
         and no field needs it. Refused up front with a clear 400, never a 500 later."""
-        values = [*request.args.values(), *request.form.values(), request.path]
+        # Every value of a repeated parameter, and the names too: a view that reads a list
+        # (getlist) or walks a form's fields must not meet one either.
+        values = [request.path, *(text for source in (request.args, request.form)
+                                   for name, texts in source.lists() for text in (name, *texts))]
         if any("\x00" in value for value in values):
             return render_template("error.html", code=400, title="Invalid character",
                                    message="The request contains a NUL character (\\0), "

@@ -9,7 +9,12 @@ A signed-in session, and the remember-me cookie copied from it, carry the identi
 - a session lasts at most PORTAL_SESSION_MAX_HOURS from sign-in, and ends after
   PORTAL_SESSION_IDLE_MINUTES without a request;
 - a "keep me signed in" sign-in lasts PORTAL_REMEMBER_DAYS from sign-in instead, however
-  idle: when its session idles out, the remember-me cookie starts a new one, until then.
+  idle: when its session idles out, the remember-me cookie starts a new one, until then;
+- only what the person does counts as activity: the requests a page makes by itself
+  (views marked @background, such as the status polls) never keep a session going.
+
+Signing in starts a new session and signing out empties it: nothing a browser held before
+(a planted cookie's CSRF token, say) carries over.
 
 The times are checked on the server from the signed identity, not left to the cookies'
 expiry dates, so a copied cookie stops working when the original would.
@@ -22,9 +27,21 @@ import time
 from collections.abc import Callable
 from functools import wraps
 
-from flask import Flask, abort, current_app, request, session
-from flask_login import current_user, login_required, login_user, logout_user
+from flask import (
+    Flask,
+    Response,
+    abort,
+    current_app,
+    flash,
+    g,
+    redirect,
+    request,
+    session,
+    url_for,
+)
+from flask_login import current_user, login_required, login_url, login_user, logout_user
 
+from portal import htmx
 from portal.config import ConfigError
 from portal.extensions import db, login_manager
 from portal.models import User
@@ -76,6 +93,9 @@ def load_user(identity: str) -> User | None:
 def sign_in(user: User, remember: bool) -> None:
     """Start a session for `user`, with a remember-me cookie when asked."""
     now = int(time.time())
+    # A new session: nothing from before sign-in (a CSRF token someone else may know)
+    # carries over. Flask-WTF makes a new token on the next form.
+    _new_session()
     login_user(user, remember=remember)
     # Flask-Login keeps get_id() ("<id>:<generation>") in the session and copies the
     # session's value into the remember-me cookie; adding when and how this sign-in
@@ -88,7 +108,18 @@ def sign_out(user: User) -> None:
     """End every session of `user` (in every browser) and forget this one."""
     user.end_sessions()
     logout_user()
-    session.pop(_SEEN, None)
+    # Forget the rest too (the CSRF token among it); Flask-Login's note to clear the
+    # remember-me cookie stays.
+    remember = session.get("_remember")
+    _new_session()
+    if remember:
+        session["_remember"] = remember
+
+
+def _new_session() -> None:
+    session.clear()
+    # Flask-WTF also keeps this request's signed token in `g`: forget it with the session.
+    g.pop(current_app.config.get("WTF_CSRF_FIELD_NAME", "csrf_token"), None)
 
 
 def _forget_session() -> None:
@@ -108,7 +139,7 @@ def check_session() -> None:
         _forget_session()
         seen = None
     if current_user.is_authenticated:
-        if seen is None or now - seen >= _SEEN_EVERY:
+        if (seen is None or now - seen >= _SEEN_EVERY) and not _is_background():
             session[_SEEN] = int(now)
     elif "_user_id" in session:
         # Ended elsewhere or expired: forget it, and the remember-me cookie holding it.
@@ -119,6 +150,36 @@ def check_session() -> None:
 
 def _idle_seconds() -> int:
     return current_app.config["PORTAL_SESSION_IDLE_MINUTES"] * 60
+
+
+def background(view: Callable) -> Callable:
+    """Mark a view that pages call by themselves (a poll every second or two): its requests
+    are not the person's activity, so they never keep an idle session going."""
+    view.portal_background = True
+    return view
+
+
+def _is_background() -> bool:
+    view = current_app.view_functions.get(request.endpoint or "")
+    return bool(getattr(view, "portal_background", False))
+
+
+@login_manager.unauthorized_handler
+def sign_in_first() -> Response:
+    """Send a request that needs a session to the sign-in page, and back afterwards.
+
+    An htmx request gets HX-Redirect: its XMLHttpRequest would follow a redirect by itself
+    and swap the sign-in page into a fragment (a status cell, the log). It comes back to
+    the page it was made from, if that page is on this site."""
+    message = (login_manager.login_message_category, login_manager.login_message)
+    if message not in session.get("_flashes", []):  # a page's three pollers: said once
+        flash(message[1], message[0])
+    if htmx.is_htmx():
+        page = htmx.current_page()
+        response = Response("", 401)
+        response.headers["HX-Redirect"] = url_for("auth.login", next=page)
+        return response
+    return redirect(login_url(login_manager.login_view, next_url=request.url))
 
 
 def role_required(role: str) -> Callable:

@@ -142,7 +142,7 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         "REMEMBER_COOKIE_SAMESITE": "Lax",
         "PORTAL_SESSION_IDLE_MINUTES": _int("PORTAL_SESSION_IDLE_MINUTES", 120),
         "PORTAL_SESSION_MAX_HOURS": _int("PORTAL_SESSION_MAX_HOURS", 24),
-        # Failed sign-ins allowed per account and per client address (portal/throttle.py).
+        # Sign-in attempts allowed per account and per client address (portal/throttle.py).
         "PORTAL_LOGIN_LIMIT_ACCOUNT": os.environ.get("PORTAL_LOGIN_LIMIT_ACCOUNT")
         or "5 per minute; 20 per hour",
         "PORTAL_LOGIN_LIMIT_ADDRESS": os.environ.get("PORTAL_LOGIN_LIMIT_ADDRESS")

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from urllib.parse import urlsplit
+
 from flask import Response, make_response, render_template
 from flask import redirect as flask_redirect
 from htmx_flask import request
+from werkzeug.urls import iri_to_uri
 
 STOP_POLLING = 286  # htmx stops an `every Ns` trigger on this status
 
@@ -17,6 +20,38 @@ def is_htmx() -> bool:
 def target() -> str | None:
     """The id of the element an htmx request will swap (HX-Target), if any."""
     return request.htmx.target if is_htmx() else None
+
+
+def local_url(target: str | None, *, under: str = "/") -> str | None:
+    """`target` when it is a path on this site that starts with `under`, fit to go in a
+    Location or HX-Redirect header as it is; None for anything else.
+
+    Checked as sent, never after tidying: URL parsers drop tabs and line breaks (so
+    "/<tab>/evil.example" would become "//evil.example", another site) and browsers read a
+    backslash as a slash. So control characters, line and paragraph separators, spaces
+    and backslashes are refused, not dropped; other non-ASCII letters (a stream named in
+    the path) are quoted, as a header carries ASCII only."""
+    if not target or not target.isprintable() or " " in target or "\\" in target:
+        return None
+    if not target.startswith(under) or target.startswith("//"):
+        return None
+    parts = urlsplit(target)
+    return None if parts.scheme or parts.netloc else iri_to_uri(target)
+
+
+def current_page() -> str | None:
+    """The path and query of the page an htmx request was made from (HX-Current-URL),
+    when that page is on this site; None for anything else."""
+    url = request.htmx.current_url if request.htmx else None
+    if not url or not url.isprintable():
+        return None
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed "[" of an IPv6 host
+        return None
+    if parts.scheme not in ("http", "https") or parts.netloc != request.host:
+        return None
+    return local_url(parts.path + (f"?{parts.query}" if parts.query else ""))
 
 
 def push_url(response: Response, url: str) -> Response:

@@ -1,10 +1,14 @@
-"""Sign-in throttling: failed and throttled attempts are counted per account (the email as
-typed, normalized) and per client address, in the portal's Redis through Flask-Limiter.
+"""Sign-in throttling: attempts are counted per account (the email as typed, normalized)
+and per client address, in the portal's Redis through Flask-Limiter. Signing in resets
+the account's count (not the address's).
 
-While either count is over its limits (PORTAL_LOGIN_LIMIT_ACCOUNT, PORTAL_LOGIN_LIMIT_ADDRESS,
-in the `limits` notation such as "5 per minute; 20 per hour"), sign-in is refused without
-checking the password, saying how long to wait. Redis being unreachable must not lock
-everyone out: the check then lets the attempt through and logs a warning.
+An attempt is counted before its password is checked, in the same step that checks the
+limits (`reserve`), so attempts sent in parallel cannot all pass a check made before any
+of them was counted. While either count is over its limits (PORTAL_LOGIN_LIMIT_ACCOUNT,
+PORTAL_LOGIN_LIMIT_ADDRESS, in the `limits` notation such as "5 per minute; 20 per hour"),
+sign-in is refused without checking the password, saying how long to wait. Redis being
+unreachable must not lock everyone out: the check then lets the attempt through and logs a
+warning.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from redis.exceptions import RedisError
 
 from portal.config import ConfigError
 from portal.extensions import limiter
+from portal.queues import redis_connection
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +92,50 @@ def retry_after(email: str, address: str | None) -> int:
                      exc)
         return 0
     return math.ceil(wait)
+
+
+def reserve(email: str, address: str | None) -> int:
+    """Count a sign-in attempt against the account and the address, and say how many
+    seconds to wait when it is over a limit (0: go on and check the password).
+
+    Each hit checks and counts in one step in Redis, so of many attempts at once only as
+    many as the limits allow get through, however they interleave."""
+    refused = False
+    try:
+        for scope, key in _keys(email, address).items():
+            for item in _limits(scope):
+                # Every limit is hit, even past a refusal: trying on through a short wait
+                # runs into the longer limits.
+                if not limiter.limiter.hit(item, "sign-in", scope, key):
+                    refused = True
+    except _STORAGE_ERRORS as exc:
+        log.warning("Sign-in throttling is off for this attempt: Redis is unreachable (%s).",
+                    exc)
+        return 0
+    return max(retry_after(email, address), 1) if refused else 0
+
+
+def first_refusal(email: str, address: str | None, wait: int) -> bool:
+    """True for the first refused attempt of a wait, per account and per address over its
+    limits: the audit log records that one, not each of the flood that may follow (refused
+    attempts cost no password check, so one client can send hundreds a second)."""
+    first, now = False, time.time()
+    try:
+        redis = redis_connection()
+        for scope, key in _keys(email, address).items():
+            if all(limiter.limiter.test(item, "sign-in", scope, key) for item in _limits(scope)):
+                continue  # not this one's limits
+            # The end of the wait is kept as a time of the limiter's clock (this process's),
+            # not as Redis's expiry, so both agree on when the next wait begins.
+            name = f"portal:sign-in-refused:{scope}:{key}"
+            until = redis.get(name)
+            if until is None or float(until) <= now:
+                redis.set(name, now + wait, ex=wait + 60)
+                first = True
+    except _STORAGE_ERRORS as exc:
+        log.warning("A refused sign-in is audited anyway: Redis is unreachable (%s).", exc)
+        return True
+    return first
 
 
 def count_attempt(email: str, address: str | None) -> None:

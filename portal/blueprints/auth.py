@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-from urllib.parse import urlsplit
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
@@ -12,7 +11,7 @@ from sqlalchemy import select
 from wtforms import BooleanField, EmailField, PasswordField
 from wtforms.validators import DataRequired, Length
 
-from portal import access, audit, throttle
+from portal import access, audit, htmx, throttle
 from portal.extensions import db
 from portal.models import User
 from portal.models.types import utcnow
@@ -33,11 +32,7 @@ class LoginForm(FlaskForm):
 
 def _safe_next(target: str | None) -> str:
     # Only paths on this site: never send a user on to another host after sign-in.
-    if target and target.startswith("/") and not target.startswith("//"):
-        parts = urlsplit(target)
-        if not parts.scheme and not parts.netloc:
-            return target
-    return url_for("jobs.index")
+    return htmx.local_url(target) or url_for("jobs.index")
 
 
 @bp.route("/login", methods=["GET", "POST"])
@@ -52,14 +47,15 @@ def login():
         user = db.session.scalar(select(User).where(User.email == email))
         # Who tried, as typed: never the password, and never more than the columns hold.
         typed = email[:200]
-        if wait := throttle.retry_after(email, address):
-            # Refused without looking at the password, right or wrong. Counted too, so that
-            # trying on through a short wait runs into the longer limits.
-            throttle.count_attempt(email, address)
-            audit.record("sign_in_throttled", "user", user.id if user else None, typed,
-                         actor=typed, summary="Sign-in refused: too many failed attempts.",
-                         address=address, retry_after=wait)
-            db.session.commit()
+        # Counted before the password is checked (see portal/throttle.py).
+        if wait := throttle.reserve(email, address):
+            # Refused without looking at the password, right or wrong; audited once a wait.
+            if throttle.first_refusal(email, address, wait):
+                audit.record("sign_in_throttled", "user", user.id if user else None, typed,
+                             actor=typed, summary="Sign-in refused: too many failed attempts "
+                                                  "(further ones during the wait are not listed).",
+                             address=address, retry_after=wait)
+                db.session.commit()
             return _throttled(form, wait)
         if check_sign_in(user, form.password.data):
             access.sign_in(user, remember=form.remember.data)
@@ -69,7 +65,6 @@ def login():
             db.session.commit()
             throttle.clear_account(email)
             return redirect(_safe_next(request.args.get("next")), code=303)
-        throttle.count_attempt(email, address)
         audit.record("sign_in_failed", "user", user.id if user else None, typed, actor=typed,
                      summary="Sign-in failed.")
         db.session.commit()

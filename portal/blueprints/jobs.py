@@ -23,7 +23,7 @@ from sqlalchemy import select
 import providers
 from portal import audit, htmx, lifecycle, params, schedule
 from portal import metrics as metrics_series
-from portal.access import role_required
+from portal.access import background, role_required
 from portal.csvcells import SafeDictWriter
 from portal.extensions import db
 from portal.jobs import (
@@ -96,6 +96,7 @@ def index():
 
 
 @bp.get("/statuses")
+@background  # polled by the page: not the person's activity
 @role_required("viewer")
 def statuses():
     """Fresh status cells for the listed rows that can still change; polled by the list
@@ -330,6 +331,7 @@ def delete(job_id: int):
 
 
 @bp.get("/<int:job_id>/live")
+@background  # polled by the page: not the person's activity
 @role_required("viewer")
 def live(job_id: int):
     """The status block; polled while the job can still change by itself."""
@@ -343,6 +345,7 @@ def live(job_id: int):
 
 
 @bp.get("/<int:job_id>/logs")
+@background  # polled by the page: not the person's activity
 @role_required("viewer")
 def logs(job_id: int):
     """Log rows newer than ?after= (within the filter), with the poller for the next."""

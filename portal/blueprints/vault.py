@@ -58,7 +58,7 @@ def _method(provider: Provider, method_key: str) -> AuthMethod:
 def _next_url() -> str:
     """Where to go after creating: only a step of the job wizard (never another site)."""
     target = request.values.get("next", "")
-    return target if target.startswith("/jobs/new/") and "//" not in target else ""
+    return target if htmx.local_url(target, under="/jobs/new/") and "//" not in target else ""
 
 
 def _back_to(target: str, authorization: Authorization) -> str:
