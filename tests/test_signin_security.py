@@ -228,11 +228,13 @@ def test_an_unknown_email_takes_as_long_as_a_known_one(server, make_user):
         return elapsed
 
     timed("warm-up@example.com")
-    known = statistics.median(timed(user.email) for _ in range(5))
-    unknown = statistics.median(timed("nobody@example.com") for _ in range(5))
+    # Taken in turns, so a burst of load on a shared machine weighs on both sides.
+    pairs = [(timed(user.email), timed("nobody@example.com")) for _ in range(7)]
+    known = statistics.median(pair[0] for pair in pairs)
+    unknown = statistics.median(pair[1] for pair in pairs)
     # Loose on purpose (a shared machine is noisy): without the dummy hash, an unknown
     # email answers some 30 times faster.
-    assert unknown >= 0.5 * known, (known, unknown)
+    assert unknown >= 0.3 * known, (known, unknown)
 
 
 def test_a_disabled_user_is_refused_even_with_the_right_password(server, make_user):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
@@ -45,8 +46,7 @@ def login():
         email = form.email.data.strip().lower()
         address = request.remote_addr
         user = db.session.scalar(select(User).where(User.email == email))
-        # Who tried, as typed: never the password, and never more than the columns hold.
-        typed = email[:200]
+        typed = attempted_account(email, user)
         # Counted before the password is checked (see portal/throttle.py).
         if wait := throttle.reserve(email, address):
             # Refused without looking at the password, right or wrong; audited once a wait.
@@ -71,6 +71,22 @@ def login():
         form.password.errors.append("The email or password is not right.")
     status = 200 if request.method == "GET" or not form.errors else 422
     return render_template("auth/login.html", form=form), status
+
+
+EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]{2,}")
+
+
+def attempted_account(email: str, user: User | None) -> str:
+    """How the audit log names the account a failed sign-in was for: a known account by its
+    email; an unknown one with its local part masked, and anything that is not an email
+    address not at all — people type their password into the email box, and it must not
+    land in the log in clear."""
+    if user is not None:
+        return user.email
+    if not EMAIL_SHAPE.fullmatch(email):
+        return "(not an email address)"
+    local, _, domain = email.rpartition("@")
+    return f"{local[:1]}…@{domain}"[:200]
 
 
 def _throttled(form: LoginForm, wait: int):
