@@ -325,3 +325,19 @@ def test_a_set_secret_inside_a_group_says_so_and_never_shows(app):
 ])
 def test_constraint_hints_say_the_limits_in_words(prop, said):
     assert constraint_hint(prop) == said
+
+
+# --- issue 11: the wizard as a new user meets it ---------------------------------------------
+
+def test_every_job_type_default_schedule_reads_as_its_default_cadence():
+    from portal import schedule
+    from portal.schemaform import defaults as schema_defaults
+    from providers import CATALOG
+
+    for provider in CATALOG.values():
+        for job_type in provider.job_types:
+            chosen = schedule.from_dict({**schema_defaults(schedule.SCHEMA),
+                                         **job_type.default_schedule})
+            assert schedule.describe(chosen) == job_type.default_cadence, job_type.key
+            assert not schedule.problems({**schema_defaults(schedule.SCHEMA),
+                                          **job_type.default_schedule}), job_type.key

@@ -279,8 +279,8 @@ def _save_config(draft: Draft | None, provider: Provider, job_type: JobType,
     """Keep what was entered so far (even with mistakes), so nothing is lost."""
     if draft is None:
         draft = Draft(owner_id=current_user.id, provider=provider.key, job_type=job_type.key,
-                      schedule=defaults(schedule.SCHEMA) if job_type.recurring
-                      else {"kind": "once"},
+                      schedule={**defaults(schedule.SCHEMA), **job_type.default_schedule}
+                      if job_type.recurring else {"kind": "once"},
                       retry_policy=defaults(RETRY_SCHEMA))
         db.session.add(draft)
     draft.authorization_id = authorization.id if authorization else None

@@ -1,0 +1,53 @@
+"""In Debian's chromium: the wizard bugs a new user met (issue 11, part 5) and the import
+preview (part 4). The browser and server fixtures are those of tests/test_browser.py."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from portal.extensions import db
+from tests.test_browser import (  # noqa: F401 (fixtures)
+    browser_type_launch_args,
+    live_server,
+    settled,
+    sign_in,
+)
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture
+def site(live_server) -> str:  # noqa: F811 (the fixture of tests/test_browser.py)
+    return live_server
+
+
+def webhook_authorization(user):
+    from portal import vault
+    from portal.datastore import write_messages
+    from portal.models.types import utcnow
+    from providers import get_provider
+    from providers.base import OutMessage
+
+    write_messages("signups", [OutMessage("k", utcnow(), {})], source="test")
+    provider = get_provider("webhook")
+    authorization = vault.create(provider, provider.auth_method("open"), label="Open hook",
+                                 description="", credentials={"url": "https://h.example/x"},
+                                 by=user)
+    db.session.commit()
+    return authorization
+
+
+def test_the_webhook_schedule_step_preselects_every_15_minutes(page: Page, site, make_user):
+    user = make_user("operator")
+    authorization = webhook_authorization(user)
+    sign_in(page, site, user)
+    page.goto(f"{site}/jobs/new/webhook/send_stream/configure"
+              f"?authorization={authorization.id}")
+    settled(page)
+    page.get_by_role("button", name="Next: schedule").click()
+    expect(page.get_by_role("heading", name="Name and schedule")).to_be_visible()
+    expect(page.locator("#schedule-fields")).to_contain_text("Default for Send stream to "
+                                                             "webhook: Every 15 minutes.")
+    expect(page.get_by_label("Cadence")).to_have_value("interval")
+    expect(page.get_by_label("Every (minutes)")).to_have_value("15")
