@@ -51,3 +51,20 @@ def test_the_webhook_schedule_step_preselects_every_15_minutes(page: Page, site,
                                                              "webhook: Every 15 minutes.")
     expect(page.get_by_label("Cadence")).to_have_value("interval")
     expect(page.get_by_label("Every (minutes)")).to_have_value("15")
+
+
+def files_configure(page: Page, site: str) -> None:
+    page.goto(f"{site}/jobs/new/files/import_file/configure?authorization=none")
+    expect(page.get_by_role("heading", name="Configure")).to_be_visible()
+    settled(page)
+
+
+def test_a_bad_stream_name_is_said_once(page: Page, site, make_user, tmp_path):
+    sign_in(page, site, make_user("operator"))
+    files_configure(page, site)
+    page.locator("#field-stream").fill("People!")
+    page.get_by_role("button", name="Next: schedule").click()
+    expect(page.locator("#field-stream-error")).to_contain_text(
+        "lower-case letters, digits, - and _")
+    group = page.locator("#field-stream-group").inner_text()
+    assert group.count("lower-case") == 1, group

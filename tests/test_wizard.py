@@ -341,3 +341,18 @@ def test_every_job_type_default_schedule_reads_as_its_default_cadence():
             assert schedule.describe(chosen) == job_type.default_cadence, job_type.key
             assert not schedule.problems({**schema_defaults(schedule.SCHEMA),
                                           **job_type.default_schedule}), job_type.key
+
+
+def test_a_message_that_is_the_description_is_not_repeated_under_the_field(app):
+    from flask import render_template_string
+
+    prop = {"type": "string", "title": "Code", "pattern": "^[a-z]+$",
+            "description": "Lower-case letters only."}
+    failed = validate({"type": "object", "properties": {"code": prop}}, {"code": "A1"})
+    assert failed == {"code": "Lower-case letters only."}
+    with app.test_request_context():
+        page = render_template_string(
+            '{% from "macros/forms.html" import schema_field %}'
+            '{{ schema_field("code", prop, "A1", failed["code"]) }}', prop=prop, failed=failed)
+    assert page.count("Lower-case letters only.") == 1
+    assert 'id="field-code-error"' in page
