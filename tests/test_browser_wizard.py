@@ -68,3 +68,48 @@ def test_a_bad_stream_name_is_said_once(page: Page, site, make_user, tmp_path):
         "lower-case letters, digits, - and _")
     group = page.locator("#field-stream-group").inner_text()
     assert group.count("lower-case") == 1, group
+
+
+def people_csv(tmp_path, rows: int = 3, header: str = "email,ts,plan"):
+    upload = tmp_path / "people.csv"
+    upload.write_text(header + "\n" + "".join(
+        f"user{n}@x.io,2024-01-{n % 28 + 1:02d}T10:00:00Z,pro\n" for n in range(rows)))
+    return upload
+
+
+def upload_and_next(page: Page, upload) -> None:
+    page.locator("#field-upload_id").set_input_files(str(upload))
+    expect(page.locator("#field-upload_id-current")).to_contain_text(upload.name)
+    settled(page)
+    page.get_by_role("button", name="Next: schedule").click()
+    expect(page.get_by_role("heading", name="Name and schedule")).to_be_visible()
+    settled(page)
+
+
+def test_back_after_create_says_the_draft_became_a_job(page: Page, site, make_user, tmp_path):
+    sign_in(page, site, make_user("operator"))
+    files_configure(page, site)
+    upload_and_next(page, people_csv(tmp_path))
+    page.get_by_role("button", name="Next: review").click()
+    expect(page.locator("#review-name")).to_have_text("Import file: people.csv")
+    # The same review in a second tab stands for a page the browser keeps (Chrome's
+    # back/forward cache restores it as it was, with a live Create button).
+    kept = page.context.new_page()
+    kept.goto(page.url)
+    settled(page)
+    page.get_by_role("button", name="Create job").click()
+    expect(page).to_have_url(f"{site}/jobs/1")
+    page.go_back()
+    expect(page).to_have_url(f"{site}/jobs/new/drafts/1/review")
+    expect(page.locator("#draft-created")).to_contain_text(
+        "This draft became job 1, “Import file: people.csv”")
+    expect(page.locator("#create-job")).to_have_count(0)
+    page.get_by_role("link", name="Open job 1").click()
+    expect(page).to_have_url(f"{site}/jobs/1")
+
+    settled(kept)
+    kept.get_by_role("button", name="Create job").click()
+    expect(kept.locator("#draft-created")).to_contain_text("This draft became job 1")
+    expect(kept.locator("#create-job")).to_have_count(0)
+    kept.get_by_role("link", name="Open job 1").click()
+    expect(kept).to_have_url(f"{site}/jobs/1")

@@ -356,3 +356,26 @@ def test_a_message_that_is_the_description_is_not_repeated_under_the_field(app):
             '{{ schema_field("code", prop, "A1", failed["code"]) }}', prop=prop, failed=failed)
     assert page.count("Lower-case letters only.") == 1
     assert 'id="field-code-error"' in page
+
+
+def test_a_created_draft_says_which_job_it_became_and_only_to_its_owner(client, auth):
+    auth.login()
+    response = post(client, auth, SHOWCASE, title="T", **{"limits.daily": "5"},
+                    token=canary("showcase-secret-4242"))
+    draft = db.session.scalar(select(Draft))
+    post(client, auth, response.headers["Location"], name="Showcase")
+    response = post(client, auth, f"/jobs/new/drafts/{draft.id}/create")
+    job = db.session.scalar(select(Job))
+    assert job.draft_id == draft.id
+    for url in (f"/jobs/new/drafts/{draft.id}/review", f"/jobs/new/drafts/{draft.id}/schedule"):
+        response = client.get(url)
+        assert response.status_code == 410
+        assert f"This draft became job {job.id}" in response.get_data(as_text=True)
+        assert client.get(url, headers=HX).status_code == 200, "htmx swaps it in"
+    response = post(client, auth, f"/jobs/new/drafts/{draft.id}/create", headers=HX)
+    assert f'href="/jobs/{job.id}"' in response.get_data(as_text=True)
+    assert db.session.scalar(select(db.func.count()).select_from(Job)) == 1
+    client.post("/logout", data={"csrf_token": auth.csrf()})
+    auth.login("admin")  # another person, even an admin, learns nothing of it
+    response = client.get(f"/jobs/new/drafts/{draft.id}/review")
+    assert response.status_code == 404 and "became job" not in response.get_data(as_text=True)

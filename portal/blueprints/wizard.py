@@ -18,7 +18,7 @@ from portal.datastore import safe_filename, store_upload
 from portal.extensions import db
 from portal.jobs import create_job
 from portal.lifecycle import RETRY_SCHEMA, RetryPolicy
-from portal.models import Authorization, Draft, Stream, Upload
+from portal.models import Authorization, Draft, Job, Stream, Upload
 from portal.models.types import utcnow
 from portal.schemaform import (
     coerce,
@@ -146,6 +146,13 @@ def _upload_for(upload_id: Any) -> Upload | None:
 
 def _draft(draft_id: int) -> Draft:
     draft = db.session.get(Draft, draft_id)
+    if draft is None:
+        # A page of the draft left open after Create (the browser's Back) says where it went.
+        job = db.session.scalar(select(Job).where(Job.draft_id == draft_id,
+                                                  Job.created_by_id == current_user.id))
+        if job is not None:
+            abort(htmx.render("wizard/page.html", "wizard/_created.html", status=410,
+                              job=job))
     if draft is None or draft.owner_id != current_user.id:
         abort(404, description="There is no such draft: it was created, discarded, or is "
                                "someone else's. Start again from the provider tiles.")
