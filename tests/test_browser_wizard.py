@@ -113,3 +113,39 @@ def test_back_after_create_says_the_draft_became_a_job(page: Page, site, make_us
     expect(kept.locator("#create-job")).to_have_count(0)
     kept.get_by_role("link", name="Open job 1").click()
     expect(kept).to_have_url(f"{site}/jobs/1")
+
+
+def test_a_header_only_file_is_refused_and_a_good_one_is_previewed(page: Page, site, make_user,
+                                                                   tmp_path):
+    sign_in(page, site, make_user("operator"))
+    files_configure(page, site)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("email,signed_up_at,plan\n")
+    page.locator("#field-upload_id").set_input_files(str(empty))
+    expect(page.locator("#field-upload_id-current")).to_contain_text("empty.csv")
+    settled(page)
+    page.get_by_role("button", name="Next: schedule").click()
+    expect(page.locator("#field-upload_id-error")).to_have_text(
+        "empty.csv has a header but no rows: there is nothing to import. Upload a file with "
+        "at least one row.")
+
+    settled(page)
+    good = people_csv(tmp_path, rows=25, header="email,signed_up_at,plan")
+    page.locator("#field-upload_id").set_input_files(str(good))
+    expect(page.locator("#field-upload_id-current")).to_contain_text("people.csv")
+    # Guessed from its ISO dates: no list of usual names holds "signed_up_at".
+    expect(page.get_by_label("Timestamp field")).to_have_value("signed_up_at")
+    page.locator("#field-stream").fill("people")
+    settled(page)
+    page.get_by_role("button", name="Next: schedule").click()
+    expect(page.get_by_role("heading", name="Name and schedule")).to_be_visible()
+    settled(page)
+    page.get_by_role("button", name="Next: review").click()
+    expect(page.locator("#preview-summary")).to_contain_text(
+        "All 25 rows read without a problem, as the import reads them. The first 20, as "
+        "they will be stored in stream people:")
+    cells = page.locator("#preview-rows tbody tr").first.locator("td")
+    expect(cells).to_have_text(["2", "2024-01-01 10:00:00+00:00", "people",
+                                '{"email": "user0@x.io", "plan": "pro", '
+                                '"signed_up_at": "2024-01-01T10:00:00Z"}'])
+    expect(page.locator("#preview-rows tbody tr")).to_have_count(20)

@@ -14,7 +14,7 @@ from sqlalchemy import select
 
 from portal import htmx, params, schedule, vault
 from portal.access import role_required
-from portal.datastore import safe_filename, store_upload
+from portal.datastore import check_upload, safe_filename, store_upload
 from portal.extensions import db
 from portal.jobs import create_job
 from portal.lifecycle import RETRY_SCHEMA, RetryPolicy
@@ -32,12 +32,11 @@ from portal.schemaform import (
 from portal.ui import redact_secrets
 from providers import CATALOG, get_provider
 from providers.base import JobType, Provider, ProviderError
-from providers.files import RecordError
+from providers.files import FileCheck, RecordError, guess_timestamp_field
 
 bp = Blueprint("wizard", __name__, url_prefix="/jobs/new")
 
 STEPS = ("Provider", "Job type", "Authorization", "Configure", "Schedule", "Review")
-TIMESTAMP_GUESSES = ("timestamp", "event_time", "time", "ts", "created_at", "date", "updated_at")
 
 
 def _provider(provider_key: str) -> Provider:
@@ -126,11 +125,6 @@ def _chosen_authorization(provider: Provider, raw: str) -> tuple[bool, Authoriza
         if found is not None and found.provider == provider.key:
             return True, found
     return False, None
-
-
-def _guess_timestamp(fields: list[str]) -> str:
-    lowered = {field.lower(): field for field in fields}
-    return next((lowered[guess] for guess in TIMESTAMP_GUESSES if guess in lowered), "")
 
 
 def _upload_for(upload_id: Any) -> Upload | None:
@@ -246,7 +240,8 @@ def configure(provider_key: str, job_type_key: str):
             errors.pop("upload_id", None)
             values.update(upload_id=upload.id, delimiter=info.delimiter)
             if values.get("timestamp_field") not in upload.fields:
-                values["timestamp_field"] = _guess_timestamp(upload.fields)
+                values["timestamp_field"] = guess_timestamp_field(
+                    upload.content, upload.format, info.delimiter, upload.fields)
     choices = _options(job_type, chosen, upload)
     # Secrets are sealed before they are kept; a blank password box keeps the one set.
     values, plain, earlier = _sealed_config(schema, values,
@@ -255,6 +250,12 @@ def configure(provider_key: str, job_type_key: str):
     if request.form.get("action") != "upload":
         for field, message in validate(schema, plain, choices[0]).items():
             errors.setdefault(field, message)
+        if upload is not None and not errors.keys() & {"upload_id", "timestamp_field",
+                                                         "delimiter"}:
+            # The whole file, read as the import will read it: its problems now, on the
+            # file's field, rather than as a Failed job later.
+            if problem := _file_problem(upload, _check(upload, values)):
+                errors["upload_id"] = problem
     # A secret with a mistake is not kept; the one set before it stays (unless where it
     # goes changed: then it must be entered again).
     values = vault.seal_config(schema, values, keep=earlier, drop=errors, refused=errors)
@@ -264,6 +265,28 @@ def configure(provider_key: str, job_type_key: str):
         return _configure_page(provider, job_type, draft, chosen, auth_param, values, errors,
                                upload, choices)
     return htmx.redirect(url_for("wizard.plan", draft_id=draft.id))
+
+
+def _check(upload: Upload, config: dict[str, Any]) -> FileCheck:
+    return check_upload(upload, config.get("delimiter") or ",",
+                        config.get("timestamp_field") or "")
+
+
+def _file_problem(upload: Upload, checked: FileCheck) -> str:
+    """The field message for a file the import would refuse, naming its first problems."""
+    if not checked.errors:
+        return ""
+    if checked.rows == 0:
+        return (f"{upload.filename} has a header but no rows: there is nothing to import. "
+                "Upload a file with at least one row.")
+    listed = "; ".join(str(error) for error in checked.errors)
+    more = " (the check stopped there)" if not checked.complete else ""
+    if len(checked.errors) == 1:
+        return (f"{upload.filename} cannot be imported, {listed}{more}. Correct the file and "
+                "upload it again, or choose another timestamp field.")
+    return (f"{upload.filename} cannot be imported; its first {len(checked.errors)} problems: "
+            f"{listed}{more}. Correct the file and upload it again, or choose another "
+            "timestamp field.")
 
 
 def _sealed_config(schema: dict[str, Any], values: dict[str, Any], *, keep: dict[str, Any],
@@ -361,9 +384,11 @@ def review(draft_id: int):
     if draft.step != "review":
         return htmx.redirect(_resume_url(draft))
     provider, job_type = _job_type(draft.provider, draft.job_type)
+    upload = _upload_for(draft.config.get("upload_id"))
     return htmx.render(
         "wizard/page.html", "wizard/_review.html", draft=draft, provider=provider,
-        job_type=job_type, steps=STEPS, step=5,
+        job_type=job_type, steps=STEPS, step=5, upload=upload,
+        preview=_check(upload, draft.config) if upload else None,
         config=redact_secrets(job_type.config_schema, draft.config),
         cadence=schedule.describe(schedule.from_dict(draft.schedule)),
         retry=RetryPolicy.from_dict(draft.retry_policy).describe(),
