@@ -149,3 +149,27 @@ def test_a_header_only_file_is_refused_and_a_good_one_is_previewed(page: Page, s
                                 '{"email": "user0@x.io", "plan": "pro", '
                                 '"signed_up_at": "2024-01-01T10:00:00Z"}'])
     expect(page.locator("#preview-rows tbody tr")).to_have_count(20)
+
+
+def test_a_file_over_the_limit_is_refused_on_the_file_field(page: Page, site, app, make_user,
+                                                            tmp_path):
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    sign_in(page, site, make_user("operator"))
+    files_configure(page, site)
+    expect(page.locator("#field-upload_id-note")).to_have_text("Up to 1 MB.")
+    big = tmp_path / "big.csv"
+    big.write_text("email,ts\n" + "someone@example.com,2024-01-01T00:00:00Z\n" * 40_000)
+    page.locator("#field-upload_id").set_input_files(str(big))
+    expect(page.locator("#field-upload_id-error")).to_have_text(
+        "This file is larger than the 1 MB this portal accepts; split it, or ask an "
+        "administrator to raise PORTAL_MAX_UPLOAD_MB.")
+    expect(page.locator("#field-upload_id-note")).to_have_text("Up to 1 MB.")
+    # Next with nothing uploaded says the file is missing, on the same field.
+    settled(page)
+    page.get_by_role("button", name="Next: schedule").click()
+    expect(page.locator("#field-upload_id-error")).to_have_text("This field is required.")
+    # A file within the limit is taken.
+    settled(page)
+    page.locator("#field-upload_id").set_input_files(str(people_csv(tmp_path)))
+    expect(page.locator("#field-upload_id-current")).to_contain_text("people.csv")
+    expect(page.locator("#field-upload_id-error")).to_have_count(0)

@@ -379,3 +379,27 @@ def test_a_created_draft_says_which_job_it_became_and_only_to_its_owner(client, 
     auth.login("admin")  # another person, even an admin, learns nothing of it
     response = client.get(f"/jobs/new/drafts/{draft.id}/review")
     assert response.status_code == 404 and "became job" not in response.get_data(as_text=True)
+
+
+def test_an_upload_over_the_limit_is_said_on_the_file_field(app, client, auth):
+    import io
+
+    auth.login()
+    app.config["MAX_CONTENT_LENGTH"] = 1024
+    url = "/jobs/new/files/import_file/configure?authorization=none"
+    assert 'id="field-upload_id-note">Up to 1 KB.' in client.get(url).get_data(as_text=True)
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    assert 'id="field-upload_id-note">Up to 1 MB.' in client.get(url).get_data(as_text=True)
+    big = {"csrf_token": auth.csrf(), "action": "upload",
+           "file": (io.BytesIO(b"a,b\n" + b"1,2\n" * 300_000), "big.csv")}
+    response = client.post(url, headers=HX, data=big, content_type="multipart/form-data")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200, "htmx swaps it in"
+    assert 'id="field-upload_id-error">This file is larger than the 1 MB' in page
+    assert '<div id="wizard"' not in page, "the step, not a whole page"
+    big["file"] = (io.BytesIO(b"a,b\n" + b"1,2\n" * 300_000), "big.csv")
+    response = client.post(url, data=big, content_type="multipart/form-data")
+    assert response.status_code == 413 and "Configure" in response.get_data(as_text=True)
+    response = client.post("/jobs/new/drafts/1/schedule", data={"x": "y" * 2_000_000})
+    assert response.status_code == 413 and "File too large" in response.get_data(as_text=True)
+    assert db.session.scalar(select(db.func.count()).select_from(Draft)) == 0

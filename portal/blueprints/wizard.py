@@ -8,9 +8,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, request, url_for
+from flask import Blueprint, abort, current_app, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from werkzeug.exceptions import HTTPException
 
 from portal import htmx, params, schedule, vault
 from portal.access import role_required
@@ -189,7 +190,7 @@ def _configure_page(provider: Provider, job_type: JobType, draft: Draft | None,
         provider=provider, job_type=job_type, authorization=authorization,
         auth_param=auth_param, draft=draft, steps=STEPS, step=3,
         fields=ordered_fields(job_type.config_schema), values=values, errors=errors,
-        upload=upload, options=options, option_problems=problems,
+        upload=upload, options=options, option_problems=problems, upload_limit=_upload_limit(),
         destinations=destinations_said(job_type.config_schema),
     )
     if draft is not None:
@@ -217,12 +218,7 @@ def configure(provider_key: str, job_type_key: str):
     schema = job_type.config_schema
     errors: dict[str, str] = {}
     if request.method == "GET":
-        values = dict(draft.config) if draft else defaults(schema)
-        if draft:
-            values = _sealed_config(schema, values, keep=values, errors=errors)[0]
-        upload = _upload_for(values.get("upload_id"))
-        return _configure_page(provider, job_type, draft, chosen, auth_param, values, errors,
-                               upload, _options(job_type, chosen, upload))
+        return _configure_kept(provider, job_type, draft, chosen, auth_param, errors)
     values, errors = coerce(schema, request.form)
     upload = _upload_for(values.get("upload_id"))
     if values.get("upload_id") is not None and upload is None:
@@ -265,6 +261,52 @@ def configure(provider_key: str, job_type_key: str):
         return _configure_page(provider, job_type, draft, chosen, auth_param, values, errors,
                                upload, choices)
     return htmx.redirect(url_for("wizard.plan", draft_id=draft.id))
+
+
+def _configure_kept(provider: Provider, job_type: JobType, draft: Draft | None,
+                    chosen: Authorization | None, auth_param: str, errors: dict[str, str]):
+    """The configure step with what the draft keeps (the defaults before there is one)."""
+    schema = job_type.config_schema
+    values = dict(draft.config) if draft else defaults(schema)
+    if draft:
+        values = _sealed_config(schema, values, keep=values, errors=errors)[0]
+    upload = _upload_for(values.get("upload_id"))
+    return _configure_page(provider, job_type, draft, chosen, auth_param, values, errors,
+                           upload, _options(job_type, chosen, upload))
+
+
+def _upload_limit() -> str:
+    """The largest request the portal takes (PORTAL_MAX_UPLOAD_MB), in words."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    return f"{limit / 2**20:,.4g} MB" if limit >= 2**20 else f"{limit / 2**10:,.4g} KB"
+
+
+@bp.errorhandler(413)
+def too_large(error: HTTPException):
+    """A request over the upload limit: on the configure step, that step again with the
+    refusal on the file field (htmx shows no error page); elsewhere the error page."""
+    message = (f"This file is larger than the {_upload_limit()} this portal accepts; split it, "
+               "or ask an administrator to raise PORTAL_MAX_UPLOAD_MB.")
+    if request.endpoint != "wizard.configure" or request.view_args is None:
+        return render_template("error.html", code=413, title="File too large",
+                               message=message), 413
+    # Only the query string can be read: the form is the body that was refused.
+    provider, job_type = _job_type(**request.view_args)
+    auth_param = request.args.get("authorization", "none")
+    valid, chosen = _chosen_authorization(provider, auth_param)
+    draft_id = params.id_arg(request.args, "draft", strict=False)
+    try:
+        draft = _draft(draft_id) if draft_id is not None else None
+    except HTTPException:  # not the person's draft (any more): no step to show it on
+        draft, valid = None, False
+    if not valid or (draft is not None and draft.job_type != job_type.key):
+        return render_template("error.html", code=413, title="File too large",
+                               message=message), 413
+    response = _configure_kept(provider, job_type, draft, chosen, auth_param,
+                               {"upload_id": message})
+    if not htmx.is_htmx():
+        response.status_code = 413
+    return response
 
 
 def _check(upload: Upload, config: dict[str, Any]) -> FileCheck:
