@@ -3,6 +3,8 @@ preview (part 4). The browser and server fixtures are those of tests/test_browse
 
 from __future__ import annotations
 
+import re
+
 import pytest
 from playwright.sync_api import Page, expect
 
@@ -173,3 +175,49 @@ def test_a_file_over_the_limit_is_refused_on_the_file_field(page: Page, site, ap
     page.locator("#field-upload_id").set_input_files(str(people_csv(tmp_path)))
     expect(page.locator("#field-upload_id-current")).to_contain_text("people.csv")
     expect(page.locator("#field-upload_id-error")).to_have_count(0)
+
+
+def test_back_and_reload_keep_what_was_typed(page: Page, site, make_user, tmp_path):
+    from sqlalchemy import func, select
+
+    from portal.models import Draft
+
+    sign_in(page, site, make_user("operator"))
+    files_configure(page, site)
+    # Before the first Next: typed, then the page reloaded.
+    page.locator("#field-stream").fill("crm_people")
+    page.locator("#field-stream").press("Tab")
+    expect(page).to_have_url(re.compile(r"/configure\?authorization=none&draft=1$"))
+    page.reload()
+    expect(page.locator("#field-stream")).to_have_value("crm_people")
+    settled(page)
+    # Typed, then a file chosen at once: one draft, both kept.
+    page.locator("#field-stream").fill("crm_people2")
+    page.locator("#field-upload_id").set_input_files(str(people_csv(tmp_path)))
+    expect(page.locator("#field-upload_id-current")).to_contain_text("people.csv")
+    expect(page.locator("#field-stream")).to_have_value("crm_people2")
+    settled(page)
+    page.get_by_role("button", name="Next: schedule").click()
+    expect(page.get_by_role("heading", name="Name and schedule")).to_be_visible()
+    settled(page)
+
+    # The wizard's Back, then Next: the schedule step still has what was typed.
+    page.get_by_label("Job name").fill("Weekly CRM people")
+    page.get_by_label("Description").fill("From the CRM export")
+    page.get_by_role("button", name="Back").click()
+    expect(page.get_by_role("heading", name="Configure")).to_be_visible()
+    expect(page.locator("#field-stream")).to_have_value("crm_people2")
+    settled(page)
+    page.get_by_role("button", name="Next: schedule").click()
+    expect(page.get_by_label("Job name")).to_have_value("Weekly CRM people")
+    expect(page.get_by_label("Description")).to_have_value("From the CRM export")
+    settled(page)
+    # The browser's Back after typing, then Forward: kept too.
+    page.get_by_label("Job name").fill("Daily CRM people")
+    page.get_by_label("Job name").press("Tab")
+    page.wait_for_load_state("networkidle")
+    page.go_back()
+    expect(page.get_by_role("heading", name="Configure")).to_be_visible()
+    page.go_forward()
+    expect(page.get_by_label("Job name")).to_have_value("Daily CRM people")
+    assert db.session.scalar(select(func.count()).select_from(Draft)) == 1

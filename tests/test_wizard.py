@@ -403,3 +403,26 @@ def test_an_upload_over_the_limit_is_said_on_the_file_field(app, client, auth):
     response = client.post("/jobs/new/drafts/1/schedule", data={"x": "y" * 2_000_000})
     assert response.status_code == 413 and "File too large" in response.get_data(as_text=True)
     assert db.session.scalar(select(db.func.count()).select_from(Draft)) == 0
+
+
+def test_save_and_back_keep_the_schedule_step_as_typed_and_never_skip_its_checks(client, auth):
+    auth.login()
+    response = post(client, auth, SHOWCASE, title="T", **{"limits.daily": "5"},
+                    token=canary("showcase-secret-5151"))
+    schedule_url = response.headers["Location"]
+    assert post(client, auth, schedule_url, name="Good").status_code == 303
+    draft = db.session.scalar(select(Draft))
+    assert draft.step == "review"
+    response = post(client, auth, schedule_url, headers=HX, action="save", name="",
+                    description="typed")
+    assert response.headers["HX-Replace-Url"] == schedule_url
+    assert f'id="draft-id" value="{draft.id}" hx-swap-oob="true"' in response.get_data(
+        as_text=True)
+    db.session.refresh(draft)
+    assert (draft.name, draft.description, draft.step) == ("", "typed", "schedule")
+    assert client.get(f"/jobs/new/drafts/{draft.id}/review").status_code == 303, \
+        "no review of a plan that was not checked"
+    response = post(client, auth, schedule_url, action="back", name="Kept")
+    assert response.headers["Location"].startswith("/jobs/new/faults/showcase/configure?")
+    db.session.refresh(draft)
+    assert draft.name == "Kept"

@@ -243,7 +243,8 @@ def configure(provider_key: str, job_type_key: str):
     values, plain, earlier = _sealed_config(schema, values,
                                             keep=draft.config if draft else {},
                                             errors=errors)
-    if request.form.get("action") != "upload":
+    action = request.form.get("action")
+    if action not in ("upload", "save"):  # "save": kept as typed, checked on Next
         for field, message in validate(schema, plain, choices[0]).items():
             errors.setdefault(field, message)
         if upload is not None and not errors.keys() & {"upload_id", "timestamp_field",
@@ -256,8 +257,12 @@ def configure(provider_key: str, job_type_key: str):
     # goes changed: then it must be entered again).
     values = vault.seal_config(schema, values, keep=earlier, drop=errors, refused=errors)
     draft = _save_config(draft, provider, job_type, chosen, values, upload,
-                         done=not errors and request.form.get("action") != "upload")
-    if errors or request.form.get("action") == "upload":
+                         done=not errors and action not in ("upload", "save"))
+    if action == "save":
+        return _saved(draft, url_for("wizard.configure", provider_key=provider.key,
+                                     job_type_key=job_type.key, authorization=auth_param,
+                                     draft=draft.id))
+    if errors or action == "upload":
         return _configure_page(provider, job_type, draft, chosen, auth_param, values, errors,
                                upload, choices)
     return htmx.redirect(url_for("wizard.plan", draft_id=draft.id))
@@ -331,6 +336,12 @@ def _file_problem(upload: Upload, checked: FileCheck) -> str:
             "timestamp field.")
 
 
+def _saved(draft: Draft, url: str):
+    """The answer to a step's save-as-you-type: the draft's id for the form's next request,
+    and the step's URL with the draft in it, so a reload shows what was typed."""
+    return htmx.replace_url(htmx.fragment("wizard/_draft_id.html", draft=draft), url)
+
+
 def _sealed_config(schema: dict[str, Any], values: dict[str, Any], *, keep: dict[str, Any],
                    errors: dict[str, str]
                    ) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
@@ -399,6 +410,17 @@ def plan(draft_id: int):
     draft.schedule, draft.retry_policy = plans["schedule"], plans["retry"]
     draft.create_paused = request.form.get("create_paused") in ("on", "true", "1")
     draft.updated_at = utcnow()
+    action = request.form.get("action")
+    if action in ("save", "back"):  # kept as typed; checked on Next
+        if errors and draft.step == "review":  # no Create with an unchecked plan
+            draft.step = "schedule"
+        db.session.commit()
+        if action == "save":
+            return _saved(draft, url_for("wizard.plan", draft_id=draft.id))
+        return htmx.redirect(url_for("wizard.configure", provider_key=draft.provider,
+                                     job_type_key=draft.job_type,
+                                     authorization=draft.authorization_id or "none",
+                                     draft=draft.id))
     if not errors:
         draft.step = "review"
     db.session.commit()
