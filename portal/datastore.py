@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 from collections.abc import Iterable
 
+from redis.exceptions import RedisError
 from sqlalchemy import insert, select
 from sqlalchemy.exc import IntegrityError
 
@@ -12,9 +15,15 @@ from portal.extensions import db
 from portal.models import Message, Stream, Upload, User
 from portal.models.types import utcnow
 from portal.params import parse_int
+from portal.queues import redis_connection
 from portal.schemaform import unsafe_character
 from providers.base import ConfigError, InMessage, OutMessage, StoredFile
-from providers.files import FileInfo, inspect
+from providers.files import FileCheck, FileInfo, RecordError, check_file, inspect
+
+log = logging.getLogger(__name__)
+# How long the result of checking an upload is kept (uploads never change: the key holds
+# the file's hash and the settings that decide how it reads).
+CHECK_KEPT_SECONDS = 24 * 3600
 
 
 def safe_filename(filename: str) -> str:
@@ -55,6 +64,38 @@ def stored_file(upload_id: int) -> StoredFile:
     if upload is None:
         raise ConfigError(f"the uploaded file #{upload_id} no longer exists", code="file_missing")
     return StoredFile(upload.filename, upload.format, upload.sha256, upload.content)
+
+
+def check_upload(upload: Upload, delimiter: str, timestamp_field: str, *,
+                 sample: int = 20, max_errors: int = 10) -> FileCheck:
+    """The import's own check of an upload (providers.files.check_file): every row, its
+    first problems and the first `sample` rows as they would be stored. The whole file is
+    read once per file and settings: the counts and problems are kept in Redis, and a later
+    call reads only the first rows again."""
+    key = "portal:upload-check:" + hashlib.sha256(json.dumps(
+        [upload.sha256, upload.format, delimiter, timestamp_field, max_errors]).encode()
+    ).hexdigest()
+    try:
+        kept = redis_connection().get(key)
+    except RedisError as exc:  # a cache only: check again
+        log.warning("upload check cache unavailable: %s", exc)
+        kept = None
+    if kept is not None:
+        found = json.loads(kept)
+        start = check_file(upload.content, upload.format, delimiter, timestamp_field,
+                           sample=sample, max_errors=1, max_rows=sample)
+        return FileCheck(found["rows"], start.sample,
+                         [RecordError(line, problem) for line, problem in found["errors"]],
+                         found["complete"])
+    checked = check_file(upload.content, upload.format, delimiter, timestamp_field,
+                         sample=sample, max_errors=max_errors)
+    summary = {"rows": checked.rows, "complete": checked.complete,
+               "errors": [[error.line, error.problem] for error in checked.errors]}
+    try:
+        redis_connection().set(key, json.dumps(summary), ex=CHECK_KEPT_SECONDS)
+    except RedisError as exc:
+        log.warning("upload check cache unavailable: %s", exc)
+    return checked
 
 
 def get_or_create_stream(name: str) -> Stream:

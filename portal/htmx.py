@@ -61,6 +61,14 @@ def push_url(response: Response, url: str) -> Response:
     return response
 
 
+def replace_url(response: Response, url: str) -> Response:
+    """Have htmx show `url` in the address bar without a new history entry (a reload then
+    finds what was saved)."""
+    if is_htmx():
+        response.headers["HX-Replace-Url"] = url
+    return response
+
+
 def render(page: str, fragment: str | None = None, *, status: int = 200, **context) -> Response:
     """The full page, or only `fragment` for htmx; the answer varies on HX-Request.
 

@@ -63,6 +63,7 @@ def create_job(
         created_at=now,
         updated_by_id=created_by.id,
         updated_at=now,
+        draft_id=draft.id if draft is not None else None,
     )
     db.session.add(job)
     db.session.flush()

@@ -213,6 +213,10 @@ class JobType:
     config_schema: dict[str, Any]
     run: Callable[[RunContext], WorkResult]
     default_cadence: str = "Runs once"
+    # The schedule the wizard preselects (fields of portal/schedule.py's SCHEMA); it must
+    # read as `default_cadence` says.
+    default_schedule: dict[str, Any] = field(default_factory=lambda: {"kind": "once"},
+                                             hash=False, compare=False)
     queue: str = "default"
     recurring: bool = True  # False: one pass over its input, so no cadence to choose
     # Choices fetched from the provider for fields with "x-options": "provider:<name>":

@@ -40,10 +40,13 @@ MAX_COLUMNS = 2000
 class RecordError(ValueError):
     """A problem with the file at a given line."""
 
-    def __init__(self, line: int, problem: str):
+    def __init__(self, line: int, problem: str, resume: tuple[int, int] | None = None):
         super().__init__(f"line {line}: {problem}")
         self.line = line
         self.problem = problem
+        # (offset, line) to read on after the bad row, for a check that lists several
+        # problems; None when nothing after it can be read (a bad header).
+        self.resume = resume
 
 
 @dataclass(frozen=True)
@@ -201,12 +204,14 @@ def _csv_records(data: bytes, delimiter: str, offset: int, line: int):
         except StopIteration:
             return
         except csv.Error as exc:
-            raise RecordError(start, f"the row cannot be read as CSV ({exc})") from None
+            raise RecordError(start, f"the row cannot be read as CSV ({exc})",
+                              resume=(lines.offset, lines.line)) from None
         if not row or row == [""]:
             continue  # blank line
         if len(row) != len(header):
             raise RecordError(
-                start, f"has {len(row)} fields but the header has {len(header)}"
+                start, f"has {len(row)} fields but the header has {len(header)}",
+                resume=(lines.offset, lines.line),
             )
         yield Record(start, lines.offset, lines.line, dict(zip(header, row, strict=True)))
 
@@ -216,9 +221,13 @@ def _ndjson_records(data: bytes, offset: int, line: int):
     for text in lines:
         if not text.strip():
             continue
-        record = parse_json_line(text, lines.line)
+        try:
+            record = parse_json_line(text, lines.line)
+        except RecordError as exc:
+            raise RecordError(exc.line, exc.problem, resume=(lines.offset, lines.line)) from None
         if not isinstance(record, dict):
-            raise RecordError(lines.line, "is not a JSON object")
+            raise RecordError(lines.line, "is not a JSON object",
+                              resume=(lines.offset, lines.line))
         yield Record(lines.line, lines.offset, lines.line, record)
 
 
@@ -302,10 +311,14 @@ def parse_event_time(value: Any, field: str) -> datetime:
         raise ValueError(problem)
     if isinstance(value, str):
         text = value.strip()
-        try:
-            number: float | None = float(text)
-        except ValueError:
-            number = None
+        number: float | None = None
+        # "YYYY-..." is never a number (float() reads a "-" only first or after an "e"):
+        # skip the failed float(), the costliest step of reading an ISO time.
+        if text[4:5] != "-" or text[3:4] in ("e", "E"):
+            try:
+                number = float(text)
+            except ValueError:
+                number = None
         if number is None:
             try:
                 moment = datetime.fromisoformat(text)
@@ -333,6 +346,109 @@ def _event_time(record: dict[str, Any], field: str, line: int, now: datetime) ->
         raise RecordError(line, str(exc)) from None
 
 
+class PreviewRow(NamedTuple):
+    line: int
+    event_time: datetime | None  # None: the time of import (no timestamp field)
+    data: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class FileCheck:
+    """What one pass over a file found, the way the import reads it."""
+
+    rows: int  # rows read, good or bad
+    sample: list[PreviewRow]  # the first good rows, as they would be stored
+    errors: list[RecordError]  # the first problems, in file order
+    complete: bool  # False: the pass stopped early (at max_errors, or at `rows` asked for)
+
+
+NO_ROWS = "the file has no rows to import"
+
+
+def check_file(data: bytes, fmt: str, delimiter: str, timestamp_field: str, *,
+               sample: int = 20, max_errors: int = 10, max_rows: int | None = None
+               ) -> FileCheck:
+    """Read the file as the import does (iter_records, then each row's event time) in one
+    pass, linear in its size: keep the first `sample` good rows and the first `max_errors`
+    problems, going on past a bad row where the file allows it. A file with a header and no
+    row is a problem. `max_rows` stops after that many rows (a preview of the start only).
+    The import runs this same check before it writes anything."""
+    rows, kept, errors = 0, [], []
+    offset = line = 0
+    moment = datetime.now(UTC)  # only tells whether a timestamp parses; not kept
+    while True:
+        try:
+            for record in iter_records(data, fmt, delimiter, offset, line):
+                rows += 1
+                try:
+                    event_time = (_event_time(record.data, timestamp_field, record.line, moment)
+                                  if timestamp_field else None)
+                except RecordError as exc:
+                    errors.append(exc)
+                    if len(errors) >= max_errors:
+                        return FileCheck(rows, kept, errors, complete=False)
+                else:
+                    if len(kept) < sample:
+                        kept.append(PreviewRow(record.line, event_time, record.data))
+                if max_rows is not None and rows >= max_rows:
+                    return FileCheck(rows, kept, errors, complete=False)
+        except RecordError as exc:
+            errors.append(exc)
+            if exc.resume is None:
+                return FileCheck(rows, kept, errors, complete=False)
+            rows += 1
+            if len(errors) >= max_errors:
+                return FileCheck(rows, kept, errors, complete=False)
+            offset, line = exc.resume
+            continue
+        break
+    if rows == 0:
+        errors.append(RecordError(1, NO_ROWS))
+    return FileCheck(rows, kept, errors, complete=True)
+
+
+# Names that usually hold an event time, best first; a name counts only when its values do.
+TIMESTAMP_NAMES = ("timestamp", "event_time", "time", "ts", "created_at", "date", "updated_at")
+GUESS_ROWS = 20  # the rows whose values the guess reads
+# Unix times a column of numbers must fall in to be taken for timestamps (2001 to 2286):
+# smaller numbers are counts, scores or ids far more often than times in the 1970s.
+_EPOCH_SECONDS = (1e9, 1e10)
+_EPOCH_MILLISECONDS = (1e12, 1e13)
+
+
+def _looks_like_time(value: Any) -> bool:
+    """A value the import reads as an event time (parse_event_time) and that is written the
+    way times are: ISO 8601 with a date, or Unix seconds or milliseconds of this era."""
+    try:
+        parse_event_time(value, "")
+    except ValueError:
+        return False
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = float(text)
+        except ValueError:
+            return "-" in text[:11]  # ISO 8601 with a date (fromisoformat read it)
+    low_s, high_s = _EPOCH_SECONDS
+    low_ms, high_ms = _EPOCH_MILLISECONDS
+    return low_s <= abs(value) < high_s or low_ms <= abs(value) < high_ms
+
+
+def guess_timestamp_field(data: bytes, fmt: str, delimiter: str, fields: list[str]) -> str:
+    """The field that most likely holds each row's event time, from the values of the first
+    GUESS_ROWS rows: a field whose every value there reads as a time, preferring the usual
+    names (TIMESTAMP_NAMES), then the first such field in the file's order; "" if none."""
+    rows = check_file(data, fmt, delimiter, "", sample=GUESS_ROWS, max_errors=1,
+                      max_rows=GUESS_ROWS).sample
+    if not rows:
+        return ""
+    timelike = [field for field in fields
+                if all(field in row.data and _looks_like_time(row.data[field]) for row in rows)]
+    lowered = {field.lower(): field for field in timelike}
+    named = [lowered[name] for name in TIMESTAMP_NAMES if name in lowered]
+    return (named or timelike or [""])[0]
+
+
 def _records(upload: StoredFile, config: dict[str, Any], cursor: dict[str, Any]):
     return iter_records(
         upload.content, upload.format, config.get("delimiter", ","),
@@ -349,12 +465,11 @@ def run_import(ctx: RunContext) -> WorkResult:
     now = ctx.now()
     try:
         if not cursor.get("checked"):
-            total = 0
-            for record in _records(upload, config, {}):
-                _event_time(record.data, field, record.line, now)
-                total += 1
-            if total == 0:
-                raise RecordError(1, "the file has no rows to import")
+            checked = check_file(upload.content, upload.format, config.get("delimiter", ","),
+                                 field, sample=0, max_errors=1)
+            if checked.errors:
+                raise checked.errors[0]
+            total = checked.rows
             cursor = {"checked": True, "rows": total, "offset": 0, "line": 0, "done_rows": 0}
             ctx.log(f"Checked {upload.filename}: {total:,} rows, all readable")
         batch: list[OutMessage] = []

@@ -299,6 +299,7 @@ PROVIDER = Provider(
             config_schema=SEND_SCHEMA,
             run=run_send_stream,
             default_cadence="Every 15 minutes",
+            default_schedule={"kind": "interval", "every_minutes": 15},
             recurring=True,
         ),
     ),

@@ -463,12 +463,15 @@ def test_ndjson_that_storage_cannot_keep_is_refused_on_upload_naming_the_line(
                                   "a lone surrogate"])
 def test_ndjson_that_storage_cannot_keep_fails_the_import_naming_the_line(
         client, auth, work, case):
-    from tests.test_job_path import create_import, failed_with
+    from tests.test_job_path import failed_with, import_stored_otherwise, refused_by_the_wizard
 
-    # Past the first 100 lines, which are all the wizard reads to list the fields.
+    # Past the first 100 lines, which are all the wizard reads to list the fields: Next
+    # reads the whole file, and a file stored some other way fails the import.
     data = GOOD_LINE * 150 + BAD_LINES[case][0] + GOOD_LINE
     auth.login()
-    job = create_import(client, auth, data, "events.ndjson")
+    assert f"events.ndjson cannot be imported, line 151: {BAD_LINES[case][1]}" in \
+        refused_by_the_wizard(client, auth, data, "events.ndjson").replace("&#39;", "'")
+    job = import_stored_otherwise(client, auth, data, "events.ndjson")
     work()
     assert failed_with(job) == f"events.ndjson, line 151: {BAD_LINES[case][1]}" or \
         failed_with(job).startswith(f"events.ndjson, line 151: {BAD_LINES[case][1]}")

@@ -58,6 +58,32 @@ def create_import(client, auth, data: bytes = CSV, filename: str = "people.csv",
     return db.session.get(Job, job_id)
 
 
+def refused_by_the_wizard(client, auth, data: bytes, filename: str = "people.csv") -> str:
+    """The message on the file field when Next is pressed with this file (the wizard reads
+    the whole file as the import does, so a file the import would refuse stops there)."""
+    response = client.post(CONFIGURE, data={
+        "timestamp_field": "ts", "stream": "people", "delimiter": ",", "action": "next",
+        "csrf_token": auth.csrf(), "file": (io.BytesIO(data), filename)},
+        content_type="multipart/form-data")
+    assert response.status_code == 422, response.get_data(as_text=True)
+    page = response.get_data(as_text=True)
+    return page.split('id="field-upload_id-error">', 1)[1].split("</div>", 1)[0]
+
+
+def import_stored_otherwise(client, auth, data: bytes, filename: str = "people.csv") -> Job:
+    """An import job of a file that reached the database without the wizard's check."""
+    job = create_import(client, auth, CSV if filename.endswith(".csv") else
+                        b'{"email": "a@x.io", "ts": "2024-01-01T00:00:00Z"}\n', filename)
+    upload = Upload(filename=filename, format="ndjson" if filename.endswith(".ndjson") else
+                    "csv", size=len(data), fields=["email", "ts"],
+                    sha256=hashlib.sha256(data).hexdigest(), content=data)
+    db.session.add(upload)
+    db.session.flush()
+    job.config = {**job.config, "upload_id": upload.id}
+    db.session.commit()
+    return job
+
+
 def fresh(job: Job) -> Job:
     """The job as the database has it now (the worker ends the session it used)."""
     db.session.expire_all()
@@ -146,14 +172,20 @@ def failed_with(job: Job) -> str:
 
 def test_ragged_row_fails_naming_the_line_and_writes_nothing(client, auth, work):
     auth.login()
-    job = create_import(client, auth, CSV + b"f@x.io,2024-01-06\n")
+    bad = CSV + b"f@x.io,2024-01-06\n"
+    assert "people.csv cannot be imported, line 7: has 2 fields but the header has 3" in \
+        refused_by_the_wizard(client, auth, bad)
+    job = import_stored_otherwise(client, auth, bad)
     work()
     assert failed_with(job) == "people.csv, line 7: has 2 fields but the header has 3"
 
 
 def test_bad_timestamp_fails_naming_line_and_field(client, auth, work):
     auth.login()
-    job = create_import(client, auth, CSV.replace(b"1704240000", b"next tuesday"))
+    bad = CSV.replace(b"1704240000", b"next tuesday")
+    assert "people.csv cannot be imported, line 4: field &#39;ts&#39; has &#39;next " \
+        "tuesday&#39;" in refused_by_the_wizard(client, auth, bad)
+    job = import_stored_otherwise(client, auth, bad)
     work()
     message = failed_with(job)
     assert message.startswith("people.csv, line 4: field 'ts' has 'next tuesday'")

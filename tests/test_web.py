@@ -242,7 +242,8 @@ def test_oversized_upload_gets_a_clear_413(client, auth, app):
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
     response = post_configure(client, auth, b"a,b\n" + b"1,2\n" * 300_000)
     assert response.status_code == 413
-    assert "larger than this portal accepts (1 MB)" in response.get_data(as_text=True)
+    # The configure step again, the refusal on the file field (issue 11).
+    assert "larger than the 1 MB this portal accepts" in response.get_data(as_text=True)
 
 
 def test_htmx_steps_answer_with_hx_redirect(client, auth):

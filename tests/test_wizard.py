@@ -325,3 +325,104 @@ def test_a_set_secret_inside_a_group_says_so_and_never_shows(app):
 ])
 def test_constraint_hints_say_the_limits_in_words(prop, said):
     assert constraint_hint(prop) == said
+
+
+# --- issue 11: the wizard as a new user meets it ---------------------------------------------
+
+def test_every_job_type_default_schedule_reads_as_its_default_cadence():
+    from portal import schedule
+    from portal.schemaform import defaults as schema_defaults
+    from providers import CATALOG
+
+    for provider in CATALOG.values():
+        for job_type in provider.job_types:
+            chosen = schedule.from_dict({**schema_defaults(schedule.SCHEMA),
+                                         **job_type.default_schedule})
+            assert schedule.describe(chosen) == job_type.default_cadence, job_type.key
+            assert not schedule.problems({**schema_defaults(schedule.SCHEMA),
+                                          **job_type.default_schedule}), job_type.key
+
+
+def test_a_message_that_is_the_description_is_not_repeated_under_the_field(app):
+    from flask import render_template_string
+
+    prop = {"type": "string", "title": "Code", "pattern": "^[a-z]+$",
+            "description": "Lower-case letters only."}
+    failed = validate({"type": "object", "properties": {"code": prop}}, {"code": "A1"})
+    assert failed == {"code": "Lower-case letters only."}
+    with app.test_request_context():
+        page = render_template_string(
+            '{% from "macros/forms.html" import schema_field %}'
+            '{{ schema_field("code", prop, "A1", failed["code"]) }}', prop=prop, failed=failed)
+    assert page.count("Lower-case letters only.") == 1
+    assert 'id="field-code-error"' in page
+
+
+def test_a_created_draft_says_which_job_it_became_and_only_to_its_owner(client, auth):
+    auth.login()
+    response = post(client, auth, SHOWCASE, title="T", **{"limits.daily": "5"},
+                    token=canary("showcase-secret-4242"))
+    draft = db.session.scalar(select(Draft))
+    post(client, auth, response.headers["Location"], name="Showcase")
+    response = post(client, auth, f"/jobs/new/drafts/{draft.id}/create")
+    job = db.session.scalar(select(Job))
+    assert job.draft_id == draft.id
+    for url in (f"/jobs/new/drafts/{draft.id}/review", f"/jobs/new/drafts/{draft.id}/schedule"):
+        response = client.get(url)
+        assert response.status_code == 410
+        assert f"This draft became job {job.id}" in response.get_data(as_text=True)
+        assert client.get(url, headers=HX).status_code == 200, "htmx swaps it in"
+    response = post(client, auth, f"/jobs/new/drafts/{draft.id}/create", headers=HX)
+    assert f'href="/jobs/{job.id}"' in response.get_data(as_text=True)
+    assert db.session.scalar(select(db.func.count()).select_from(Job)) == 1
+    client.post("/logout", data={"csrf_token": auth.csrf()})
+    auth.login("admin")  # another person, even an admin, learns nothing of it
+    response = client.get(f"/jobs/new/drafts/{draft.id}/review")
+    assert response.status_code == 404 and "became job" not in response.get_data(as_text=True)
+
+
+def test_an_upload_over_the_limit_is_said_on_the_file_field(app, client, auth):
+    import io
+
+    auth.login()
+    app.config["MAX_CONTENT_LENGTH"] = 1024
+    url = "/jobs/new/files/import_file/configure?authorization=none"
+    assert 'id="field-upload_id-note">Up to 1 KB.' in client.get(url).get_data(as_text=True)
+    app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
+    assert 'id="field-upload_id-note">Up to 1 MB.' in client.get(url).get_data(as_text=True)
+    big = {"csrf_token": auth.csrf(), "action": "upload",
+           "file": (io.BytesIO(b"a,b\n" + b"1,2\n" * 300_000), "big.csv")}
+    response = client.post(url, headers=HX, data=big, content_type="multipart/form-data")
+    page = response.get_data(as_text=True)
+    assert response.status_code == 200, "htmx swaps it in"
+    assert 'id="field-upload_id-error">This file is larger than the 1 MB' in page
+    assert '<div id="wizard"' not in page, "the step, not a whole page"
+    big["file"] = (io.BytesIO(b"a,b\n" + b"1,2\n" * 300_000), "big.csv")
+    response = client.post(url, data=big, content_type="multipart/form-data")
+    assert response.status_code == 413 and "Configure" in response.get_data(as_text=True)
+    response = client.post("/jobs/new/drafts/1/schedule", data={"x": "y" * 2_000_000})
+    assert response.status_code == 413 and "File too large" in response.get_data(as_text=True)
+    assert db.session.scalar(select(db.func.count()).select_from(Draft)) == 0
+
+
+def test_save_and_back_keep_the_schedule_step_as_typed_and_never_skip_its_checks(client, auth):
+    auth.login()
+    response = post(client, auth, SHOWCASE, title="T", **{"limits.daily": "5"},
+                    token=canary("showcase-secret-5151"))
+    schedule_url = response.headers["Location"]
+    assert post(client, auth, schedule_url, name="Good").status_code == 303
+    draft = db.session.scalar(select(Draft))
+    assert draft.step == "review"
+    response = post(client, auth, schedule_url, headers=HX, action="save", name="",
+                    description="typed")
+    assert response.headers["HX-Replace-Url"] == schedule_url
+    assert f'id="draft-id" value="{draft.id}" hx-swap-oob="true"' in response.get_data(
+        as_text=True)
+    db.session.refresh(draft)
+    assert (draft.name, draft.description, draft.step) == ("", "typed", "schedule")
+    assert client.get(f"/jobs/new/drafts/{draft.id}/review").status_code == 303, \
+        "no review of a plan that was not checked"
+    response = post(client, auth, schedule_url, action="back", name="Kept")
+    assert response.headers["Location"].startswith("/jobs/new/faults/showcase/configure?")
+    db.session.refresh(draft)
+    assert draft.name == "Kept"

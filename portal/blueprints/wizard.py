@@ -8,17 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, request, url_for
+from flask import Blueprint, abort, current_app, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
+from werkzeug.exceptions import HTTPException
 
 from portal import htmx, params, schedule, vault
 from portal.access import role_required
-from portal.datastore import safe_filename, store_upload
+from portal.datastore import check_upload, safe_filename, store_upload
 from portal.extensions import db
 from portal.jobs import create_job
 from portal.lifecycle import RETRY_SCHEMA, RetryPolicy
-from portal.models import Authorization, Draft, Stream, Upload
+from portal.models import Authorization, Draft, Job, Stream, Upload
 from portal.models.types import utcnow
 from portal.schemaform import (
     coerce,
@@ -32,12 +33,11 @@ from portal.schemaform import (
 from portal.ui import redact_secrets
 from providers import CATALOG, get_provider
 from providers.base import JobType, Provider, ProviderError
-from providers.files import RecordError
+from providers.files import FileCheck, RecordError, guess_timestamp_field
 
 bp = Blueprint("wizard", __name__, url_prefix="/jobs/new")
 
 STEPS = ("Provider", "Job type", "Authorization", "Configure", "Schedule", "Review")
-TIMESTAMP_GUESSES = ("timestamp", "event_time", "time", "ts", "created_at", "date", "updated_at")
 
 
 def _provider(provider_key: str) -> Provider:
@@ -128,11 +128,6 @@ def _chosen_authorization(provider: Provider, raw: str) -> tuple[bool, Authoriza
     return False, None
 
 
-def _guess_timestamp(fields: list[str]) -> str:
-    lowered = {field.lower(): field for field in fields}
-    return next((lowered[guess] for guess in TIMESTAMP_GUESSES if guess in lowered), "")
-
-
 def _upload_for(upload_id: Any) -> Upload | None:
     """The current user's own upload with this id, or None (a tampered id finds nothing)."""
     upload_id = params.parse_int(upload_id)  # from a config: an int, or nothing usable
@@ -146,6 +141,13 @@ def _upload_for(upload_id: Any) -> Upload | None:
 
 def _draft(draft_id: int) -> Draft:
     draft = db.session.get(Draft, draft_id)
+    if draft is None:
+        # A page of the draft left open after Create (the browser's Back) says where it went.
+        job = db.session.scalar(select(Job).where(Job.draft_id == draft_id,
+                                                  Job.created_by_id == current_user.id))
+        if job is not None:
+            abort(htmx.render("wizard/page.html", "wizard/_created.html", status=410,
+                              job=job))
     if draft is None or draft.owner_id != current_user.id:
         abort(404, description="There is no such draft: it was created, discarded, or is "
                                "someone else's. Start again from the provider tiles.")
@@ -188,7 +190,7 @@ def _configure_page(provider: Provider, job_type: JobType, draft: Draft | None,
         provider=provider, job_type=job_type, authorization=authorization,
         auth_param=auth_param, draft=draft, steps=STEPS, step=3,
         fields=ordered_fields(job_type.config_schema), values=values, errors=errors,
-        upload=upload, options=options, option_problems=problems,
+        upload=upload, options=options, option_problems=problems, upload_limit=_upload_limit(),
         destinations=destinations_said(job_type.config_schema),
     )
     if draft is not None:
@@ -216,12 +218,7 @@ def configure(provider_key: str, job_type_key: str):
     schema = job_type.config_schema
     errors: dict[str, str] = {}
     if request.method == "GET":
-        values = dict(draft.config) if draft else defaults(schema)
-        if draft:
-            values = _sealed_config(schema, values, keep=values, errors=errors)[0]
-        upload = _upload_for(values.get("upload_id"))
-        return _configure_page(provider, job_type, draft, chosen, auth_param, values, errors,
-                               upload, _options(job_type, chosen, upload))
+        return _configure_kept(provider, job_type, draft, chosen, auth_param, errors)
     values, errors = coerce(schema, request.form)
     upload = _upload_for(values.get("upload_id"))
     if values.get("upload_id") is not None and upload is None:
@@ -239,24 +236,110 @@ def configure(provider_key: str, job_type_key: str):
             errors.pop("upload_id", None)
             values.update(upload_id=upload.id, delimiter=info.delimiter)
             if values.get("timestamp_field") not in upload.fields:
-                values["timestamp_field"] = _guess_timestamp(upload.fields)
+                values["timestamp_field"] = guess_timestamp_field(
+                    upload.content, upload.format, info.delimiter, upload.fields)
     choices = _options(job_type, chosen, upload)
     # Secrets are sealed before they are kept; a blank password box keeps the one set.
     values, plain, earlier = _sealed_config(schema, values,
                                             keep=draft.config if draft else {},
                                             errors=errors)
-    if request.form.get("action") != "upload":
+    action = request.form.get("action")
+    if action not in ("upload", "save"):  # "save": kept as typed, checked on Next
         for field, message in validate(schema, plain, choices[0]).items():
             errors.setdefault(field, message)
+        if upload is not None and not errors.keys() & {"upload_id", "timestamp_field",
+                                                         "delimiter"}:
+            # The whole file, read as the import will read it: its problems now, on the
+            # file's field, rather than as a Failed job later.
+            if problem := _file_problem(upload, _check(upload, values)):
+                errors["upload_id"] = problem
     # A secret with a mistake is not kept; the one set before it stays (unless where it
     # goes changed: then it must be entered again).
     values = vault.seal_config(schema, values, keep=earlier, drop=errors, refused=errors)
     draft = _save_config(draft, provider, job_type, chosen, values, upload,
-                         done=not errors and request.form.get("action") != "upload")
-    if errors or request.form.get("action") == "upload":
+                         done=not errors and action not in ("upload", "save"))
+    if action == "save":
+        return _saved(draft, url_for("wizard.configure", provider_key=provider.key,
+                                     job_type_key=job_type.key, authorization=auth_param,
+                                     draft=draft.id))
+    if errors or action == "upload":
         return _configure_page(provider, job_type, draft, chosen, auth_param, values, errors,
                                upload, choices)
     return htmx.redirect(url_for("wizard.plan", draft_id=draft.id))
+
+
+def _configure_kept(provider: Provider, job_type: JobType, draft: Draft | None,
+                    chosen: Authorization | None, auth_param: str, errors: dict[str, str]):
+    """The configure step with what the draft keeps (the defaults before there is one)."""
+    schema = job_type.config_schema
+    values = dict(draft.config) if draft else defaults(schema)
+    if draft:
+        values = _sealed_config(schema, values, keep=values, errors=errors)[0]
+    upload = _upload_for(values.get("upload_id"))
+    return _configure_page(provider, job_type, draft, chosen, auth_param, values, errors,
+                           upload, _options(job_type, chosen, upload))
+
+
+def _upload_limit() -> str:
+    """The largest request the portal takes (PORTAL_MAX_UPLOAD_MB), in words."""
+    limit = current_app.config["MAX_CONTENT_LENGTH"]
+    return f"{limit / 2**20:,.4g} MB" if limit >= 2**20 else f"{limit / 2**10:,.4g} KB"
+
+
+@bp.errorhandler(413)
+def too_large(error: HTTPException):
+    """A request over the upload limit: on the configure step, that step again with the
+    refusal on the file field (htmx shows no error page); elsewhere the error page."""
+    message = (f"This file is larger than the {_upload_limit()} this portal accepts; split it, "
+               "or ask an administrator to raise PORTAL_MAX_UPLOAD_MB.")
+    if request.endpoint != "wizard.configure" or request.view_args is None:
+        return render_template("error.html", code=413, title="File too large",
+                               message=message), 413
+    # Only the query string can be read: the form is the body that was refused.
+    provider, job_type = _job_type(**request.view_args)
+    auth_param = request.args.get("authorization", "none")
+    valid, chosen = _chosen_authorization(provider, auth_param)
+    draft_id = params.id_arg(request.args, "draft", strict=False)
+    try:
+        draft = _draft(draft_id) if draft_id is not None else None
+    except HTTPException:  # not the person's draft (any more): no step to show it on
+        draft, valid = None, False
+    if not valid or (draft is not None and draft.job_type != job_type.key):
+        return render_template("error.html", code=413, title="File too large",
+                               message=message), 413
+    response = _configure_kept(provider, job_type, draft, chosen, auth_param,
+                               {"upload_id": message})
+    if not htmx.is_htmx():
+        response.status_code = 413
+    return response
+
+
+def _check(upload: Upload, config: dict[str, Any]) -> FileCheck:
+    return check_upload(upload, config.get("delimiter") or ",",
+                        config.get("timestamp_field") or "")
+
+
+def _file_problem(upload: Upload, checked: FileCheck) -> str:
+    """The field message for a file the import would refuse, naming its first problems."""
+    if not checked.errors:
+        return ""
+    if checked.rows == 0:
+        return (f"{upload.filename} has a header but no rows: there is nothing to import. "
+                "Upload a file with at least one row.")
+    listed = "; ".join(str(error) for error in checked.errors)
+    more = " (the check stopped there)" if not checked.complete else ""
+    if len(checked.errors) == 1:
+        return (f"{upload.filename} cannot be imported, {listed}{more}. Correct the file and "
+                "upload it again, or choose another timestamp field.")
+    return (f"{upload.filename} cannot be imported; its first {len(checked.errors)} problems: "
+            f"{listed}{more}. Correct the file and upload it again, or choose another "
+            "timestamp field.")
+
+
+def _saved(draft: Draft, url: str):
+    """The answer to a step's save-as-you-type: the draft's id for the form's next request,
+    and the step's URL with the draft in it, so a reload shows what was typed."""
+    return htmx.replace_url(htmx.fragment("wizard/_draft_id.html", draft=draft), url)
 
 
 def _sealed_config(schema: dict[str, Any], values: dict[str, Any], *, keep: dict[str, Any],
@@ -279,8 +362,8 @@ def _save_config(draft: Draft | None, provider: Provider, job_type: JobType,
     """Keep what was entered so far (even with mistakes), so nothing is lost."""
     if draft is None:
         draft = Draft(owner_id=current_user.id, provider=provider.key, job_type=job_type.key,
-                      schedule=defaults(schedule.SCHEMA) if job_type.recurring
-                      else {"kind": "once"},
+                      schedule={**defaults(schedule.SCHEMA), **job_type.default_schedule}
+                      if job_type.recurring else {"kind": "once"},
                       retry_policy=defaults(RETRY_SCHEMA))
         db.session.add(draft)
     draft.authorization_id = authorization.id if authorization else None
@@ -327,6 +410,17 @@ def plan(draft_id: int):
     draft.schedule, draft.retry_policy = plans["schedule"], plans["retry"]
     draft.create_paused = request.form.get("create_paused") in ("on", "true", "1")
     draft.updated_at = utcnow()
+    action = request.form.get("action")
+    if action in ("save", "back"):  # kept as typed; checked on Next
+        if errors and draft.step == "review":  # no Create with an unchecked plan
+            draft.step = "schedule"
+        db.session.commit()
+        if action == "save":
+            return _saved(draft, url_for("wizard.plan", draft_id=draft.id))
+        return htmx.redirect(url_for("wizard.configure", provider_key=draft.provider,
+                                     job_type_key=draft.job_type,
+                                     authorization=draft.authorization_id or "none",
+                                     draft=draft.id))
     if not errors:
         draft.step = "review"
     db.session.commit()
@@ -354,9 +448,11 @@ def review(draft_id: int):
     if draft.step != "review":
         return htmx.redirect(_resume_url(draft))
     provider, job_type = _job_type(draft.provider, draft.job_type)
+    upload = _upload_for(draft.config.get("upload_id"))
     return htmx.render(
         "wizard/page.html", "wizard/_review.html", draft=draft, provider=provider,
-        job_type=job_type, steps=STEPS, step=5,
+        job_type=job_type, steps=STEPS, step=5, upload=upload,
+        preview=_check(upload, draft.config) if upload else None,
         config=redact_secrets(job_type.config_schema, draft.config),
         cadence=schedule.describe(schedule.from_dict(draft.schedule)),
         retry=RetryPolicy.from_dict(draft.retry_policy).describe(),

@@ -52,6 +52,8 @@ class Job(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id"))
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    # The wizard draft it was created from (deleted then; its id is never handed out again).
+    draft_id: Mapped[int | None] = mapped_column(index=True)
 
     authorization: Mapped[Authorization | None] = relationship()
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
