@@ -366,7 +366,7 @@ PROVIDER = Provider(
             "changed: one message per member and change.",
             config_schema=IMPORT_MEMBERS_SCHEMA,
             run=run_import_members,
-            default_cadence="Every 60 minutes",
+            default_cadence="Every hour",
             default_schedule={"kind": "interval", "every_minutes": 60},
             recurring=True,
             option_sources={"lists": audiences},
