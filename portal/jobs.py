@@ -16,7 +16,15 @@ from sqlalchemy import delete, func, literal, or_, select, tuple_
 from portal import audit, lifecycle, vault
 from portal.extensions import db
 from portal.lifecycle import SETTLED, Event, Status
-from portal.models import Authorization, Draft, Job, JobEvent, JobStatusCount, User
+from portal.models import (
+    Authorization,
+    Draft,
+    Job,
+    JobEvent,
+    JobRun,
+    JobStatusCount,
+    User,
+)
 from portal.models.types import UTCDateTime, utcnow
 from portal.params import parse_int
 from portal.queues import enqueue
@@ -90,14 +98,18 @@ class LogFilter:
 
     kind: str = ""
     q: str = ""
+    run: int = 0  # one run's events (JobRun.id); 0: every run
 
     @classmethod
     def from_args(cls, args: Mapping[str, str]) -> LogFilter:
         kind = args.get("kind", "")
-        return cls(kind=kind if kind in set(Event) else "", q=args.get("q", "").strip()[:200])
+        # A run id that does not parse names no run: the filter is dropped, as for a kind.
+        return cls(kind=kind if kind in set(Event) else "", q=args.get("q", "").strip()[:200],
+                   run=parse_int(args.get("run", "")) or 0)
 
     def args(self) -> dict[str, str]:
-        return {key: value for key, value in (("kind", self.kind), ("q", self.q)) if value}
+        return {key: str(value) for key, value in
+                (("kind", self.kind), ("q", self.q), ("run", self.run)) if value}
 
 
 def events_query(job_id: int, log_filter: LogFilter = LogFilter(), *, after: int = 0,
@@ -107,6 +119,8 @@ def events_query(job_id: int, log_filter: LogFilter = LogFilter(), *, after: int
     query = select(JobEvent).where(JobEvent.job_id == job_id)
     if log_filter.kind:
         query = query.where(JobEvent.kind == log_filter.kind)
+    if log_filter.run:
+        query = query.where(JobEvent.run_id == log_filter.run)
     if log_filter.q:
         query = query.where(or_(JobEvent.message.icontains(log_filter.q, autoescape=True),
                                 JobEvent.code.icontains(log_filter.q, autoescape=True)))
@@ -151,6 +165,58 @@ def log_page(job: Job, log_filter: LogFilter, before: int | None = None,
     rows = list(db.session.scalars(events_query(job.id, log_filter, before=before)
                                    .limit(limit + 1)))
     return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
+
+
+RUNS_PAGE = 10
+
+
+def runs_page(job: Job, before: int | None = None, limit: int = RUNS_PAGE
+              ) -> tuple[list[JobRun], int | None]:
+    """A page of the job's runs, newest first, and the id to page on from (None at the
+    start). Keyset on the (job_id, id) index."""
+    query = select(JobRun).where(JobRun.job_id == job.id)
+    if before is not None:
+        query = query.where(JobRun.id < before)
+    rows = list(db.session.scalars(query.order_by(JobRun.id.desc()).limit(limit + 1)))
+    return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
+
+
+def newest_run(job: Job) -> JobRun | None:
+    """The job's newest run, under way or ended."""
+    return db.session.scalars(select(JobRun).where(JobRun.job_id == job.id)
+                              .order_by(JobRun.id.desc()).limit(1)).first()
+
+
+def last_runs(job_ids: list[int]) -> dict[int, JobRun]:
+    """The newest run of each of these jobs (the job list's "Last run"), in one query."""
+    if not job_ids:
+        return {}
+    newest = (select(func.max(JobRun.id)).where(JobRun.job_id.in_(job_ids))
+              .group_by(JobRun.job_id))
+    return {run.job_id: run for run in db.session.scalars(
+        select(JobRun).where(JobRun.id.in_(newest)))}
+
+
+@dataclass(frozen=True)
+class Progress:
+    """How far a run under way is through work of known size."""
+
+    done: int
+    total: int
+    percent: int
+    seconds_left: float | None  # None until the run has moved some of it
+
+
+def run_progress(run: JobRun | None, now: datetime) -> Progress | None:
+    """The progress of a run under way whose work has a known size, with an estimate of
+    the time left from its pace so far in this run."""
+    if run is None or run.ended_at is not None or not run.total or run.done is None:
+        return None
+    done, total = min(run.done, run.total), run.total
+    moved = done - (run.first_done or 0)
+    elapsed = (now - run.started_at).total_seconds()
+    left = (total - done) * elapsed / moved if moved > 0 and elapsed > 0 else None
+    return Progress(done, total, done * 100 // total, left)
 
 
 def iter_events(job: Job, log_filter: LogFilter, chunk: int = 2000):

@@ -13,8 +13,10 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
+from sqlalchemy import select
+
 from portal.extensions import db
-from portal.models import Job, JobEvent, User
+from portal.models import Job, JobEvent, JobRun, User
 
 
 class Status(StrEnum):
@@ -93,6 +95,34 @@ SETTLED = frozenset({F, P, C})
 
 LEVELS = {Event.ERROR: "error", Event.FAILED: "error", Event.SLEEPING: "warning"}
 
+
+class RunOutcome(StrEnum):
+    """How a run ended (JobRun.outcome): the status it left the job in, told apart where
+    that says more (an error before a retry, a rate limit, a worker that vanished)."""
+
+    SLEEPING = "sleeping"
+    IDLE = "idle"
+    COMPLETED = "completed"
+    ERROR = "error"
+    FAILED = "failed"
+    PAUSED = "paused"
+    HELD_BACK = "held_back"
+    LOST = "lost"
+
+
+# The run a move out of Running ends, and how; moves that stay Running end none.
+RUN_OUTCOMES: dict[Trigger, RunOutcome] = {
+    Trigger.UNIT_SCHEDULED: RunOutcome.SLEEPING,
+    Trigger.UNIT_IDLE: RunOutcome.IDLE,
+    Trigger.UNIT_DONE: RunOutcome.COMPLETED,
+    Trigger.ERROR_RETRY: RunOutcome.ERROR,
+    Trigger.ERROR_EXHAUSTED: RunOutcome.FAILED,
+    Trigger.ERROR_FATAL: RunOutcome.FAILED,
+    Trigger.SCHEDULE_BROKEN: RunOutcome.FAILED,
+    Trigger.RATE_LIMITED: RunOutcome.HELD_BACK,
+    Trigger.QUIET: RunOutcome.HELD_BACK,
+    Trigger.PAUSE: RunOutcome.PAUSED,
+}
 
 
 @dataclass(frozen=True)
@@ -182,8 +212,16 @@ def record(
     job.omitted_total = (job.omitted_total or 0) + int(context["omitted"])
     if by is not None:
         context["user_email"] = by.email
+    run = current_run(job)
+    if run is not None:
+        run.added += int(context["added"])
+        run.removed += int(context["removed"])
+        run.omitted += int(context["omitted"])
+        if kind in (Event.ERROR, Event.FAILED) and not run.error:
+            run.error, run.error_code = message, code  # the first one says what went wrong
     event = JobEvent(
         job_id=job.id,
+        run_id=run.id if run is not None else None,
         at=now,
         kind=str(kind),
         level=level or LEVELS.get(kind, "info"),
@@ -204,8 +242,10 @@ def transition(
     code: str = "",
     counts: dict[str, int] | None = None,
     by: User | None = None,
+    run_outcome: RunOutcome | None = None,
 ) -> JobEvent | None:
-    """Move the job along `trigger`, or raise IllegalTransition; returns the event written."""
+    """Move the job along `trigger`, or raise IllegalTransition; returns the event written.
+    A move out of Running ends the run under way (`run_outcome` overrides how)."""
     if not can(job, trigger):
         raise IllegalTransition(job, trigger)
     move = TRANSITIONS[trigger]
@@ -214,9 +254,74 @@ def transition(
     job.terminal_at = now if move.target in SETTLED else None
     if move.target is not Status.SLEEPING:
         job.next_run_at = None
-    if move.event is None:
+    event = None
+    if move.event is not None:
+        event = record(job, move.event, message, now=now, code=code, counts=counts, by=by)
+    if trigger in RUN_OUTCOMES:
+        end_run(job, run_outcome or RUN_OUTCOMES[trigger], now=now)
+    return event
+
+
+def current_run(job: Job) -> JobRun | None:
+    """The job's run under way, if any."""
+    return db.session.scalars(
+        select(JobRun).where(JobRun.job_id == job.id, JobRun.ended_at.is_(None))
+        .order_by(JobRun.id.desc()).limit(1)
+    ).first()
+
+
+def start_run(job: Job, *, now: datetime) -> JobRun:
+    """A worker claimed the job: go on with its run under way (a hand-back to the queue
+    after a time slice is the same run) or open a new one."""
+    run = current_run(job)
+    if run is None:
+        run = JobRun(job_id=job.id, started_at=now, units=0, added=0, removed=0, omitted=0,
+                     error="", error_code="", idle=False, runs=1)
+        db.session.add(run)
+        db.session.flush()  # its id, for the events written in it
+    return run
+
+
+def unit_ran(job: Job, *, progress_done: int | None = None,
+             progress_total: int | None = None) -> None:
+    """Count one unit of work in the run under way, with the progress it reported."""
+    run = current_run(job)
+    if run is None:
+        return
+    run.units += 1
+    if progress_done is not None and progress_total is not None:
+        if run.first_done is None:
+            run.first_done = run.done if run.done is not None else 0
+        run.done, run.total = progress_done, progress_total
+
+
+def end_run(job: Job, outcome: RunOutcome, *, now: datetime) -> JobRun | None:
+    """Close the run under way. An idle run right after another idle one (a job with
+    nothing to do, every minute) is folded into that row, which counts them, so the Runs
+    table stays readable."""
+    run = current_run(job)
+    if run is None:
         return None
-    return record(job, move.event, message, now=now, code=code, counts=counts, by=by)
+    run.ended_at = now
+    run.outcome = str(outcome)
+    if outcome is RunOutcome.IDLE and not (run.added or run.removed or run.omitted):
+        run.idle = True
+        previous = db.session.scalars(
+            select(JobRun).where(JobRun.job_id == job.id, JobRun.id < run.id)
+            .order_by(JobRun.id.desc()).limit(1)
+        ).first()
+        if previous is not None and previous.idle:
+            previous.runs += run.runs
+            previous.units += run.units
+            previous.ended_at = now
+            db.session.execute(
+                JobEvent.__table__.update().where(JobEvent.run_id == run.id)
+                .values(run_id=previous.id))
+            db.session.delete(run)
+            return previous
+    elif outcome is RunOutcome.IDLE:
+        run.outcome = str(RunOutcome.SLEEPING)
+    return run
 
 
 def backoff(policy: RetryPolicy, error_count: int, rng: random.Random | None = None) -> timedelta:
@@ -230,12 +335,14 @@ def backoff(policy: RetryPolicy, error_count: int, rng: random.Random | None = N
 def unit_succeeded(
     job: Job, *, now: datetime, done: bool, more_now: bool, next_run_at: datetime | None,
     message: str, counts: dict[str, int], idle: bool = False,
+    progress_done: int | None = None, progress_total: int | None = None,
 ) -> None:
     """A unit of work finished well: pick the move and reset the error streak.
 
     `idle`: the unit found nothing to do and has nothing to say (no counts, no notes).
     Going back to sleep after it is not logged, unless it ends an error streak: that
     recovery is worth a line."""
+    unit_ran(job, progress_done=progress_done, progress_total=progress_total)
     recovered = job.error_count > 0
     job.error_count = 0
     job.error_streak_started_at = None
@@ -255,9 +362,11 @@ def unit_succeeded(
 
 def unit_failed(
     job: Job, *, now: datetime, message: str, code: str, retryable: bool,
-    rng: random.Random | None = None,
+    rng: random.Random | None = None, lost: bool = False,
 ) -> None:
-    """A unit of work raised: log the Error, then sleep for a retry or fail the job."""
+    """A unit of work raised: log the Error, then sleep for a retry or fail the job.
+    `lost`: its worker stopped answering (the run's outcome says so)."""
+    unit_ran(job)
     policy = RetryPolicy.of(job)
     job.error_count += 1
     if job.error_streak_started_at is None:
@@ -283,6 +392,7 @@ def unit_failed(
     transition(
         job, Trigger.ERROR_RETRY, now=now, code=code,
         message=f"{message} — retry {job.error_count} at {wake_at:%Y-%m-%d %H:%M:%S} UTC",
+        run_outcome=RunOutcome.LOST if lost else None,
     )
     job.next_run_at = wake_at
 
@@ -304,9 +414,11 @@ def schedule_broken(job: Job, *, now: datetime, reason: str, unit_message: str =
 
 
 def hold_back(job: Job, trigger: Trigger, *, now: datetime, until: datetime, message: str,
-              code: str) -> None:
+              code: str, unit: bool = False) -> None:
     """Sleep until `until` for an outside restriction (a rate limit, a quiet window); this
-    is not an error and leaves the error streak alone."""
+    is not an error and leaves the error streak alone. `unit`: a unit ran into it."""
+    if unit:
+        unit_ran(job)
     transition(job, trigger, now=now, code=code,
                message=f"{message}; sleeping until {until:%Y-%m-%d %H:%M:%S} UTC")
     job.next_run_at = until

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from flask import Flask
@@ -26,12 +26,27 @@ STATUS_STYLES = {
 }
 LEVEL_STYLES = {"error": "danger", "warning": "warning", "info": "secondary"}
 HEALTH_STYLES = {"healthy": "success", "unhealthy": "danger", "unknown": "secondary"}
+# Colour per run outcome (JobRun.outcome; None: under way), the statuses' colours where
+# they mean the same.
+OUTCOME_STYLES = {
+    None: "primary",
+    "sleeping": "info",
+    "idle": "secondary",
+    "completed": "success",
+    "error": "retrying",
+    "failed": "danger",
+    "paused": "warning",
+    "held_back": "info",
+    "lost": "danger",
+}
 
 # Human words for internal names that reach the screen: log event kinds, audit actions and
 # object types. A name not listed reads as itself with spaces ("signed_out" → "Signed out");
 # list the ones that would read badly that way.
 LABELS = {
     "run_now": "Run now",
+    "held_back": "Held back",
+    "lost": "Worker lost",
     "sign_in_failed": "Sign-in failed",
     "sign_in_throttled": "Sign-in throttled",
     "signed_in": "Signed in",
@@ -73,6 +88,20 @@ def format_number(value: Any) -> str:
         return f"{int(value or 0):,}"
     except (TypeError, ValueError):
         return str(value)
+
+
+def format_duration(value: timedelta | float | None) -> str:
+    """A duration as people say it: "45 s", "3 min 20 s", "2 h 5 min" ("—" when none)."""
+    if value is None:
+        return "—"
+    seconds = int(round(value.total_seconds() if isinstance(value, timedelta) else value))
+    if seconds < 60:
+        return f"{max(seconds, 0)} s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {seconds} s" if seconds else f"{minutes} min"
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours:,} h {minutes} min" if minutes else f"{hours:,} h"
 
 
 def format_time(value: datetime | None) -> str:
@@ -126,12 +155,14 @@ def register(app: Flask) -> None:
     app.jinja_env.filters["timestamp"] = format_timestamp
     app.jinja_env.filters["label"] = human_label
     app.jinja_env.filters["number"] = format_number
+    app.jinja_env.filters["duration"] = format_duration
     app.jinja_env.globals.update(
         STATUS_STYLES=STATUS_STYLES,
         display_status=display_status,
         status_label=status_label,
         LEVEL_STYLES=LEVEL_STYLES,
         HEALTH_STYLES=HEALTH_STYLES,
+        OUTCOME_STYLES=OUTCOME_STYLES,
         method_name=method_name,
         redacted_config=redacted_config,
         ordered_fields=ordered_fields,

@@ -81,6 +81,10 @@ class WorkResult:
     done: bool = False
     more_now: bool = False
     message: str = ""
+    # Progress of work with a known size, when the job type knows it (an import: rows
+    # done of the file's total); the run shows it as a progress bar.
+    progress_done: int | None = None
+    progress_total: int | None = None
 
     @property
     def counts(self) -> dict[str, int]:

@@ -502,7 +502,7 @@ def run_import(ctx: RunContext) -> WorkResult:
         message += f"; {omitted:,} already there were skipped"
     return WorkResult(
         added=added, omitted=omitted, cursor=cursor, done=done, more_now=not done,
-        message=message,
+        message=message, progress_done=cursor["done_rows"], progress_total=cursor["rows"],
     )
 
 

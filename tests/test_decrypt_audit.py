@@ -7,7 +7,7 @@ from sqlalchemy import select
 from portal.datastore import write_messages
 from portal.extensions import db
 from portal.jobs import create_job
-from portal.models import AuditEntry, JobEvent
+from portal.models import AuditEntry, JobEvent, JobRun
 from portal.models.types import utcnow
 from providers import get_provider
 from providers.base import OutMessage
@@ -33,15 +33,17 @@ def test_an_export_of_many_units_writes_one_decryption_row_with_the_count(app, m
                          schedule={"kind": "interval", "every_minutes": 60})
         work()
         assert len(hook.received) == 30 and fresh(job).status == "sleeping"
-    units = db.session.scalars(select(JobEvent).where(JobEvent.job_id == job.id,
-                                                      JobEvent.kind == "synced")).all()
+    synced = db.session.scalars(select(JobEvent).where(JobEvent.job_id == job.id,
+                                                       JobEvent.kind == "synced")).all()
+    # The last unit found nothing more to send: an idle unit, which writes no event but
+    # decrypted all the same; the run counts every unit.
+    [run] = db.session.scalars(select(JobRun).where(JobRun.job_id == job.id)).all()
+    units = run.units
     decrypted = db.session.scalars(select(AuditEntry).where(
         AuditEntry.action == "decrypted")).all()
     assert len(decrypted) == 1, "one row for the run, not one per unit"
     entry = decrypted[0]
-    # 30 units sent a batch each (a Synced event apiece); one more found nothing left to
-    # send, which writes no event (an idle unit) but did open the credentials.
-    assert len(units) == 30 and entry.details["count"] == 31
+    assert len(synced) == 30 and units == 31 and entry.details["count"] == units
     assert entry.actor == f"job {job.id}" and entry.object_id == authorization.id
     assert entry.details["version"] == 1
-    assert entry.summary == f"Credentials decrypted 31 times for job {job.id}, in one run"
+    assert entry.summary == f"Credentials decrypted {units} times for job {job.id}, in one run"

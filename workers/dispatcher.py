@@ -42,7 +42,7 @@ def recover_lost(now: datetime) -> int:
         owner = job.lease_owner
         job.lease_owner = job.lease_until = None
         lifecycle.unit_failed(
-            job, now=now, code="worker_lost", retryable=True,
+            job, now=now, code="worker_lost", retryable=True, lost=True,
             message=f"Worker lost: {owner} stopped answering while it ran this job; the "
             "batch it had not committed will be done again",
         )

@@ -227,6 +227,7 @@ class Runner:
                 job.started_at = None
             db.session.commit()
             return None, "held back"
+        lifecycle.start_run(job, now=now)
         if first_run:
             lifecycle.record(
                 job, Event.STARTED, f"Started: first run, picked up by worker {self.owner}",
@@ -354,6 +355,7 @@ class Runner:
                     job, now=now, done=result.done, more_now=result.more_now,
                     next_run_at=next_run_at, message=message, counts=result.counts,
                     idle=not notes,  # the provider logged nothing; lifecycle checks counts
+                    progress_done=result.progress_done, progress_total=result.progress_total,
                 )
             outcome = "more" if job.status == Status.RUNNING else job.status
         self._finish(job, keep_lease=outcome == "more")
@@ -388,6 +390,7 @@ class Runner:
                 authorization.rate_limited_until = until
         if job.status == Status.RUNNING:
             lifecycle.hold_back(job, Trigger.RATE_LIMITED, now=now, until=until,
-                                code=exc.code, message=f"Provider rate limit: {exc}")
+                                code=exc.code, message=f"Provider rate limit: {exc}",
+                                unit=True)
         self._finish(job, keep_lease=False)
         return str(job.status)

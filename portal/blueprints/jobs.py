@@ -36,12 +36,16 @@ from portal.jobs import (
     edit_job,
     iter_events,
     last_problem,
+    last_runs,
     list_jobs,
     log_page,
     metrics,
     newest_event_id,
+    newest_run,
     purge_at,
     retrying_count,
+    run_progress,
+    runs_page,
     status_counts,
     tail_batch,
 )
@@ -79,6 +83,7 @@ def index():
     jobs, next_cursor = list_jobs(job_filter, after=request.args.get("after", ""))
     context = {
         "jobs": jobs, "next_cursor": next_cursor, "filter": job_filter,
+        "last_run_of": last_runs([job.id for job in jobs]),
         "counts": status_counts(job_filter), "statuses": list(Status),
         "retrying": retrying_count(job_filter),
         "paged": bool(request.args.get("after")),
@@ -105,7 +110,7 @@ def statuses():
     jobs = db.session.scalars(select(Job).where(Job.id.in_(ids))).all() if ids else []
     moving = [job.id for job in jobs if job.status not in SETTLED]
     return htmx.fragment("jobs/_status_cells.html", jobs=jobs, moving=moving,
-                         stop_polling=not moving)
+                         stop_polling=not moving, last_run_of=last_runs(ids))
 
 
 def _bulk_request() -> tuple[str, list[Job]]:
@@ -165,10 +170,13 @@ def _live_context(job: Job, notice: str = "") -> dict:
     now = utcnow()
     purge_on = purge_at(job, current_app.config["PORTAL_PURGE_DAYS"])
     held = job.lease_until is not None and job.lease_until > now
+    run = newest_run(job)
     return {
         "job": job,
         "metrics": metrics(job),
         "totals": "{added}-{removed}-{omitted}".format(**metrics(job)),
+        "progress": run_progress(run, now),
+        "run_state": f"{run.id}-{run.outcome}-{run.units}-{run.runs}" if run else "",
         "settled": job.status in SETTLED,
         "cadence": schedule.describe(schedule.from_dict(job.schedule)),
         "retry": RetryPolicy.of(job).describe(),
@@ -190,9 +198,24 @@ def _live_context(job: Job, notice: str = "") -> dict:
 def summary(job_id: int):
     """The job summary: header, metrics, configuration and logs."""
     job = get_job(job_id)
-    context = {**_live_context(job), **_logs_context(job), **_metrics_context(job)}
+    context = {**_live_context(job), **_logs_context(job), **_metrics_context(job),
+               **_runs_context(job, params.id_arg(request.args, "runs_before", strict=False))}
     return htmx.render("jobs/summary.html", **context, can_edit=can_edit(job, current_user),
                        history=audit.entries_for("job", job.id, limit=20))
+
+
+def _runs_context(job: Job, before: int | None) -> dict:
+    runs, older = runs_page(job, before)
+    return {"runs": runs, "older_runs": older, "runs_before": before}
+
+
+@bp.get("/<int:job_id>/runs")
+@role_required("viewer")
+def runs(job_id: int):
+    """A page of the Runs table (?before= a run id: the page of older runs)."""
+    job = get_job(job_id)
+    return htmx.fragment("jobs/_runs.html", job=job,
+                         **_runs_context(job, params.id_arg(request.args, "before")))
 
 
 def _logs_context(job: Job) -> dict:
@@ -339,8 +362,12 @@ def live(job_id: int):
     response = htmx.fragment("jobs/_live.html", stop_polling=context["settled"], **context)
     # The poll carries the totals its page shows; when they moved, the metrics chart
     # reloads itself (its section waits for "metrics-changed").
-    if request.args.get("totals", context["totals"]) != context["totals"]:
-        response.headers["HX-Trigger"] = "metrics-changed"
+    # Likewise the newest run's state: when it moved, the Runs table reloads.
+    watched = (("metrics-changed", "totals", context["totals"]),
+               ("runs-changed", "run", context["run_state"]))
+    changed = [event for event, arg, now in watched if request.args.get(arg, now) != now]
+    if changed:
+        response.headers["HX-Trigger"] = ", ".join(changed)
     return response
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import ForeignKey, Index, String, Text
@@ -75,9 +75,44 @@ class JobEvent(db.Model):
     code: Mapped[str] = mapped_column(String(64), default="")
     message: Mapped[str] = mapped_column(Text, default="")
     context: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
+    # The run it was written in (None for events outside a run: created, paused, ...).
+    run_id: Mapped[int | None] = mapped_column(index=True)
 
     __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),
                       Index("ix_job_events_job_id_at", "job_id", "at"), NEVER_REUSE_IDS)
+
+
+class JobRun(db.Model):
+    """One run of a job: from a worker's claim until the job stops running (sleeping,
+    completed, error, failed, paused, lost). A hand-back to the queue after a time slice
+    is the same run. Consecutive idle runs are folded into one row: `runs` counts them."""
+
+    __tablename__ = "job_runs"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    ended_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    units: Mapped[int] = mapped_column(default=0)
+    added: Mapped[int] = mapped_column(default=0)
+    removed: Mapped[int] = mapped_column(default=0)
+    omitted: Mapped[int] = mapped_column(default=0)
+    # None while under way; then one of lifecycle.RunOutcome.
+    outcome: Mapped[str | None] = mapped_column(String(20))
+    error_code: Mapped[str] = mapped_column(String(64), default="")
+    error: Mapped[str] = mapped_column(Text, default="")
+    idle: Mapped[bool] = mapped_column(default=False)
+    runs: Mapped[int] = mapped_column(default=1)
+    # Progress of work with a known size (an import: rows done of the file's total).
+    done: Mapped[int | None] = mapped_column()
+    total: Mapped[int | None] = mapped_column()
+    first_done: Mapped[int | None] = mapped_column()  # `done` when this run first said it
+
+    __table_args__ = (Index("ix_job_runs_job_id_id", "job_id", "id"), NEVER_REUSE_IDS)
+
+    @property
+    def duration(self) -> timedelta | None:
+        return self.ended_at - self.started_at if self.ended_at else None
 
 
 class Draft(db.Model):
