@@ -31,6 +31,8 @@ HEALTH_STYLES = {"healthy": "success", "unhealthy": "danger", "unknown": "second
 # object types. A name not listed reads as itself with spaces ("signed_out" → "Signed out");
 # list the ones that would read badly that way.
 LABELS = {
+    "kept": "Kept from the purge",
+    "unkept": "No longer kept",
     "run_now": "Run now",
     "sign_in_failed": "Sign-in failed",
     "sign_in_throttled": "Sign-in throttled",
