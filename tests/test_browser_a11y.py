@@ -188,7 +188,8 @@ def test_every_main_page_and_wizard_step_has_no_serious_violation(page: Page,
                  f"/vault/{authorization.id}", "/vault/new", "/vault/new/webhook",
                  "/vault/new/webhook/bearer", "/data",
                  "/data/streams/signups", "/admin", "/admin/audit", "/jobs/no-such-page"):
-        page.goto(site + path)
+        response = page.goto(site + path)
+        assert response.ok or path == "/jobs/no-such-page", (path, response.status)
         axe.check(problems)
 
     # The list with a bulk confirmation open.
