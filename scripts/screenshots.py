@@ -206,6 +206,7 @@ def take(out: Path) -> None:
             page.wait_for_function(
                 "() => window.Chart && Chart.getChart(document.querySelector("
                 "'canvas[data-metrics]'))")
+            page.wait_for_timeout(1500)  # Chart.js grows its bars for a second
             shot("summary", full=True)
             page.goto(f"{site}/jobs")
             expect(page.locator("#jobs tbody tr")).to_have_count(4)
