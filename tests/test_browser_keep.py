@@ -46,5 +46,6 @@ def test_a_completed_job_is_kept_with_the_keep_switch(page: Page, live_server,  
     settled(page)
     page.get_by_role("switch", name="Keep").press("Space")  # the keyboard switches it off
     expect(page.locator("#job-purge")).to_contain_text("will be purged on")
+    expect(page.get_by_role("switch", name="Keep")).to_be_focused()  # focus stays put
     db.session.expire_all()
     assert db.session.get(type(job), job.id).keep is False
