@@ -64,7 +64,7 @@ class Axe:
 
 def test_axe_finds_a_violation_when_there_is_one(page: Page, site,
                                                  make_user):
-    """The check can fail: an image without a text alternative is a critical violation."""
+    """The check can fail: a button with no name is a critical violation."""
     sign_in(page, site, make_user("viewer"))
     axe = Axe(page, site)
     assert axe.violations() == []
