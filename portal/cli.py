@@ -102,7 +102,8 @@ def setup() -> None:
               help="Retention in days (default: PORTAL_PURGE_DAYS, 90).")
 @click.option("--dry-run", is_flag=True, help="Only count what would be purged.")
 def jobs_purge(days: int | None, dry_run: bool) -> None:
-    """Delete failed, paused and completed jobs (and their events) past their retention."""
+    """Delete failed, paused and completed jobs (and their events) past their retention;
+    jobs switched to Keep on their summary are passed over."""
     days = current_app.config["PORTAL_PURGE_DAYS"] if days is None else days
     count = purge(now=utcnow(), days=days, dry_run=dry_run)
     verb = "Would purge" if dry_run else "Purged"

@@ -261,6 +261,23 @@ def edit_job(job: Job, *, field: str, value: str, by: User) -> dict[str, str]:
     return {}
 
 
+def set_keep(job: Job, keep: bool, *, by: User) -> None:
+    """Keep a job from the purge, or let the purge have it again; audited and logged.
+    The caller checks can_edit (the same people who may rename it)."""
+    _locked(job)
+    if job.keep == keep:
+        db.session.rollback()
+        return
+    now = utcnow()
+    job.keep = keep
+    job.updated_at, job.updated_by_id = now, by.id
+    said = "Kept from the purge" if keep else "No longer kept from the purge"
+    audit.record("kept" if keep else "unkept", "job", job.id, job.name, by=by,
+                 before=not keep, after=keep, summary=said)
+    lifecycle.record(job, Event.EDITED, f"{said} by {by.email}", now=now, by=by)
+    db.session.commit()
+
+
 def metrics(job: Job) -> dict[str, int]:
     """Profiles added, removed and omitted over the job's life."""
     return {"added": job.added_total or 0, "removed": job.removed_total or 0,
@@ -280,8 +297,9 @@ def last_problem(job: Job) -> JobEvent | None:
 
 
 def purge_at(job: Job, days: int) -> datetime | None:
-    """When a settled job will be purged (None while it can still change by itself)."""
-    if job.status not in SETTLED or job.terminal_at is None:
+    """When a settled job will be purged (None while it can still change by itself, and
+    for a job someone keeps)."""
+    if job.keep or job.status not in SETTLED or job.terminal_at is None:
         return None
     return job.terminal_at + timedelta(days=days)
 
@@ -295,10 +313,11 @@ def _delete_jobs(ids: list[int]) -> None:
 
 def purge(*, now: datetime, days: int, dry_run: bool = False) -> int:
     """Delete failed, paused and completed jobs that have been so for `days`, with their
-    events. Returns how many jobs."""
+    events; jobs someone keeps are passed over. Returns how many jobs."""
     cutoff = now - timedelta(days=days)
     ids = list(db.session.scalars(
-        select(Job.id).where(Job.status.in_([str(s) for s in SETTLED]), Job.terminal_at <= cutoff)
+        select(Job.id).where(Job.status.in_([str(s) for s in SETTLED]), Job.terminal_at <= cutoff,
+                             Job.keep.is_(False))
     ))
     if ids and not dry_run:
         _delete_jobs(ids)

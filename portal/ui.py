@@ -44,6 +44,8 @@ OUTCOME_STYLES = {
 # object types. A name not listed reads as itself with spaces ("signed_out" → "Signed out");
 # list the ones that would read badly that way.
 LABELS = {
+    "kept": "Kept from the purge",
+    "unkept": "No longer kept",
     "run_now": "Run now",
     "held_back": "Held back",
     "lost": "Worker lost",

@@ -46,6 +46,7 @@ from portal.jobs import (
     retrying_count,
     run_progress,
     runs_page,
+    set_keep,
     status_counts,
     tail_batch,
 )
@@ -190,6 +191,7 @@ def _live_context(job: Job, notice: str = "") -> dict:
                     + (["delete"] if job.status != Status.RUNNING else [])
                     ) if current_user.has_role("operator") else [],
         "notice": notice,
+        "can_keep": can_edit(job, current_user),
     }
 
 
@@ -351,6 +353,20 @@ def delete(job_id: int):
         return htmx.fragment("jobs/_live.html", **_live_context(job, notice))
     flash(f"Deleted the job “{job.name}” and its log.", "info")
     return htmx.redirect(url_for("jobs.index"))
+
+
+@bp.post("/<int:job_id>/keep")
+@role_required("operator")
+def keep(job_id: int):
+    """The Keep switch: keep=1 keeps the job from the purge, no keep lets the purge have it."""
+    job = get_job(job_id)
+    if not can_edit(job, current_user):
+        abort(403, description="Only admins, and the operator who created the job, can "
+                               "keep it from the purge.")
+    set_keep(job, request.form.get("keep") == "1", by=current_user)
+    if not htmx.is_htmx():
+        return htmx.redirect(url_for("jobs.summary", job_id=job.id))
+    return htmx.fragment("jobs/_live.html", **_live_context(job))
 
 
 @bp.get("/<int:job_id>/live")

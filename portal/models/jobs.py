@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text
+from sqlalchemy import ForeignKey, Index, String, Text, false
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from portal.extensions import db
@@ -54,6 +54,8 @@ class Job(db.Model):
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     # The wizard draft it was created from (deleted then; its id is never handed out again).
     draft_id: Mapped[int | None] = mapped_column(index=True)
+    # Kept by a person: the purge of settled jobs passes it over.
+    keep: Mapped[bool] = mapped_column(default=False, server_default=false())
 
     authorization: Mapped[Authorization | None] = relationship()
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
