@@ -267,7 +267,9 @@ def test_inline_edit_of_the_name_with_enter_and_escape(page: Page, live_server, 
     expect(field).to_be_focused()
     settled(page)
     field.fill("Will be thrown away")
-    field.press("Escape")
+    with page.expect_request(lambda r: f"/jobs/{job.id}/name" in r.url) as cancel:
+        field.press("Escape")
+    assert "thrown" not in cancel.value.url  # the typed text stays out of the URL (and logs)
     expect(page.locator("#job-name")).to_have_text("Old name")
     settled(page)
     page.get_by_role("button", name="Edit the name").click()

@@ -60,7 +60,7 @@ def test_edits_are_checked_kept_in_history_and_shown_as_text(client, auth, job_o
     form = {"csrf_token": auth.csrf()}
     editing = client.get(f"/jobs/{job.id}/name?edit=1", headers=HX).get_data(as_text=True)
     assert 'id="edit-name"' in editing and 'value="Nightly"' in editing
-    assert 'hx-trigger="edit-cancel" data-inline-edit' in editing  # portal.js sends it on Escape
+    assert 'hx-trigger="edit-cancel" hx-params="none" data-inline-edit' in editing  # Escape
     cancelled = client.get(f"/jobs/{job.id}/name", headers=HX).get_data(as_text=True)
     assert '<h1 class="h3 mb-0" id="job-name">Nightly</h1>' in cancelled
     for value, words in (("   ", "Give the job a name."), ("x" * 201, "at most 200")):
