@@ -11,9 +11,11 @@ import base64
 import logging
 import os
 import re
+import shutil
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +28,7 @@ from redis import Redis
 from rq import Queue, SimpleWorker
 from sqlalchemy import text
 from werkzeug.security import generate_password_hash
+from werkzeug.serving import make_server
 
 from portal import create_app
 from portal.extensions import db
@@ -290,3 +293,29 @@ def spawn(app, tmp_path):
             process.kill()
     for path in tmp_path.glob("*.log"):  # the processes' own log lines hold no secret either
         _scan(f"log of {path.name}", path.read_text(errors="replace"))
+
+
+# The browser tests' chromium (Debian's: Playwright cannot download one here) and a live
+# server on loopback for it to visit.
+@pytest.fixture(scope="session")
+def browser_type_launch_args(browser_type_launch_args):
+    chromium = shutil.which("chromium")
+    if chromium is None:
+        pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get install "
+                    "chromium); browser tests are never skipped.")
+    return {
+        **browser_type_launch_args,
+        "executable_path": chromium,
+        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run"],
+    }
+
+
+@pytest.fixture
+def live_server(app) -> Iterator[str]:
+    server = make_server("127.0.0.1", 0, app, threaded=True)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_port}"
+    server.shutdown()
+    thread.join(10)

@@ -6,47 +6,15 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import threading
-from collections.abc import Iterator
 
 import pytest
 from playwright.sync_api import Page, expect
-from werkzeug.serving import make_server
 
+from tests.browser import faults_job, seed_for_walk, settled, sign_in
 from tests.conftest import TEST_PASSWORD, canary
 from tests.loopback import LoopbackServer
 
 pytestmark = pytest.mark.browser
-
-
-@pytest.fixture(scope="session")
-def browser_type_launch_args(browser_type_launch_args):
-    chromium = shutil.which("chromium")
-    if chromium is None:
-        pytest.fail("Debian's chromium is missing: `make test` installs it (apt-get install "
-                    "chromium); browser tests are never skipped.")
-    return {
-        **browser_type_launch_args,
-        "executable_path": chromium,
-        "args": ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"],
-    }
-
-
-@pytest.fixture
-def live_server(app) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield f"http://127.0.0.1:{server.server_port}"
-    server.shutdown()
-    thread.join(10)
-
-
-def settled(page: Page) -> None:
-    """Wait until htmx has settled what it swapped in: it wires up the new content's
-    hx-* attributes only then (20 ms after the swap), and a change made before is lost."""
-    expect(page.locator(".htmx-settling, .htmx-swapping, .htmx-request")).to_have_count(0)
 
 
 def test_wizard_to_completed_without_reload(page: Page, live_server, make_user, spawn,
@@ -183,15 +151,6 @@ def test_create_an_authorization_from_the_job_wizard_and_come_back(page: Page, l
     expect(page.get_by_text("CRM endpoint")).to_be_visible()
 
 
-def sign_in(page: Page, live_server: str, user) -> None:
-    page.goto(f"{live_server}/login?next=/jobs")
-    page.get_by_label("Email").fill(user.email)
-    page.get_by_label("Password").fill(TEST_PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page).to_have_url(f"{live_server}/jobs")
-    page.wait_for_load_state()  # htmx wires the page up on DOMContentLoaded
-
-
 def test_a_search_typed_before_the_scripts_load_is_not_lost(page: Page, live_server,
                                                             make_user):
     """The search box is on the page before the deferred scripts run; what is typed into
@@ -230,16 +189,6 @@ def test_filter_forms_left_alone_are_not_sent_again_when_the_page_loads(page: Pa
         assert sent == [f"{live_server}{path}"]
         expect(page).to_have_url(f"{live_server}{path}")
     page.remove_listener("request", note)
-
-
-def faults_job(owner, name: str, **config):
-    from portal.jobs import create_job
-    from providers import get_provider
-
-    provider = get_provider("faults")
-    return create_job(provider=provider, job_type=provider.job_type("script"),
-                      authorization=None, name=name, description="", config=config,
-                      created_by=owner)
 
 
 def test_the_list_shows_status_changes_without_a_reload(page: Page, live_server, make_user,
@@ -351,41 +300,6 @@ class PolicyWatch:
 
     def check(self) -> None:
         assert not self.problems, "\n".join(self.problems)
-
-
-def seed_for_walk(owner):
-    """Jobs of every status, one with metrics, an error and many log events, and a Webhook
-    authorization: something on each page the walk visits."""
-    from datetime import timedelta
-
-    from portal import vault
-    from portal.extensions import db
-    from portal.models import JobEvent
-    from portal.models.types import utcnow
-    from providers import get_provider
-
-    now = utcnow()
-    jobs = {status: faults_job(owner, f"{status} job") for status in
-            ("running", "sleeping", "paused", "failed", "completed")}
-    for status, job in jobs.items():
-        job.status = status
-    summary = jobs["failed"]
-    summary.description = "Nightly import of the CRM export"
-    events = [JobEvent(job_id=summary.id, at=now - timedelta(hours=n), kind="synced",
-                       message=f"Batch {n}", context={"added": 10 * n, "removed": n,
-                                                     "omitted": n % 3})
-              for n in range(1, 30)]
-    events.append(JobEvent(job_id=summary.id, at=now - timedelta(minutes=5), kind="error",
-                           level="error", code="http_500", message="The endpoint answered 500"))
-    events.append(JobEvent(job_id=summary.id, at=now - timedelta(minutes=1), kind="failed",
-                           level="error", message="Failing since 10 hours"))
-    db.session.add_all(events)
-    provider = get_provider("webhook")
-    authorization = vault.create(provider, provider.auth_method("open"), label="CRM endpoint",
-                                 description="", by=owner,
-                                 credentials={"url": "https://crm.example.com/hook"})
-    db.session.commit()
-    return summary, authorization
 
 
 def test_the_main_pages_run_under_the_policy_without_a_violation(page: Page, live_server,

@@ -1,7 +1,7 @@
 """In Debian's chromium: accessibility (issue 11, part 7). axe-core (vendored for the
 tests, tests/vendor/) checks every main page and every wizard step for serious or critical
 violations, and the wizard and the list's bulk actions are walked with the keyboard alone.
-The browser and server fixtures are those of tests/test_browser.py."""
+The browser and server fixtures are in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -10,21 +10,10 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.test_browser import (  # noqa: F401 (fixtures)
-    browser_type_launch_args,
-    faults_job,
-    live_server,
-    seed_for_walk,
-    settled,
-    sign_in,
-)
+from tests.browser import faults_job, seed_for_walk, settled, sign_in
 
 pytestmark = pytest.mark.browser
 
-
-@pytest.fixture
-def site(live_server) -> str:  # noqa: F811 (the fixture of tests/test_browser.py)
-    return live_server
 
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 # The portal's policy allows scripts from its own origin only (script-src 'self'), and the
@@ -62,11 +51,11 @@ class Axe:
         problems.extend(self.violations())
 
 
-def test_axe_finds_a_violation_when_there_is_one(page: Page, site,
+def test_axe_finds_a_violation_when_there_is_one(page: Page, live_server,
                                                  make_user):
     """The check can fail: a button with no name is a critical violation."""
-    sign_in(page, site, make_user("viewer"))
-    axe = Axe(page, site)
+    sign_in(page, live_server, make_user("viewer"))
+    axe = Axe(page, live_server)
     assert axe.violations() == []
     page.evaluate("""() => { const b = document.createElement("button");
                              document.querySelector("main").append(b); }""")
@@ -103,14 +92,14 @@ def tab_to(page: Page, target, limit: int = 60) -> None:
 
 
 def test_the_wizard_and_the_bulk_actions_work_from_the_keyboard(page: Page,
-                                                                 site, make_user):
+                                                                 live_server, make_user):
     from tests.test_browser_wizard import webhook_authorization
 
     user = make_user("operator")
     authorization = webhook_authorization(user)
     jobs = [faults_job(user, f"job {n}", script=["ok"], units=0, more_now=False,
                        rate_limited_until="2999-01-01T00:00:00+00:00") for n in range(3)]
-    sign_in(page, site, user)
+    sign_in(page, live_server, user)
 
     # The list: select two jobs, open the bulk confirmation, confirm; keys only.
     for job in jobs[:2]:
@@ -132,7 +121,7 @@ def test_the_wizard_and_the_bulk_actions_work_from_the_keyboard(page: Page,
             "data-status", "paused")
 
     # The wizard, from the tiles to Create job, for a webhook export; keys only.
-    page.goto(f"{site}/jobs/new")
+    page.goto(f"{live_server}/jobs/new")
     page.wait_for_load_state()
     tab_to(page, page.get_by_label("Search providers"))
     page.keyboard.type("webhook")
@@ -140,7 +129,7 @@ def test_the_wizard_and_the_bulk_actions_work_from_the_keyboard(page: Page,
     settled(page)
     tab_to(page, page.get_by_role("link", name="Webhook"))
     page.keyboard.press("Enter")
-    expect(page).to_have_url(f"{site}/jobs/new/webhook")
+    expect(page).to_have_url(f"{live_server}/jobs/new/webhook")
     tab_to(page, page.get_by_role("link", name="Send stream to webhook"))
     page.keyboard.press("Enter")
     radio = page.get_by_role("radio", name="Open hook")
@@ -173,27 +162,27 @@ def test_the_wizard_and_the_bulk_actions_work_from_the_keyboard(page: Page,
 
 
 def test_every_main_page_and_wizard_step_has_no_serious_violation(page: Page,
-                                                                   site, make_user,
+                                                                   live_server, make_user,
                                                                    tmp_path):
     admin = make_user("admin")
     summary, authorization = seed_for_walk(admin)
     completed = kept_and_stream(admin)
-    axe = Axe(page, site)
+    axe = Axe(page, live_server)
     problems: list[str] = []
 
-    page.goto(f"{site}/login")
+    page.goto(f"{live_server}/login")
     axe.check(problems)
-    sign_in(page, site, admin)
+    sign_in(page, live_server, admin)
     for path in ("/jobs", f"/jobs/{summary.id}", f"/jobs/{completed.id}", "/vault",
                  f"/vault/{authorization.id}", "/vault/new", "/vault/new/webhook",
                  "/vault/new/webhook/bearer", "/data",
                  "/data/streams/signups", "/admin", "/admin/audit", "/jobs/no-such-page"):
-        response = page.goto(site + path)
+        response = page.goto(live_server + path)
         assert response.ok or path == "/jobs/no-such-page", (path, response.status)
         axe.check(problems)
 
     # The list with a bulk confirmation open.
-    page.goto(f"{site}/jobs")
+    page.goto(f"{live_server}/jobs")
     settled(page)
     page.get_by_label("Select paused job").check()
     page.get_by_role("button", name="Resume selected").click()
@@ -202,18 +191,18 @@ def test_every_main_page_and_wizard_step_has_no_serious_violation(page: Page,
 
     # Every wizard step: tiles, job types, authorization, configure, preview, schedule,
     # review; a webhook export for the authorization step, a file import for the rest.
-    page.goto(f"{site}/jobs/new")
+    page.goto(f"{live_server}/jobs/new")
     axe.check(problems)
-    page.goto(f"{site}/jobs/new/webhook")
+    page.goto(f"{live_server}/jobs/new/webhook")
     axe.check(problems)
-    page.goto(f"{site}/jobs/new/webhook/send_stream")
+    page.goto(f"{live_server}/jobs/new/webhook/send_stream")
     axe.check(problems)
-    page.goto(f"{site}/jobs/new/webhook/send_stream/configure"
+    page.goto(f"{live_server}/jobs/new/webhook/send_stream/configure"
               f"?authorization={authorization.id}")
     axe.check(problems)
     upload = tmp_path / "people.csv"
     upload.write_text("email,signed_up_at\na@x.io,2024-01-01T10:00:00Z\n")
-    page.goto(f"{site}/jobs/new/files/import_file/configure?authorization=none")
+    page.goto(f"{live_server}/jobs/new/files/import_file/configure?authorization=none")
     settled(page)
     page.locator("#field-upload_id").set_input_files(str(upload))
     expect(page.locator("#field-upload_id-current")).to_contain_text("people.csv")
@@ -231,6 +220,6 @@ def test_every_main_page_and_wizard_step_has_no_serious_violation(page: Page,
     page.get_by_role("button", name="Next: review").click()
     expect(page.locator("#review-name")).to_be_visible()
     axe.check(problems)
-    page.goto(f"{site}/jobs/new/drafts")
+    page.goto(f"{live_server}/jobs/new/drafts")
     axe.check(problems)
     assert not problems, "\n".join(problems)

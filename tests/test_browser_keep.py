@@ -1,5 +1,5 @@
 """In Debian's chromium: the Keep switch on a completed job's summary (issue 11, part 5).
-The browser and server fixtures are those of tests/test_browser.py."""
+The browser and server fixtures are in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -9,18 +9,12 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from portal.extensions import db
-from tests.test_browser import (  # noqa: F401 (fixtures)
-    browser_type_launch_args,
-    faults_job,
-    live_server,
-    settled,
-    sign_in,
-)
+from tests.browser import faults_job, settled, sign_in
 
 pytestmark = pytest.mark.browser
 
 
-def test_a_completed_job_is_kept_with_the_keep_switch(page: Page, live_server,  # noqa: F811
+def test_a_completed_job_is_kept_with_the_keep_switch(page: Page, live_server,
                                                       make_user):
     from portal.models.types import utcnow
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.test_browser import browser_type_launch_args, live_server, sign_in  # noqa: F401
+from tests.browser import sign_in
 from tests.test_job_path import create_import
 
 pytestmark = pytest.mark.browser
@@ -15,7 +15,7 @@ ROWS = 4000
 
 
 def test_the_progress_bar_of_an_import_moves_and_the_run_is_recorded(
-        page: Page, live_server, client, auth, spawn):  # noqa: F811
+        page: Page, live_server, client, auth, spawn):
     user = auth.login("operator")
     data = b"email,ts,plan\n" + b"".join(
         b"user%d@x.io,2024-01-01T10:00:00Z,pro\n" % n for n in range(ROWS))

@@ -1,5 +1,5 @@
 """In Debian's chromium: the wizard bugs a new user met (issue 11, part 5) and the import
-preview (part 4). The browser and server fixtures are those of tests/test_browser.py."""
+preview (part 4). The browser and server fixtures are in tests/conftest.py."""
 
 from __future__ import annotations
 
@@ -9,19 +9,10 @@ import pytest
 from playwright.sync_api import Page, expect
 
 from portal.extensions import db
-from tests.test_browser import (  # noqa: F401 (fixtures)
-    browser_type_launch_args,
-    live_server,
-    settled,
-    sign_in,
-)
+from tests.browser import settled, sign_in
 
 pytestmark = pytest.mark.browser
 
-
-@pytest.fixture
-def site(live_server) -> str:  # noqa: F811 (the fixture of tests/test_browser.py)
-    return live_server
 
 
 def webhook_authorization(user):
@@ -40,11 +31,11 @@ def webhook_authorization(user):
     return authorization
 
 
-def test_the_webhook_schedule_step_preselects_every_15_minutes(page: Page, site, make_user):
+def test_the_webhook_schedule_step_preselects_every_15_minutes(page: Page, live_server, make_user):
     user = make_user("operator")
     authorization = webhook_authorization(user)
-    sign_in(page, site, user)
-    page.goto(f"{site}/jobs/new/webhook/send_stream/configure"
+    sign_in(page, live_server, user)
+    page.goto(f"{live_server}/jobs/new/webhook/send_stream/configure"
               f"?authorization={authorization.id}")
     settled(page)
     page.get_by_role("button", name="Next: schedule").click()
@@ -55,15 +46,15 @@ def test_the_webhook_schedule_step_preselects_every_15_minutes(page: Page, site,
     expect(page.get_by_label("Every (minutes)")).to_have_value("15")
 
 
-def files_configure(page: Page, site: str) -> None:
-    page.goto(f"{site}/jobs/new/files/import_file/configure?authorization=none")
+def files_configure(page: Page, live_server: str) -> None:
+    page.goto(f"{live_server}/jobs/new/files/import_file/configure?authorization=none")
     expect(page.get_by_role("heading", name="Configure")).to_be_visible()
     settled(page)
 
 
-def test_a_bad_stream_name_is_said_once(page: Page, site, make_user, tmp_path):
-    sign_in(page, site, make_user("operator"))
-    files_configure(page, site)
+def test_a_bad_stream_name_is_said_once(page: Page, live_server, make_user, tmp_path):
+    sign_in(page, live_server, make_user("operator"))
+    files_configure(page, live_server)
     page.locator("#field-stream").fill("People!")
     page.get_by_role("button", name="Next: schedule").click()
     expect(page.locator("#field-stream-error")).to_contain_text(
@@ -88,9 +79,10 @@ def upload_and_next(page: Page, upload) -> None:
     settled(page)
 
 
-def test_back_after_create_says_the_draft_became_a_job(page: Page, site, make_user, tmp_path):
-    sign_in(page, site, make_user("operator"))
-    files_configure(page, site)
+def test_back_after_create_says_the_draft_became_a_job(page: Page, live_server, make_user,
+                                                       tmp_path):
+    sign_in(page, live_server, make_user("operator"))
+    files_configure(page, live_server)
     upload_and_next(page, people_csv(tmp_path))
     page.get_by_role("button", name="Next: review").click()
     expect(page.locator("#review-name")).to_have_text("Import file: people.csv")
@@ -100,27 +92,27 @@ def test_back_after_create_says_the_draft_became_a_job(page: Page, site, make_us
     kept.goto(page.url)
     settled(page)
     page.get_by_role("button", name="Create job").click()
-    expect(page).to_have_url(f"{site}/jobs/1")
+    expect(page).to_have_url(f"{live_server}/jobs/1")
     page.go_back()
-    expect(page).to_have_url(f"{site}/jobs/new/drafts/1/review")
+    expect(page).to_have_url(f"{live_server}/jobs/new/drafts/1/review")
     expect(page.locator("#draft-created")).to_contain_text(
         "This draft became job 1, “Import file: people.csv”")
     expect(page.locator("#create-job")).to_have_count(0)
     page.get_by_role("link", name="Open job 1").click()
-    expect(page).to_have_url(f"{site}/jobs/1")
+    expect(page).to_have_url(f"{live_server}/jobs/1")
 
     settled(kept)
     kept.get_by_role("button", name="Create job").click()
     expect(kept.locator("#draft-created")).to_contain_text("This draft became job 1")
     expect(kept.locator("#create-job")).to_have_count(0)
     kept.get_by_role("link", name="Open job 1").click()
-    expect(kept).to_have_url(f"{site}/jobs/1")
+    expect(kept).to_have_url(f"{live_server}/jobs/1")
 
 
-def test_a_header_only_file_is_refused_and_a_good_one_is_previewed(page: Page, site, make_user,
-                                                                   tmp_path):
-    sign_in(page, site, make_user("operator"))
-    files_configure(page, site)
+def test_a_header_only_file_is_refused_and_a_good_one_is_previewed(page: Page, live_server,
+                                                                   make_user, tmp_path):
+    sign_in(page, live_server, make_user("operator"))
+    files_configure(page, live_server)
     empty = tmp_path / "empty.csv"
     empty.write_text("email,signed_up_at,plan\n")
     page.locator("#field-upload_id").set_input_files(str(empty))
@@ -153,11 +145,11 @@ def test_a_header_only_file_is_refused_and_a_good_one_is_previewed(page: Page, s
     expect(page.locator("#preview-rows tbody tr")).to_have_count(20)
 
 
-def test_a_file_over_the_limit_is_refused_on_the_file_field(page: Page, site, app, make_user,
+def test_a_file_over_the_limit_is_refused_on_the_file_field(page: Page, live_server, app, make_user,
                                                             tmp_path):
     app.config["MAX_CONTENT_LENGTH"] = 1024 * 1024
-    sign_in(page, site, make_user("operator"))
-    files_configure(page, site)
+    sign_in(page, live_server, make_user("operator"))
+    files_configure(page, live_server)
     expect(page.locator("#field-upload_id-note")).to_have_text("Up to 1 MB.")
     big = tmp_path / "big.csv"
     big.write_text("email,ts\n" + "someone@example.com,2024-01-01T00:00:00Z\n" * 40_000)
@@ -177,13 +169,13 @@ def test_a_file_over_the_limit_is_refused_on_the_file_field(page: Page, site, ap
     expect(page.locator("#field-upload_id-error")).to_have_count(0)
 
 
-def test_back_and_reload_keep_what_was_typed(page: Page, site, make_user, tmp_path):
+def test_back_and_reload_keep_what_was_typed(page: Page, live_server, make_user, tmp_path):
     from sqlalchemy import func, select
 
     from portal.models import Draft
 
-    sign_in(page, site, make_user("operator"))
-    files_configure(page, site)
+    sign_in(page, live_server, make_user("operator"))
+    files_configure(page, live_server)
     # Before the first Next: typed, then the page reloaded.
     page.locator("#field-stream").fill("crm_people")
     page.locator("#field-stream").press("Tab")
