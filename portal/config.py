@@ -135,6 +135,11 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": production,
+        # In production the cookies carry the __Host- prefix: the browser then takes them only
+        # when Secure, for the whole site (Path=/) and from this host alone (no Domain), so a
+        # sibling subdomain cannot plant or overwrite a session.
+        "SESSION_COOKIE_NAME": "__Host-session" if production else "session",
+        "REMEMBER_COOKIE_NAME": "__Host-remember" if production else "remember_token",
         "REMEMBER_COOKIE_HTTPONLY": True,
         # "Keep me signed in" lasts this many days from sign-in (see portal/access.py).
         "REMEMBER_COOKIE_DURATION": timedelta(days=_int("PORTAL_REMEMBER_DAYS", 14)),

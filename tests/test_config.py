@@ -41,6 +41,12 @@ def test_production_refuses_to_start_without_a_secret_key_or_vault_keys(clean_en
     monkeypatch.setenv("PORTAL_VAULT_KEYS", "k1:" + base64.b64encode(b"k" * 32).decode())
     app = create_app({"INSTANCE_PATH": str(clean_env / "inst")})
     assert app.config["SESSION_COOKIE_SECURE"] is True
+    # The sign-in page starts a session (its CSRF token): a __Host- cookie, Secure, Path=/,
+    # no Domain, so no sibling subdomain can set or replace it.
+    cookie = app.test_client().get("/login", base_url="https://portal.test").headers["Set-Cookie"]
+    assert cookie.startswith("__Host-session=") and "; Secure" in cookie and "; Path=/" in cookie
+    assert "Domain=" not in cookie
+    assert app.config["REMEMBER_COOKIE_NAME"].startswith("__Host-")
 
 
 @pytest.mark.parametrize("keys, problem", [
