@@ -203,11 +203,15 @@ def method_of(authorization: Authorization) -> tuple[Provider, AuthMethod]:
 def public_view(method: AuthMethod, credentials: dict[str, Any]) -> dict[str, Any]:
     """What pages may show of these credentials: no secret, only that it is set."""
     secrets = set(method.secret_fields)
+    if method.oauth is not None:  # a grant: only what the provider declares may be shown
+        shown = {name: credentials.get(name) for name in method.oauth.shown}
+    else:
+        shown = {name: value for name, value in credentials.items()
+                 if name not in secrets and name not in ("expires_at", "expires_in")}
     return {
         "set": sorted(name for name in secrets if credentials.get(name)),
-        "values": {name: value for name, value in credentials.items()
-                   if name not in secrets and name not in ("expires_at", "expires_in")
-                   and isinstance(value, str | int | float | bool)},
+        "values": {name: value for name, value in shown.items()
+                   if isinstance(value, str | int | float | bool)},
         "expires_at": credentials.get("expires_at"),
     }
 

@@ -170,6 +170,10 @@ class OAuthSpec:
     token_url: str
     scopes: tuple[str, ...] = ()
     pkce: bool = True
+    # The fields of the stored grant that pages may show (those the provider's
+    # `authorized()` adds, such as the account name). A token response may carry more than
+    # RFC 6749's fields, and whatever it is, nothing else leaves the Vault.
+    shown: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

@@ -352,6 +352,7 @@ PROVIDER = Provider(
             oauth=OAuthSpec(
                 authorize_url="https://login.mailchimp.com/oauth2/authorize",
                 token_url="https://login.mailchimp.com/oauth2/token",
+                shown=("account", "dc", "api_endpoint"),
             ),
             help="Sign in to Mailchimp and allow the portal to read the account.",
         ),

@@ -194,6 +194,8 @@ class OAuthServer:
         self.scopes: tuple[str, ...] = tuple(scopes)
         self.access_token_lifetime = access_token_lifetime
         self.consent = "grant"
+        # Fields added to every token response (some providers send more than RFC 6749's).
+        self.token_extras: dict[str, str] = {}
 
         self.code_challenges: list[str] = []
         self.token_requests: list[dict] = []
@@ -295,14 +297,13 @@ class OAuthServer:
             app, query_client=self._query_client, save_token=self._save_token
         )
         # expires_in follows access_token_lifetime at issue time, so tests may change it.
-        server.register_token_generator(
-            "default",
-            BearerTokenGenerator(
-                access_token_generator=lambda **kw: generate_token(42),
-                refresh_token_generator=lambda **kw: generate_token(48),
-                expires_generator=lambda client, grant_type: self.access_token_lifetime,
-            ),
+        bearer = BearerTokenGenerator(
+            access_token_generator=lambda **kw: generate_token(42),
+            refresh_token_generator=lambda **kw: generate_token(48),
+            expires_generator=lambda client, grant_type: self.access_token_lifetime,
         )
+        server.register_token_generator(
+            "default", lambda *args, **kw: {**bearer(*args, **kw), **self.token_extras})
         server.register_grant(self._code_grant_class(), [S256CodeChallenge(required=True)])
         server.register_grant(self._refresh_grant_class())
 

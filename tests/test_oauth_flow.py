@@ -82,6 +82,9 @@ def record_tokens(server: OAuthServer) -> None:
 
 def test_sign_in_with_pkce_creates_the_authorization(client, auth, oauth):
     server, _ = oauth
+    # A token response with more than RFC 6749's fields: none of them leaves the Vault.
+    server.token_extras = {"signature": canary("sig-of-the-grant-xyz"),
+                           "instance_url": canary("https://acme-tenant.example.net")}
     auth.login("operator")
     authorize = start(client, auth)
     query = parse_qs(urlsplit(authorize).query)
@@ -104,6 +107,8 @@ def test_sign_in_with_pkce_creates_the_authorization(client, auth, oauth):
     assert credentials["access_token"] == server.issued[-1]["access_token"]
     assert credentials["account"] == "acme" and credentials["api_endpoint"]
     assert authorization.public["set"] == ["access_token", "refresh_token"]
+    assert set(authorization.public["values"]) == {"account", "dc", "api_endpoint"}
+    assert credentials["signature"] == "sig-of-the-grant-xyz"  # kept, encrypted
     page = client.get(f"/vault/{authorization.id}").get_data(as_text=True)
     assert "Signed in as <strong>acme</strong>" in page and "Re-authorize" in page
     health = vault.test_connection(authorization, actor="test")
