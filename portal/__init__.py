@@ -57,10 +57,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     csrf.init_app(app)
     htmx_headers.init_app(app)
 
-    from portal import oauth, security, vault
+    from portal import keys, oauth, security
 
     try:
-        app.extensions["portal_keyring"] = vault.Keyring(app.config["PORTAL_VAULT_KEYS"])
+        app.extensions["portal_keyring"] = keys.Keyring(app.config["PORTAL_VAULT_KEYS"])
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     oauth.init_app(app)

@@ -115,7 +115,7 @@ def vault_rotate() -> None:
     """Re-encrypt every stored credentials version, and every secret in a job's or draft's
     configuration, under the active key (the first of PORTAL_VAULT_KEYS). Afterwards
     older keys can be removed from the setting."""
-    from portal import vault
+    from portal import keys, vault
 
     try:
         result = vault.rotate()
@@ -123,7 +123,7 @@ def vault_rotate() -> None:
         db.session.rollback()
         raise click.ClickException(f"{exc} Nothing after it was re-encrypted.") from None
     click.echo(f"Re-encrypted {result.done} credentials version(s) and configuration(s) "
-               f"with key “{vault.keyring().active_id}”.")
+               f"with key “{keys.keyring().active_id}”.")
     if result.unreadable:
         raise click.ClickException(
             f"{len(result.unreadable)} configuration secret(s) could not be decrypted with "
@@ -135,9 +135,9 @@ def vault_rotate() -> None:
 @vault_group.command("new-key")
 def vault_new_key() -> None:
     """Print a new key to put first in PORTAL_VAULT_KEYS (then run `vault rotate`)."""
-    from portal import vault
+    from portal import keys
 
-    click.echo(vault.new_key())
+    click.echo(keys.new_key())
 
 
 def register(app: Flask) -> None:

@@ -13,7 +13,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy import delete, func, literal, or_, select, tuple_
 
-from portal import audit, lifecycle, vault
+from portal import audit, configsecrets, lifecycle
 from portal.extensions import db
 from portal.lifecycle import SETTLED, Event, Status
 from portal.models import (
@@ -62,7 +62,7 @@ def create_job(
         kind=job_type.kind,
         queue=job_type.queue,
         authorization_id=authorization.id if authorization else None,
-        config=vault.seal_config(job_type.config_schema, config),
+        config=configsecrets.seal_config(job_type.config_schema, config),
         schedule=schedule or {"kind": "once"},
         retry_policy=retry_policy or {},
         status=Status.PAUSED if paused else Status.RUNNING,

@@ -1,10 +1,8 @@
 """The Vault: credentials encrypted at rest, their versions, OAuth refresh, health, redaction.
 
-Encryption: AES-256-GCM (cryptography). A stored version is "v1:<key id>:<base64(nonce +
-ciphertext)>", bound by its associated data to its authorization and version number, so
-a ciphertext copied onto another row does not open. Keys come from PORTAL_VAULT_KEYS,
-"id:base64key,id:base64key", the first one active; older keys stay listed until
-`flask --app wsgi vault rotate` has re-encrypted everything under the active one.
+Encryption: portal/keys.py (AES-256-GCM). A stored version is bound by its associated
+data to its authorization and version number, so a ciphertext copied onto another row does
+not open. Secrets in a job's own configuration: portal/configsecrets.py.
 
 Secrets leave this module only as a dict handed to a provider in memory (a worker's unit
 of work, a connection test). Pages see `Authorization.public`: which secret fields are
@@ -15,33 +13,25 @@ No Flask request objects here: callers pass the acting user (`by`) or a name (`a
 
 from __future__ import annotations
 
-import base64
-import binascii
-import json
-import os
 import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptography.exceptions import InvalidTag
-from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from flask import current_app
 from sqlalchemy import func, select, update
 
-from portal import audit
+from portal import audit, configsecrets
 from portal.extensions import db
+from portal.keys import KeyUnavailable, VaultError, keyring
 from portal.models import Authorization, AuthorizationVersion, Draft, Job, User
 from portal.models.types import utcnow
 from portal.schemaform import (
-    destination_paths,
-    holder_of,
     moved_destinations,
-    secret_slots,
     validate,
 )
-from providers import get_job_type, get_provider, outbound, redaction
+from providers import get_provider, outbound, redaction
 from providers.base import (
     OAUTH_TOKEN_SECRETS,
     AuthError,
@@ -51,7 +41,6 @@ from providers.base import (
     RateLimited,
 )
 
-FORMAT = "v1"
 # Refresh an OAuth token this long before it expires, so a unit never starts with a
 # token that dies halfway.
 REFRESH_MARGIN = timedelta(minutes=2)
@@ -61,15 +50,6 @@ UNNAMED_OAUTH_ERROR = "an error it did not name in the standard way"
 # token is sent to (the destination rule, for a token URL setting that changes).
 TOKEN_ENDPOINT = "token_endpoint"
 REDACTED = "[redacted]"
-
-
-class VaultError(Exception):
-    """A Vault operation cannot be done; the message says why, in words a user can act on,
-    and never contains a secret."""
-
-
-class KeyUnavailable(VaultError):
-    """The stored credentials cannot be decrypted (key missing, wrong or data damaged)."""
 
 
 class VersionConflict(VaultError):
@@ -95,73 +75,6 @@ class MissingOAuthSettings(VaultError):
                          f"{', '.join(names)}: register this portal as an OAuth app with "
                          f"{provider.name} and set them, then restart the portal.")
         self.names = names
-
-
-# --- keys and ciphertexts -------------------------------------------------------------
-
-class Keyring:
-    """The Vault's keys by id; the first is the one new ciphertexts use."""
-
-    def __init__(self, spec: str):
-        self.keys: dict[str, bytes] = {}
-        for part in (piece.strip() for piece in spec.split(",")):
-            if not part:
-                continue
-            key_id, sep, encoded = part.partition(":")
-            if not sep or not key_id:
-                raise ValueError("PORTAL_VAULT_KEYS: each key is written id:base64key, "
-                                 "keys separated by commas.")
-            try:
-                key = base64.b64decode(encoded, validate=True)
-            except binascii.Error:
-                raise ValueError(f"PORTAL_VAULT_KEYS: key {key_id!r} is not base64.") from None
-            if len(key) != 32:
-                raise ValueError(f"PORTAL_VAULT_KEYS: key {key_id!r} must be 32 bytes "
-                                 f"(AES-256), not {len(key)}.")
-            if key_id in self.keys:
-                raise ValueError(f"PORTAL_VAULT_KEYS: key id {key_id!r} appears twice.")
-            self.keys[key_id] = key
-        if not self.keys:
-            raise ValueError("PORTAL_VAULT_KEYS holds no key.")
-        self.active_id = next(iter(self.keys))
-
-    def seal(self, data: dict[str, Any], associated: bytes) -> str:
-        nonce = os.urandom(12)
-        sealed = AESGCM(self.keys[self.active_id]).encrypt(
-            nonce, json.dumps(data, sort_keys=True).encode(), associated)
-        return f"{FORMAT}:{self.active_id}:{base64.b64encode(nonce + sealed).decode()}"
-
-    def open(self, token: str, associated: bytes) -> dict[str, Any]:
-        """Raises KeyError (unknown key id) or ValueError (damaged or wrong key)."""
-        form, key_id, encoded = _split(token)
-        if form != FORMAT:
-            raise ValueError(f"unknown format {form!r}")
-        key = self.keys[key_id]
-        try:
-            raw = base64.b64decode(encoded, validate=True)
-            plain = AESGCM(key).decrypt(raw[:12], raw[12:], associated)
-        except (binascii.Error, InvalidTag, ValueError):
-            raise ValueError("damaged or sealed with another key") from None
-        return json.loads(plain)
-
-
-def _split(token: str) -> tuple[str, str, str]:
-    parts = token.split(":", 2)
-    return (parts[0], parts[1], parts[2]) if len(parts) == 3 else ("", "", "")
-
-
-def new_key() -> str:
-    """A fresh key line for PORTAL_VAULT_KEYS."""
-    return f"k{utcnow():%Y%m%d}:{base64.b64encode(os.urandom(32)).decode()}"
-
-
-def keyring() -> Keyring:
-    """The app's keyring, parsed once (create_app parses it at start to fail early)."""
-    ring = current_app.extensions.get("portal_keyring")
-    if ring is None:
-        ring = current_app.extensions["portal_keyring"] = Keyring(
-            current_app.config["PORTAL_VAULT_KEYS"])
-    return ring
 
 
 def _associated(authorization_id: int, version: int) -> bytes:
@@ -309,12 +222,6 @@ def replace(authorization: Authorization, credentials: dict[str, Any], *, expect
     return version
 
 
-def enter_again(moved: list[str]) -> str:
-    """The message on a blank secret that is not kept because a destination changed."""
-    return (f"{' and '.join(f'“{title}”' for title in moved)} changed: enter this secret "
-            "again. A stored secret is never sent to a new address.")
-
-
 def update_entered(authorization: Authorization, entered: dict[str, Any], *,
                    expected_version: int, by: User) -> int:
     """A person's credentials update from a form: a blank secret keeps the stored one,
@@ -333,7 +240,7 @@ def update_entered(authorization: Authorization, entered: dict[str, Any], *,
     moved = moved_destinations(method.schema or {}, method.destination_fields, stored,
                                entered) if keepable else []
     if moved:
-        errors = {name: enter_again(moved) for name in keepable}
+        errors = {name: configsecrets.enter_again(moved) for name in keepable}
     merged = {**{name: stored[name] for name in keepable if name not in errors},
               **{name: value for name, value in entered.items() if value not in ("", None)}}
     for name, message in check_entered(method, merged).items():
@@ -410,7 +317,9 @@ def rotate(*, actor: str = "command line", batch: int = 200) -> Rotation:
     be opened stops it (KeyUnavailable); a configuration secret is skipped and reported."""
     result = Rotation(done=_rotate_versions(actor, batch))
     for model in (Job, Draft):
-        _rotate_configs(model, actor, batch, result)
+        done, unreadable = configsecrets.rotate_configs(model, actor, batch)
+        result.done += done
+        result.unreadable += unreadable
     return result
 
 
@@ -438,131 +347,6 @@ def _rotate_versions(actor: str, batch: int) -> int:
             done += 1
             last_id = row.id
         db.session.commit()
-
-
-def _rotate_configs(model: type[Job] | type[Draft], actor: str, batch: int,
-                    result: Rotation) -> None:
-    """Seal the configuration secrets of every job (or draft) under the active key."""
-    kind = "job" if model is Job else "draft"
-    last_id = 0
-    while True:
-        rows = db.session.scalars(select(model).where(model.id > last_id)
-                                  .order_by(model.id).limit(batch)).all()
-        if not rows:
-            return
-        for row in rows:
-            last_id = row.id
-            found = get_job_type(row.provider, row.job_type)
-            if found is None:
-                continue
-            resealed, lost = _reseal(found[1].config_schema, row.config, f"{kind} #{row.id}")
-            result.unreadable += [f"{kind} #{row.id} “{path}”" for path in lost]
-            if resealed is None:
-                continue
-            row.config = resealed
-            audit.record("rotated", kind, row.id, getattr(row, "name", "") or f"#{row.id}",
-                         actor=actor, to_key=keyring().active_id,
-                         summary=f"Configuration secrets sealed with key "
-                                 f"“{keyring().active_id}”")
-            result.done += 1
-        db.session.commit()
-
-
-# --- secrets in a job's own configuration ---------------------------------------------
-# A job type's config schema may mark fields secret (`"writeOnly": true`). Their values
-# are stored sealed, as {"$sealed": "v1:<key id>:..."}, in the job's (or the wizard
-# draft's) config, bound to the field's path; the worker opens them for the unit only.
-
-SEALED = "$sealed"
-
-
-def _config_aad(path: str) -> bytes:
-    return f"portal-job-config:{path}".encode()
-
-
-def is_sealed(value: Any) -> bool:
-    return isinstance(value, dict) and set(value) == {SEALED}
-
-
-def _copy(config: dict[str, Any]) -> dict[str, Any]:
-    return json.loads(json.dumps(config or {}))
-
-
-def seal_config(schema: dict[str, Any], config: dict[str, Any], *,
-                keep: dict[str, Any] | None = None, drop: Iterable[str] = (),
-                refused: dict[str, str] | None = None) -> dict[str, Any]:
-    """The configuration as it is stored: every secret value sealed. A secret left out
-    (a blank password box), or one in `drop` (a field with a mistake), keeps the sealed
-    value it had in `keep`, the config stored before, or is left out. It is not kept when
-    a destination field (x-destination, e.g. a URL) differs from `keep`'s: it is left
-    out, and `refused` (when given) gets a message on its path to enter it again."""
-    stored, dropped = _copy(config), set(drop)
-    moved = moved_destinations(schema, destination_paths(schema), keep, config) if keep else []
-    for path, holder, name in secret_slots(schema, stored):
-        value = None if path in dropped else holder.get(name)
-        if value in (None, ""):
-            earlier, earlier_name = holder_of(keep, path)
-            if earlier is not None and is_sealed(earlier.get(earlier_name)):
-                if not moved:
-                    holder[name] = earlier[earlier_name]
-                    continue
-                if refused is not None:
-                    refused.setdefault(path, enter_again(moved))
-            holder.pop(name, None)
-        elif not is_sealed(value):
-            holder[name] = {SEALED: keyring().seal({"value": value}, _config_aad(path))}
-    return stored
-
-
-def open_config(schema: dict[str, Any], config: dict[str, Any], *, what: str,
-                lost: list[str] | None = None) -> dict[str, Any]:
-    """The configuration with its secrets in plain text, for the moment they are used
-    (a unit of work, a check of the form). `what` names it in a KeyUnavailable message;
-    with a `lost` list, a secret no key opens is left out and its path added instead.
-    A secret stored before sealing existed is taken as it is (`vault rotate` seals it)."""
-    opened = _copy(config)
-    for path, holder, name in secret_slots(schema, opened):
-        if not is_sealed(holder.get(name)):
-            continue
-        token = holder[name][SEALED]
-        try:
-            holder[name] = keyring().open(token, _config_aad(path))["value"]
-        except (KeyError, ValueError) as exc:
-            if lost is not None:
-                holder.pop(name)
-                lost.append(path)
-                continue
-            why = (f"is encrypted with the key “{_split(token)[1]}”, which is not in "
-                   "PORTAL_VAULT_KEYS. Add that key back after the active one, or enter the "
-                   "secret again." if isinstance(exc, KeyError) else
-                   "cannot be decrypted: the key is not the one it was encrypted with, or "
-                   "the stored data is damaged. Enter the secret again.")
-            raise KeyUnavailable(f"The secret “{path}” in the configuration of {what} "
-                                 f"{why}") from None
-    return opened
-
-
-def config_secret_values(schema: dict[str, Any], opened: dict[str, Any]) -> list[str]:
-    """The plain secret values of an opened configuration (to redact them from messages)."""
-    return [str(holder[name]) for _, holder, name in secret_slots(schema, opened)
-            if holder.get(name) and not is_sealed(holder[name])]
-
-
-def _reseal(schema: dict[str, Any], config: dict[str, Any], what: str
-            ) -> tuple[dict[str, Any] | None, list[str]]:
-    """(the config with its secrets sealed under the active key, or None when none needed
-    it; the paths of secrets no key opens, which are left as they were)."""
-    active = keyring().active_id
-    stale = [path for path, holder, name in secret_slots(schema, config or {})
-             if holder.get(name) not in (None, "") and (
-                 not is_sealed(holder[name]) or _split(holder[name][SEALED])[1] != active)]
-    if not stale:  # nothing to open
-        return None, []
-    lost: list[str] = []
-    opened = open_config(schema, config, what=what, lost=lost)
-    if not set(stale) - set(lost):
-        return None, lost
-    return seal_config(schema, opened, keep=config), lost
 
 
 # --- use by jobs and connection tests ------------------------------------------------------

@@ -9,7 +9,7 @@ import json
 import pytest
 from sqlalchemy import select
 
-from portal import vault
+from portal import configsecrets, vault
 from portal.extensions import db
 from portal.models import Authorization, Draft
 from portal.schemaform import destination_paths, moved_destinations
@@ -198,7 +198,7 @@ def test_every_secret_of_the_method_is_asked_for_again(app, make_user):
     with pytest.raises(vault.InvalidCredentials) as refused:
         vault.update_entered(authorization, {"url": "https://b.example.com/h", "username": "u"},
                              expected_version=1, by=owner)
-    assert refused.value.errors == {"password": vault.enter_again(["Endpoint URL"])}
+    assert refused.value.errors == {"password": configsecrets.enter_again(["Endpoint URL"])}
     db.session.rollback()
     assert fresh(authorization).current_version == 1
 
@@ -245,7 +245,7 @@ def test_a_config_secret_does_not_follow_a_changed_endpoint_in_the_wizard(client
     assert "HX-Redirect" in response.headers, response.get_data(as_text=True)
     db.session.expire_all()
     assert token not in json.dumps(draft.config)
-    assert vault.open_config(SHOWCASE_SCHEMA, draft.config, what="t")["token"] == token
+    assert configsecrets.open_config(SHOWCASE_SCHEMA, draft.config, what="t")["token"] == token
 
 
 NESTED = {"type": "object", "properties": {
@@ -260,12 +260,12 @@ NESTED = {"type": "object", "properties": {
 
 def test_seal_config_keeps_no_secret_when_a_nested_destination_changes(app):
     token, password = canary("cfg-dest-token-1212"), canary("cfg-dest-password-1313")
-    stored = vault.seal_config(NESTED, {"token": token, "note": "n", "remote": {
+    stored = configsecrets.seal_config(NESTED, {"token": token, "note": "n", "remote": {
         "host": "db1.example.com", "base": "https://a.example.com", "password": password}})
     assert destination_paths(NESTED) == ["remote.host", "remote.base"]
     # Another note, the same host (spaces aside): both secrets are kept.
     refused: dict[str, str] = {}
-    kept = vault.seal_config(NESTED, {"note": "m", "remote": {
+    kept = configsecrets.seal_config(NESTED, {"note": "m", "remote": {
         "host": " db1.example.com", "base": "https://a.example.com"}}, keep=stored,
         refused=refused)
     assert refused == {} and kept["token"] == stored["token"]
@@ -273,14 +273,15 @@ def test_seal_config_keeps_no_secret_when_a_nested_destination_changes(app):
     # Another host: neither is kept, and each says why (a mistake in `drop` included).
     for drop in ([], ["token"]):
         refused = {}
-        moved = vault.seal_config(NESTED, {"note": "n", "remote": {
+        moved = configsecrets.seal_config(NESTED, {"note": "n", "remote": {
             "host": "db2.example.com", "base": "https://a.example.com"}}, keep=stored,
             drop=drop, refused=refused)
         assert "token" not in moved and "password" not in moved["remote"]
-        assert refused == {"token": vault.enter_again(["Host"]),
-                           "remote.password": vault.enter_again(["Host"])}
+        assert refused == {"token": configsecrets.enter_again(["Host"]),
+                           "remote.password": configsecrets.enter_again(["Host"])}
     # Without a place for messages it still keeps nothing.
-    assert "token" not in vault.seal_config(NESTED, {"remote": {"host": "db3"}}, keep=stored)
+    kept = configsecrets.seal_config(NESTED, {"remote": {"host": "db3"}}, keep=stored)
+    assert "token" not in kept
     assert moved_destinations(NESTED, ["remote.base"], stored, {}) == ["remote.base"]
     assert moved_destinations(NESTED, ["note"], {"note": " "}, {}) == [], "blank is no value"
 

@@ -9,7 +9,7 @@ import re
 import pytest
 from sqlalchemy import select
 
-from portal import vault
+from portal import configsecrets, keys, vault
 from portal.extensions import db
 from portal.models import AuditEntry, Authorization, AuthorizationVersion, Job, JobEvent
 from portal.models.types import utcnow
@@ -64,13 +64,13 @@ def test_ciphertext_names_its_key_and_opens_only_on_its_row(app, make_user):
 def test_a_missing_or_wrong_key_is_a_clear_error_naming_the_authorization(app, make_user):
     authorization = webhook_authorization(make_user("operator"), "https://h.example.com/x",
                                           canary("tok-lost-key-161803398"), label="Newsletter")
-    app.extensions["portal_keyring"] = vault.Keyring(OTHER_KEY)
+    app.extensions["portal_keyring"] = keys.Keyring(OTHER_KEY)
     with pytest.raises(vault.KeyUnavailable) as missing:
         vault.current_credentials(authorization)
     assert "“Newsletter”" in str(missing.value) and "“test-1”, which is not in" in str(
         missing.value)
     wrong = "test-1:" + base64.b64encode(b"x" * 32).decode()
-    app.extensions["portal_keyring"] = vault.Keyring(wrong)
+    app.extensions["portal_keyring"] = keys.Keyring(wrong)
     with pytest.raises(vault.KeyUnavailable, match="not the one they were encrypted with"):
         vault.current_credentials(authorization)
     # A connection test says so instead of sending garbage credentials.
@@ -88,7 +88,7 @@ def test_rotate_reencrypts_every_version_under_the_active_key(app, make_user):
     second = webhook_authorization(owner, "https://b.example.com/h", canary("tok-rotate-bbbb-1"))
     # The new key first, the old one still listed: rotate.
     app.config["PORTAL_VAULT_KEYS"] = f"{OTHER_KEY},{TEST_VAULT_KEYS}"
-    app.extensions["portal_keyring"] = vault.Keyring(app.config["PORTAL_VAULT_KEYS"])
+    app.extensions["portal_keyring"] = keys.Keyring(app.config["PORTAL_VAULT_KEYS"])
     result = app.test_cli_runner().invoke(args=["vault", "rotate"])
     assert result.exit_code == 0, result.output
     assert ("Re-encrypted 3 credentials version(s) and configuration(s) with key “new-2”"
@@ -96,7 +96,7 @@ def test_rotate_reencrypts_every_version_under_the_active_key(app, make_user):
     rows = db.session.scalars(select(AuthorizationVersion)).all()
     assert {row.key_id for row in rows} == {"new-2"} and all(row.rotated_at for row in rows)
     # The old key can go now.
-    app.extensions["portal_keyring"] = vault.Keyring(OTHER_KEY)
+    app.extensions["portal_keyring"] = keys.Keyring(OTHER_KEY)
     db.session.expire_all()
     assert vault.current_credentials(fresh_auth(first))["token"] == "tok-rotate-aaaa-2"
     assert vault.current_credentials(fresh_auth(second))["token"] == "tok-rotate-bbbb-1"
@@ -106,7 +106,7 @@ def test_rotate_reencrypts_every_version_under_the_active_key(app, make_user):
 def test_rotate_stops_with_a_clear_message_when_a_key_is_missing(app, make_user):
     webhook_authorization(make_user("operator"), "https://a.example.com/h",
                           canary("tok-rotate-miss-1"), label="Old one")
-    app.extensions["portal_keyring"] = vault.Keyring(OTHER_KEY)
+    app.extensions["portal_keyring"] = keys.Keyring(OTHER_KEY)
     result = app.test_cli_runner().invoke(args=["vault", "rotate"])
     assert result.exit_code == 1
     assert "“Old one”" in result.output and "not in PORTAL_VAULT_KEYS" in result.output
@@ -116,7 +116,7 @@ def test_rotate_stops_with_a_clear_message_when_a_key_is_missing(app, make_user)
 
 def test_new_key_prints_a_usable_key(app):
     result = app.test_cli_runner().invoke(args=["vault", "new-key"])
-    assert vault.Keyring(result.output.strip()).active_id.startswith("k")
+    assert keys.Keyring(result.output.strip()).active_id.startswith("k")
 
 
 def fresh_auth(authorization: Authorization) -> Authorization:
@@ -413,22 +413,22 @@ NESTED = {"type": "object", "properties": {
 def test_config_secrets_are_sealed_by_path_and_blank_keeps_them(app):
     token, password = canary("cfg-token-5150"), canary("cfg-password-5150")
     config = {"name": "n", "token": token, "remote": {"host": "h", "password": password}}
-    stored = vault.seal_config(NESTED, config)
+    stored = configsecrets.seal_config(NESTED, config)
     assert secret_paths(NESTED) == ["token", "remote.password"]
     assert token not in str(stored) and password not in str(stored)
     assert stored["name"] == "n" and stored["remote"]["host"] == "h"
-    assert vault.seal_config(NESTED, stored) == stored, "sealing twice changes nothing"
-    assert vault.open_config(NESTED, stored, what="t") == config
-    assert vault.config_secret_values(NESTED, config) == [token, password]
+    assert configsecrets.seal_config(NESTED, stored) == stored, "sealing twice changes nothing"
+    assert configsecrets.open_config(NESTED, stored, what="t") == config
+    assert configsecrets.config_secret_values(NESTED, config) == [token, password]
     # A blank box keeps the sealed value it had; `drop` forgets it.
-    kept = vault.seal_config(NESTED, {"name": "m", "remote": {"host": "h"}}, keep=stored)
+    kept = configsecrets.seal_config(NESTED, {"name": "m", "remote": {"host": "h"}}, keep=stored)
     assert kept["token"] == stored["token"] and kept["remote"]["password"] == stored[
         "remote"]["password"]
-    assert "token" not in vault.seal_config(NESTED, kept, drop=["token"])
+    assert "token" not in configsecrets.seal_config(NESTED, kept, drop=["token"])
     # Bound to its path: a sealed value moved to another field does not open.
     moved = {**stored, "remote": {"host": "h", "password": stored["token"]}}
     with pytest.raises(vault.KeyUnavailable, match="“remote.password” in the configuration"):
-        vault.open_config(NESTED, moved, what="job #7")
+        configsecrets.open_config(NESTED, moved, what="job #7")
 
 
 def test_rotate_seals_job_config_secrets_under_the_new_key(app, make_user):
@@ -445,17 +445,17 @@ def test_rotate_seals_job_config_secrets_under_the_new_key(app, make_user):
     legacy.config = {"secret_note": "stored-before-sealing"}  # as an older version kept it
     db.session.commit()
     app.config["PORTAL_VAULT_KEYS"] = f"{OTHER_KEY},{TEST_VAULT_KEYS}"
-    app.extensions["portal_keyring"] = vault.Keyring(app.config["PORTAL_VAULT_KEYS"])
+    app.extensions["portal_keyring"] = keys.Keyring(app.config["PORTAL_VAULT_KEYS"])
     result = app.test_cli_runner().invoke(args=["vault", "rotate"])
     assert result.exit_code == 0, result.output
     assert "Re-encrypted 2 credentials version(s) and configuration(s)" in result.output
-    app.extensions["portal_keyring"] = vault.Keyring(OTHER_KEY)  # the old key is gone
+    app.extensions["portal_keyring"] = keys.Keyring(OTHER_KEY)  # the old key is gone
     db.session.expire_all()
     schema = faults.job_type("script").config_schema
     for row, plain in ((job, note), (legacy, "stored-before-sealing")):
         row = db.session.get(Job, row.id)
         assert row.config["secret_note"]["$sealed"].startswith("v1:new-2:")
-        assert vault.open_config(schema, row.config, what="t")["secret_note"] == plain
+        assert configsecrets.open_config(schema, row.config, what="t")["secret_note"] == plain
     assert db.session.scalar(select(AuditEntry.summary).where(
         AuditEntry.object_type == "job", AuditEntry.action == "rotated")).startswith(
         "Configuration secrets sealed")
@@ -468,7 +468,7 @@ def test_a_job_whose_config_secret_cannot_be_opened_fails_saying_so(app, make_us
     job = create_job(provider=faults, job_type=faults.job_type("script"), authorization=None,
                      name="j", description="", config={"secret_note": canary("cfg-n-2718")},
                      created_by=make_user("operator"))
-    app.extensions["portal_keyring"] = vault.Keyring(OTHER_KEY)
+    app.extensions["portal_keyring"] = keys.Keyring(OTHER_KEY)
     work()
     job = fresh(job)
     assert job.status == "failed" and kinds(job)[-2:] == ["error", "failed"]
@@ -493,7 +493,7 @@ def test_rotate_skips_and_names_a_config_secret_no_key_opens(app, make_user):
     legacy.config = {"secret_note": "stored-before-sealing"}
     db.session.commit()
     before = dict(lost.config)
-    app.extensions["portal_keyring"] = vault.Keyring(OTHER_KEY)  # test-1 is gone
+    app.extensions["portal_keyring"] = keys.Keyring(OTHER_KEY)  # test-1 is gone
     result = app.test_cli_runner().invoke(args=["vault", "rotate"])
     assert result.exit_code == 1
     assert "Re-encrypted 1 credentials version(s) and configuration(s)" in result.output

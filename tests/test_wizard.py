@@ -9,7 +9,7 @@ import re
 import pytest
 from sqlalchemy import select
 
-from portal import vault
+from portal import configsecrets, keys, vault
 from portal.extensions import db
 from portal.models import Draft, Job, JobEvent
 from portal.queues import pending_ids
@@ -132,23 +132,23 @@ def test_a_secret_is_kept_sealed_and_a_blank_box_keeps_it(client, auth):
     response = post(client, auth, SHOWCASE, headers=HX, title="T", count="12", token=token)
     assert "Set. Leave blank to keep it." in response.get_data(as_text=True)
     draft = db.session.scalar(select(Draft))
-    assert token not in json.dumps(draft.config) and vault.is_sealed(draft.config["token"])
+    assert token not in json.dumps(draft.config) and configsecrets.is_sealed(draft.config["token"])
     # The browser sends the password box back empty: the secret set before stays.
     url = f"{SHOWCASE}&draft={draft.id}"
     response = post(client, auth, url, title="T", count="3", **{"limits.daily": "5"})
     assert response.status_code == 303, response.get_data(as_text=True)
     db.session.expire_all()
-    assert vault.open_config(SHOWCASE_SCHEMA, draft.config, what="t")["token"] == token
+    assert configsecrets.open_config(SHOWCASE_SCHEMA, draft.config, what="t")["token"] == token
     # A new secret with a mistake of its own is not kept: the one set before stays.
     page = post(client, auth, url, headers=HX, title="T", count="3", token="abc",
                 **{"limits.daily": "5"}).get_data(as_text=True)
     assert "at least 4" in page.split('id="field-token-error">')[1].split("</")[0]
     assert "Set. Leave blank to keep it." in page
     db.session.expire_all()
-    assert vault.open_config(SHOWCASE_SCHEMA, draft.config, what="t")["token"] == token
+    assert configsecrets.open_config(SHOWCASE_SCHEMA, draft.config, what="t")["token"] == token
     # A secret that no key opens any more (the key was removed): enter it again, and
     # Create sends the person back to the configure step to do so.
-    client.application.extensions["portal_keyring"] = vault.Keyring(
+    client.application.extensions["portal_keyring"] = keys.Keyring(
         "other:" + "B" * 43 + "=")
     draft.step = "review"
     db.session.commit()
@@ -187,7 +187,7 @@ def test_the_whole_wizard_with_a_paused_job_and_redacted_review(client, auth):
     job = db.session.scalar(select(Job))
     assert response.headers["Location"] == f"/jobs/{job.id}"
     assert job.status == "paused" and token not in json.dumps(job.config)
-    assert vault.open_config(SHOWCASE_SCHEMA, job.config, what="t")["token"] == token
+    assert configsecrets.open_config(SHOWCASE_SCHEMA, job.config, what="t")["token"] == token
     assert job.schedule["every_minutes"] == 15 and pending_ids([job]) == set()
     created = db.session.scalar(select(JobEvent).where(JobEvent.job_id == job.id))
     assert created.message.endswith(", paused")
@@ -246,7 +246,6 @@ def test_a_tampered_draft_field_is_refused(client, auth):
 # --- dynamic choices ------------------------------------------------------------------------
 
 def test_stream_choices_come_from_the_data_store(client, auth, make_user):
-    from portal import vault
     from portal.datastore import write_messages
     from portal.models.types import utcnow
     from providers.base import OutMessage
@@ -266,7 +265,6 @@ def test_stream_choices_come_from_the_data_store(client, auth, make_user):
 
 
 def test_provider_lists_fill_a_menu_and_a_failure_says_so(client, auth, monkeypatch):
-    from portal import vault
     from tests.loopback import TEST_API_KEY
 
     user = auth.login()
@@ -299,7 +297,7 @@ def test_a_set_secret_inside_a_group_says_so_and_never_shows(app):
     schema = {"type": "object", "properties": {
         "host": {"type": "string"}, "password": {"type": "string", "writeOnly": True}}}
     with app.test_request_context():
-        sealed = vault.seal_config({"type": "object", "properties": {"remote": schema}},
+        sealed = configsecrets.seal_config({"type": "object", "properties": {"remote": schema}},
                                    {"remote": {"host": "h", "password": "pw-7f3a9"}})
         page = render_template_string(
             '{% from "macros/forms.html" import schema_field %}'

@@ -23,7 +23,7 @@ from flask import Flask, current_app, has_app_context
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Engine
 
-from portal import lifecycle, schedule, vault
+from portal import configsecrets, lifecycle, schedule, vault
 from portal.datastore import read_messages, stored_file, write_messages
 from portal.extensions import db
 from portal.lifecycle import Event, Status, Trigger
@@ -285,10 +285,10 @@ class Runner:
                 )
             schema = found[1].config_schema
             try:  # the job's own secrets, opened for this unit only
-                ctx.config = vault.open_config(schema, job.config, what=f"job #{job.id}")
+                ctx.config = configsecrets.open_config(schema, job.config, what=f"job #{job.id}")
             except vault.VaultError as exc:
                 raise ConfigError(str(exc), code="vault_error") from None
-            secrets += vault.config_secret_values(schema, ctx.config)
+            secrets += configsecrets.config_secret_values(schema, ctx.config)
             if job.authorization is not None:
                 # Decrypted in memory for this unit only (and renewed first if it is an
                 # OAuth token about to expire); the decryption is audited.

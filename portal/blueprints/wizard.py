@@ -13,7 +13,7 @@ from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from portal import htmx, params, schedule, vault
+from portal import configsecrets, htmx, params, schedule, vault
 from portal.access import role_required
 from portal.datastore import check_upload, safe_filename, store_upload
 from portal.extensions import db
@@ -255,7 +255,7 @@ def configure(provider_key: str, job_type_key: str):
                 errors["upload_id"] = problem
     # A secret with a mistake is not kept; the one set before it stays (unless where it
     # goes changed: then it must be entered again).
-    values = vault.seal_config(schema, values, keep=earlier, drop=errors, refused=errors)
+    values = configsecrets.seal_config(schema, values, keep=earlier, drop=errors, refused=errors)
     draft = _save_config(draft, provider, job_type, chosen, values, upload,
                          done=not errors and action not in ("upload", "save"))
     if action == "save":
@@ -348,12 +348,12 @@ def _sealed_config(schema: dict[str, Any], values: dict[str, Any], *, keep: dict
     """(the config as it is kept, secrets sealed; the same in plain text, to check it;
     `keep` less what is lost). A kept secret that no key opens any more is dropped, with
     a message on its field; so is one whose destination (e.g. a URL) changed."""
-    stored, lost = vault.seal_config(schema, values, keep=keep, refused=errors), []
-    plain = vault.open_config(schema, stored, what="this draft", lost=lost)
+    stored, lost = configsecrets.seal_config(schema, values, keep=keep, refused=errors), []
+    plain = configsecrets.open_config(schema, stored, what="this draft", lost=lost)
     for path in lost:
         errors[path] = "This secret can no longer be decrypted; enter it again."
-    return (vault.seal_config(schema, stored, drop=lost), plain,
-            vault.seal_config(schema, keep, drop=lost))
+    return (configsecrets.seal_config(schema, stored, drop=lost), plain,
+            configsecrets.seal_config(schema, keep, drop=lost))
 
 
 def _save_config(draft: Draft | None, provider: Provider, job_type: JobType,
@@ -466,7 +466,7 @@ def create(draft_id: int):
     draft = _draft(draft_id)
     provider, job_type = _job_type(draft.provider, draft.job_type)
     try:
-        config_errors = validate(job_type.config_schema, vault.open_config(
+        config_errors = validate(job_type.config_schema, configsecrets.open_config(
             job_type.config_schema, draft.config, what="this draft"))
     except vault.KeyUnavailable:  # configure says which secret to enter again
         config_errors = {"secret": "cannot be decrypted"}
