@@ -44,9 +44,14 @@ class Settings:
                    holder.name or "", holder.description or "")
 
 
+def _empty(value: Any) -> bool:
+    """A value that says nothing: missing, blank, an empty list or object."""
+    return value is None or value == "" or value == [] or value == {}
+
+
 def _shown(value: Any) -> str:
     """A value as the Changes list shows it."""
-    if value is None or value == "" or value == [] or value == {}:
+    if _empty(value):
         text = "—"
     elif isinstance(value, bool):
         text = "Yes" if value else "No"
@@ -90,7 +95,7 @@ def _config_changes(schema: dict[str, Any], before: dict[str, Any], after: dict[
                                        new if isinstance(new, dict) else {}, secrets,
                                        f"{path}.", f"{label} › ")
             continue
-        if old == new or (old in (None, "") and new in (None, "")):
+        if old == new or (_empty(old) and _empty(new)):
             continue
         shown = _upload_shown if prop.get("x-widget") == "upload" else _shown
         changes.append({"field": path, "label": label, "before": shown(old),
@@ -113,15 +118,36 @@ def differences(schema: dict[str, Any], before: Settings, after: Settings) -> li
         if old != new:
             changes.append({"field": name, "label": label, "before": _shown(old),
                             "after": _shown(new)})
-    if before.schedule != after.schedule:
-        changes.append({"field": "schedule", "label": "Cadence",
-                        "before": schedule.describe(schedule.from_dict(before.schedule)),
-                        "after": schedule.describe(schedule.from_dict(after.schedule))})
-    if before.retry_policy != after.retry_policy:
-        changes.append({"field": "retry_policy", "label": "Retries",
-                        "before": RetryPolicy.from_dict(before.retry_policy).describe(),
-                        "after": RetryPolicy.from_dict(after.retry_policy).describe()})
+    # Compared as what they mean: a stored {} and the defaults written out are the same.
+    old_plan, new_plan = schedule.from_dict(before.schedule), schedule.from_dict(after.schedule)
+    if schedule_changed(before.schedule, after.schedule):
+        changes.append(_described("schedule", "Cadence", schedule.describe(old_plan),
+                                  schedule.describe(new_plan), before.schedule,
+                                  after.schedule))
+    old_retry = RetryPolicy.from_dict(before.retry_policy)
+    new_retry = RetryPolicy.from_dict(after.retry_policy)
+    if old_retry != new_retry:
+        changes.append(_described("retry_policy", "Retries", old_retry.describe(),
+                                  new_retry.describe(), before.retry_policy,
+                                  after.retry_policy))
     return changes
+
+
+def schedule_changed(before: dict[str, Any], after: dict[str, Any]) -> bool:
+    """Whether two stored schedules differ in what they mean (a one-shot is a one-shot,
+    whatever interval it still carries)."""
+    old, new = schedule.from_dict(before), schedule.from_dict(after)
+    if old.kind == new.kind == "once":
+        return False
+    return old != new
+
+
+def _described(name: str, label: str, old: str, new: str, old_raw: dict[str, Any],
+               new_raw: dict[str, Any]) -> dict[str, Any]:
+    """A change said in words, or as the stored values where the words are the same."""
+    if old == new:
+        old, new = _shown(old_raw), _shown(new_raw)
+    return {"field": name, "label": label, "before": old, "after": new}
 
 
 def upload_changed(schema: dict[str, Any], before: dict[str, Any], after: dict[str, Any]

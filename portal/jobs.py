@@ -356,7 +356,7 @@ def save_edit(job: Job, job_type: JobType, after: jobconfig.Settings, *, by: Use
         job.authorization_id = after.authorization_id
         job.config, job.retry_policy = after.config, after.retry_policy
         job.name, job.description = after.name, after.description
-        if before.schedule != after.schedule:
+        if jobconfig.schedule_changed(before.schedule, after.schedule):
             job.schedule = after.schedule
             if job.status == Status.SLEEPING and not job.error_count:
                 job.next_run_at = schedule.next_run(schedule.load(after.schedule),

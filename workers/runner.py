@@ -270,6 +270,10 @@ class Runner:
                 update(Job).where(Job.id == job.id, Job.lease_owner == self.owner)
                 .values(lease_owner=None, lease_until=None)
             )
+        else:
+            # What a person's edit may have changed since the last unit ended: the next
+            # unit starts with it (read under the row's lock the UPDATE took).
+            db.session.refresh(job, attribute_names=["config", "authorization_id", "cursor"])
         db.session.commit()
         return result.rowcount == 1
 
