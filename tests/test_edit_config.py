@@ -402,3 +402,19 @@ def test_differences_name_fields_by_their_titles():
         {"field": "schedule", "label": "Cadence", "before": "Runs once",
          "after": "Every 15 minutes"},
     ]
+
+
+def test_moving_jobs_off_an_authorization_is_a_version_of_each(app, make_user):
+    user = make_user("operator")
+    first = authorization("webhook", "open", "Hook A", user, url="https://a.example/x")
+    second = authorization("webhook", "open", "Hook B", user, url="https://b.example/x")
+    provider = get_provider("webhook")
+    job = create_job(provider=provider, job_type=provider.job_type("send_stream"),
+                     authorization=first, name="Hook", description="", created_by=user,
+                     config={"stream": "signups"}, paused=True)
+    assert vault.reassign(first, second, by=user) == 1
+    db.session.commit()
+    version = versions_of(job)[-1]
+    assert (version.version, version.summary) == (2, "Authorization reassigned")
+    assert version.changes[0]["before"].startswith("Hook A (#")
+    assert version.changes[0]["after"].startswith("Hook B (#")
