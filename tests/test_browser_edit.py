@@ -23,6 +23,7 @@ from tests.test_browser import (  # noqa: F401 (fixtures)
     settled,
     sign_in,
 )
+from tests.test_browser_a11y import Axe
 
 pytestmark = pytest.mark.browser
 
@@ -36,11 +37,13 @@ def test_edit_configuration_from_the_summary_to_its_changes(page: Page, live_ser
                      authorization=None, name="Showcase", description="", created_by=user,
                      paused=True, config={**defaults(SHOWCASE_SCHEMA), "title": "T",
                                           "limits": {"daily": 5, "note": "n/a"}, "token": token})
+    axe, problems = Axe(page, live_server), []
     sign_in(page, live_server, user)
     page.goto(f"{live_server}/jobs/{job.id}")
     page.get_by_role("button", name="Edit configuration").click()
     expect(page.get_by_role("heading", name="Edit configuration of “Showcase”")).to_be_visible()
     settled(page)
+    axe.check(problems)
     expect(page.get_by_label("Title")).to_have_value("T")
     expect(page.get_by_label("Token")).to_have_value("")
     expect(page.locator("#field-token-note")).to_contain_text("Leave blank to keep it.")
@@ -48,6 +51,7 @@ def test_edit_configuration_from_the_summary_to_its_changes(page: Page, live_ser
     page.get_by_role("button", name="Next: schedule").click()
     expect(page.get_by_role("heading", name="Name and schedule")).to_be_visible()
     settled(page)
+    axe.check(problems)
     description = page.get_by_label("Description")
     expect(description).to_have_js_property("tagName", "TEXTAREA")
     description.fill("First line\nSecond line")
@@ -57,12 +61,15 @@ def test_edit_configuration_from_the_summary_to_its_changes(page: Page, live_ser
     expect(page.locator('#edit-changes tr[data-field="description"]')).to_contain_text(
         "Second line")
     expect(page.get_by_role("button", name="Save and resume")).to_be_visible()
+    axe.check(problems)
     page.get_by_role("button", name="Save changes").click()
     expect(page).to_have_url(f"{live_server}/jobs/{job.id}")
     expect(page.get_by_text("Saved: Title, Description.")).to_be_visible()
     changes = page.locator("#job-changes")
     expect(changes.locator("#version-2")).to_contain_text("“T” → “Browser title”")
     expect(changes.locator("#version-1")).to_contain_text("Created")
+    axe.check(problems)
+    assert not problems, "\n".join(problems)
     assert token not in page.content()
     db.session.expire_all()
     assert job.description == "First line\nSecond line"

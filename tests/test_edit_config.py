@@ -418,3 +418,18 @@ def test_moving_jobs_off_an_authorization_is_a_version_of_each(app, make_user):
     assert (version.version, version.summary) == (2, "Authorization reassigned")
     assert version.changes[0]["before"].startswith("Hook A (#")
     assert version.changes[0]["after"].startswith("Hook B (#")
+
+
+def test_an_edit_of_a_deleted_job_says_so_and_can_be_discarded(client, auth):
+    user = auth.login()
+    job = showcase_job(user, canary("edit-token-1313"))
+    configure = start(client, auth, job)
+    draft = draft_of(job)
+    post(client, auth, f"/jobs/{job.id}/delete")
+    assert db.session.get(Job, job.id) is None
+    response = client.get(configure)
+    assert response.status_code == 404
+    assert "The job this edit was for has been deleted." in response.get_data(as_text=True)
+    assert "Edit of job #" in client.get("/jobs/new/drafts").get_data(as_text=True)
+    post(client, auth, f"/jobs/new/drafts/{draft.id}/discard")
+    assert db.session.get(Draft, draft.id) is None

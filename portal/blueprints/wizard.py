@@ -147,7 +147,7 @@ def _upload_for(upload_id: Any, job: Job | None = None) -> Upload | None:
     return upload
 
 
-def _draft(draft_id: int) -> Draft:
+def _draft(draft_id: int, *, of_a_job: bool = True) -> Draft:
     draft = db.session.get(Draft, draft_id)
     if draft is None:
         # A page of the draft left open after Create (the browser's Back) says where it went.
@@ -159,7 +159,8 @@ def _draft(draft_id: int) -> Draft:
     if draft is None or draft.owner_id != current_user.id:
         abort(404, description="There is no such draft: it was created, discarded, or is "
                                "someone else's. Start again from the provider tiles.")
-    _edited_job(draft)
+    if of_a_job:
+        _edited_job(draft)
     return draft
 
 
@@ -564,7 +565,7 @@ def drafts():
 @bp.post("/drafts/<int:draft_id>/discard")
 @role_required("operator")
 def discard(draft_id: int):
-    db.session.delete(_draft(draft_id))
+    db.session.delete(_draft(draft_id, of_a_job=False))  # even an edit of a deleted job
     db.session.commit()
     return htmx.redirect(url_for("wizard.drafts"))
 
