@@ -5,6 +5,7 @@ differences, and what a running, failed or completed job does with the new confi
 
 from __future__ import annotations
 
+import io
 import json
 import threading
 import time
@@ -332,27 +333,47 @@ def test_a_running_job_takes_the_new_configuration_at_its_next_unit(app, spawn, 
     assert job.config["batch_size"] == 3, "the worker did not write the old config back"
 
 
+def import_job(user, content: bytes = b"email\na@x.io\nb@x.io\nc@x.io\n") -> Job:
+    upload, _ = store_upload("first.csv", content, by=user)
+    provider = get_provider("files")
+    job_type = provider.job_type("import_file")
+    return create_job(provider=provider, job_type=job_type, authorization=None,
+                      name="Import", description="", created_by=user,
+                      config={**defaults(job_type.config_schema), "upload_id": upload.id,
+                              "stream": "people", "delimiter": ","})
+
+
+def test_a_new_file_over_the_limit_is_said_on_the_file_field(app, client, auth):
+    user = auth.login()
+    job = import_job(user)
+    configure = start(client, auth, job)
+    app.config["MAX_CONTENT_LENGTH"] = 1024
+    big = {"csrf_token": auth.csrf(), "action": "upload",
+           "file": (io.BytesIO(b"a,b\n" + b"1,2\n" * 1000), "big.csv")}
+    page = client.post(configure, headers=HX, data=big).get_data(as_text=True)
+    assert 'id="field-upload_id-error">This file is larger than the 1 KB' in page
+    assert "Uploaded: <strong>first.csv</strong>" in page, "the job's file stays"
+    db.session.expire_all()
+    assert draft_of(job).config["upload_id"] == job.config["upload_id"]
+
+
 def test_a_new_file_is_read_from_its_first_row(client, auth, work):
     user = auth.login()
-    upload, _ = store_upload("first.csv", b"email\na@x.io\nb@x.io\nc@x.io\n", by=user)
-    provider = get_provider("files")
-    job = create_job(provider=provider, job_type=provider.job_type("import_file"),
-                     authorization=None, name="Import", description="", created_by=user,
-                     config={**defaults(provider.job_type("import_file").config_schema),
-                             "upload_id": upload.id, "stream": "people", "delimiter": ","})
+    job = import_job(user)
+    upload_id = job.config["upload_id"]
     work()
     assert job.status == "completed" and job.cursor["done_rows"] == 3
     configure = start(client, auth, job)
     page = client.get(configure).get_data(as_text=True)
     assert "reads the new file from its first row" in page
-    form = {"upload_id": str(upload.id), "stream": "people", "delimiter": ",",
+    form = {"upload_id": str(upload_id), "stream": "people", "delimiter": ",",
             "timestamp_field": ""}
     data = {"csrf_token": auth.csrf(), **form, "action": "upload",
-            "file": (__import__("io").BytesIO(b"email\nd@x.io\ne@x.io\n"), "second.csv")}
+            "file": (io.BytesIO(b"email\nd@x.io\ne@x.io\n"), "second.csv")}
     page = client.post(configure, data=data, headers=HX).get_data(as_text=True)
     assert "second.csv" in page
     draft = draft_of(job)
-    assert draft.config["upload_id"] != upload.id
+    assert draft.config["upload_id"] != upload_id
     response = post(client, auth, configure, **{**form, "upload_id": str(draft.config[
         "upload_id"])})
     assert response.status_code == 303, response.get_data(as_text=True)
