@@ -454,3 +454,35 @@ def test_an_edit_of_a_deleted_job_says_so_and_can_be_discarded(client, auth):
     assert "Edit of job #" in client.get("/jobs/new/drafts").get_data(as_text=True)
     post(client, auth, f"/jobs/new/drafts/{draft.id}/discard")
     assert db.session.get(Draft, draft.id) is None
+
+
+def test_a_cursor_a_person_reset_during_a_unit_wins_over_the_units(app, spawn, make_user):
+    """What a new file does to a running import (its cursor starts again), shown on a
+    webhook export whose first batch is held until the cursor is reset."""
+    user = make_user("operator")
+    reset = threading.Event()
+
+    def answer(request):
+        reset.wait(20)
+        return Response(status=204)
+
+    with AnsweringServer(answer) as server:
+        write_messages("signups", [OutMessage(f"m{n}", utcnow(), {"n": n}) for n in range(4)],
+                       source="test")
+        hook = authorization("webhook", "open", "Hook", user, url=server.base_url + "/hook")
+        provider = get_provider("webhook")
+        job = create_job(provider=provider, job_type=provider.job_type("send_stream"),
+                         authorization=hook, name="Hook", description="", created_by=user,
+                         config={"stream": "signups", "batch_size": 2})
+        spawn("worker")
+        deadline = time.monotonic() + 30
+        while not server.received and time.monotonic() < deadline:
+            time.sleep(0.05)
+        db.session.rollback()
+        job.cursor = {"after_id": 0}  # as save_edit does for an import's new file
+        db.session.commit()
+        reset.set()
+        while len(server.received) < 3 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        batches = [[m["payload"]["n"] for m in r.json["messages"]] for r in server.received]
+    assert batches[:3] == [[0, 1], [0, 1], [2, 3]], "the batch under way is sent again"
