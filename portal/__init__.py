@@ -80,7 +80,7 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     app.url_map.converters["int"] = IdConverter
     from portal.blueprints import admin, auth, data, jobs, vault, wizard
 
-    for blueprint in (auth.bp, jobs.bp, wizard.bp, vault.bp, data.bp, admin.bp):
+    for blueprint in (auth.bp, jobs.bp, wizard.bp, wizard.edit_bp, vault.bp, data.bp, admin.bp):
         app.register_blueprint(blueprint)
 
     from portal import cli, ui

@@ -13,7 +13,7 @@ from typing import Any
 from redis.exceptions import RedisError
 from sqlalchemy import delete, func, literal, or_, select, tuple_
 
-from portal import audit, configsecrets, lifecycle
+from portal import audit, configsecrets, jobconfig, lifecycle, schedule, vault
 from portal.extensions import db
 from portal.lifecycle import SETTLED, Event, Status
 from portal.models import (
@@ -28,7 +28,14 @@ from portal.models import (
 from portal.models.types import UTCDateTime, utcnow
 from portal.params import parse_int
 from portal.queues import enqueue
-from portal.schemaform import name_errors
+from portal.schemaform import (
+    destination_paths,
+    holder_of,
+    moved_destinations,
+    name_errors,
+    secret_slots,
+    validate,
+)
 from providers.base import KINDS, JobType, Provider
 
 log = logging.getLogger(__name__)
@@ -78,6 +85,7 @@ def create_job(
     lifecycle.record(job, Event.CREATED,
                      f"Created by {created_by.email}" + (", paused" if paused else ""),
                      now=now, by=created_by)
+    jobconfig.record_version(job, by=created_by, summary="Created", changes=[], now=now)
     if draft is not None:
         db.session.delete(draft)
     audit.record("created", "job", job.id, job.name, by=created_by,
@@ -259,6 +267,124 @@ def edit_job(job: Job, *, field: str, value: str, by: User) -> dict[str, str]:
                      now=now, by=by)
     db.session.commit()
     return {}
+
+
+class EditRefused(Exception):
+    """An edit that cannot be saved: `errors` by field (a field of the configure step, or
+    of the schedule step: "schedule-...", "name"), and the step that can mend them."""
+
+    def __init__(self, errors: dict[str, str], step: str = "configure"):
+        super().__init__("; ".join(errors.values()))
+        self.errors, self.step = errors, step
+
+
+@dataclass(frozen=True)
+class EditSaved:
+    changes: list[dict]
+    resumed: bool
+    status: str
+
+
+def start_edit(job: Job, *, by: User) -> Draft:
+    """An edit draft of the job for `by`: the wizard's configure and schedule steps,
+    pre-filled with what the job holds now (secrets sealed, so blank keeps them). An
+    earlier unsaved edit of the same job by the same person is replaced."""
+    db.session.execute(delete(Draft).where(Draft.job_id == job.id, Draft.owner_id == by.id))
+    draft = Draft(owner_id=by.id, provider=job.provider, job_type=job.job_type,
+                  authorization_id=job.authorization_id, config=dict(job.config or {}),
+                  name=job.name, description=job.description or "",
+                  schedule=dict(job.schedule or {}), retry_policy=dict(job.retry_policy or {}),
+                  step="configure", job_id=job.id, base_version=jobconfig.latest_version(job))
+    db.session.add(draft)
+    db.session.commit()
+    return draft
+
+
+def _edit_problems(job: Job, job_type: JobType, after: jobconfig.Settings) -> EditRefused | None:
+    """What Save refuses: a configuration that does not validate (or whose secrets no key
+    opens), an authorization of another provider, a secret kept although a destination
+    field changed since the job's own configuration, a schedule or name with mistakes."""
+    schema = job_type.config_schema
+    try:
+        errors = validate(schema, configsecrets.open_config(schema, after.config, what="this edit"))
+    except vault.KeyUnavailable:
+        errors = {"config": "A secret can no longer be decrypted; enter it again."}
+    if after.authorization_id is not None:
+        found = db.session.get(Authorization, after.authorization_id)
+        if found is None or found.provider != job.provider:
+            errors["authorization"] = ("That authorization does not exist or is for another "
+                                       "provider; choose one from the list.")
+    moved = moved_destinations(schema, destination_paths(schema), job.config, after.config)
+    if moved:
+        for path, holder, name in secret_slots(schema, after.config):
+            earlier, earlier_name = holder_of(job.config, path)
+            if earlier is not None and holder.get(name) is not None and (
+                    holder.get(name) == earlier.get(earlier_name)):
+                errors[path] = configsecrets.enter_again(moved)
+    if errors:
+        return EditRefused(errors)
+    later = {**schedule.problems(after.schedule),
+             **name_errors(after.name, after.description, missing="Give the job a name.")}
+    return EditRefused(later, step="schedule") if later else None
+
+
+def save_edit(job: Job, job_type: JobType, after: jobconfig.Settings, *, by: User,
+              base_version: int | None = None, draft: Draft | None = None,
+              resume: bool = False) -> EditSaved:
+    """Save an edit in one transaction: the job's configuration, authorization, schedule,
+    retries, name and description, a version with the changes, an `edited` event in its
+    log and an audit entry; the draft it came from is deleted. A new file for an import
+    starts it from the file's beginning; a new schedule moves a sleeping job's next run.
+    A running job takes the new configuration at its next unit (the runner re-reads the
+    row after each unit). `resume`: a failed or paused job then resumes, a completed one
+    runs again, through the state machine. Raises EditRefused (nothing saved)."""
+    _locked(job)
+    if base_version is not None and jobconfig.latest_version(job) != base_version:
+        db.session.rollback()
+        raise EditRefused({"config": "Someone else changed this job's configuration since "
+                                     "you started editing it. Start the edit again from the "
+                                     "job's summary to see their change."})
+    if (problem := _edit_problems(job, job_type, after)) is not None:
+        db.session.rollback()
+        raise problem
+    before = jobconfig.Settings.of(job)
+    changes = jobconfig.differences(job_type.config_schema, before, after)
+    now = utcnow()
+    if changes:
+        if jobconfig.upload_changed(job_type.config_schema, before.config, after.config):
+            job.cursor = {}
+        job.authorization_id = after.authorization_id
+        job.config, job.retry_policy = after.config, after.retry_policy
+        job.name, job.description = after.name, after.description
+        if jobconfig.schedule_changed(before.schedule, after.schedule):
+            job.schedule = after.schedule
+            if job.status == Status.SLEEPING and not job.error_count:
+                job.next_run_at = schedule.next_run(schedule.load(after.schedule),
+                                                    job.last_run_at or now) or now
+        job.updated_at, job.updated_by_id = now, by.id
+        labels = ", ".join(change["label"] for change in changes)
+        version = jobconfig.record_version(job, by=by, summary="Edited", changes=changes,
+                                           now=now)
+        lifecycle.record(job, Event.EDITED, f"Configuration changed by {by.email}: {labels}",
+                         now=now, by=by)
+        audit.record("config_changed", "job", job.id, job.name, by=by,
+                     version=version.version, fields=[change["field"] for change in changes],
+                     summary=f"Configuration changed (version {version.version}): {labels}"[:500])
+    resumed = False
+    if resume and lifecycle.can(job, lifecycle.Trigger.RESUME):
+        lifecycle.resume(job, by=by, now=now)
+        resumed = True
+    elif resume and lifecycle.can(job, lifecycle.Trigger.RUN_AGAIN):
+        lifecycle.run_again(job, by=by, now=now)
+        resumed = True
+    if resumed:
+        audit.record("resumed", "job", job.id, job.name, by=by, summary="Resumed after an edit")
+    if draft is not None:
+        db.session.delete(draft)
+    db.session.commit()
+    if resumed:
+        _enqueue_committed(job, force=True)
+    return EditSaved(changes, resumed, str(job.status))
 
 
 def set_keep(job: Job, keep: bool, *, by: User) -> None:

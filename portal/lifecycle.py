@@ -55,6 +55,7 @@ class Trigger(StrEnum):
     RUN_NOW = "user runs it now"
     PAUSE = "user pauses"
     RESUME = "user resumes"
+    RUN_AGAIN = "user runs a completed job again after an edit"
     SCHEDULE_BROKEN = "the schedule gives no next run"
 
 
@@ -87,6 +88,7 @@ TRANSITIONS: dict[Trigger, Transition] = {
     Trigger.RUN_NOW: _t({S}, R, Event.RUN_NOW),
     Trigger.PAUSE: _t({R, S}, P, Event.PAUSED),
     Trigger.RESUME: _t({P, F}, R, Event.RESUMED),
+    Trigger.RUN_AGAIN: _t({C}, R, Event.RESUMED),
     Trigger.SCHEDULE_BROKEN: _t({R}, F, Event.FAILED),
 }
 
@@ -439,6 +441,15 @@ def resume(job: Job, *, by: User, now: datetime) -> None:
     job.error_count = 0
     job.error_streak_started_at = None
     transition(job, Trigger.RESUME, now=now, message=f"Resumed by {by.email}", by=by)
+
+
+def run_again(job: Job, *, by: User, now: datetime) -> None:
+    """A person whose edit gives a completed job more to do (an import's new file) runs
+    it again, with a fresh error streak."""
+    job.error_count = 0
+    job.error_streak_started_at = None
+    transition(job, Trigger.RUN_AGAIN, now=now, message=f"Run again by {by.email} after an "
+               "edit", by=by)
 
 
 def wake(job: Job, *, now: datetime) -> None:

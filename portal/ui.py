@@ -47,6 +47,7 @@ LABELS = {
     "kept": "Kept from the purge",
     "unkept": "No longer kept",
     "run_now": "Run now",
+    "config_changed": "Configuration changed",
     "held_back": "Held back",
     "lost": "Worker lost",
     "sign_in_failed": "Sign-in failed",

@@ -22,7 +22,7 @@ from typing import Any
 from flask import current_app
 from sqlalchemy import func, select, update
 
-from portal import audit, configsecrets
+from portal import audit, configsecrets, jobconfig, lifecycle
 from portal.extensions import db
 from portal.keys import KeyUnavailable, VaultError, keyring
 from portal.models import Authorization, AuthorizationVersion, Draft, Job, User
@@ -294,8 +294,17 @@ def reassign(authorization: Authorization, target: Authorization, *, by: User) -
     if target.id == authorization.id or target.provider != authorization.provider:
         raise VaultError("Choose another authorization of the same provider.")
     jobs = jobs_using(authorization)
+    now = utcnow()
     for job in jobs:
         job.authorization_id = target.id
+        # A change of the job's authorization: a version of its configuration, and a line
+        # in its log, as an edit of the job would write.
+        jobconfig.record_version(job, by=by, summary="Authorization reassigned", now=now,
+                                 changes=[{"field": "authorization", "label": "Authorization",
+                                           "before": f"{authorization.label} (#{authorization.id})",
+                                           "after": f"{target.label} (#{target.id})"}])
+        lifecycle.record(job, lifecycle.Event.EDITED,
+                         f"Configuration changed by {by.email}: Authorization", now=now, by=by)
     audit.record("reassigned", "authorization", authorization.id, authorization.label, by=by,
                  summary=f"{len(jobs)} job(s) moved to “{target.label}” (#{target.id})",
                  jobs=[job.id for job in jobs], target=target.id)

@@ -29,6 +29,7 @@ EXPECTED = {
     Trigger.RUN_NOW: ({"sleeping"}, "running", "run_now"),
     Trigger.PAUSE: ({"running", "sleeping"}, "paused", "paused"),
     Trigger.RESUME: ({"paused", "failed"}, "running", "resumed"),
+    Trigger.RUN_AGAIN: ({"completed"}, "running", "resumed"),
     Trigger.SCHEDULE_BROKEN: ({"running"}, "failed", "failed"),
 }
 CASES = [(trigger, status) for trigger in Trigger for status in Status]

@@ -15,6 +15,7 @@ import threading
 import time
 import traceback
 import uuid
+from dataclasses import replace
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -269,6 +270,10 @@ class Runner:
                 update(Job).where(Job.id == job.id, Job.lease_owner == self.owner)
                 .values(lease_owner=None, lease_until=None)
             )
+        else:
+            # What a person's edit may have changed since the last unit ended: the next
+            # unit starts with it (read under the row's lock the UPDATE took).
+            db.session.refresh(job, attribute_names=["config", "authorization_id", "cursor"])
         db.session.commit()
         return result.rowcount == 1
 
@@ -276,6 +281,7 @@ class Runner:
         """One unit of work; its data, cursor and events commit together."""
         found = get_job_type(job.provider, job.job_type)
         ctx = _Context(job, self.config["PORTAL_IMPORT_BATCH_SIZE"])
+        cursor_read = job.cursor
         secrets: list[str] = []
         try:
             if found is None:
@@ -317,7 +323,8 @@ class Runner:
         finally:
             ctx.credentials, ctx.config = {}, {}
         result.message = vault.redact(result.message, secrets)
-        return self.succeeded(job, result, [vault.redact(note, secrets) for note in ctx.notes])
+        return self.succeeded(job, result, [vault.redact(note, secrets) for note in ctx.notes],
+                              cursor_read)
 
     def _still_ours(self, job: Job) -> bool:
         """Read the row afresh under a lock: a person may have paused the job, or the
@@ -335,10 +342,15 @@ class Runner:
             job.lease_until = None
         db.session.commit()
 
-    def succeeded(self, job: Job, result: WorkResult, notes: list[str]) -> str:
+    def succeeded(self, job: Job, result: WorkResult, notes: list[str],
+                  cursor_read: dict | None = None) -> str:
         if not self._still_ours(job):
             return "lease lost"
         now = utcnow()
+        if cursor_read is not None and job.cursor != cursor_read:
+            # A person's edit reset the cursor while the unit ran (an import given a new
+            # file): theirs wins, and the next unit starts the new file from its beginning.
+            result = replace(result, cursor=None, done=False, more_now=True)
         job.cursor = result.cursor if result.cursor is not None else job.cursor
         job.last_run_at = now
         message = "; ".join([*notes, result.message] if result.message else notes)

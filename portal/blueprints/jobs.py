@@ -26,6 +26,7 @@ from portal import metrics as metrics_series
 from portal.access import background, role_required
 from portal.csvcells import SafeDictWriter
 from portal.extensions import db
+from portal.jobconfig import changes_context
 from portal.jobs import (
     ACTIONS,
     JobBusy,
@@ -203,7 +204,8 @@ def summary(job_id: int):
     context = {**_live_context(job), **_logs_context(job), **_metrics_context(job),
                **_runs_context(job, params.id_arg(request.args, "runs_before", strict=False))}
     return htmx.render("jobs/summary.html", **context, can_edit=can_edit(job, current_user),
-                       history=audit.entries_for("job", job.id, limit=20))
+                       history=audit.entries_for("job", job.id, limit=20),
+                       **changes_context(job, None))
 
 
 def _runs_context(job: Job, before: int | None) -> dict:

@@ -2,23 +2,27 @@
 schedule -> review. Each step has its own URL. From the configure step on, what the
 person entered lives in a server-side Draft (listed under "Drafts", resumable), and
 nothing becomes a job until Create on the review step.
+
+"Edit configuration" of an existing job is the same configure and schedule steps with a
+Draft tied to the job (Draft.job_id), pre-filled from it: POST /jobs/<id>/edit starts
+one; its review step shows the changes and Save applies them (portal.jobs.save_edit).
 """
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import Blueprint, abort, current_app, render_template, request, url_for
+from flask import Blueprint, abort, current_app, flash, render_template, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from portal import configsecrets, htmx, params, schedule, vault
+from portal import configsecrets, htmx, jobconfig, params, schedule, vault
 from portal.access import role_required
 from portal.datastore import check_upload, safe_filename, store_upload
 from portal.extensions import db
-from portal.jobs import create_job
-from portal.lifecycle import RETRY_SCHEMA, RetryPolicy
+from portal.jobs import EditRefused, can_edit, create_job, save_edit, start_edit
+from portal.lifecycle import RETRY_SCHEMA, RetryPolicy, Status, Trigger, can
 from portal.models import Authorization, Draft, Job, Stream, Upload
 from portal.models.types import utcnow
 from portal.schemaform import (
@@ -36,8 +40,10 @@ from providers.base import JobType, Provider, ProviderError
 from providers.files import FileCheck, RecordError, guess_timestamp_field
 
 bp = Blueprint("wizard", __name__, url_prefix="/jobs/new")
+edit_bp = Blueprint("edit", __name__, url_prefix="/jobs")
 
 STEPS = ("Provider", "Job type", "Authorization", "Configure", "Schedule", "Review")
+EDIT_STEPS = ("Configure", "Schedule", "Review")
 
 
 def _provider(provider_key: str) -> Provider:
@@ -128,18 +134,20 @@ def _chosen_authorization(provider: Provider, raw: str) -> tuple[bool, Authoriza
     return False, None
 
 
-def _upload_for(upload_id: Any) -> Upload | None:
-    """The current user's own upload with this id, or None (a tampered id finds nothing)."""
+def _upload_for(upload_id: Any, job: Job | None = None) -> Upload | None:
+    """The current user's own upload with this id, or the file the edited job reads now
+    (an admin edits another's import); else None (a tampered id finds nothing)."""
     upload_id = params.parse_int(upload_id)  # from a config: an int, or nothing usable
     if upload_id is None:
         return None
     upload = db.session.get(Upload, upload_id)
-    if upload is None or upload.created_by_id != current_user.id:
+    if upload is None or (upload.created_by_id != current_user.id and (
+            job is None or (job.config or {}).get("upload_id") != upload_id)):
         return None
     return upload
 
 
-def _draft(draft_id: int) -> Draft:
+def _draft(draft_id: int, *, of_a_job: bool = True) -> Draft:
     draft = db.session.get(Draft, draft_id)
     if draft is None:
         # A page of the draft left open after Create (the browser's Back) says where it went.
@@ -151,7 +159,30 @@ def _draft(draft_id: int) -> Draft:
     if draft is None or draft.owner_id != current_user.id:
         abort(404, description="There is no such draft: it was created, discarded, or is "
                                "someone else's. Start again from the provider tiles.")
+    if of_a_job:
+        _edited_job(draft)
     return draft
+
+
+def _edited_job(draft: Draft | None) -> Job | None:
+    """The job an edit draft changes (None for a new job's draft); 404 once the job is
+    gone, 403 when the person may no longer edit it."""
+    if draft is None or draft.job_id is None:
+        return None
+    job = db.session.get(Job, draft.job_id)
+    if job is None:
+        abort(404, description="The job this edit was for has been deleted.")
+    if not can_edit(job, current_user):
+        abort(403, description="Only the operator who created this job, or an admin, may "
+                               "change its configuration.")
+    return job
+
+
+def _steps(draft: Draft | None, step: int) -> dict[str, Any]:
+    """The step bar's labels and position: the wizard's six, or an edit's last three."""
+    if draft is not None and draft.job_id is not None:
+        return {"steps": EDIT_STEPS, "step": step - 3, "edit_job": _edited_job(draft)}
+    return {"steps": STEPS, "step": step, "edit_job": None}
 
 
 def _options(job_type: JobType, authorization: Authorization | None,
@@ -188,10 +219,13 @@ def _configure_page(provider: Provider, job_type: JobType, draft: Draft | None,
     response = htmx.render(
         "wizard/page.html", "wizard/_configure.html", status=422 if errors else 200,
         provider=provider, job_type=job_type, authorization=authorization,
-        auth_param=auth_param, draft=draft, steps=STEPS, step=3,
+        auth_param=auth_param, draft=draft, **_steps(draft, 3),
+        authorizations=_authorizations(provider) if provider.needs_authorization else [],
         fields=ordered_fields(job_type.config_schema), values=values, errors=errors,
         upload=upload, options=options, option_problems=problems, upload_limit=_upload_limit(),
         destinations=destinations_said(job_type.config_schema),
+        has_file=any(prop.get("x-widget") == "upload"
+                     for _, prop in ordered_fields(job_type.config_schema)),
     )
     if draft is not None:
         htmx.push_url(response, url_for("wizard.configure", provider_key=provider.key,
@@ -205,22 +239,34 @@ def _configure_page(provider: Provider, job_type: JobType, draft: Draft | None,
 def configure(provider_key: str, job_type_key: str):
     """Step 4: the job type's configuration, a form made from its JSON Schema."""
     provider, job_type = _job_type(provider_key, job_type_key)
-    auth_param = request.values.get("authorization", "none")
-    valid, chosen = _chosen_authorization(provider, auth_param)
-    if not valid:
-        return _authorization_step(
-            provider, job_type, error="That authorization does not exist or does not fit "
-                                      "this provider; choose one from the list.")
     draft_id = params.id_arg(request.values, "draft", strict=False)
     draft = _draft(draft_id) if draft_id is not None else None
     if draft is not None and (draft.provider, draft.job_type) != (provider.key, job_type.key):
         abort(404, description="That draft is for another job type.")
-    schema = job_type.config_schema
+    job = _edited_job(draft)
+    # An edit chooses its authorization on this step (a menu in the form); the wizard on
+    # the step before (in the query string).
+    auth_param = request.form.get("authorization") or request.args.get("authorization", "none")
+    valid, chosen = _chosen_authorization(provider, auth_param)
     errors: dict[str, str] = {}
-    if request.method == "GET":
+    if not valid and job is None:
+        return _authorization_step(
+            provider, job_type, error="That authorization does not exist or does not fit "
+                                      "this provider; choose one from the list.")
+    if not valid:
+        errors["authorization"] = ("That authorization does not exist or is for another "
+                                   "provider; choose one from the list.")
+        auth_param = str(draft.authorization_id or "none")
+        valid, chosen = _chosen_authorization(provider, auth_param)
+    schema = job_type.config_schema
+    if request.method == "GET" or errors:
         return _configure_kept(provider, job_type, draft, chosen, auth_param, errors)
     values, errors = coerce(schema, request.form)
-    upload = _upload_for(values.get("upload_id"))
+    if job is not None:  # what the form does not show (set through the API) stays as it is
+        known = {name for name, _ in ordered_fields(schema)} | {"upload_id"}
+        values = {**{key: value for key, value in draft.config.items() if key not in known},
+                  **values}
+    upload = _upload_for(values.get("upload_id"), job)
     if values.get("upload_id") is not None and upload is None:
         values.pop("upload_id")
         errors["upload_id"] = "That file is no longer available; upload it again."
@@ -275,7 +321,7 @@ def _configure_kept(provider: Provider, job_type: JobType, draft: Draft | None,
     values = dict(draft.config) if draft else defaults(schema)
     if draft:
         values = _sealed_config(schema, values, keep=values, errors=errors)[0]
-    upload = _upload_for(values.get("upload_id"))
+    upload = _upload_for(values.get("upload_id"), _edited_job(draft))
     return _configure_page(provider, job_type, draft, chosen, auth_param, values, errors,
                            upload, _options(job_type, chosen, upload))
 
@@ -381,7 +427,7 @@ def _save_config(draft: Draft | None, provider: Provider, job_type: JobType,
 
 def _plan_context(draft: Draft, **extra: Any) -> dict[str, Any]:
     provider, job_type = _job_type(draft.provider, draft.job_type)
-    return {"draft": draft, "provider": provider, "job_type": job_type, "steps": STEPS,
+    return {"draft": draft, "provider": provider, "job_type": job_type, **_steps(draft, 4),
             "schedule_fields": ordered_fields(schedule.SCHEMA),
             "retry_fields": ordered_fields(RETRY_SCHEMA), "errors": {}, **extra}
 
@@ -392,7 +438,7 @@ def plan(draft_id: int):
     """Step 5: name, description, cadence, retry policy, and whether to start paused."""
     draft = _draft(draft_id)
     if request.method == "GET":
-        return htmx.render("wizard/page.html", "wizard/_schedule.html", step=4,
+        return htmx.render("wizard/page.html", "wizard/_schedule.html",
                            **_plan_context(draft))
     _, job_type = _job_type(draft.provider, draft.job_type)
     errors: dict[str, str] = {}
@@ -425,7 +471,7 @@ def plan(draft_id: int):
         draft.step = "review"
     db.session.commit()
     if errors:
-        return htmx.render("wizard/page.html", "wizard/_schedule.html", status=422, step=4,
+        return htmx.render("wizard/page.html", "wizard/_schedule.html", status=422,
                            **_plan_context(draft, errors=errors))
     return htmx.redirect(url_for("wizard.review", draft_id=draft.id))
 
@@ -448,10 +494,19 @@ def review(draft_id: int):
     if draft.step != "review":
         return htmx.redirect(_resume_url(draft))
     provider, job_type = _job_type(draft.provider, draft.job_type)
-    upload = _upload_for(draft.config.get("upload_id"))
+    job = _edited_job(draft)
+    upload = _upload_for(draft.config.get("upload_id"), job)
+    edit: dict[str, Any] = {}
+    if job is not None:
+        edit = {"changes": jobconfig.differences(job_type.config_schema,
+                                                 jobconfig.Settings.of(job),
+                                                 jobconfig.Settings.of(draft)),
+                "new_file": jobconfig.upload_changed(job_type.config_schema, job.config,
+                                                     draft.config),
+                "can_resume": can(job, Trigger.RESUME) or can(job, Trigger.RUN_AGAIN)}
     return htmx.render(
         "wizard/page.html", "wizard/_review.html", draft=draft, provider=provider,
-        job_type=job_type, steps=STEPS, step=5, upload=upload,
+        job_type=job_type, **_steps(draft, 5), **edit, upload=upload,
         preview=_check(upload, draft.config) if upload else None,
         config=redact_secrets(job_type.config_schema, draft.config),
         cadence=schedule.describe(schedule.from_dict(draft.schedule)),
@@ -464,6 +519,8 @@ def review(draft_id: int):
 def create(draft_id: int):
     """Create: the draft becomes a job (paused if asked), and is gone."""
     draft = _draft(draft_id)
+    if draft.job_id is not None:  # an edit is saved, never created as another job
+        return htmx.redirect(url_for("wizard.review", draft_id=draft.id))
     provider, job_type = _job_type(draft.provider, draft.job_type)
     try:
         config_errors = validate(job_type.config_schema, configsecrets.open_config(
@@ -508,6 +565,85 @@ def drafts():
 @bp.post("/drafts/<int:draft_id>/discard")
 @role_required("operator")
 def discard(draft_id: int):
-    db.session.delete(_draft(draft_id))
+    db.session.delete(_draft(draft_id, of_a_job=False))  # even an edit of a deleted job
     db.session.commit()
     return htmx.redirect(url_for("wizard.drafts"))
+
+
+@bp.post("/drafts/<int:draft_id>/save")
+@role_required("operator")
+def save(draft_id: int):
+    """Save an edit: the job takes the draft's configuration, schedule and authorization
+    (with "resume", a failed or paused job then resumes, a completed one runs again).
+    Refused changes go back to the step that can mend them, with field messages."""
+    draft = _draft(draft_id)
+    job = _edited_job(draft)
+    if job is None:
+        abort(404, description="That draft is not an edit of a job.")
+    if draft.step != "review":
+        return htmx.redirect(_resume_url(draft))
+    provider, job_type = _job_type(draft.provider, draft.job_type)
+    try:
+        saved = save_edit(job, job_type, jobconfig.Settings.of(draft), by=current_user,
+                          base_version=draft.base_version, draft=draft,
+                          resume=request.form.get("resume") == "1")
+    except EditRefused as refused:
+        draft.step = refused.step
+        db.session.commit()
+        if refused.step == "schedule":
+            return htmx.render("wizard/page.html", "wizard/_schedule.html", status=422,
+                               **_plan_context(draft, errors=refused.errors))
+        valid, chosen = _chosen_authorization(provider, str(draft.authorization_id or "none"))
+        return _configure_kept(provider, job_type, draft, chosen if valid else None,
+                               str(draft.authorization_id or "none"), dict(refused.errors))
+    flash(_saved_notice(saved), "success" if saved.changes or saved.resumed else "info")
+    return htmx.redirect(url_for("jobs.summary", job_id=job.id))
+
+
+def _saved_notice(saved) -> str:
+    """What Save did, and when the job feels it."""
+    if not saved.changes:
+        said = "Nothing changed."
+    else:
+        said = f"Saved: {', '.join(change['label'] for change in saved.changes)}."
+    if saved.resumed:
+        return f"{said} The job runs now."
+    if saved.changes and saved.status == Status.RUNNING:
+        return (f"{said} The job is running: the unit of work under way finishes with the "
+                "configuration it started with; the next one uses the new one.")
+    if saved.changes and saved.status in (Status.FAILED, Status.COMPLETED, Status.PAUSED):
+        return f"{said} The job stays {saved.status} until it is resumed."
+    return said
+
+
+@edit_bp.route("/<int:job_id>/edit", methods=["GET", "POST"])
+@role_required("operator")
+def start(job_id: int):
+    """Edit configuration: POST starts an edit of the job from what it holds now (GET
+    resumes one the person left unsaved, or goes back to the job)."""
+    job = db.session.get(Job, job_id)
+    if job is None:
+        abort(404, description=f"There is no job #{job_id}.")
+    if not can_edit(job, current_user):
+        abort(403, description="Only the operator who created this job, or an admin, may "
+                               "change its configuration.")
+    if get_provider(job.provider) is None or get_provider(job.provider).job_type(
+            job.job_type) is None:
+        abort(404, description=f"This portal no longer offers {job.provider}/{job.job_type}.")
+    if request.method == "GET":
+        draft = db.session.scalar(select(Draft).where(Draft.job_id == job.id,
+                                                      Draft.owner_id == current_user.id))
+        return htmx.redirect(_resume_url(draft) if draft else url_for("jobs.summary",
+                                                                      job_id=job.id))
+    return htmx.redirect(_resume_url(start_edit(job, by=current_user)))
+
+
+@edit_bp.get("/<int:job_id>/changes")
+@role_required("viewer")
+def changes(job_id: int):
+    """A page of the job's Changes (?before= a version: the page of older ones)."""
+    job = db.session.get(Job, job_id)
+    if job is None:
+        abort(404, description=f"There is no job #{job_id}.")
+    return htmx.fragment("jobs/_changes.html", job=job, **jobconfig.changes_context(
+        job, params.id_arg(request.args, "before")))

@@ -2,9 +2,17 @@
 
 from portal.models.audit import AuditEntry
 from portal.models.data import Message, Stream, Upload
-from portal.models.jobs import Draft, Job, JobEvent, JobRun, JobStatusCount
+from portal.models.jobs import (
+    Draft,
+    Job,
+    JobConfigVersion,
+    JobEvent,
+    JobRun,
+    JobStatusCount,
+)
 from portal.models.users import ROLES, User
 from portal.models.vault import Authorization, AuthorizationVersion
 
 __all__ = ["ROLES", "AuditEntry", "Authorization", "AuthorizationVersion", "Draft", "Job",
+           "JobConfigVersion",
            "JobEvent", "JobRun", "JobStatusCount", "Message", "Stream", "Upload", "User"]

@@ -138,11 +138,38 @@ class Draft(db.Model):
     retry_policy: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
     create_paused: Mapped[bool] = mapped_column(default=False)
     step: Mapped[str] = mapped_column(String(20), default="configure")
+    # An edit of an existing job ("Edit configuration" on its summary): the job, and the
+    # configuration version the edit started from (Save refuses if another edit came
+    # first). No foreign key, as Job.draft_id: an edit of a deleted job finds nothing.
+    job_id: Mapped[int | None] = mapped_column(index=True)
+    base_version: Mapped[int | None] = mapped_column()
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
     owner: Mapped[User] = relationship()
     authorization: Mapped[Authorization | None] = relationship()
+
+
+class JobConfigVersion(db.Model):
+    """One change of a job's configuration, schedule or authorization (version 1: its
+    creation): who, when, and what changed, before -> after, field by field. A secret
+    field is only named as changed: neither its value nor its ciphertext is kept here."""
+
+    __tablename__ = "job_config_versions"
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"))
+    version: Mapped[int] = mapped_column()
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id", ondelete="SET NULL"))
+    summary: Mapped[str] = mapped_column(String(200), default="")
+    # [{"field", "label", "before", "after"} | {"field", "label", "secret": true}]
+    changes: Mapped[list[dict[str, Any]]] = mapped_column(JSONDict, default=list)
+
+    by: Mapped[User | None] = relationship()
+
+    __table_args__ = (Index("ix_job_config_versions_job_id_version", "job_id", "version",
+                            unique=True), NEVER_REUSE_IDS)
 
 
 class JobStatusCount(db.Model):
