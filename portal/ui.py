@@ -5,11 +5,15 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
-from flask import Flask
+from flask import Flask, has_request_context
 from flask_login import current_user
+from markupsafe import Markup
 
 from portal.jobs import RETRYING
+from portal.models.types import utcnow
+from portal.schedule import known_timezones
 from portal.schemaform import constraint_hint, ordered_fields, secret_slots
 from providers import get_job_type, get_provider
 
@@ -107,8 +111,66 @@ def format_duration(value: timedelta | float | None) -> str:
     return f"{hours:,} h {minutes} min" if minutes else f"{hours:,} h"
 
 
-def format_time(value: datetime | None) -> str:
-    return value.strftime("%Y-%m-%d %H:%M:%S UTC") if value else "—"
+def user_timezone() -> str:
+    """The IANA name of the zone the signed-in person reads times in ("UTC" without one, or
+    when the stored name is no longer known)."""
+    name = "UTC"
+    if has_request_context() and current_user.is_authenticated:
+        name = getattr(current_user, "timezone", None) or "UTC"
+    return name if name in known_timezones() else "UTC"
+
+
+def format_time(value: datetime | None, zone: str | None = None) -> str:
+    """An exact time in the person's zone, the zone named: "2026-11-29 14:05:03 UTC", or
+    "2026-11-29 15:05:03 Europe/Paris (UTC+01:00)"."""
+    if not value:
+        return "—"
+    zone = zone or user_timezone()
+    if zone == "UTC":
+        return value.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+    local = value.astimezone(ZoneInfo(zone))
+    offset = local.strftime("%z")
+    return f"{local:%Y-%m-%d %H:%M:%S} {zone} (UTC{offset[:3]}:{offset[3:]})"
+
+
+MONTHS = ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec")
+
+
+def relative_time(value: datetime, now: datetime, zone: str = "UTC") -> str:
+    """A time as a table shows it, from `now`: "just now", "3 min ago", "in 5 min",
+    "2 h ago", "yesterday 14:05", "tomorrow 09:00", "27 Nov 14:05", "27 Nov 2025".
+    Days are the person's calendar days. portal.js (relativeTime) words it the same way
+    when it brings the text up to date in an open page: change both together."""
+    seconds = (value - now).total_seconds()
+    ahead = seconds > 0
+    distance = abs(seconds)
+    if distance < 45:
+        return "just now"
+    minutes = max(1, round(distance / 60))
+    if minutes < 60:
+        return f"in {minutes} min" if ahead else f"{minutes} min ago"
+    tz = ZoneInfo(zone)
+    local, today = value.astimezone(tz), now.astimezone(tz).date()
+    days = (local.date() - today).days
+    if days == 0:
+        hours = int(distance // 3600)
+        return f"in {hours} h" if ahead else f"{hours} h ago"
+    if days in (-1, 1):
+        return f"{'tomorrow' if ahead else 'yesterday'} {local:%H:%M}"
+    day = f"{local.day} {MONTHS[local.month - 1]}"
+    return f"{day} {local:%H:%M}" if local.year == today.year else f"{day} {local.year}"
+
+
+def time_tag(value: datetime | None) -> Markup:
+    """The one way a table shows a time: relative words, the exact time in the person's
+    zone on hover, the UTC instant in `datetime` (portal.js keeps the words true)."""
+    if not value:
+        return Markup("—")
+    zone = user_timezone()
+    instant = value.astimezone(UTC).replace(microsecond=0)
+    return Markup('<time class="when" datetime="{}" title="{}">{}</time>').format(
+        instant.strftime("%Y-%m-%dT%H:%M:%SZ"), format_time(value, zone),
+        relative_time(value, utcnow(), zone))
 
 
 def pretty_json(value: Any) -> str:
@@ -154,6 +216,7 @@ def job_type_name(provider_key: str, job_type_key: str) -> str:
 
 def register(app: Flask) -> None:
     app.jinja_env.filters["time"] = format_time
+    app.jinja_env.filters["when"] = time_tag
     app.jinja_env.filters["pretty_json"] = pretty_json
     app.jinja_env.filters["timestamp"] = format_timestamp
     app.jinja_env.filters["label"] = human_label
@@ -172,6 +235,7 @@ def register(app: Flask) -> None:
         constraint_hint=constraint_hint,
         provider_name=provider_name,
         job_type_name=job_type_name,
+        user_timezone=user_timezone,
     )
 
     @app.context_processor

@@ -9,14 +9,15 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import select
-from wtforms import BooleanField, EmailField, PasswordField
-from wtforms.validators import DataRequired, Length
+from wtforms import BooleanField, EmailField, PasswordField, SelectField
+from wtforms.validators import DataRequired, Length, ValidationError
 
 from portal import access, audit, htmx, throttle
 from portal.extensions import db
 from portal.models import User
 from portal.models.types import utcnow
 from portal.models.users import check_sign_in
+from portal.schedule import known_timezones
 
 bp = Blueprint("auth", __name__)
 # Sign-in throttling and session checks belong to sign-in: bound with this blueprint.
@@ -109,3 +110,30 @@ def logout():
     db.session.commit()
     flash("You are signed out.", "info")
     return redirect(url_for("auth.login"), code=303)
+
+
+def _known_zone(form: FlaskForm, field: SelectField) -> None:
+    if field.data not in known_timezones():
+        raise ValidationError("Unknown time zone; pick one from the list, such as UTC or "
+                              "Europe/Paris.")
+
+
+class SettingsForm(FlaskForm):
+    # The list is checked by _known_zone, with a message that says what to do.
+    timezone = SelectField("Time zone", validators=[_known_zone], validate_choice=False)
+
+
+@bp.route("/settings", methods=["GET", "POST"])
+@login_required
+def settings():
+    """The signed-in person's own settings: the time zone their times show in."""
+    user = current_user._get_current_object()
+    form = SettingsForm(timezone=user.timezone)
+    form.timezone.choices = sorted(known_timezones())
+    if form.validate_on_submit():
+        user.timezone = form.timezone.data
+        db.session.commit()
+        flash(f"Saved: times now show in {user.timezone}.", "success")
+        return redirect(url_for("auth.settings"), code=303)
+    status = 200 if request.method == "GET" or not form.errors else 422
+    return render_template("auth/settings.html", form=form), status

@@ -33,6 +33,8 @@ class User(UserMixin, db.Model):
     # Every session and remember-me cookie carries the generation it was signed in under
     # (see portal/access.py); bumping it ends them all at once.
     session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
+    # The IANA time zone the portal shows this user's times in (portal.ui).
+    timezone: Mapped[str] = mapped_column(String(64), default="UTC", server_default="UTC")
 
     @property
     def is_active(self) -> bool:  # Flask-Login refuses sign-in to inactive users

@@ -99,3 +99,54 @@ function sizeProgressBars(root) {
 }
 document.addEventListener("htmx:load", (event) => sizeProgressBars(event.target));
 document.addEventListener("DOMContentLoaded", () => sizeProgressBars(document));
+
+// Relative times (<time class="when">, portal/ui.py time_tag) stay true in a page left
+// open: every 30 s their words are worked out again from the instant in `datetime`, in
+// the person's zone (body data-timezone), worded as relative_time in portal/ui.py does.
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+const zoneFormats = {};
+
+function localParts(date, zone) {
+  if (!zoneFormats[zone]) {
+    zoneFormats[zone] = new Intl.DateTimeFormat("en-GB", {
+      timeZone: zone, year: "numeric", month: "numeric", day: "numeric",
+      hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+    });
+  }
+  const parts = {};
+  zoneFormats[zone].formatToParts(date).forEach((part) => { parts[part.type] = part.value; });
+  return parts;
+}
+
+function relativeTime(date, now, zone) {
+  const seconds = (date - now) / 1000;
+  const ahead = seconds > 0;
+  const distance = Math.abs(seconds);
+  if (distance < 45) return "just now";
+  const minutes = Math.max(1, Math.round(distance / 60));
+  if (minutes < 60) return ahead ? `in ${minutes} min` : `${minutes} min ago`;
+  const local = localParts(date, zone);
+  const today = localParts(now, zone);
+  const days = Math.round((Date.UTC(local.year, local.month - 1, local.day)
+                           - Date.UTC(today.year, today.month - 1, today.day)) / 86400000);
+  const clock = `${local.hour}:${local.minute}`;
+  if (days === 0) {
+    const hours = Math.floor(distance / 3600);
+    return ahead ? `in ${hours} h` : `${hours} h ago`;
+  }
+  if (days === 1 || days === -1) return `${ahead ? "tomorrow" : "yesterday"} ${clock}`;
+  const day = `${Number(local.day)} ${MONTHS[local.month - 1]}`;
+  return local.year === today.year ? `${day} ${clock}` : `${day} ${local.year}`;
+}
+
+function refreshTimes() {
+  const zone = document.body.dataset.timezone || "UTC";
+  const now = new Date();
+  document.querySelectorAll("time.when[datetime]").forEach((element) => {
+    const date = new Date(element.getAttribute("datetime"));
+    if (Number.isNaN(date.getTime())) return;
+    const words = relativeTime(date, now, zone);
+    if (element.textContent !== words) element.textContent = words;
+  });
+}
+setInterval(refreshTimes, 30_000);
