@@ -17,31 +17,32 @@ from portal.schedule import known_timezones
 from portal.schemaform import constraint_hint, ordered_fields, secret_slots
 from providers import get_job_type, get_provider
 
-# Colour per job status (a Bootstrap `text-bg-*` name, or one of portal.css); every status
-# badge in the portal uses this. "retrying" is no stored status but how a sleeping job in an
-# error streak shows: amber, so a job that keeps failing never looks like a healthy one.
+# Colour per job status: a `text-bg-<style>` class of portal.css, where each style is one
+# of the portal's status colours; every status badge uses this. "retrying" is no stored
+# status but how a sleeping job in an error streak shows: amber, so a job that keeps
+# failing never looks like a healthy one. The colours mean the same wherever they show:
+# run outcomes, log levels and an authorization's health use the same styles.
 STATUS_STYLES = {
-    "running": "primary",
-    "sleeping": "info",
+    "running": "running",
+    "sleeping": "sleeping",
     RETRYING: "retrying",
-    "failed": "danger",
-    "paused": "warning",
-    "completed": "success",
+    "failed": "failed",
+    "paused": "paused",
+    "completed": "completed",
 }
-LEVEL_STYLES = {"error": "danger", "warning": "warning", "info": "secondary"}
-HEALTH_STYLES = {"healthy": "success", "unhealthy": "danger", "unknown": "secondary"}
-# Colour per run outcome (JobRun.outcome; None: under way), the statuses' colours where
-# they mean the same.
+LEVEL_STYLES = {"error": "failed", "warning": "retrying", "info": "idle"}
+HEALTH_STYLES = {"healthy": "completed", "unhealthy": "failed", "unknown": "idle"}
+# Colour per run outcome (JobRun.outcome; None: under way).
 OUTCOME_STYLES = {
-    None: "primary",
-    "sleeping": "info",
-    "idle": "secondary",
-    "completed": "success",
+    None: "running",
+    "sleeping": "sleeping",
+    "idle": "idle",
+    "completed": "completed",
     "error": "retrying",
-    "failed": "danger",
-    "paused": "warning",
-    "held_back": "info",
-    "lost": "danger",
+    "failed": "failed",
+    "paused": "paused",
+    "held_back": "sleeping",
+    "lost": "failed",
 }
 
 # Human words for internal names that reach the screen: log event kinds, audit actions and

@@ -198,11 +198,11 @@ def test_a_job_retrying_after_errors_is_shown_and_filtered_apart(client, auth, s
     page = listing(client)
     badge = r'<span id="job-status-{}"><span class="badge text-bg-{} status-badge" ' \
             r'data-status="{}" data-shown="{}">{}</span>'
-    assert re.search(badge.format(ids[0], "info", "sleeping", "sleeping", "Sleeping"), page)
+    assert re.search(badge.format(ids[0], "sleeping", "sleeping", "sleeping", "Sleeping"), page)
     assert re.search(badge.format(ids[1], "retrying", "sleeping", "retrying",
                                   r"Retrying \(3 errors in a row\)"), page)
     assert "Retrying (1 error in a row)" in page
-    assert re.search(badge.format(ids[3], "danger", "failed", "failed", "Failed"), page)
+    assert re.search(badge.format(ids[3], "failed", "failed", "failed", "Failed"), page)
     assert re.search(r'data-status-tab="retrying"[^>]*>Retrying <span[^>]*>2<', page)
     assert re.search(r'data-status-tab="sleeping">Sleeping <span[^>]*>3<', page)
     assert re.search(r'>All <span[^>]*>4<', page), "Retrying is not counted twice"

@@ -7,9 +7,9 @@
   "use strict";
 
   var SERIES = [
-    { key: "added", label: "Added", variable: "--bs-success", fallback: "#198754" },
-    { key: "removed", label: "Removed", variable: "--bs-danger", fallback: "#dc3545" },
-    { key: "omitted", label: "Omitted", variable: "--bs-secondary", fallback: "#6c757d" },
+    { key: "added", label: "Added", variable: "--status-completed", fallback: "#15803d" },
+    { key: "removed", label: "Removed", variable: "--status-failed", fallback: "#b42318" },
+    { key: "omitted", label: "Omitted", variable: "--status-paused", fallback: "#5b6472" },
   ];
 
   function colour(variable, fallback) {

@@ -150,3 +150,30 @@ function refreshTimes() {
   });
 }
 setInterval(refreshTimes, 30_000);
+
+// Select-all boxes (data-select-all="<selector of the row boxes>"): ticking one ticks every
+// row box it names (the rows on this page); a row box ticked or cleared shows on it as all,
+// none or some (indeterminate).
+function syncSelectAll(root) {
+  const scope = root && root.querySelectorAll ? root : document;
+  const all = Array.from(scope.querySelectorAll("[data-select-all]"));
+  if (scope.matches && scope.matches("[data-select-all]")) all.push(scope);
+  all.forEach((box) => {
+    const rows = Array.from(document.querySelectorAll(box.dataset.selectAll));
+    const ticked = rows.filter((row) => row.checked).length;
+    box.checked = rows.length > 0 && ticked === rows.length;
+    box.indeterminate = ticked > 0 && ticked < rows.length;
+  });
+}
+
+document.addEventListener("change", (event) => {
+  const box = event.target;
+  if (box.matches && box.matches("[data-select-all]")) {
+    const want = box.checked;
+    document.querySelectorAll(box.dataset.selectAll).forEach((row) => { row.checked = want; });
+    syncSelectAll(document);
+  } else if (box.type === "checkbox") {
+    syncSelectAll(document);
+  }
+});
+document.addEventListener("htmx:load", () => syncSelectAll(document));
