@@ -8,11 +8,13 @@ import logging
 from collections.abc import Iterable
 
 from redis.exceptions import RedisError
-from sqlalchemy import insert, select
+from sqlalchemy import String, cast, delete, func, insert, or_, select
 from sqlalchemy.exc import IntegrityError
 
+from portal import audit
 from portal.extensions import db
-from portal.models import Message, Stream, Upload, User
+from portal.lifecycle import Status
+from portal.models import Job, Message, Stream, Upload, User
 from portal.models.types import utcnow
 from portal.params import parse_int
 from portal.queues import redis_connection
@@ -169,3 +171,59 @@ def read_messages(stream_name: str, *, after_id: int, limit: int) -> list[InMess
         .order_by(Message.id).limit(limit)
     ).all()
     return [InMessage(row.id, row.event_time, row.payload) for row in rows]
+
+
+def stream_page(stream: Stream, *, before_id: int | None = None, search: str = "",
+                limit: int = 50) -> tuple[list[Message], int | None]:
+    """One page of a stream's messages, newest stored first, and the id to pass as
+    `before_id` for the next (older) page, or None on the last. `search` keeps the messages
+    whose dedupe key or payload text holds it, any case; % and _ are plain characters."""
+    query = select(Message).where(Message.stream_id == stream.id)
+    if before_id is not None:
+        query = query.where(Message.id < before_id)
+    if search:
+        query = query.where(or_(Message.dedupe_key.icontains(search, autoescape=True),
+                                cast(Message.payload, String).icontains(search,
+                                                                        autoescape=True)))
+    rows = list(db.session.scalars(query.order_by(Message.id.desc()).limit(limit + 1)))
+    return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
+
+
+def message_count(stream: Stream) -> int:
+    return db.session.scalar(select(func.count()).where(Message.stream_id == stream.id)) or 0
+
+
+# A job that may still run (paused ones can be resumed) holds on to its stream.
+ENDED = (str(Status.COMPLETED), str(Status.FAILED))
+
+
+def jobs_using(stream: Stream) -> list[Job]:
+    """The jobs that are not completed or failed and import into or export from `stream`
+    (their configuration names it)."""
+    candidates = db.session.scalars(
+        select(Job).where(Job.status.not_in(ENDED)).order_by(Job.id)).all()
+    return [job for job in candidates if (job.config or {}).get("stream") == stream.name]
+
+
+class StreamInUse(Exception):
+    """The stream cannot go: jobs that may still run use it."""
+
+    def __init__(self, jobs: list[Job]):
+        self.jobs = jobs
+        names = ", ".join(f"“{job.name}” (#{job.id}, {job.status})" for job in jobs)
+        super().__init__(f"Jobs still use this stream: {names}. Complete or delete them "
+                         "first, or point them at another stream.")
+
+
+def delete_stream(stream: Stream, *, by: User) -> int:
+    """Delete a stream and all its messages, audited; how many messages went. Raises
+    StreamInUse while a job that may still run reads or writes it."""
+    if users := jobs_using(stream):
+        raise StreamInUse(users)
+    name, stream_id = stream.name, stream.id
+    deleted = db.session.execute(delete(Message).where(Message.stream_id == stream_id)).rowcount
+    db.session.delete(stream)
+    audit.record("stream_deleted", "stream", stream_id, name, by=by,
+                 summary=f"Deleted stream {name} and its {deleted:,} messages.",
+                 messages=deleted)
+    return deleted

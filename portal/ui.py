@@ -7,12 +7,13 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import Flask, has_request_context
+from flask import Flask, has_request_context, url_for
 from flask_login import current_user
 from markupsafe import Markup
 
 from portal.jobs import RETRYING
 from portal.models.types import utcnow
+from portal.params import parse_int
 from portal.schedule import known_timezones
 from portal.schemaform import constraint_hint, ordered_fields, secret_slots
 from providers import get_job_type, get_provider
@@ -174,6 +175,17 @@ def time_tag(value: datetime | None) -> Markup:
         relative_time(value, utcnow(), zone))
 
 
+def message_source(source: str | None) -> Markup:
+    """Where a message came from: "job:12" as a link to job 12, anything else ("api") as
+    text."""
+    kind, _, raw = (source or "").partition(":")
+    job_id = parse_int(raw) if kind == "job" else None
+    if job_id is None:
+        return Markup("{}").format(source or "—")
+    return Markup('<a href="{}">Job {}</a>').format(
+        url_for("jobs.summary", job_id=job_id), job_id)
+
+
 def pretty_json(value: Any) -> str:
     return json.dumps(value, indent=2, sort_keys=True, ensure_ascii=False)
 
@@ -218,6 +230,7 @@ def job_type_name(provider_key: str, job_type_key: str) -> str:
 def register(app: Flask) -> None:
     app.jinja_env.filters["time"] = format_time
     app.jinja_env.filters["when"] = time_tag
+    app.jinja_env.filters["source"] = message_source
     app.jinja_env.filters["pretty_json"] = pretty_json
     app.jinja_env.filters["timestamp"] = format_timestamp
     app.jinja_env.filters["label"] = human_label

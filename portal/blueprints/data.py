@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, request
+from flask import Blueprint, abort, flash, request, url_for
+from flask_login import current_user
 from sqlalchemy import func, select
 
-from portal import htmx, params
+from portal import datastore, htmx, params
 from portal.access import role_required
 from portal.extensions import db
 from portal.models import Message, Stream
 
 bp = Blueprint("data", __name__, url_prefix="/data")
+PAGE_SIZE = 50
 
 
 @bp.get("")
@@ -26,17 +28,48 @@ def index():
     return htmx.render("data/index.html", rows=rows)
 
 
-@bp.get("/streams/<name>")
-@role_required("viewer")
-def stream(name: str):
-    """The newest messages of one stream."""
+def _stream_or_404(name: str) -> Stream:
     found = db.session.scalar(select(Stream).where(Stream.name == name))
     if found is None:
         abort(404, description=f"There is no stream called {name!r}.")
-    limit = min(params.int_arg(request.args, "limit", default=50), 500)
-    messages = db.session.scalars(
-        select(Message).where(Message.stream_id == found.id)
-        .order_by(Message.event_time.desc(), Message.id.desc()).limit(limit)
-    ).all()
-    total = db.session.scalar(select(func.count()).where(Message.stream_id == found.id))
-    return htmx.render("data/stream.html", stream=found, messages=messages, total=total)
+    return found
+
+
+@bp.get("/streams/<name>")
+@role_required("viewer")
+def stream(name: str):
+    """A stream's messages, newest first, a page at a time; searchable."""
+    found = _stream_or_404(name)
+    limit = min(params.int_arg(request.args, "limit", default=PAGE_SIZE), 500)
+    before = params.id_arg(request.args, "before")
+    search = request.args.get("q", "").strip()[:200]
+    messages, older = datastore.stream_page(found, before_id=before, search=search,
+                                            limit=limit)
+    return htmx.render("data/stream.html", "data/_messages.html", stream=found,
+                       messages=messages, older=older, before=before, search=search,
+                       total=datastore.message_count(found))
+
+
+@bp.get("/streams/<name>/delete")
+@role_required("admin")
+def confirm_delete(name: str):
+    """Ask before deleting a stream: how many messages go, or which jobs stand in the way."""
+    found = _stream_or_404(name)
+    return htmx.render("data/delete.html", "data/_delete.html", stream=found,
+                       count=datastore.message_count(found), blockers=datastore.jobs_using(found))
+
+
+@bp.post("/streams/<name>/delete")
+@role_required("admin")
+def delete(name: str):
+    """Delete a stream and its messages, unless a job that may still run uses it."""
+    found = _stream_or_404(name)
+    try:
+        deleted = datastore.delete_stream(found, by=current_user)
+    except datastore.StreamInUse as refused:
+        db.session.rollback()
+        return htmx.render("data/delete.html", "data/_delete.html", status=409, stream=found,
+                           count=datastore.message_count(found), blockers=refused.jobs)
+    db.session.commit()
+    flash(f"Deleted stream {name} and its {deleted:,} messages.", "success")
+    return htmx.redirect(url_for("data.index"))
