@@ -1,0 +1,113 @@
+"""In Debian's chromium: the job list's select-all box and the bulk bar on a long list,
+the time zone setting, and relative times that stay true in an open page."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.test_browser import (  # noqa: F401 (fixtures)
+    browser_type_launch_args,
+    faults_job,
+    live_server,
+    settled,
+    sign_in,
+)
+from tests.test_browser_a11y import tab_to
+
+pytestmark = pytest.mark.browser
+
+
+def test_select_all_and_the_bulk_bar_in_view_on_a_long_list(
+        page: Page, live_server, make_user):  # noqa: F811 (the fixture of tests/test_browser.py)
+    user = make_user("operator")
+    for n in range(60):
+        faults_job(user, f"job {n:02d}", script=["ok"], units=0, more_now=False,
+                   rate_limited_until="2999-01-01T00:00:00+00:00")
+    page.set_viewport_size({"width": 1280, "height": 800})
+    sign_in(page, live_server, user)
+    rows = page.locator("#jobs input[name=ids]")
+    expect(rows).to_have_count(50)  # one page of the list
+    select_all = page.get_by_label("Select all jobs on this page")
+
+    # From the keyboard: Tab to the box, Space ticks every row on the page.
+    select_all.focus()
+    page.keyboard.press("Space")
+    expect(page.locator("#jobs input[name=ids]:checked")).to_have_count(50)
+    expect(select_all).to_be_checked()
+
+    # Clearing one row shows "some": indeterminate, not ticked.
+    page.get_by_label("Select job 30").uncheck()
+    assert select_all.evaluate("(box) => box.indeterminate && !box.checked")
+    select_all.check()
+    assert select_all.evaluate("(box) => !box.indeterminate")
+    expect(page.locator("#jobs input[name=ids]:checked")).to_have_count(50)
+    select_all.uncheck()
+    expect(page.locator("#jobs input[name=ids]:checked")).to_have_count(0)
+    page.get_by_label("Select job 20").check()
+    page.get_by_label("Select job 21").check()
+    assert select_all.evaluate("(box) => box.indeterminate")
+
+    # The question shows at the bottom of the window, with no scrolling, and has the focus.
+    settled(page)
+    page.get_by_role("button", name="Pause selected").click()
+    bar = page.locator("#bulk-result")
+    expect(page.locator("#bulk-confirm")).to_contain_text("Pause 2 jobs?")
+    expect(bar).to_be_in_viewport()
+    expect(bar).to_be_focused()
+    assert page.evaluate("window.scrollY") == 0
+    # The last rows of the list can still be scrolled out from under the bar.
+    page.locator("#jobs tbody tr").last.scroll_into_view_if_needed()
+    box = page.locator("#jobs tbody tr").last.bounding_box()
+    assert box["y"] + box["height"] <= bar.bounding_box()["y"] + 1
+    settled(page)
+    confirm = page.get_by_role("button", name="Pause 2 jobs")
+    tab_to(page, confirm, limit=3)  # from the bar: the list of jobs, then the button
+    page.keyboard.press("Enter")
+    expect(page.locator("#bulk-result")).to_contain_text("Pause: 2 of 2 jobs done")
+    expect(page.locator("#bulk-result")).to_be_in_viewport()
+    settled(page)
+    page.locator("#bulk-close").click()
+    expect(page.locator("#bulk-result")).to_have_count(0)
+
+
+def test_the_time_zone_setting_changes_the_hover_text(
+        page: Page, live_server, make_user):  # noqa: F811
+    from tests.test_data_page import fill
+
+    user = make_user("admin")
+    fill("signups", 3)
+    sign_in(page, live_server, user)
+    page.goto(f"{live_server}/data/streams/signups")
+    first = page.locator("#messages time.when").first
+    expect(first).to_have_attribute("title", re.compile(r" UTC$"))
+    page.get_by_role("link", name="Settings").click()
+    page.get_by_label("Time zone").select_option("Asia/Tokyo")
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Saved: times now show in Asia/Tokyo.")).to_be_visible()
+    page.goto(f"{live_server}/data/streams/signups")
+    expect(first).to_have_attribute("title", re.compile(
+        r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d Asia/Tokyo \(UTC\+09:00\)$"))
+    expect(first).to_have_text("just now")
+
+
+def test_relative_times_keep_ticking_in_an_open_page(
+        page: Page, live_server, make_user):  # noqa: F811
+    from portal.models.types import utcnow
+    from tests.test_data_page import fill
+
+    user = make_user("viewer")
+    fill("signups", 1)
+    page.clock.install(time=utcnow())
+    sign_in(page, live_server, user)
+    page.goto(f"{live_server}/data/streams/signups")
+    stored = page.locator("#messages tbody tr td:first-child time.when")
+    expect(stored).to_have_text("just now")
+    page.clock.fast_forward("03:00")
+    expect(stored).to_have_text("3 min ago")
+    page.clock.fast_forward("02:00:00")
+    expect(stored).to_have_text("2 h ago")
+    # No request went to the server for it: the words come from the page itself.
+    assert page.locator("#messages").count() == 1
