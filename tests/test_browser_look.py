@@ -111,3 +111,32 @@ def test_relative_times_keep_ticking_in_an_open_page(
     expect(stored).to_have_text("2 h ago")
     # No request went to the server for it: the words come from the page itself.
     assert page.locator("#messages").count() == 1
+
+
+def test_the_metrics_chart_reads_in_the_persons_zone(page: Page, live_server,  # noqa: F811
+                                                     make_user):
+    from datetime import datetime, timedelta
+
+    from portal.extensions import db
+    from tests.test_browser import seed_for_walk
+
+    user = make_user("admin")
+    user.timezone = "Asia/Tokyo"
+    db.session.commit()
+    summary, _ = seed_for_walk(user)
+    sign_in(page, live_server, user)
+    page.goto(f"{live_server}/jobs/{summary.id}")
+    canvas = page.locator("#metrics-canvas")
+    expect(canvas).to_have_attribute("aria-label", re.compile(r"by time \(Asia/Tokyo\)$"))
+    page.wait_for_function("() => window.Chart && Chart.getChart('metrics-canvas')")
+    shown, sent = page.evaluate("""() => {
+        const canvas = document.getElementById('metrics-canvas');
+        const data = JSON.parse(canvas.parentElement.querySelector('script').textContent);
+        return [Chart.getChart(canvas).data.labels, data.labels];
+    }""")
+    assert shown and len(shown) == len(sent)
+    starts = [datetime.fromisoformat(label.replace("Z", "+00:00")) for label in sent]
+    if any(start.hour for start in starts):  # hourly buckets: in Tokyo time, 9 hours on
+        assert shown == [f"{start + timedelta(hours=9):%m-%d %H:%M}" for start in starts]
+    else:  # daily buckets keep their UTC day
+        assert shown == [f"{start:%m-%d}" for start in starts]

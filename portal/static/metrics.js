@@ -17,14 +17,43 @@
     return value || fallback;
   }
 
-  // Bucket starts are ISO times in UTC; the portal shows times in UTC, so does the chart.
+  // Bucket starts are ISO times in UTC. The chart shows them in the person's zone
+  // (body data-timezone, as every time in the portal), except days: a day's bucket is a
+  // UTC day, so it is named by its UTC date.
+  function zone() {
+    return (document.body && document.body.dataset.timezone) || "UTC";
+  }
+
   function daily(labels) {
     return labels.every(function (iso) { return new Date(iso).getUTCHours() === 0; });
   }
 
+  var formats = {};
+  function parts(iso, timeZone) {
+    if (!formats[timeZone]) {
+      formats[timeZone] = new Intl.DateTimeFormat("en-GB", {
+        timeZone: timeZone, year: "numeric", month: "2-digit", day: "2-digit",
+        hour: "2-digit", minute: "2-digit", hourCycle: "h23",
+      });
+    }
+    var found = {};
+    formats[timeZone].formatToParts(new Date(iso)).forEach(function (part) {
+      found[part.type] = part.value;
+    });
+    return found;
+  }
+
   function tick(iso, byDay) {
-    var text = new Date(iso).toISOString(); // 2026-06-01T13:00:00.000Z
-    return byDay ? text.slice(5, 10) : text.slice(5, 10) + " " + text.slice(11, 16);
+    var p = parts(iso, byDay ? "UTC" : zone());
+    var day = p.month + "-" + p.day;
+    return byDay ? day : day + " " + p.hour + ":" + p.minute;
+  }
+
+  function exact(iso, byDay) {
+    var timeZone = byDay ? "UTC" : zone();
+    var p = parts(iso, timeZone);
+    var day = p.year + "-" + p.month + "-" + p.day;
+    return byDay ? day + " (UTC day)" : day + " " + p.hour + ":" + p.minute + " " + timeZone;
   }
 
   // The JSON each canvas was last drawn from: a canvas already showing its data is left be.
@@ -62,7 +91,7 @@
       aspectRatio: 3,
       interaction: { mode: "index", intersect: false },
       scales: {
-        x: { stacked: true, title: { display: true, text: "UTC" } },
+        x: { stacked: true, title: { display: true, text: byDay ? "Day (UTC)" : zone() } },
         y: { stacked: true, beginAtZero: true, ticks: { precision: 0 } },
       },
       plugins: {
@@ -71,8 +100,7 @@
           callbacks: {
             title: function (items) {
               if (!items.length) return "";
-              var iso = new Date(data.labels[items[0].dataIndex]).toISOString();
-              return iso.slice(0, 10) + (byDay ? "" : " " + iso.slice(11, 16)) + " UTC";
+              return exact(data.labels[items[0].dataIndex], byDay);
             },
           },
         },
