@@ -1,5 +1,5 @@
-"""Screenshots of the portal for docs/screenshots/: the job list, a job summary and the
-wizard's steps, taken in Debian's chromium from a freshly seeded portal.
+"""Screenshots of the portal for docs/screenshots/: the job list (and its bulk bar), a job
+summary, a stream's messages and the wizard's steps, taken in Debian's chromium from a freshly seeded portal.
 
 Everything stays on this machine: a temporary instance (SQLite file, its own Redis on a
 free loopback port), the app served on 127.0.0.1, and a real RQ worker run in burst mode
@@ -211,6 +211,14 @@ def take(out: Path) -> None:
             page.goto(f"{site}/jobs")
             expect(page.locator("#jobs tbody tr")).to_have_count(4)
             shot("list")
+            page.get_by_label("Select all jobs on this page").check()
+            settled(page)
+            page.get_by_role("button", name="Pause selected").click()
+            expect(page.locator("#bulk-confirm")).to_be_visible()
+            shot("list-bulk")
+            page.goto(f"{site}/data/streams/people")
+            expect(page.locator("#messages")).to_be_visible()
+            shot("data-stream")
             browser.close()
     finally:
         if server is not None:
