@@ -182,9 +182,12 @@ def stream_page(stream: Stream, *, before_id: int | None = None, search: str = "
     if before_id is not None:
         query = query.where(Message.id < before_id)
     if search:
+        # The payload is searched as JSON text, where a quote reads \" and SQLite keeps
+        # non-ASCII letters as \u escapes: the search is tried as typed and as JSON writes it.
+        payload = cast(Message.payload, String)
+        forms = {search, json.dumps(search)[1:-1], json.dumps(search, ensure_ascii=False)[1:-1]}
         query = query.where(or_(Message.dedupe_key.icontains(search, autoescape=True),
-                                cast(Message.payload, String).icontains(search,
-                                                                        autoescape=True)))
+                                *(payload.icontains(form, autoescape=True) for form in forms)))
     rows = list(db.session.scalars(query.order_by(Message.id.desc()).limit(limit + 1)))
     return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
 

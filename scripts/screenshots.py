@@ -1,5 +1,6 @@
 """Screenshots of the portal for docs/screenshots/: the job list (and its bulk bar), a job
-summary, a stream's messages and the wizard's steps, taken in Debian's chromium from a freshly seeded portal.
+summary, a stream's messages and the wizard's steps, taken in Debian's chromium from a
+freshly seeded portal.
 
 Everything stays on this machine: a temporary instance (SQLite file, its own Redis on a
 free loopback port), the app served on 127.0.0.1, and a real RQ worker run in burst mode
