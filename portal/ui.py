@@ -32,6 +32,10 @@ STATUS_STYLES = {
     "completed": "completed",
 }
 LEVEL_STYLES = {"error": "failed", "warning": "retrying", "info": "idle"}
+# A log event that says a job reached a state wears that state's colour; others their
+# level's (event_style).
+EVENT_STYLES = {"started": "running", "sleeping": "sleeping", "failed": "failed",
+                "paused": "paused", "completed": "completed"}
 HEALTH_STYLES = {"healthy": "completed", "unhealthy": "failed", "unknown": "idle"}
 # Colour per run outcome (JobRun.outcome; None: under way).
 OUTCOME_STYLES = {
@@ -76,6 +80,11 @@ NAVIGATION = (
     ("vault.index", "Vault", "viewer"),
     ("admin.index", "Admin", "admin"),
 )
+
+
+def event_style(kind: str, level: str) -> str:
+    """The colour of a log event's badge: its state's, else its level's."""
+    return EVENT_STYLES.get(kind) or LEVEL_STYLES.get(level, "idle")
 
 
 def display_status(status: str, error_count: int = 0) -> str:
@@ -241,6 +250,7 @@ def register(app: Flask) -> None:
         display_status=display_status,
         status_label=status_label,
         LEVEL_STYLES=LEVEL_STYLES,
+        event_style=event_style,
         HEALTH_STYLES=HEALTH_STYLES,
         OUTCOME_STYLES=OUTCOME_STYLES,
         method_name=method_name,

@@ -113,13 +113,20 @@ def test_table_times_follow_the_persons_zone(client, auth):
 def test_every_status_colour_has_its_class():
     css = open("portal/static/portal.css").read()
     styles = (set(ui.STATUS_STYLES.values()) | set(ui.OUTCOME_STYLES.values())
-              | set(ui.LEVEL_STYLES.values()) | set(ui.HEALTH_STYLES.values()))
+              | set(ui.LEVEL_STYLES.values()) | set(ui.HEALTH_STYLES.values())
+              | set(ui.EVENT_STYLES.values()))
     for style in styles:
         assert f".text-bg-{style} " in css, style
     # One meaning, one colour: a run that ended like a job status wears that status's style.
     for outcome in ("failed", "paused", "completed", "sleeping"):
         assert ui.OUTCOME_STYLES[outcome] == ui.STATUS_STYLES[outcome]
     assert ui.OUTCOME_STYLES[None] == ui.STATUS_STYLES["running"]
+    # So does a log event that says a job reached a state.
+    for kind in ("failed", "paused", "completed", "sleeping"):
+        assert ui.event_style(kind, "info") == ui.STATUS_STYLES[kind]
+    assert ui.event_style("started", "info") == ui.STATUS_STYLES["running"]
+    assert ui.event_style("synced", "info") == "idle"
+    assert ui.event_style("error", "error") == "failed"
     assert ui.OUTCOME_STYLES["error"] == ui.STATUS_STYLES["retrying"]
 
 
