@@ -72,6 +72,15 @@ def test_select_all_and_the_bulk_bar_in_view_on_a_long_list(
     page.locator("#bulk-close").click()
     expect(page.locator("#bulk-result")).to_have_count(0)
 
+    # Escape closes the question too, from anywhere in the bar.
+    settled(page)
+    page.get_by_role("button", name="Resume selected").click()
+    expect(page.locator("#bulk-none")).to_be_visible()  # the list reloaded: none selected
+    expect(bar).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(page.locator("#bulk-result")).to_have_count(0)
+    expect(page.get_by_role("button", name="Pause selected")).to_be_focused()
+
 
 def test_the_time_zone_setting_changes_the_hover_text(
         page: Page, live_server, make_user):  # noqa: F811

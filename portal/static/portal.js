@@ -177,3 +177,16 @@ document.addEventListener("change", (event) => {
   }
 });
 document.addEventListener("htmx:load", () => syncSelectAll(document));
+
+// A bar (the job list's bulk question, .bulk-bar) closes with Escape, as its Close or
+// Cancel button (data-bar-close) does; the focus goes back to the list's bulk buttons.
+document.addEventListener("keydown", (event) => {
+  if (event.key !== "Escape" || event.isComposing) return;
+  const bar = event.target.closest && event.target.closest(".bulk-bar");
+  const close = bar && bar.querySelector("[data-bar-close]");
+  if (!close) return;
+  event.preventDefault();
+  close.click();
+  const toolbar = document.querySelector("#bulk-actions button");
+  if (toolbar) toolbar.focus();
+});
