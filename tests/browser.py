@@ -66,3 +66,12 @@ def seed_for_walk(owner):
                                  credentials={"url": "https://crm.example.com/hook"})
     db.session.commit()
     return summary, authorization
+
+
+def tab_to(page: Page, target, limit: int = 60) -> None:
+    """Press Tab (and nothing else) until `target` has the focus; fail if it never does."""
+    for _ in range(limit):
+        if target.evaluate("(element) => element === document.activeElement"):
+            return
+        page.keyboard.press("Tab")
+    raise AssertionError(f"Tab never reached {target}")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.browser import faults_job, seed_for_walk, settled, sign_in
+from tests.browser import faults_job, seed_for_walk, settled, sign_in, tab_to
 
 pytestmark = pytest.mark.browser
 
@@ -80,15 +80,6 @@ def kept_and_stream(owner):
     job.terminal_at = utcnow() - timedelta(days=3)
     db.session.commit()
     return job
-
-
-def tab_to(page: Page, target, limit: int = 60) -> None:
-    """Press Tab (and nothing else) until `target` has the focus; fail if it never does."""
-    for _ in range(limit):
-        if target.evaluate("(element) => element === document.activeElement"):
-            return
-        page.keyboard.press("Tab")
-    raise AssertionError(f"Tab never reached {target}")
 
 
 def test_the_wizard_and_the_bulk_actions_work_from_the_keyboard(page: Page,

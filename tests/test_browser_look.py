@@ -8,20 +8,13 @@ import re
 import pytest
 from playwright.sync_api import Page, expect
 
-from tests.test_browser import (  # noqa: F401 (fixtures)
-    browser_type_launch_args,
-    faults_job,
-    live_server,
-    settled,
-    sign_in,
-)
-from tests.test_browser_a11y import tab_to
+from tests.browser import faults_job, seed_for_walk, settled, sign_in, tab_to
 
 pytestmark = pytest.mark.browser
 
 
 def test_select_all_and_the_bulk_bar_in_view_on_a_long_list(
-        page: Page, live_server, make_user):  # noqa: F811 (the fixture of tests/test_browser.py)
+        page: Page, live_server, make_user):
     user = make_user("operator")
     for n in range(60):
         faults_job(user, f"job {n:02d}", script=["ok"], units=0, more_now=False,
@@ -83,7 +76,7 @@ def test_select_all_and_the_bulk_bar_in_view_on_a_long_list(
 
 
 def test_the_time_zone_setting_changes_the_hover_text(
-        page: Page, live_server, make_user):  # noqa: F811
+        page: Page, live_server, make_user):
     from tests.test_data_page import fill
 
     user = make_user("admin")
@@ -103,7 +96,7 @@ def test_the_time_zone_setting_changes_the_hover_text(
 
 
 def test_relative_times_keep_ticking_in_an_open_page(
-        page: Page, live_server, make_user):  # noqa: F811
+        page: Page, live_server, make_user):
     from portal.models.types import utcnow
     from tests.test_data_page import fill
 
@@ -122,12 +115,11 @@ def test_relative_times_keep_ticking_in_an_open_page(
     assert page.locator("#messages").count() == 1
 
 
-def test_the_metrics_chart_reads_in_the_persons_zone(page: Page, live_server,  # noqa: F811
+def test_the_metrics_chart_reads_in_the_persons_zone(page: Page, live_server,
                                                      make_user):
     from datetime import datetime, timedelta
 
     from portal.extensions import db
-    from tests.test_browser import seed_for_walk
 
     user = make_user("admin")
     user.timezone = "Asia/Tokyo"

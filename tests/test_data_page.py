@@ -13,7 +13,7 @@ from portal.extensions import db
 from portal.models import AuditEntry, Message, Stream
 from portal.models.types import utcnow
 from providers.base import OutMessage
-from tests.test_browser import faults_job
+from tests.browser import faults_job
 
 HX = {"HX-Request": "true"}
 

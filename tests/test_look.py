@@ -131,7 +131,7 @@ def test_every_status_colour_has_its_class():
 
 
 def test_the_list_has_a_labelled_select_all_box_and_the_bulk_bar(client, auth):
-    from tests.test_browser import faults_job
+    from tests.browser import faults_job
 
     user = auth.login("operator")
     jobs = [faults_job(user, f"job {n}") for n in range(2)]
@@ -148,7 +148,7 @@ def test_the_list_has_a_labelled_select_all_box_and_the_bulk_bar(client, auth):
 
 
 def test_a_viewer_has_no_select_all(client, auth):
-    from tests.test_browser import faults_job
+    from tests.browser import faults_job
 
     faults_job(auth.login("viewer"), "seen")
     assert 'id="select-all"' not in client.get("/jobs").get_data(as_text=True)
