@@ -1,7 +1,7 @@
 """users.timezone: the time zone a person reads times in
 
 Revision ID: f2b8d4a6c1e3
-Revises: e6f1a3c5b7d9
+Revises: f7a2c4e6b8d1
 Create Date: 2026-11-29 21:15:00
 
 A plain ADD COLUMN with a server default of "UTC", how every time showed before: existing
@@ -13,7 +13,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'f2b8d4a6c1e3'
-down_revision = 'e6f1a3c5b7d9'
+down_revision = 'f7a2c4e6b8d1'
 branch_labels = None
 depends_on = None
 
