@@ -157,7 +157,7 @@ def relative_time(value: datetime, now: datetime, zone: str = "UTC") -> str:
     distance = abs(seconds)
     if distance < 45:
         return "just now"
-    minutes = max(1, round(distance / 60))
+    minutes = max(1, int(distance / 60 + 0.5))  # rounds halves up, as Math.round in portal.js
     if minutes < 60:
         return f"in {minutes} min" if ahead else f"{minutes} min ago"
     tz = ZoneInfo(zone)

@@ -20,6 +20,7 @@ NOW = datetime(2026, 11, 29, 14, 30, 0, tzinfo=UTC)
     (timedelta(seconds=30), "UTC", "just now"),
     (timedelta(seconds=-50), "UTC", "1 min ago"),
     (timedelta(minutes=-3, seconds=-10), "UTC", "3 min ago"),
+    (timedelta(minutes=-2, seconds=-30), "UTC", "3 min ago"),  # halves up, as portal.js
     (timedelta(minutes=5), "UTC", "in 5 min"),
     (timedelta(minutes=-59, seconds=-20), "UTC", "59 min ago"),
     (timedelta(hours=-2, minutes=-40), "UTC", "2 h ago"),
