@@ -367,10 +367,12 @@ def test_remember_cookie_flags(database_url, redis_url, tmp_path, make_user, env
     served = _make_app(database_url, redis_url, tmp_path / env, PORTAL_ENV=env)
     user = make_user("viewer")
     response = _sign_in(_browser(served), user.email, TEST_PASSWORD, remember=True)
+    name = "__Host-remember" if env == "production" else "remember_token"
     [cookie] = [value for value in response.headers.getlist("Set-Cookie")
-                if value.startswith("remember_token=")]
+                if value.startswith(f"{name}=")]
     assert "HttpOnly" in cookie and "SameSite=Lax" in cookie
     assert ("Secure" in cookie) == (env == "production")
+    assert "Path=/" in cookie and "Domain=" not in cookie  # what __Host- requires
     expires = parsedate_to_datetime(cookie.split("Expires=", 1)[1].split(";", 1)[0])
     in_14_days = datetime.now(UTC) + timedelta(days=14)
     assert abs((expires - in_14_days).total_seconds()) < 60
