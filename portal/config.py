@@ -123,6 +123,10 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         "PORTAL_REDIS_EMBEDDED": not os.environ.get("REDIS_URL"),
         "MAX_CONTENT_LENGTH": _int("PORTAL_MAX_UPLOAD_MB", 50) * 1024 * 1024,
         "PORTAL_IMPORT_BATCH_SIZE": _int("PORTAL_IMPORT_BATCH_SIZE", 2000),
+        # Bulk API uploads (POST /api/v2/collect/bulk/<stream>): the largest body taken,
+        # and the rows written per transaction.
+        "PORTAL_BULK_MAX_MB": _int("PORTAL_BULK_MAX_MB", 1024),
+        "PORTAL_BULK_BATCH_SIZE": _int("PORTAL_BULK_BATCH_SIZE", 5000),
         # The most columns an uploaded CSV (or fields an NDJSON file) may have.
         "PORTAL_MAX_COLUMNS": _int("PORTAL_MAX_COLUMNS", 2000),
         "PORTAL_LEASE_SECONDS": _int("PORTAL_LEASE_SECONDS", 30),

@@ -1,7 +1,7 @@
 """All models, one module per aggregate; importing this registers every table."""
 
 from portal.models.audit import AuditEntry
-from portal.models.data import Message, Stream, Upload
+from portal.models.data import BulkImport, Message, Stream, Upload
 from portal.models.jobs import (
     Draft,
     Job,
@@ -13,6 +13,7 @@ from portal.models.jobs import (
 from portal.models.users import ROLES, User
 from portal.models.vault import Authorization, AuthorizationVersion
 
-__all__ = ["ROLES", "AuditEntry", "Authorization", "AuthorizationVersion", "Draft", "Job",
+__all__ = ["ROLES", "AuditEntry", "Authorization", "AuthorizationVersion", "BulkImport", "Draft",
+           "Job",
            "JobConfigVersion",
            "JobEvent", "JobRun", "JobStatusCount", "Message", "Stream", "Upload", "User"]

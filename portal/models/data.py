@@ -56,3 +56,36 @@ class Message(db.Model):
         Index("ix_messages_stream_id_event_time", "stream_id", "event_time"),
         NEVER_REUSE_IDS,
     )
+
+
+class BulkImport(db.Model):
+    """One upload to the bulk API: its settings, where its body waits (spool_path) until
+    processed, then what processing found. `errors` keeps the first problems; `rejected`
+    counts all."""
+
+    __tablename__ = "bulk_imports"
+    __table_args__ = NEVER_REUSE_IDS
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    stream: Mapped[str] = mapped_column(String(64))
+    # queued, running, completed or failed
+    status: Mapped[str] = mapped_column(String(16), default="queued")
+    format: Mapped[str] = mapped_column(String(10))  # csv / json / ndjson
+    compressed: Mapped[bool] = mapped_column(default=False)
+    timestamp_field: Mapped[str] = mapped_column(String(255), default="")
+    delimiter: Mapped[str] = mapped_column(String(1), default=",")
+    dryrun: Mapped[bool] = mapped_column(default=False)
+    droperrors: Mapped[bool] = mapped_column(default=False)
+    source: Mapped[str] = mapped_column(String(64), default="api")
+    size: Mapped[int] = mapped_column(default=0)  # bytes received
+    spool_path: Mapped[str | None] = mapped_column(String(1024))
+    sha256: Mapped[str | None] = mapped_column(String(64))  # of the decoded body
+    rows_read: Mapped[int] = mapped_column(default=0)
+    rows_written: Mapped[int] = mapped_column(default=0)
+    duplicates: Mapped[int] = mapped_column(default=0)
+    rejected: Mapped[int] = mapped_column(default=0)
+    errors: Mapped[list[dict[str, Any]]] = mapped_column(JSONDict, default=list)
+    message: Mapped[str] = mapped_column(String(1000), default="")
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)

@@ -1,0 +1,789 @@
+"""Bulk imports and real-time collect: the domain side of `POST /api/v2/collect/bulk/<stream>`,
+`POST /api/v2/collect/json/<stream>` and `GET /api/v2/import/<id>`. Free of Flask's request:
+a route hands over the body as a binary file and the query parameters as text.
+
+A bulk upload is spooled to a file under the instance folder (counting bytes, so an upload
+over the limit is refused while it arrives and nothing of it is kept), recorded as a
+BulkImport row and processed on the `backfill` queue in two streaming passes over the file:
+
+1. check every row (nothing is written), keeping the first problems and counting all;
+2. unless the check rejects the upload (a bad row without `droperrors`, or a damaged file)
+   or it is a dry run, read the file again and write the good rows in batches, one
+   transaction per batch.
+
+Two passes rather than one transaction: memory stays flat either way, but a single
+transaction over a million rows would hold SQLite's write lock for the whole load (every
+real-time write would wait behind it) and keep a long transaction open on PostgreSQL. The
+check pass makes "a bad row writes nothing" hold before the first write; every message's
+dedupe key is the decoded body's hash and its row number, so if a worker dies during the
+second pass the import can be run again and writes only what is missing.
+
+Real-time messages are checked at once and written by a task on the `realtime` queue, which
+workers serve before the others.
+"""
+
+from __future__ import annotations
+
+import codecs
+import csv
+import gzip
+import hashlib
+import io
+import logging
+import math
+import os
+import uuid
+import zlib
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import IO, Any, NamedTuple
+
+import ijson
+from flask import current_app
+from rq import Queue
+from sqlalchemy import update
+
+from portal.datastore import write_messages
+from portal.extensions import db
+from portal.models import BulkImport
+from portal.models.types import utcnow
+from portal.queues import redis_connection
+from providers import files
+from providers.base import OutMessage
+from providers.files import DELIMITERS, STREAM_PATTERN, RecordError, parse_event_time
+
+log = logging.getLogger(__name__)
+
+CHUNK = 64 * 1024  # bytes read from the request body at a time
+MAX_LINE_BYTES = 4 * 1024 * 1024  # a longer line (or CSV row) is refused, not buffered
+KEPT_ERRORS = 100  # problems kept per import; all are counted
+COLLECT_MAX_MESSAGES = 1000  # messages in one real-time call
+MAX_DEPTH = files.MAX_DEPTH
+MAX_DIGITS = files.MAX_DIGITS
+GZIP_MAGIC = b"\x1f\x8b"
+BOM = codecs.BOM_UTF8
+
+# Content types a body may have, and the format each reads as. JSON bodies are a JSON array
+# when they start with "[" and NDJSON (one object per line) otherwise.
+CONTENT_TYPES = {
+    "text/csv": "csv",
+    "application/csv": "csv",
+    "text/plain": "csv",
+    "application/json": "json",
+    "application/x-ndjson": "json",
+    "application/ndjson": "json",
+    "application/jsonl": "json",
+    "application/x-jsonlines": "json",
+}
+ENCODINGS = {"": False, "identity": False, "gzip": True, "x-gzip": True}
+_TRUE = {"1", "true", "yes", "on"}
+_FALSE = {"", "0", "false", "no", "off"}
+
+
+# --- Errors a route turns into answers ----------------------------------------------------
+
+class BulkError(ValueError):
+    """A bad parameter or body: HTTP 400, with the field it is about."""
+
+    status = 400
+    code = "invalid_parameter"
+
+    def __init__(self, field: str, message: str):
+        super().__init__(f"{field}: {message}")
+        self.field = field
+        self.message = message
+
+    @property
+    def details(self) -> dict[str, str]:
+        return {self.field: self.message}
+
+
+class UnsupportedMedia(BulkError):
+    """A content type or encoding the import cannot read: HTTP 415."""
+
+    status = 415
+    code = "unsupported_media_type"
+
+
+class TooLarge(BulkError):
+    """The body is over the limit: HTTP 413. Nothing of it was kept."""
+
+    status = 413
+    code = "too_large"
+
+    def __init__(self, limit: int):
+        super().__init__("body", f"is larger than the {limit:,} bytes an upload may have; "
+                                 "split it, or gzip it")
+        self.limit = limit
+
+
+class UnknownImport(LookupError):
+    """No import has this id: HTTP 404."""
+
+    status = 404
+    code = "not_found"
+
+
+# --- Parameters ---------------------------------------------------------------------------
+
+def check_stream(stream: str) -> str:
+    import re
+
+    if not isinstance(stream, str) or not re.fullmatch(STREAM_PATTERN, stream):
+        raise BulkError("stream", "must be 1 to 64 lower-case letters, digits, - or _, "
+                                  "starting with a letter or digit")
+    return stream
+
+
+def parse_flag(field: str, value: Any) -> bool:
+    if isinstance(value, bool):
+        return value
+    text = str(value if value is not None else "").strip().lower()
+    if text in _TRUE:
+        return True
+    if text in _FALSE:
+        return False
+    raise BulkError(field, f"must be true or false, not {str(value)[:20]!r}")
+
+
+def _check_timestamp_field(value: str | None) -> str:
+    value = (value or "").strip()
+    if len(value) > 255 or any(ord(char) < 32 or ord(char) == 127 for char in value):
+        raise BulkError("timestamp_field", "must be a field name of at most 255 characters, "
+                                           "without control characters")
+    return value
+
+
+def _check_delimiter(value: str | None) -> str:
+    value = value if value not in (None, "") else ","
+    if value.lower() in ("tab", "\\t"):
+        value = "\t"
+    if value not in DELIMITERS:
+        names = ", ".join(f"{name.lower()} ({char!r})" for char, name in DELIMITERS.items())
+        raise BulkError("delimiter", f"must be one of {names}, not {value[:10]!r}")
+    return value
+
+
+def _check_content_type(value: str | None) -> str:
+    kind, _, params = (value or "").partition(";")
+    kind = kind.strip().lower()
+    if kind not in CONTENT_TYPES:
+        raise UnsupportedMedia(
+            "content_type", f"{kind or 'no content type'!r} is not one the import reads; send "
+            "text/csv, application/json (a JSON array or NDJSON) or application/x-ndjson")
+    for param in params.split(";"):
+        name, _, charset = param.partition("=")
+        if name.strip().lower() == "charset" and charset.strip().strip('"').lower() not in (
+                "utf-8", "utf8", "us-ascii"):
+            raise UnsupportedMedia("content_type", f"the charset {charset.strip()[:20]!r} is "
+                                   "not supported; send UTF-8")
+    return CONTENT_TYPES[kind]
+
+
+def _check_encoding(value: str | None) -> bool:
+    encoding = (value or "").strip().lower()
+    if encoding not in ENCODINGS:
+        raise UnsupportedMedia("content_encoding", f"{encoding[:20]!r} is not supported; "
+                                                   "send gzip or no encoding")
+    return ENCODINGS[encoding]
+
+
+def spool_folder() -> Path:
+    folder = Path(current_app.instance_path) / "bulk-spool"
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    return folder
+
+
+# --- Receiving ----------------------------------------------------------------------------
+
+def receive(stream: str, body: IO[bytes], *, content_type: str | None,
+            content_encoding: str | None = None, timestamp_field: str | None = "",
+            delimiter: str | None = ",", dryrun: Any = False, droperrors: Any = False,
+            source: str = "api", max_bytes: int | None = None) -> BulkImport:
+    """Check the parameters, spool the body (read in chunks) and queue its processing on
+    the `backfill` queue. Raises BulkError (400), UnsupportedMedia (415) or TooLarge (413)
+    naming the field; nothing is kept then. The row returned is committed."""
+    check_stream(stream)
+    fmt = _check_content_type(content_type)
+    compressed = _check_encoding(content_encoding)
+    timestamp_field = _check_timestamp_field(timestamp_field)
+    delimiter = _check_delimiter(delimiter)
+    dryrun = parse_flag("dryrun", dryrun)
+    droperrors = parse_flag("droperrors", droperrors)
+    if max_bytes is None:
+        max_bytes = current_app.config["PORTAL_BULK_MAX_MB"] * 1024 * 1024
+
+    path = spool_folder() / f"{uuid.uuid4().hex}.body"
+    size = 0
+    try:
+        with open(path, "xb") as spool:
+            while chunk := body.read(CHUNK):
+                size += len(chunk)
+                if size > max_bytes:
+                    raise TooLarge(max_bytes)
+                spool.write(chunk)
+        if size == 0:
+            raise BulkError("body", "is empty: send at least one row")
+        with open(path, "rb") as spool:
+            magic = spool.read(2)
+        if compressed and magic != GZIP_MAGIC:
+            raise BulkError("body", "Content-Encoding says gzip, but the body is not gzip data")
+        upload = BulkImport(
+            stream=stream, status="queued", format=fmt, compressed=magic == GZIP_MAGIC,
+            timestamp_field=timestamp_field, delimiter=delimiter, dryrun=dryrun,
+            droperrors=droperrors, source=source[:64], size=size, spool_path=str(path),
+            errors=[], message="Waiting for a worker on the backfill queue.",
+        )
+        db.session.add(upload)
+        db.session.commit()
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    Queue("backfill", connection=redis_connection()).enqueue(
+        "portal.bulk.process_import", upload.id, job_id=f"bulk-import-{upload.id}",
+        job_timeout=6 * 3600, result_ttl=600, failure_ttl=24 * 3600,
+        description=f"bulk import {upload.id} into {stream}",
+    )
+    return upload
+
+
+def import_status(import_id: Any) -> dict[str, Any]:
+    """What an import is doing or did, as the API shows it. UnknownImport if none."""
+    try:
+        found = db.session.get(BulkImport, int(import_id))
+    except (TypeError, ValueError, OverflowError):
+        found = None
+    if found is None:
+        raise UnknownImport(f"there is no import {str(import_id)[:20]!r}")
+
+    def when(moment: datetime | None) -> str | None:
+        return moment.isoformat().replace("+00:00", "Z") if moment else None
+
+    return {
+        "id": found.id, "stream": found.stream, "status": found.status,
+        "format": found.format, "gzip": found.compressed, "dryrun": found.dryrun,
+        "droperrors": found.droperrors, "timestamp_field": found.timestamp_field,
+        "delimiter": found.delimiter, "size": found.size,
+        "rows": {"read": found.rows_read, "written": found.rows_written,
+                 "duplicates": found.duplicates, "rejected": found.rejected},
+        "errors": list(found.errors or []), "message": found.message,
+        "created_at": when(found.created_at), "started_at": when(found.started_at),
+        "finished_at": when(found.finished_at),
+    }
+
+
+# --- Reading a spooled body ---------------------------------------------------------------
+
+class Damaged(Exception):
+    """The body cannot be read on past this point (bad gzip, a bad header, broken JSON):
+    the whole upload is rejected, whatever `droperrors` says."""
+
+    def __init__(self, line: int | None, message: str):
+        super().__init__(message)
+        self.line = line
+        self.message = message
+
+
+class Row(NamedTuple):
+    row: int  # 1-based, data rows only (a CSV header is not one)
+    line: int | None  # physical line it starts on (None inside a JSON array)
+    data: dict[str, Any] | None  # None: a bad row
+    event_time: datetime | None  # None with a timestamp field: bad; without: ingest time
+    problem: str  # "" for a good row
+
+
+class _Body:
+    """The decoded (gunzipped) bytes of a spooled body, without a leading UTF-8 BOM, with
+    their SHA-256 and a count of lines read. Reading a damaged gzip raises Damaged."""
+
+    def __init__(self, path: str, compressed: bool):
+        self.file = open(path, "rb")  # noqa: SIM115 (closed by close())
+        self.stream: IO[bytes] = gzip.GzipFile(fileobj=self.file) if compressed else self.file
+        self.hash = hashlib.sha256()
+        self.line = 0
+        self._start = True
+
+    def close(self) -> None:
+        self.stream.close()
+        self.file.close()
+
+    def _damaged(self, exc: Exception) -> Damaged:
+        if isinstance(exc, EOFError):
+            return Damaged(self.line or None, "the gzip data ends early: the upload was cut "
+                                              "short; send the whole file again")
+        return Damaged(self.line or None, f"the gzip data is damaged ({exc}); send the file "
+                                          "again")
+
+    def _skip_bom(self, data: bytes) -> bytes:
+        if self._start and data:
+            self._start = False
+            if data.startswith(BOM):
+                return data[len(BOM):]
+        return data
+
+    def read(self, size: int = -1) -> bytes:
+        try:
+            data = self.stream.read(size)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise self._damaged(exc) from None
+        if self._start and len(data) < len(BOM) and data and BOM.startswith(data):
+            data += self.read(len(BOM) - len(data))
+        data = self._skip_bom(data)
+        self.hash.update(data)
+        return data
+
+    def readline(self) -> bytes:
+        try:
+            data = self.stream.readline(MAX_LINE_BYTES + 1)
+        except (OSError, EOFError, zlib.error) as exc:
+            raise self._damaged(exc) from None
+        if not data:
+            return data
+        self.line += 1
+        if len(data) > MAX_LINE_BYTES:
+            raise Damaged(self.line, f"is longer than {MAX_LINE_BYTES:,} bytes; no row may be "
+                                     "that long")
+        data = self._skip_bom(data)
+        self.hash.update(data)
+        return data
+
+
+def _first_character(path: str, compressed: bool) -> bytes:
+    body = _Body(path, compressed)
+    try:
+        while chunk := body.read(256):
+            if stripped := chunk.lstrip():
+                return stripped[:1]
+        return b""
+    finally:
+        body.close()
+
+
+def _text_lines(body: _Body, strict: bool) -> Iterator[tuple[int, str | None, str]]:
+    """(line, text or None, problem) for each physical line. A line that is not UTF-8 or
+    holds a NUL is a Damaged body when `strict` (CSV: a row may span lines), else a bad
+    line of its own (NDJSON)."""
+    while raw := body.readline():
+        try:
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            problem = (f"is not valid UTF-8 (byte {exc.start + 1} of the line); save the file "
+                       "as UTF-8 and send it again")
+            if strict:
+                raise Damaged(body.line, problem) from None
+            yield body.line, None, problem
+            continue
+        if "\x00" in text:
+            problem = "contains a NUL character (byte 0), which text should not have"
+            if strict:
+                raise Damaged(body.line, problem) from None
+            yield body.line, None, problem
+            continue
+        yield body.line, text, ""
+
+
+def _event_time(data: dict[str, Any], field: str) -> tuple[datetime | None, str]:
+    if not field:
+        return None, ""
+    if field not in data:
+        return None, f"has no field '{field}' (the timestamp_field)"
+    try:
+        return parse_event_time(data[field], field), ""
+    except ValueError as exc:
+        return None, str(exc)
+
+
+def _csv_rows(body: _Body, delimiter: str, field: str) -> Iterator[Row]:
+    state = {"line": 0}
+
+    def lines() -> Iterator[str]:
+        for line, text, _problem in _text_lines(body, strict=True):
+            state["line"] = line
+            yield text  # type: ignore[misc]  (strict: never None)
+
+    reader = csv.reader(lines(), delimiter=delimiter, strict=True)
+    try:
+        header = next(reader, None)
+    except csv.Error as exc:
+        raise Damaged(1, f"the header row cannot be read as CSV ({exc})") from None
+    if not header or all(not name.strip() for name in header):
+        raise Damaged(1, "there is no header row: the first line must name the columns")
+    if len(header) > files.MAX_COLUMNS:
+        raise Damaged(1, f"the header has {len(header):,} columns, more than the "
+                         f"{files.MAX_COLUMNS:,} this portal accepts")
+    names = [name.strip() for name in header]
+    if names[0].startswith(("[", "{")):
+        raise Damaged(1, "the body looks like JSON but came as CSV: send it with the "
+                         "content type application/json")
+    seen: set[str] = set()
+    twice = sorted({name for name in names if name in seen or seen.add(name)})
+    if "" in names:
+        raise Damaged(1, f"column {names.index('') + 1} of the header has no name")
+    if twice:
+        raise Damaged(1, f"the header names a column twice: {', '.join(twice)}")
+    if len(names) == 1 and delimiter != "," and "," in names[0]:
+        raise Damaged(1, f"the header has one column, '{names[0][:40]}': is the delimiter "
+                         f"{delimiter!r} right? The header looks comma-separated")
+    if field and field not in seen:
+        raise Damaged(1, f"the header has no column '{field}' (the timestamp_field); it has "
+                         f"{', '.join(names[:20])}")
+    width = len(names)
+    count = 0
+    while True:
+        start = state["line"] + 1
+        try:
+            values = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            count += 1
+            yield Row(count, start, None, None, f"cannot be read as CSV ({exc})")
+            continue
+        if not values or values == [""]:
+            continue
+        count += 1
+        if len(values) != width:
+            yield Row(count, start, None, None,
+                      f"has {len(values)} fields but the header has {width}")
+            continue
+        data = dict(zip(names, values, strict=True))
+        moment, problem = _event_time(data, field)
+        yield Row(count, start, None if problem else data, moment, problem)
+    if count == 0:
+        raise Damaged(None, "the file has a header but no rows")
+
+
+def _value_problem(value: Any) -> str:
+    """Why a parsed JSON value cannot be stored, or ""."""
+    pending = [(value, 1)]
+    while pending:
+        item, depth = pending.pop()
+        if isinstance(item, dict | list):
+            if depth > MAX_DEPTH:
+                return f"is nested more than {MAX_DEPTH} levels deep"
+            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
+            pending.extend((child, depth + 1) for child in children)
+        elif isinstance(item, str):
+            if "\x00" in item:
+                return "contains a NUL character (\\u0000), which cannot be stored"
+            if files._SURROGATE.search(item):
+                return "has a lone surrogate escape (\\ud800 to \\udfff), which is not text"
+        elif isinstance(item, bool):
+            continue
+        elif isinstance(item, int):
+            if len(str(abs(item))) > MAX_DIGITS:
+                return f"has a number with more than {MAX_DIGITS} digits"
+        elif isinstance(item, float) and not math.isfinite(item):
+            return "has a number that is not finite"
+    return ""
+
+
+def _ndjson_rows(body: _Body, field: str) -> Iterator[Row]:
+    count = 0
+    for line, text, problem in _text_lines(body, strict=False):
+        if text is not None and not text.strip():
+            continue
+        count += 1
+        if text is None:
+            yield Row(count, line, None, None, problem)
+            continue
+        try:
+            data = files.parse_json_line(text, line)
+        except RecordError as exc:
+            yield Row(count, line, None, None, exc.problem)
+            continue
+        if not isinstance(data, dict):
+            yield Row(count, line, None, None,
+                      f"is a JSON {_json_kind(data)}, not an object")
+            continue
+        moment, problem = _event_time(data, field)
+        yield Row(count, line, None if problem else data, moment, problem)
+    if count == 0:
+        raise Damaged(None, "the body has no rows")
+
+
+def _json_kind(value: Any) -> str:
+    return {dict: "object", list: "array", str: "string", bool: "boolean",
+            type(None): "null"}.get(type(value), "number")
+
+
+def _json_array_rows(body: _Body, field: str) -> Iterator[Row]:
+    """Elements of a top-level JSON array, built one at a time from the parser's events,
+    so neither the array nor a deeply nested element is ever held whole."""
+    events = ijson.basic_parse(body, use_float=True)
+    count = done = 0  # elements started, and read whole
+    try:
+        first = next(events, (None, None))
+        if first[0] != "start_array":
+            raise Damaged(1, "the body is not a JSON array")
+        while True:
+            event, value = next(events)
+            if event == "end_array":
+                break
+            count += 1
+            item, problem = _build(event, value, events)
+            done += 1
+            if problem:
+                yield Row(count, None, None, None, problem)
+                continue
+            if not isinstance(item, dict):
+                yield Row(count, None, None, None, f"is a JSON {_json_kind(item)}, not an "
+                                                    "object")
+                continue
+            if problem := _value_problem(item):
+                yield Row(count, None, None, None, problem)
+                continue
+            moment, problem = _event_time(item, field)
+            yield Row(count, None, None if problem else item, moment, problem)
+        for event, _value in events:
+            raise Damaged(None, f"there is more after the JSON array ({event})")
+    except ijson.JSONError as exc:
+        text = exc.args[0] if exc.args else exc
+        text = (text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text))
+        reason = text.strip().splitlines()[0] if text.strip() else "not valid JSON"
+        raise Damaged(None, f"the JSON array breaks off after {done:,} whole element(s) "
+                            f"({reason})") from None
+    except StopIteration:
+        raise Damaged(None, f"the JSON array ends early, after {done:,} whole element(s)"
+                      ) from None
+    if count == 0:
+        raise Damaged(None, "the JSON array is empty")
+
+
+_SCALARS = {"null", "boolean", "integer", "double", "number", "string"}
+
+
+def _build(event: str, value: Any, events: Iterator) -> tuple[Any, str]:
+    """One JSON value from its first event on; (value, "") or (None, problem) when it nests
+    deeper than MAX_DEPTH (the rest of it is read past, not built)."""
+    if event in _SCALARS:
+        return value, ""
+    root: Any = {} if event == "start_map" else []
+    stack: list[Any] = [root]
+    keys: list[str | None] = [None]
+    skipping = 0  # levels entered past MAX_DEPTH: read past, not built
+    deep = False
+    while stack:
+        event, value = next(events)
+        if skipping:
+            if event in ("start_map", "start_array"):
+                skipping += 1
+            elif event in ("end_map", "end_array"):
+                skipping -= 1
+            continue
+        if event == "map_key":
+            keys[-1] = value
+            continue
+        if event in ("end_map", "end_array"):
+            stack.pop()
+            keys.pop()
+            continue
+        if event in ("start_map", "start_array"):
+            if len(stack) >= MAX_DEPTH:
+                skipping, deep = 1, True
+                continue
+            child: Any = {} if event == "start_map" else []
+        else:
+            child = value
+        parent = stack[-1]
+        if isinstance(parent, dict):
+            parent[keys[-1]] = child
+        else:
+            parent.append(child)
+        if event in ("start_map", "start_array"):
+            stack.append(child)
+            keys.append(None)
+    if deep:
+        return None, f"is nested more than {MAX_DEPTH} levels deep"
+    return root, ""
+
+
+def read_rows(upload: BulkImport, body: _Body) -> Iterator[Row]:
+    """Every row of the spooled body, good or bad, in order. Damaged when it cannot be read on."""
+    if upload.format == "csv":
+        return _csv_rows(body, upload.delimiter, upload.timestamp_field)
+    if _first_character(upload.spool_path, upload.compressed) == b"[":
+        return _json_array_rows(body, upload.timestamp_field)
+    return _ndjson_rows(body, upload.timestamp_field)
+
+
+# --- Processing (on the backfill queue) ---------------------------------------------------
+
+def _error(row: Row) -> dict[str, Any]:
+    return {"row": row.row, "line": row.line, "message": row.problem}
+
+
+def _finish(upload: BulkImport, status: str, message: str) -> None:
+    upload.status = status
+    upload.message = message[:1000]
+    upload.finished_at = utcnow()
+    db.session.commit()
+
+
+def process_import(import_id: int) -> str:
+    """The RQ task: check the spooled body, then write it (unless rejected or a dry run),
+    and delete the spool file. Returns the final status."""
+    upload = db.session.get(BulkImport, import_id)
+    if upload is None or upload.status in ("completed", "failed"):
+        return upload.status if upload else "missing"
+    path = upload.spool_path
+    if not path or not os.path.exists(path):
+        _finish(upload, "failed", "The uploaded body is gone (its spool file was removed "
+                                  "before a worker read it); send it again.")
+        return upload.status
+    upload.status, upload.started_at = "running", utcnow()
+    upload.rows_read = upload.rows_written = upload.duplicates = upload.rejected = 0
+    upload.errors = []
+    upload.message = "Checking every row."
+    db.session.commit()
+    try:
+        _process(upload)
+    except Exception:
+        log.exception("bulk import %s stopped", import_id)
+        db.session.rollback()
+        upload = db.session.get(BulkImport, import_id)
+        _finish(upload, "failed", "The import stopped on an unexpected error (the worker's "
+                                  "log has it); what it wrote is kept, and sending the same "
+                                  "body again writes only the rest.")
+    finally:
+        Path(path).unlink(missing_ok=True)
+        upload.spool_path = None
+        db.session.commit()
+    return upload.status
+
+
+def _process(upload: BulkImport) -> None:
+    # Pass 1: check.
+    read = rejected = 0
+    errors: list[dict[str, Any]] = []
+    body = _Body(upload.spool_path, upload.compressed)
+    try:
+        for row in read_rows(upload, body):
+            read += 1
+            if row.problem:
+                rejected += 1
+                if len(errors) < KEPT_ERRORS:
+                    errors.append(_error(row))
+        digest = body.hash.hexdigest()
+    except Damaged as exc:
+        upload.rows_read, upload.rejected = read, rejected
+        upload.errors = [*errors[:KEPT_ERRORS - 1],
+                         {"row": None, "line": exc.line, "message": exc.message}]
+        where = f"line {exc.line}: " if exc.line else ""
+        _finish(upload, "failed", f"Rejected, nothing written: {where}{exc.message}.")
+        return
+    finally:
+        body.close()
+    upload.rows_read, upload.rejected, upload.errors, upload.sha256 = (
+        read, rejected, errors, digest)
+    if rejected and not upload.droperrors:
+        first = errors[0]
+        where = f"line {first['line']}" if first["line"] else f"element {first['row']:,}"
+        _finish(upload, "failed", f"Rejected, nothing written: {rejected:,} of {read:,} rows "
+                f"are bad (the first, {where}: {first['message']}). Fix them, or send the "
+                "body with droperrors=true to skip bad rows.")
+        return
+    good = read - rejected
+    if upload.dryrun:
+        _finish(upload, "completed", f"Dry run: {good:,} rows would be written"
+                + (f", {rejected:,} bad rows skipped" if rejected else "") + "; nothing written.")
+        return
+    if good == 0:
+        _finish(upload, "failed", f"Nothing written: all {read:,} rows are bad.")
+        return
+    upload.message = f"Writing {good:,} rows."
+    db.session.commit()
+
+    # Pass 2: write, one transaction per batch.
+    size = max(1, int(current_app.config.get("PORTAL_BULK_BATCH_SIZE", 5000)))
+    now = utcnow()
+    source = f"import:{upload.id}"
+    prefix = digest[:40]
+    written = duplicates = 0
+    batch: list[OutMessage] = []
+
+    def flush() -> None:
+        nonlocal written, duplicates
+        added, omitted = write_messages(upload.stream, batch, source=source)
+        written += added
+        duplicates += omitted
+        db.session.execute(update(BulkImport).where(BulkImport.id == upload.id).values(
+            rows_written=written, duplicates=duplicates))
+        db.session.commit()
+        batch.clear()
+
+    body = _Body(upload.spool_path, upload.compressed)
+    try:
+        for row in read_rows(upload, body):
+            if row.problem:
+                continue
+            batch.append(OutMessage(f"{prefix}:{row.row}", row.event_time or now, row.data))
+            if len(batch) >= size:
+                flush()
+        if batch:
+            flush()
+    finally:
+        body.close()
+    db.session.refresh(upload)
+    message = f"Wrote {written:,} rows to stream '{upload.stream}'"
+    if duplicates:
+        message += f"; {duplicates:,} were there already"
+    if rejected:
+        message += f"; {rejected:,} bad rows skipped"
+    _finish(upload, "completed", message + ".")
+
+
+# --- Real-time collect --------------------------------------------------------------------
+
+def collect(stream: str, payload: Any, *, source: str = "collect",
+            timestamp_field: str | None = "") -> dict[str, Any]:
+    """Check real-time messages (an object or a list of objects) and queue their write on
+    the `realtime` queue. BulkError naming the message and problem when one is bad; nothing
+    is queued then. Returns {"id", "stream", "messages"}."""
+    check_stream(stream)
+    field = _check_timestamp_field(timestamp_field)
+    messages = [payload] if isinstance(payload, dict) else payload
+    if not isinstance(messages, list):
+        raise BulkError("body", f"must be a JSON object or an array of objects, not a JSON "
+                                f"{_json_kind(payload)}")
+    if not messages:
+        raise BulkError("body", "holds no message")
+    if len(messages) > COLLECT_MAX_MESSAGES:
+        raise BulkError("body", f"holds {len(messages):,} messages; send at most "
+                                f"{COLLECT_MAX_MESSAGES:,} per call, or use the bulk import")
+    received = utcnow()
+    times = []
+    for position, message in enumerate(messages):
+        where = f"message {position + 1}" if len(messages) > 1 else "body"
+        if not isinstance(message, dict):
+            raise BulkError(where, f"is a JSON {_json_kind(message)}, not an object")
+        if problem := _value_problem(message):
+            raise BulkError(where, problem)
+        moment, problem = _event_time(message, field)
+        if problem:
+            raise BulkError(where, problem)
+        times.append(moment or received)
+    key = f"collect-{uuid.uuid4().hex}"
+    Queue("realtime", connection=redis_connection()).enqueue(
+        "portal.bulk.write_collected", stream, messages, times, source[:64], key,
+        job_id=key, result_ttl=60, failure_ttl=24 * 3600,
+        description=f"collect {len(messages)} message(s) into {stream}",
+    )
+    return {"id": key, "stream": stream, "messages": len(messages)}
+
+
+def write_collected(stream: str, messages: list[dict[str, Any]], times: list[datetime],
+                    source: str, key: str) -> int:
+    """The realtime task: write what collect() checked; a retry writes nothing twice."""
+    added, _omitted = write_messages(stream, [
+        OutMessage(f"{key}:{position}", moment.astimezone(UTC), message)
+        for position, (message, moment) in enumerate(zip(messages, times, strict=True))
+    ], source=source)
+    db.session.commit()
+    return added
+
+
+def body_reader(data: bytes) -> IO[bytes]:
+    """A bytes body as the binary file receive() reads (for callers holding bytes)."""
+    return io.BytesIO(data)
