@@ -251,9 +251,10 @@ def receive(stream: str, body: IO[bytes], *, content_type: str | None,
 def import_status(import_id: Any) -> dict[str, Any]:
     """What an import is doing or did, as the API shows it. UnknownImport if none."""
     try:
-        found = db.session.get(BulkImport, int(import_id))
+        number = int(import_id)
     except (TypeError, ValueError, OverflowError):
-        found = None
+        number = 0
+    found = db.session.get(BulkImport, number) if 0 < number < 2**31 else None
     if found is None:
         raise UnknownImport(f"there is no import {str(import_id)[:20]!r}")
 

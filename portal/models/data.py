@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, LargeBinary, String, UniqueConstraint
+from sqlalchemy import BigInteger, ForeignKey, Index, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import Mapped, deferred, mapped_column
 
 from portal.extensions import db
@@ -77,7 +77,7 @@ class BulkImport(db.Model):
     dryrun: Mapped[bool] = mapped_column(default=False)
     droperrors: Mapped[bool] = mapped_column(default=False)
     source: Mapped[str] = mapped_column(String(64), default="api")
-    size: Mapped[int] = mapped_column(default=0)  # bytes received
+    size: Mapped[int] = mapped_column(BigInteger, default=0)  # bytes received
     spool_path: Mapped[str | None] = mapped_column(String(1024))
     sha256: Mapped[str | None] = mapped_column(String(64))  # of the decoded body
     rows_read: Mapped[int] = mapped_column(default=0)

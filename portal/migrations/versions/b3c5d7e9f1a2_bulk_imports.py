@@ -32,7 +32,7 @@ def upgrade():
         sa.Column('dryrun', sa.Boolean(), nullable=False),
         sa.Column('droperrors', sa.Boolean(), nullable=False),
         sa.Column('source', sa.String(length=64), nullable=False),
-        sa.Column('size', sa.Integer(), nullable=False),
+        sa.Column('size', sa.BigInteger(), nullable=False),
         sa.Column('spool_path', sa.String(length=1024), nullable=True),
         sa.Column('sha256', sa.String(length=64), nullable=True),
         sa.Column('rows_read', sa.Integer(), nullable=False),
