@@ -204,8 +204,10 @@ def isolation(folder: Path, url: str, path: Path, redis_url: str) -> float:
         for worker in workers:
             worker.wait(10)
     p95_idle, p95_during = percentile(idle, 0.95), percentile(during, 0.95)
-    log(f"real time on {engine.dialect.name}: p95 idle {p95_idle * 1000:.1f} ms "
-        f"({len(idle)} samples), during a {ROWS:,}-row backfill ({took:.0f} s) "
+    log(f"real time on {engine.dialect.name}: median idle "
+        f"{statistics.median(idle) * 1000:.1f} ms, during {statistics.median(during) * 1000:.1f}"
+        f" ms; p95 idle {p95_idle * 1000:.1f} ms ({len(idle)} samples), during a "
+        f"{ROWS:,}-row backfill ({took:.0f} s) "
         f"{p95_during * 1000:.1f} ms ({len(during)} samples); while it wrote "
         f"{percentile(writing, 0.95) * 1000 if len(writing) > 1 else float('nan'):.1f} ms "
         f"({len(writing)} samples)")

@@ -15,7 +15,7 @@ Two passes rather than one transaction: memory stays flat either way, but a sing
 transaction over a million rows would hold SQLite's write lock for the whole load (every
 real-time write would wait behind it) and keep a long transaction open on PostgreSQL. The
 check pass makes "a bad row writes nothing" hold before the first write; every message's
-dedupe key is the decoded body's hash and its row number, so if a worker dies during the
+dedupe key is the decoded body's hash and its row number ("bulk:<sha256[:40]>:<row>"), so if a worker dies during the
 second pass the import can be run again and writes only what is missing.
 
 Real-time messages are checked at once and written by a task on the `realtime` queue, which
@@ -700,7 +700,7 @@ def _process(upload: BulkImport) -> None:
     size = max(1, int(current_app.config.get("PORTAL_BULK_BATCH_SIZE", 5000)))
     now = utcnow()
     source = f"import:{upload.id}"
-    prefix = digest[:40]
+    prefix = f"bulk:{digest[:40]}"  # never a key the file import gives (hash:line)
     written = duplicates = 0
     batch: list[OutMessage] = []
 

@@ -341,6 +341,27 @@ def test_a_backfill_worker_process_imports_and_a_realtime_one_collects(app, spaw
     assert len(messages()) == 2
 
 
+def test_one_worker_serves_realtime_before_a_waiting_backfill(app, work):
+    send(CSV)
+    bulk.collect("events", {"email": "live@example.com"})
+    assert work()
+    assert [row.source for row in messages()][0] == "collect"  # written first
+    assert len(messages()) == 3
+
+
+def test_bulk_keys_never_meet_the_file_imports_keys(app, work):
+    status = imported(work, CSV)
+    keys = [row.dedupe_key for row in messages()]
+    assert keys == [f"bulk:{bulk_sha(CSV)}:1", f"bulk:{bulk_sha(CSV)}:2"]
+    assert status["rows"]["written"] == 2
+
+
+def bulk_sha(body: bytes) -> str:
+    import hashlib
+
+    return hashlib.sha256(body).hexdigest()[:40]
+
+
 def test_collect_a_list_with_timestamps(app, work):
     result = bulk.collect("live", [{"e": 1, "ts": "2026-03-04T05:06:07+02:00"},
                                    {"e": 2, "ts": 1767323045}], timestamp_field="ts",
