@@ -15,8 +15,9 @@ Two passes rather than one transaction: memory stays flat either way, but a sing
 transaction over a million rows would hold SQLite's write lock for the whole load (every
 real-time write would wait behind it) and keep a long transaction open on PostgreSQL. The
 check pass makes "a bad row writes nothing" hold before the first write; every message's
-dedupe key is the decoded body's hash and its row number ("bulk:<sha256[:40]>:<row>"), so if a worker dies during the
-second pass the import can be run again and writes only what is missing.
+dedupe key is the decoded body's hash and its row number ("bulk:<sha256[:40]>:<row>"), so
+if a worker dies during the second pass the import can be run again and writes only what
+is missing (the rows already there count as duplicates then).
 
 Real-time messages are checked at once and written by a task on the `realtime` queue, which
 workers serve before the others.
@@ -41,6 +42,7 @@ from typing import IO, Any, NamedTuple
 
 import ijson
 from flask import current_app
+from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy import update
 
@@ -116,6 +118,17 @@ class TooLarge(BulkError):
         super().__init__("body", f"is larger than the {limit:,} bytes an upload may have; "
                                  "split it, or gzip it")
         self.limit = limit
+
+
+class QueueUnavailable(BulkError):
+    """Redis did not take the work: HTTP 503. Nothing was kept."""
+
+    status = 503
+    code = "unavailable"
+
+    def __init__(self):
+        super().__init__("queue", "the work queue (Redis) does not answer; send the same "
+                                  "body again in a moment")
 
 
 class UnknownImport(LookupError):
@@ -240,11 +253,19 @@ def receive(stream: str, body: IO[bytes], *, content_type: str | None,
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    Queue("backfill", connection=redis_connection()).enqueue(
-        "portal.bulk.process_import", upload.id, job_id=f"bulk-import-{upload.id}",
-        job_timeout=6 * 3600, result_ttl=600, failure_ttl=24 * 3600,
-        description=f"bulk import {upload.id} into {stream}",
-    )
+    try:
+        Queue("backfill", connection=redis_connection()).enqueue(
+            "portal.bulk.process_import", upload.id, job_id=f"bulk-import-{upload.id}",
+            job_timeout=6 * 3600, result_ttl=600, failure_ttl=24 * 3600,
+            description=f"bulk import {upload.id} into {stream}",
+        )
+    except RedisError as exc:
+        log.warning("bulk import %s could not be queued: %s", upload.id, exc)
+        path.unlink(missing_ok=True)
+        upload.spool_path = None
+        _finish(upload, "failed", "Not queued: the work queue (Redis) did not answer; "
+                                  "nothing was kept.")
+        raise QueueUnavailable() from None
     return upload
 
 
@@ -423,9 +444,11 @@ def _csv_rows(body: _Body, delimiter: str, field: str) -> Iterator[Row]:
         raise Damaged(1, f"column {names.index('') + 1} of the header has no name")
     if twice:
         raise Damaged(1, f"the header names a column twice: {', '.join(twice)}")
-    if len(names) == 1 and delimiter != "," and "," in names[0]:
+    others = [char for char in DELIMITERS if char != delimiter and char in names[0]]
+    if len(names) == 1 and others:
         raise Damaged(1, f"the header has one column, '{names[0][:40]}': is the delimiter "
-                         f"{delimiter!r} right? The header looks comma-separated")
+                         f"{delimiter!r} right? The header looks {DELIMITERS[others[0]].lower()}"
+                         "-separated")
     if field and field not in seen:
         raise Damaged(1, f"the header has no column '{field}' (the timestamp_field); it has "
                          f"{', '.join(names[:20])}")
@@ -766,11 +789,15 @@ def collect(stream: str, payload: Any, *, source: str = "collect",
             raise BulkError(where, problem)
         times.append(moment or received)
     key = f"collect-{uuid.uuid4().hex}"
-    Queue("realtime", connection=redis_connection()).enqueue(
-        "portal.bulk.write_collected", stream, messages, times, source[:64], key,
-        job_id=key, result_ttl=60, failure_ttl=24 * 3600,
-        description=f"collect {len(messages)} message(s) into {stream}",
-    )
+    try:
+        Queue("realtime", connection=redis_connection()).enqueue(
+            "portal.bulk.write_collected", stream, messages, times, source[:64], key,
+            job_id=key, result_ttl=60, failure_ttl=24 * 3600,
+            description=f"collect {len(messages)} message(s) into {stream}",
+        )
+    except RedisError as exc:
+        log.warning("collect into %s could not be queued: %s", stream, exc)
+        raise QueueUnavailable() from None
     return {"id": key, "stream": stream, "messages": len(messages)}
 
 

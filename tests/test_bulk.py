@@ -222,6 +222,25 @@ def test_too_large_is_refused_while_it_arrives(app, work):
     assert db.session.scalar(select(func.count()).select_from(BulkImport)) == 0
 
 
+def test_without_redis_nothing_is_kept(app, work, redis_url):
+    from tests.conftest import free_port
+
+    app.config["REDIS_URL"] = f"redis://127.0.0.1:{free_port()}/0"  # nobody listens there
+    app.extensions.pop("portal_redis", None)
+    with pytest.raises(bulk.QueueUnavailable) as caught:
+        send(CSV)
+    assert caught.value.status == 503 and caught.value.field == "queue"
+    assert spooled(app) == []
+    found = db.session.scalars(select(BulkImport)).one()
+    assert found.status == "failed" and found.spool_path is None
+    assert "Not queued" in bulk.import_status(found.id)["message"]
+    with pytest.raises(bulk.QueueUnavailable):
+        bulk.collect("live", {"a": 1})
+    app.config["REDIS_URL"] = redis_url
+    app.extensions.pop("portal_redis", None)
+    assert not work()
+
+
 def _deep(levels: int) -> str:
     return '{"a": ' * levels + "1" + "}" * levels
 
@@ -293,6 +312,7 @@ REJECTED = [
      "breaks off after 1 whole element(s)"),
     ("empty JSON array", b"[ ]", {"content_type": JSON}, "the JSON array is empty"),
     ("wrong delimiter", b"a,b\n1,2\n", {"delimiter": ";"}, "is the delimiter ';' right?"),
+    ("semicolons read with commas", b"a;b\n1;2\n", {}, "The header looks semicolon-separated"),
     ("JSON sent as CSV", b'[{"a": 1}, {"a": 2}]', {}, "send it with the content type "
      "application/json"),
 ]
