@@ -8,7 +8,9 @@ import logging
 from collections.abc import Iterable
 
 from redis.exceptions import RedisError
-from sqlalchemy import String, cast, delete, func, insert, or_, select
+from sqlalchemy import String, cast, delete, func, or_, select
+from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
 from portal import audit
@@ -128,19 +130,16 @@ def _without_nul(value):
 def write_messages(stream_name: str, messages: Iterable[OutMessage], *, source: str) -> tuple[
     int, int
 ]:
-    """Add messages to a stream, skipping any whose dedupe key it holds; (added, omitted)."""
+    """Add messages to a stream, skipping any whose dedupe key it holds; (added, omitted).
+
+    The stream's unique (stream_id, dedupe_key) index decides what is there already
+    (INSERT ... ON CONFLICT DO NOTHING RETURNING): no lookup first, whose plan on
+    PostgreSQL could turn into a scan of the whole stream while the table's statistics
+    still describe it as empty (a first big import), and no race between two writers."""
     batch = {message.dedupe_key: message for message in messages}
     if not batch:
         return 0, 0
     stream = get_or_create_stream(stream_name)
-    existing: set[str] = set()
-    keys = list(batch)
-    for start in range(0, len(keys), 5000):
-        existing.update(db.session.scalars(
-            select(Message.dedupe_key).where(
-                Message.stream_id == stream.id, Message.dedupe_key.in_(keys[start:start + 5000])
-            )
-        ))
     now = utcnow()
     rows = [
         {
@@ -152,11 +151,14 @@ def write_messages(stream_name: str, messages: Iterable[OutMessage], *, source: 
             "payload": _without_nul(message.payload),
         }
         for key, message in batch.items()
-        if key not in existing
     ]
-    if rows:
-        db.session.execute(insert(Message), rows)
-    return len(rows), len(batch) - len(rows)
+    dialect = db.session.get_bind().dialect.name
+    upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
+    statement = (upsert(Message.__table__)
+                 .on_conflict_do_nothing(index_elements=["stream_id", "dedupe_key"])
+                 .returning(Message.__table__.c.id))
+    added = len(db.session.execute(statement, rows).all())
+    return added, len(batch) - added
 
 
 def read_messages(stream_name: str, *, after_id: int, limit: int) -> list[InMessage]:
