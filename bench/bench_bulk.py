@@ -113,7 +113,7 @@ def import_ratio(folder: Path, url: str, path: Path, redis_url: str) -> tuple[fl
     app = app_for(folder, url, redis_url)
     with app.app_context():
         dialect = db.engine.dialect.name
-        bare = import_bare(path, "bare", app.config["PORTAL_BULK_BATCH_SIZE"])
+        bare = import_bare(path, "bare", bulk.batch_size())
         # The same starting point for ours: the bare rows go before it runs.
         db.session.execute(delete(Message))
         db.session.commit()

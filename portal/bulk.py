@@ -25,46 +25,47 @@ workers serve before the others.
 
 from __future__ import annotations
 
-import codecs
-import csv
-import gzip
-import hashlib
-import io
 import logging
-import math
 import os
+import re
+import time
 import uuid
-import zlib
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import IO, Any, NamedTuple
+from typing import IO, Any
 
-import ijson
 from flask import current_app
 from redis.exceptions import RedisError
 from rq import Queue
 from sqlalchemy import update
 
+from portal.bulk_formats import (
+    GZIP_MAGIC,
+    Body,
+    Damaged,
+    Row,
+    event_time,
+    json_kind,
+    read_rows,
+    value_problem,
+)
 from portal.datastore import write_messages
 from portal.extensions import db
 from portal.models import BulkImport
 from portal.models.types import utcnow
 from portal.queues import redis_connection
-from providers import files
 from providers.base import OutMessage
-from providers.files import DELIMITERS, STREAM_PATTERN, RecordError, parse_event_time
+from providers.files import DELIMITERS, STREAM_PATTERN
 
 log = logging.getLogger(__name__)
 
 CHUNK = 64 * 1024  # bytes read from the request body at a time
-MAX_LINE_BYTES = 4 * 1024 * 1024  # a longer line (or CSV row) is refused, not buffered
 KEPT_ERRORS = 100  # problems kept per import; all are counted
 COLLECT_MAX_MESSAGES = 1000  # messages in one real-time call
-MAX_DEPTH = files.MAX_DEPTH
-MAX_DIGITS = files.MAX_DIGITS
-GZIP_MAGIC = b"\x1f\x8b"
-BOM = codecs.BOM_UTF8
+# Real-time writes queued or running (a Redis counter), and how long a bulk batch waits
+# for them to finish before it writes anyway.
+REALTIME_PENDING = "portal:realtime:pending"
+REALTIME_YIELD_SECONDS = 0.2
 
 # Content types a body may have, and the format each reads as. JSON bodies are a JSON array
 # when they start with "[" and NDJSON (one object per line) otherwise.
@@ -141,8 +142,6 @@ class UnknownImport(LookupError):
 # --- Parameters ---------------------------------------------------------------------------
 
 def check_stream(stream: str) -> str:
-    import re
-
     if not isinstance(stream, str) or not re.fullmatch(STREAM_PATTERN, stream):
         raise BulkError("stream", "must be 1 to 64 lower-case letters, digits, - or _, "
                                   "starting with a letter or digit")
@@ -295,343 +294,6 @@ def import_status(import_id: Any) -> dict[str, Any]:
     }
 
 
-# --- Reading a spooled body ---------------------------------------------------------------
-
-class Damaged(Exception):
-    """The body cannot be read on past this point (bad gzip, a bad header, broken JSON):
-    the whole upload is rejected, whatever `droperrors` says."""
-
-    def __init__(self, line: int | None, message: str):
-        super().__init__(message)
-        self.line = line
-        self.message = message
-
-
-class Row(NamedTuple):
-    row: int  # 1-based, data rows only (a CSV header is not one)
-    line: int | None  # physical line it starts on (None inside a JSON array)
-    data: dict[str, Any] | None  # None: a bad row
-    event_time: datetime | None  # None with a timestamp field: bad; without: ingest time
-    problem: str  # "" for a good row
-
-
-class _Body:
-    """The decoded (gunzipped) bytes of a spooled body, without a leading UTF-8 BOM, with
-    their SHA-256 and a count of lines read. Reading a damaged gzip raises Damaged."""
-
-    def __init__(self, path: str, compressed: bool):
-        self.file = open(path, "rb")  # noqa: SIM115 (closed by close())
-        self.stream: IO[bytes] = gzip.GzipFile(fileobj=self.file) if compressed else self.file
-        self.hash = hashlib.sha256()
-        self.line = 0
-        self._start = True
-
-    def close(self) -> None:
-        self.stream.close()
-        self.file.close()
-
-    def _damaged(self, exc: Exception) -> Damaged:
-        if isinstance(exc, EOFError):
-            return Damaged(self.line or None, "the gzip data ends early: the upload was cut "
-                                              "short; send the whole file again")
-        return Damaged(self.line or None, f"the gzip data is damaged ({exc}); send the file "
-                                          "again")
-
-    def _skip_bom(self, data: bytes) -> bytes:
-        if self._start and data:
-            self._start = False
-            if data.startswith(BOM):
-                return data[len(BOM):]
-        return data
-
-    def read(self, size: int = -1) -> bytes:
-        try:
-            data = self.stream.read(size)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise self._damaged(exc) from None
-        if self._start and len(data) < len(BOM) and data and BOM.startswith(data):
-            data += self.read(len(BOM) - len(data))
-        data = self._skip_bom(data)
-        self.hash.update(data)
-        return data
-
-    def readline(self) -> bytes:
-        try:
-            data = self.stream.readline(MAX_LINE_BYTES + 1)
-        except (OSError, EOFError, zlib.error) as exc:
-            raise self._damaged(exc) from None
-        if not data:
-            return data
-        self.line += 1
-        if len(data) > MAX_LINE_BYTES:
-            raise Damaged(self.line, f"is longer than {MAX_LINE_BYTES:,} bytes; no row may be "
-                                     "that long")
-        data = self._skip_bom(data)
-        self.hash.update(data)
-        return data
-
-
-def _first_character(path: str, compressed: bool) -> bytes:
-    body = _Body(path, compressed)
-    try:
-        while chunk := body.read(256):
-            if stripped := chunk.lstrip():
-                return stripped[:1]
-        return b""
-    finally:
-        body.close()
-
-
-def _text_lines(body: _Body, strict: bool) -> Iterator[tuple[int, str | None, str]]:
-    """(line, text or None, problem) for each physical line. A line that is not UTF-8 or
-    holds a NUL is a Damaged body when `strict` (CSV: a row may span lines), else a bad
-    line of its own (NDJSON)."""
-    while raw := body.readline():
-        try:
-            text = raw.decode("utf-8")
-        except UnicodeDecodeError as exc:
-            problem = (f"is not valid UTF-8 (byte {exc.start + 1} of the line); save the file "
-                       "as UTF-8 and send it again")
-            if strict:
-                raise Damaged(body.line, problem) from None
-            yield body.line, None, problem
-            continue
-        if "\x00" in text:
-            problem = "contains a NUL character (byte 0), which text should not have"
-            if strict:
-                raise Damaged(body.line, problem) from None
-            yield body.line, None, problem
-            continue
-        yield body.line, text, ""
-
-
-def _event_time(data: dict[str, Any], field: str) -> tuple[datetime | None, str]:
-    if not field:
-        return None, ""
-    if field not in data:
-        return None, f"has no field '{field}' (the timestamp_field)"
-    try:
-        return parse_event_time(data[field], field), ""
-    except ValueError as exc:
-        return None, str(exc)
-
-
-def _csv_rows(body: _Body, delimiter: str, field: str) -> Iterator[Row]:
-    state = {"line": 0}
-
-    def lines() -> Iterator[str]:
-        for line, text, _problem in _text_lines(body, strict=True):
-            state["line"] = line
-            yield text  # type: ignore[misc]  (strict: never None)
-
-    reader = csv.reader(lines(), delimiter=delimiter, strict=True)
-    try:
-        header = next(reader, None)
-    except csv.Error as exc:
-        raise Damaged(1, f"the header row cannot be read as CSV ({exc})") from None
-    if not header or all(not name.strip() for name in header):
-        raise Damaged(1, "there is no header row: the first line must name the columns")
-    if len(header) > files.MAX_COLUMNS:
-        raise Damaged(1, f"the header has {len(header):,} columns, more than the "
-                         f"{files.MAX_COLUMNS:,} this portal accepts")
-    names = [name.strip() for name in header]
-    if names[0].startswith(("[", "{")):
-        raise Damaged(1, "the body looks like JSON but came as CSV: send it with the "
-                         "content type application/json")
-    seen: set[str] = set()
-    twice = sorted({name for name in names if name in seen or seen.add(name)})
-    if "" in names:
-        raise Damaged(1, f"column {names.index('') + 1} of the header has no name")
-    if twice:
-        raise Damaged(1, f"the header names a column twice: {', '.join(twice)}")
-    others = [char for char in DELIMITERS if char != delimiter and char in names[0]]
-    if len(names) == 1 and others:
-        raise Damaged(1, f"the header has one column, '{names[0][:40]}': is the delimiter "
-                         f"{delimiter!r} right? The header looks {DELIMITERS[others[0]].lower()}"
-                         "-separated")
-    if field and field not in seen:
-        raise Damaged(1, f"the header has no column '{field}' (the timestamp_field); it has "
-                         f"{', '.join(names[:20])}")
-    width = len(names)
-    count = 0
-    while True:
-        start = state["line"] + 1
-        try:
-            values = next(reader)
-        except StopIteration:
-            break
-        except csv.Error as exc:
-            count += 1
-            yield Row(count, start, None, None, f"cannot be read as CSV ({exc})")
-            continue
-        if not values or values == [""]:
-            continue
-        count += 1
-        if len(values) != width:
-            yield Row(count, start, None, None,
-                      f"has {len(values)} fields but the header has {width}")
-            continue
-        data = dict(zip(names, values, strict=True))
-        moment, problem = _event_time(data, field)
-        yield Row(count, start, None if problem else data, moment, problem)
-    if count == 0:
-        raise Damaged(None, "the file has a header but no rows")
-
-
-def _value_problem(value: Any) -> str:
-    """Why a parsed JSON value cannot be stored, or ""."""
-    pending = [(value, 1)]
-    while pending:
-        item, depth = pending.pop()
-        if isinstance(item, dict | list):
-            if depth > MAX_DEPTH:
-                return f"is nested more than {MAX_DEPTH} levels deep"
-            children = [*item.keys(), *item.values()] if isinstance(item, dict) else item
-            pending.extend((child, depth + 1) for child in children)
-        elif isinstance(item, str):
-            if "\x00" in item:
-                return "contains a NUL character (\\u0000), which cannot be stored"
-            if files._SURROGATE.search(item):
-                return "has a lone surrogate escape (\\ud800 to \\udfff), which is not text"
-        elif isinstance(item, bool):
-            continue
-        elif isinstance(item, int):
-            if len(str(abs(item))) > MAX_DIGITS:
-                return f"has a number with more than {MAX_DIGITS} digits"
-        elif isinstance(item, float) and not math.isfinite(item):
-            return "has a number that is not finite"
-    return ""
-
-
-def _ndjson_rows(body: _Body, field: str) -> Iterator[Row]:
-    count = 0
-    for line, text, problem in _text_lines(body, strict=False):
-        if text is not None and not text.strip():
-            continue
-        count += 1
-        if text is None:
-            yield Row(count, line, None, None, problem)
-            continue
-        try:
-            data = files.parse_json_line(text, line)
-        except RecordError as exc:
-            yield Row(count, line, None, None, exc.problem)
-            continue
-        if not isinstance(data, dict):
-            yield Row(count, line, None, None,
-                      f"is a JSON {_json_kind(data)}, not an object")
-            continue
-        moment, problem = _event_time(data, field)
-        yield Row(count, line, None if problem else data, moment, problem)
-    if count == 0:
-        raise Damaged(None, "the body has no rows")
-
-
-def _json_kind(value: Any) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean",
-            type(None): "null"}.get(type(value), "number")
-
-
-def _json_array_rows(body: _Body, field: str) -> Iterator[Row]:
-    """Elements of a top-level JSON array, built one at a time from the parser's events,
-    so neither the array nor a deeply nested element is ever held whole."""
-    events = ijson.basic_parse(body, use_float=True)
-    count = done = 0  # elements started, and read whole
-    try:
-        first = next(events, (None, None))
-        if first[0] != "start_array":
-            raise Damaged(1, "the body is not a JSON array")
-        while True:
-            event, value = next(events)
-            if event == "end_array":
-                break
-            count += 1
-            item, problem = _build(event, value, events)
-            done += 1
-            if problem:
-                yield Row(count, None, None, None, problem)
-                continue
-            if not isinstance(item, dict):
-                yield Row(count, None, None, None, f"is a JSON {_json_kind(item)}, not an "
-                                                    "object")
-                continue
-            if problem := _value_problem(item):
-                yield Row(count, None, None, None, problem)
-                continue
-            moment, problem = _event_time(item, field)
-            yield Row(count, None, None if problem else item, moment, problem)
-        for event, _value in events:
-            raise Damaged(None, f"there is more after the JSON array ({event})")
-    except ijson.JSONError as exc:
-        text = exc.args[0] if exc.args else exc
-        text = (text.decode("utf-8", "replace") if isinstance(text, bytes) else str(text))
-        reason = text.strip().splitlines()[0] if text.strip() else "not valid JSON"
-        raise Damaged(None, f"the JSON array breaks off after {done:,} whole element(s) "
-                            f"({reason})") from None
-    except StopIteration:
-        raise Damaged(None, f"the JSON array ends early, after {done:,} whole element(s)"
-                      ) from None
-    if count == 0:
-        raise Damaged(None, "the JSON array is empty")
-
-
-_SCALARS = {"null", "boolean", "integer", "double", "number", "string"}
-
-
-def _build(event: str, value: Any, events: Iterator) -> tuple[Any, str]:
-    """One JSON value from its first event on; (value, "") or (None, problem) when it nests
-    deeper than MAX_DEPTH (the rest of it is read past, not built)."""
-    if event in _SCALARS:
-        return value, ""
-    root: Any = {} if event == "start_map" else []
-    stack: list[Any] = [root]
-    keys: list[str | None] = [None]
-    skipping = 0  # levels entered past MAX_DEPTH: read past, not built
-    deep = False
-    while stack:
-        event, value = next(events)
-        if skipping:
-            if event in ("start_map", "start_array"):
-                skipping += 1
-            elif event in ("end_map", "end_array"):
-                skipping -= 1
-            continue
-        if event == "map_key":
-            keys[-1] = value
-            continue
-        if event in ("end_map", "end_array"):
-            stack.pop()
-            keys.pop()
-            continue
-        if event in ("start_map", "start_array"):
-            if len(stack) >= MAX_DEPTH:
-                skipping, deep = 1, True
-                continue
-            child: Any = {} if event == "start_map" else []
-        else:
-            child = value
-        parent = stack[-1]
-        if isinstance(parent, dict):
-            parent[keys[-1]] = child
-        else:
-            parent.append(child)
-        if event in ("start_map", "start_array"):
-            stack.append(child)
-            keys.append(None)
-    if deep:
-        return None, f"is nested more than {MAX_DEPTH} levels deep"
-    return root, ""
-
-
-def read_rows(upload: BulkImport, body: _Body) -> Iterator[Row]:
-    """Every row of the spooled body, good or bad, in order. Damaged when it cannot be read on."""
-    if upload.format == "csv":
-        return _csv_rows(body, upload.delimiter, upload.timestamp_field)
-    if _first_character(upload.spool_path, upload.compressed) == b"[":
-        return _json_array_rows(body, upload.timestamp_field)
-    return _ndjson_rows(body, upload.timestamp_field)
-
-
 # --- Processing (on the backfill queue) ---------------------------------------------------
 
 def _error(row: Row) -> dict[str, Any]:
@@ -681,9 +343,10 @@ def _process(upload: BulkImport) -> None:
     # Pass 1: check.
     read = rejected = 0
     errors: list[dict[str, Any]] = []
-    body = _Body(upload.spool_path, upload.compressed)
+    body = Body(upload.spool_path, upload.compressed)
     try:
-        for row in read_rows(upload, body):
+        for row in read_rows(body, upload.format, delimiter=upload.delimiter,
+                             timestamp_field=upload.timestamp_field):
             read += 1
             if row.problem:
                 rejected += 1
@@ -720,7 +383,7 @@ def _process(upload: BulkImport) -> None:
     db.session.commit()
 
     # Pass 2: write, one transaction per batch.
-    size = max(1, int(current_app.config.get("PORTAL_BULK_BATCH_SIZE", 5000)))
+    size = batch_size()
     now = utcnow()
     source = f"import:{upload.id}"
     prefix = f"bulk:{digest[:40]}"  # never a key the file import gives (hash:line)
@@ -729,6 +392,7 @@ def _process(upload: BulkImport) -> None:
 
     def flush() -> None:
         nonlocal written, duplicates
+        yield_to_realtime()
         added, omitted = write_messages(upload.stream, batch, source=source)
         written += added
         duplicates += omitted
@@ -737,9 +401,10 @@ def _process(upload: BulkImport) -> None:
         db.session.commit()
         batch.clear()
 
-    body = _Body(upload.spool_path, upload.compressed)
+    body = Body(upload.spool_path, upload.compressed)
     try:
-        for row in read_rows(upload, body):
+        for row in read_rows(body, upload.format, delimiter=upload.delimiter,
+                             timestamp_field=upload.timestamp_field):
             if row.problem:
                 continue
             batch.append(OutMessage(f"{prefix}:{row.row}", row.event_time or now, row.data))
@@ -770,7 +435,7 @@ def collect(stream: str, payload: Any, *, source: str = "collect",
     messages = [payload] if isinstance(payload, dict) else payload
     if not isinstance(messages, list):
         raise BulkError("body", f"must be a JSON object or an array of objects, not a JSON "
-                                f"{_json_kind(payload)}")
+                                f"{json_kind(payload)}")
     if not messages:
         raise BulkError("body", "holds no message")
     if len(messages) > COLLECT_MAX_MESSAGES:
@@ -781,16 +446,20 @@ def collect(stream: str, payload: Any, *, source: str = "collect",
     for position, message in enumerate(messages):
         where = f"message {position + 1}" if len(messages) > 1 else "body"
         if not isinstance(message, dict):
-            raise BulkError(where, f"is a JSON {_json_kind(message)}, not an object")
-        if problem := _value_problem(message):
+            raise BulkError(where, f"is a JSON {json_kind(message)}, not an object")
+        if problem := value_problem(message):
             raise BulkError(where, problem)
-        moment, problem = _event_time(message, field)
+        moment, problem = event_time(message, field)
         if problem:
             raise BulkError(where, problem)
         times.append(moment or received)
     key = f"collect-{uuid.uuid4().hex}"
+    connection = redis_connection()
     try:
-        Queue("realtime", connection=redis_connection()).enqueue(
+        with connection.pipeline() as pipe:
+            pipe.incr(REALTIME_PENDING).expire(REALTIME_PENDING, 60)
+            pipe.execute()
+        Queue("realtime", connection=connection).enqueue(
             "portal.bulk.write_collected", stream, messages, times, source[:64], key,
             job_id=key, result_ttl=60, failure_ttl=24 * 3600,
             description=f"collect {len(messages)} message(s) into {stream}",
@@ -804,14 +473,40 @@ def collect(stream: str, payload: Any, *, source: str = "collect",
 def write_collected(stream: str, messages: list[dict[str, Any]], times: list[datetime],
                     source: str, key: str) -> int:
     """The realtime task: write what collect() checked; a retry writes nothing twice."""
-    added, _omitted = write_messages(stream, [
-        OutMessage(f"{key}:{position}", moment.astimezone(UTC), message)
-        for position, (message, moment) in enumerate(zip(messages, times, strict=True))
-    ], source=source)
-    db.session.commit()
+    try:
+        added, _omitted = write_messages(stream, [
+            OutMessage(f"{key}:{position}", moment.astimezone(UTC), message)
+            for position, (message, moment) in enumerate(zip(messages, times, strict=True))
+        ], source=source)
+        db.session.commit()
+    finally:
+        try:
+            connection = redis_connection()
+            if connection.decr(REALTIME_PENDING) < 0:  # the count had expired meanwhile
+                connection.set(REALTIME_PENDING, 0, ex=60)
+        except RedisError as exc:
+            log.warning("could not count down real-time writes: %s", exc)
     return added
 
 
-def body_reader(data: bytes) -> IO[bytes]:
-    """A bytes body as the binary file receive() reads (for callers holding bytes)."""
-    return io.BytesIO(data)
+def batch_size() -> int:
+    """Rows per bulk transaction: PORTAL_BULK_BATCH_SIZE, else 5,000 on PostgreSQL and 500
+    on SQLite, where a transaction holds the only write lock and a real-time write waits
+    for the batch in flight."""
+    if size := current_app.config.get("PORTAL_BULK_BATCH_SIZE"):
+        return max(1, int(size))
+    return 500 if db.session.get_bind().dialect.name == "sqlite" else 5000
+
+
+def yield_to_realtime() -> None:
+    """Before each bulk batch: while real-time writes are queued or running (collect()
+    counts them up, write_collected() down), wait for them, at most REALTIME_YIELD_SECONDS
+    per batch so a steady real-time stream cannot stop a backfill. A missing Redis waits
+    for nothing."""
+    deadline = time.monotonic() + REALTIME_YIELD_SECONDS
+    try:
+        connection = redis_connection()
+        while int(connection.get(REALTIME_PENDING) or 0) > 0 and time.monotonic() < deadline:
+            time.sleep(0.002)
+    except RedisError as exc:
+        log.warning("could not read pending real-time writes: %s", exc)

@@ -124,9 +124,9 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         "MAX_CONTENT_LENGTH": _int("PORTAL_MAX_UPLOAD_MB", 50) * 1024 * 1024,
         "PORTAL_IMPORT_BATCH_SIZE": _int("PORTAL_IMPORT_BATCH_SIZE", 2000),
         # Bulk API uploads (POST /api/v2/collect/bulk/<stream>): the largest body taken,
-        # and the rows written per transaction.
+        # and the rows written per transaction (0: 5,000 on PostgreSQL, 500 on SQLite).
         "PORTAL_BULK_MAX_MB": _int("PORTAL_BULK_MAX_MB", 1024),
-        "PORTAL_BULK_BATCH_SIZE": _int("PORTAL_BULK_BATCH_SIZE", 5000),
+        "PORTAL_BULK_BATCH_SIZE": _int("PORTAL_BULK_BATCH_SIZE", 0),
         # The most columns an uploaded CSV (or fields an NDJSON file) may have.
         "PORTAL_MAX_COLUMNS": _int("PORTAL_MAX_COLUMNS", 2000),
         "PORTAL_LEASE_SECONDS": _int("PORTAL_LEASE_SECONDS", 30),

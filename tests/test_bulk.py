@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from portal import bulk
+from portal import bulk, bulk_formats
 from portal.extensions import db
 from portal.models import BulkImport, Message, Stream
 
@@ -280,7 +280,7 @@ REJECTED = [
     ("NUL escape in a JSON array", b'[{"a": "\\u0000"}]', {"content_type": JSON},
      "contains a NUL character"),
     ("huge CSV field", b"a\n" + b"x" * 200_000 + b"\n", {}, "field larger than field limit"),
-    ("line too long", b"a\n" + b"x" * (bulk.MAX_LINE_BYTES + 10) + b"\n",
+    ("line too long", b"a\n" + b"x" * (bulk_formats.MAX_LINE_BYTES + 10) + b"\n",
      {"droperrors": True}, "is longer than"),
     ("invalid UTF-8 in CSV", b"a,b\n1,caf\xe9\n", {"droperrors": True},
      "line 2: is not valid UTF-8 (byte 6 of the line)"),
@@ -380,6 +380,22 @@ def bulk_sha(body: bytes) -> str:
     import hashlib
 
     return hashlib.sha256(body).hexdigest()[:40]
+
+
+def test_bulk_batches_wait_for_queued_realtime_writes(app, work, redis_url):
+    from redis import Redis
+
+    counter = Redis.from_url(redis_url)
+    bulk.collect("live", {"a": 1})
+    assert int(counter.get(bulk.REALTIME_PENDING)) == 1
+    started = time.monotonic()
+    bulk.yield_to_realtime()  # waits, but not for ever
+    assert time.monotonic() - started >= bulk.REALTIME_YIELD_SECONDS
+    assert work()
+    assert int(counter.get(bulk.REALTIME_PENDING)) == 0
+    started = time.monotonic()
+    bulk.yield_to_realtime()
+    assert time.monotonic() - started < bulk.REALTIME_YIELD_SECONDS / 2
 
 
 def test_collect_a_list_with_timestamps(app, work):
