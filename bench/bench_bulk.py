@@ -76,12 +76,13 @@ def app_for(folder: Path, url: str, redis_url: str):
 def import_ours(path: Path, stream: str, redis_url: str) -> float:
     started = time.perf_counter()
     with open(path, "rb") as body:
-        found = bulk.receive(stream, body, content_type="text/csv", timestamp_field="ts")
+        import_id = bulk.receive(stream, body, content_type="text/csv",
+                                 timestamp_field="ts").id
     connection = Redis.from_url(redis_url)
     SimpleWorker([Queue("backfill", connection=connection)], connection=connection).work(
         burst=True, logging_level="WARNING")
     elapsed = time.perf_counter() - started
-    status = bulk.import_status(found.id)
+    status = bulk.import_status(import_id)
     assert status["status"] == "completed", status
     return elapsed
 
@@ -133,9 +134,9 @@ def memory_child(path: str, folder: str, redis_url: str) -> None:
     app = app_for(Path(folder), f"sqlite:///{folder}/memory.db", redis_url)
     with app.app_context():
         with open(path, "rb") as body:
-            found = bulk.receive("memory", body, content_type="text/csv", timestamp_field="ts")
-        bulk.process_import(found.id)
-        assert bulk.import_status(found.id)["status"] == "completed"
+            import_id = bulk.receive("memory", body, content_type="text/csv",
+                                     timestamp_field="ts").id
+        assert bulk.process_import(import_id) == "completed"
     print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
 
 
@@ -179,13 +180,13 @@ def isolation(folder: Path, url: str, path: Path, redis_url: str) -> float:
                 latency()
             idle = [latency() for _ in range(IDLE_SAMPLES)]
             with open(path, "rb") as body:
-                found = bulk.receive("backfill", body, content_type="text/csv",
-                                     timestamp_field="ts")
+                import_id = bulk.receive("backfill", body, content_type="text/csv",
+                                         timestamp_field="ts").id
             during, writing = [], []
             started = time.perf_counter()
             while True:
                 db.session.rollback()
-                status = bulk.import_status(found.id)
+                status = bulk.import_status(import_id)
                 if status["status"] in ("completed", "failed"):
                     break
                 sample = latency()

@@ -312,12 +312,15 @@ def process_import(import_id: int) -> str:
     and delete the spool file. Returns the final status."""
     upload = db.session.get(BulkImport, import_id)
     if upload is None or upload.status in ("completed", "failed"):
-        return upload.status if upload else "missing"
+        status = upload.status if upload else "missing"
+        db.session.remove()
+        return status
     path = upload.spool_path
     if not path or not os.path.exists(path):
         _finish(upload, "failed", "The uploaded body is gone (its spool file was removed "
                                   "before a worker read it); send it again.")
-        return upload.status
+        db.session.remove()
+        return "failed"
     upload.status, upload.started_at = "running", utcnow()
     upload.rows_read = upload.rows_written = upload.duplicates = upload.rejected = 0
     upload.errors = []
@@ -335,8 +338,10 @@ def process_import(import_id: int) -> str:
     finally:
         Path(path).unlink(missing_ok=True)
         upload.spool_path = None
+        status = upload.status
         db.session.commit()
-    return upload.status
+        db.session.remove()  # no transaction left open on the worker's connection
+    return status
 
 
 def _process(upload: BulkImport) -> None:
@@ -480,6 +485,7 @@ def write_collected(stream: str, messages: list[dict[str, Any]], times: list[dat
         ], source=source)
         db.session.commit()
     finally:
+        db.session.remove()
         try:
             connection = redis_connection()
             if connection.decr(REALTIME_PENDING) < 0:  # the count had expired meanwhile

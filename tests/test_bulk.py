@@ -160,6 +160,15 @@ def test_json_array_errors_name_the_element(app, work):
     assert status["errors"][0]["message"] == "is a JSON array, not an object"
 
 
+def test_a_spool_file_gone_before_processing_fails_the_import(app, work):
+    found = send(CSV)
+    Path(found.spool_path).unlink()
+    assert work()
+    status = bulk.import_status(found.id)
+    assert status["status"] == "failed" and "send it again" in status["message"]
+    assert message_count() == 0
+
+
 def test_import_status_of_an_unknown_import(app):
     for unknown in (999, "abc", None, 10**30):
         with pytest.raises(bulk.UnknownImport):
