@@ -223,6 +223,7 @@ def _configure_page(provider: Provider, job_type: JobType, draft: Draft | None,
         authorizations=_authorizations(provider) if provider.needs_authorization else [],
         fields=ordered_fields(job_type.config_schema), values=values, errors=errors,
         upload=upload, options=options, option_problems=problems, upload_limit=_upload_limit(),
+        upload_refusal=_too_large(),
         destinations=destinations_said(job_type.config_schema),
         has_file=any(prop.get("x-widget") == "upload"
                      for _, prop in ordered_fields(job_type.config_schema)),
@@ -332,12 +333,18 @@ def _upload_limit() -> str:
     return f"{limit / 2**20:,.4g} MB" if limit >= 2**20 else f"{limit / 2**10:,.4g} KB"
 
 
+def _too_large() -> str:
+    """What the file field says of a file over the limit (here, and in the browser before
+    such a file is sent: a very large upload may be cut off before the server can answer)."""
+    return (f"This file is larger than the {_upload_limit()} this portal accepts; split it, "
+            "or ask an administrator to raise PORTAL_MAX_UPLOAD_MB.")
+
+
 @bp.errorhandler(413)
 def too_large(error: HTTPException):
     """A request over the upload limit: on the configure step, that step again with the
     refusal on the file field (htmx shows no error page); elsewhere the error page."""
-    message = (f"This file is larger than the {_upload_limit()} this portal accepts; split it, "
-               "or ask an administrator to raise PORTAL_MAX_UPLOAD_MB.")
+    message = _too_large()
     if request.endpoint != "wizard.configure" or request.view_args is None:
         return render_template("error.html", code=413, title="File too large",
                                message=message), 413
