@@ -27,7 +27,7 @@ from portal import lifecycle, schedule, vault
 from portal.datastore import read_messages, stored_file, write_messages
 from portal.extensions import db
 from portal.lifecycle import Event, Status, Trigger
-from portal.models import Authorization, Job
+from portal.models import Authorization, Job, JobRun
 from portal.models.types import utcnow
 from portal.queues import enqueue
 from providers import get_job_type
@@ -164,6 +164,12 @@ class Runner:
         self.config = current_app.config
         self.lease = timedelta(seconds=self.config["PORTAL_LEASE_SECONDS"])
         self.decryptions = vault.DecryptionTally()  # one audit row for this run's units
+        # The run this worker goes on with (from its claim), handed to the lifecycle so it
+        # is not looked up for every event; and the job's status_changed_at as this worker
+        # last left it, to notice someone else moving the job (a pause and a resume while
+        # a unit ran end that run: the lifecycle then looks up what is under way).
+        self.job_run: JobRun | None = None
+        self.moved_at: datetime | None = None
 
     def run(self) -> str:
         # The lease makes this process the job row's only writer until it lets go, so the
@@ -227,13 +233,14 @@ class Runner:
                 job.started_at = None
             db.session.commit()
             return None, "held back"
-        lifecycle.start_run(job, now=now)
+        self.job_run = lifecycle.start_run(job, now=now)
         if first_run:
             lifecycle.record(
                 job, Event.STARTED, f"Started: first run, picked up by worker {self.owner}",
-                now=now,
+                now=now, run=self.job_run,
             )
         db.session.commit()
+        self.moved_at = job.status_changed_at
         return job, "claimed"
 
     def hold_back(self, job: Job, now: datetime) -> bool:
@@ -323,6 +330,8 @@ class Runner:
         """Read the row afresh under a lock: a person may have paused the job, or the
         dispatcher may have declared this worker lost, while the unit ran."""
         db.session.refresh(job, with_for_update=True)
+        if job.status_changed_at != self.moved_at:
+            self.job_run = None  # moved by someone else: the lifecycle finds the run
         if job.lease_owner == self.owner:
             return True
         log.warning("job %s: lease lost while the unit ran; its work is discarded", job.id)
@@ -349,14 +358,16 @@ class Runner:
                     schedule.load(job.schedule), now)
             except schedule.ScheduleError as exc:  # never a crash: the job fails, saying why
                 lifecycle.schedule_broken(job, now=now, reason=str(exc), unit_message=message,
-                                          counts=result.counts)
+                                          counts=result.counts, run=self.job_run)
             else:
                 lifecycle.unit_succeeded(
                     job, now=now, done=result.done, more_now=result.more_now,
                     next_run_at=next_run_at, message=message, counts=result.counts,
                     idle=not notes,  # the provider logged nothing; lifecycle checks counts
                     progress_done=result.progress_done, progress_total=result.progress_total,
+                    run=self.job_run,
                 )
+            self.moved_at = job.status_changed_at
             outcome = "more" if job.status == Status.RUNNING else job.status
         self._finish(job, keep_lease=outcome == "more")
         return outcome
@@ -371,7 +382,8 @@ class Runner:
         if unhealthy and job.authorization_id is not None:
             vault.mark_unhealthy(job.authorization_id, message, actor=f"job {job.id}")
         if job.status == Status.RUNNING:
-            lifecycle.unit_failed(job, now=now, message=message, code=code, retryable=retryable)
+            lifecycle.unit_failed(job, now=now, message=message, code=code, retryable=retryable,
+                                  run=self.job_run)
         self._finish(job, keep_lease=False)
         return str(job.status)
 
@@ -391,6 +403,6 @@ class Runner:
         if job.status == Status.RUNNING:
             lifecycle.hold_back(job, Trigger.RATE_LIMITED, now=now, until=until,
                                 code=exc.code, message=f"Provider rate limit: {exc}",
-                                unit=True)
+                                unit=True, run=self.job_run)
         self._finish(job, keep_lease=False)
         return str(job.status)
