@@ -2,8 +2,9 @@
 
 `run_job` is what RQ executes (by dotted path). It never trusts the queue: the job row
 decides whether there is anything to run, and a compare-and-set lease on the row makes
-sure one job never runs twice at once. While a unit runs, a heartbeat thread keeps the
-lease fresh; a worker that dies stops the heartbeat, and the dispatcher notices.
+sure one job never runs twice at once. While a unit runs, the process's lease keeper
+thread keeps the lease fresh; a worker that dies stops renewing, and the dispatcher
+notices.
 """
 
 from __future__ import annotations
@@ -15,6 +16,8 @@ import threading
 import time
 import traceback
 import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -127,33 +130,67 @@ class _Context:
         return utcnow()
 
 
-class _Heartbeat:
-    """Renews the lease from a thread of its own while a unit runs."""
+@dataclass
+class _Held:
+    engine: Engine
+    lease: timedelta
+    due: float  # time.monotonic() of the next renewal
 
-    def __init__(self, engine: Engine, job_id: int, owner: str, lease: timedelta):
-        self.engine, self.job_id, self.owner, self.lease = engine, job_id, owner, lease
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True, name=f"lease-{job_id}")
 
-    def __enter__(self) -> _Heartbeat:
-        self.thread.start()
-        return self
+class _LeaseKeeper:
+    """Renews the leases of the units running in this process, each a third of a lease
+    after the last renewal, from one thread that lives as long as the process (started
+    with the first unit). A thread per unit cost more than a short unit itself.
 
-    def __exit__(self, *exc) -> None:
-        self.stopped.set()
-        self.thread.join()
+    A renewal may land just after its unit let go: it only extends a lease still held by
+    the same owner (the runner extends it anyway when it goes on), so it is harmless.
+    """
 
-    def _beat(self) -> None:
-        interval = self.lease.total_seconds() / 3
-        while not self.stopped.wait(interval):
-            try:
-                with self.engine.begin() as connection:
-                    connection.execute(
-                        update(Job).where(Job.id == self.job_id, Job.lease_owner == self.owner)
-                        .values(lease_until=utcnow() + self.lease)
-                    )
-            except Exception:  # the next beat tries again; the lease has slack for it
-                log.warning("job %s: lease heartbeat failed", self.job_id, exc_info=True)
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.held: dict[tuple[int, str], _Held] = {}
+        self.thread: threading.Thread | None = None
+
+    @contextmanager
+    def holding(self, engine: Engine, job_id: int, owner: str, lease: timedelta):
+        """Keep the lease of `job_id` held by `owner` fresh for the duration."""
+        key = (job_id, owner)
+        with self.changed:
+            self.held[key] = _Held(engine, lease, time.monotonic() + lease.total_seconds() / 3)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._keep, daemon=True,
+                                               name="lease-keeper")
+                self.thread.start()
+            self.changed.notify()
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.held.pop(key, None)
+
+    def _keep(self) -> None:
+        while True:
+            with self.changed:
+                now = time.monotonic()
+                due = [(key, held) for key, held in self.held.items() if held.due <= now]
+                if not due:
+                    soonest = min((held.due for held in self.held.values()), default=None)
+                    self.changed.wait(None if soonest is None else soonest - now)
+                    continue
+                for _, held in due:
+                    held.due = now + held.lease.total_seconds() / 3
+            for (job_id, owner), held in due:  # outside the lock: a write may wait
+                try:
+                    with held.engine.begin() as connection:
+                        connection.execute(
+                            update(Job).where(Job.id == job_id, Job.lease_owner == owner)
+                            .values(lease_until=utcnow() + held.lease)
+                        )
+                except Exception:  # the next renewal tries again; the lease has slack for it
+                    log.warning("job %s: lease renewal failed", job_id, exc_info=True)
+
+
+_leases = _LeaseKeeper()
 
 
 class Runner:
@@ -304,7 +341,7 @@ class Runner:
                     tally=self.decryptions)
                 secrets += vault.secret_values(vault.method_of(job.authorization)[1],
                                                ctx.credentials)
-            with _Heartbeat(db.engine, job.id, self.owner, self.lease):
+            with _leases.holding(db.engine, job.id, self.owner, self.lease):
                 result = found[1].run(ctx)
         except RateLimited as exc:
             return self.rate_limited(job, exc)
