@@ -277,10 +277,11 @@ def current_run(job: Job) -> JobRun | None:
     ).first()
 
 
-def start_run(job: Job, *, now: datetime) -> JobRun:
+def start_run(job: Job, *, now: datetime, first: bool = False) -> JobRun:
     """A worker claimed the job: go on with its run under way (a hand-back to the queue
-    after a time slice is the same run) or open a new one."""
-    run = current_run(job)
+    after a time slice is the same run) or open a new one. `first`: the job's first
+    claim ever, so it has no run to go on with (runs open only here)."""
+    run = None if first else current_run(job)
     if run is None:
         run = JobRun(job_id=job.id, started_at=now, units=0, added=0, removed=0, omitted=0,
                      error="", error_code="", idle=False, runs=1)

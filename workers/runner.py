@@ -270,7 +270,7 @@ class Runner:
                 job.started_at = None
             db.session.commit()
             return None, "held back"
-        self.job_run = lifecycle.start_run(job, now=now)
+        self.job_run = lifecycle.start_run(job, now=now, first=first_run)
         if first_run:
             lifecycle.record(
                 job, Event.STARTED, f"Started: first run, picked up by worker {self.owner}",
