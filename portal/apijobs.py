@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from portal import configsecrets, jobconfig, jobs, schedule
+from portal import configsecrets, datastore, jobconfig, jobs, schedule
 from portal.extensions import db
 from portal.lifecycle import RETRY_SCHEMA
 from portal.models import Authorization, Job, User
@@ -62,18 +62,29 @@ def _authorization(provider: Provider, body: dict[str, Any]) -> Authorization | 
     return found
 
 
+def _unknown(schema: dict[str, Any], sent: dict[str, Any] | None, field: str) -> None:
+    """Refuse names the schema does not have (the wizard's forms only ever send its own)."""
+    known = schema.get("properties", {})
+    unknown = sorted(str(name) for name in (sent or {}) if name not in known)
+    if unknown:
+        raise Invalid({f"{field}.{name}": "Not a field of this object." for name in unknown})
+
+
 def _schedule(job_type: JobType, sent: dict[str, Any] | None) -> dict[str, Any]:
     """The schedule sent, over the job type's default one (once, for a one-pass job)."""
+    _unknown(schedule.SCHEMA, sent, "schedule")
     if not job_type.recurring:
         return {"kind": "once"}
     plan = {**defaults(schedule.SCHEMA), **job_type.default_schedule, **(sent or {})}
-    errors = {**validate(schedule.SCHEMA, plan), **schedule.problems(plan)}
+    # The cadence's own checks read typed values: only once the schema passes.
+    errors = validate(schedule.SCHEMA, plan) or schedule.problems(plan)
     if errors:
         raise Invalid({f"schedule.{field}": message for field, message in errors.items()})
     return plan
 
 
 def _retry_policy(sent: dict[str, Any] | None) -> dict[str, Any]:
+    _unknown(RETRY_SCHEMA, sent, "retry_policy")
     policy = {**defaults(RETRY_SCHEMA), **(sent or {})}
     errors = validate(RETRY_SCHEMA, policy)
     if errors:
@@ -81,8 +92,18 @@ def _retry_policy(sent: dict[str, Any] | None) -> dict[str, Any]:
     return policy
 
 
-def _config_errors(job_type: JobType, config: dict[str, Any]) -> None:
+def _config_errors(job_type: JobType, config: dict[str, Any], by: User,
+                   job: Job | None = None) -> None:
+    """The wizard's checks of a configuration: its schema, and for an import of an uploaded
+    file, that the file is the person's own (or the job's) and would import."""
+    _unknown(job_type.config_schema, config, "config")
     errors = validate(job_type.config_schema, config)
+    if not errors and "upload_id" in job_type.config_schema.get("properties", {}):
+        upload = datastore.upload_for(config.get("upload_id"), by, job)
+        if upload is None:
+            errors["upload_id"] = "There is no upload of yours with this id."
+        elif problem := datastore.file_problem(upload, datastore.check_config(upload, config)):
+            errors["upload_id"] = problem
     if errors:
         raise Invalid({f"config.{field}": message for field, message in errors.items()})
 
@@ -98,7 +119,7 @@ def create(body: dict[str, Any], *, by: User, run_job: bool = True) -> Job:
     if errors:
         raise Invalid(errors)
     config = {**defaults(job_type.config_schema), **(body.get("config") or {})}
-    _config_errors(job_type, config)
+    _config_errors(job_type, config, by)
     return jobs.create_job(provider=provider, job_type=job_type, authorization=authorization,
                            name=name, description=description, config=config, created_by=by,
                            schedule=_schedule(job_type, body.get("schedule")),
@@ -149,7 +170,7 @@ def edit(job: Job, body: dict[str, Any], *, by: User, whole: bool) -> jobs.EditS
         # Validated in plain text, stored sealed; a secret not sent keeps its sealed value.
         plain_for_check = {**configsecrets.open_config(schema, before.config, what="this job"),
                            **{k: v for k, v in config.items() if v not in (None, "")}}
-        _config_errors(job_type, plain_for_check)
+        _config_errors(job_type, plain_for_check, by, job)
         stored = configsecrets.seal_config(schema, config, keep=before.config)
     else:
         stored = before.config

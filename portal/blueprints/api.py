@@ -100,13 +100,57 @@ def documented(summary: str, *, role: str = "viewer", body: type[Schema] | None 
 def _load(schema: type[Schema]) -> dict[str, Any]:
     if not request.mimetype == "application/json":
         raise ApiError(415, "unsupported_media_type", "Send the body as application/json.")
-    payload = request.get_json(silent=True)
+    try:
+        payload = request.get_json(silent=True)
+    except RecursionError:  # nested deeper than the parser goes
+        payload = None
     if not isinstance(payload, dict):
         raise ApiError(400, "invalid_json", "The body must be a JSON object.")
+    try:
+        where = _unstorable(payload)
+    except RecursionError:
+        raise ApiError(400, "invalid_json", "The body is nested too deeply.") from None
+    if where is not None:
+        # As for forms (create_app's NUL check): no field takes a NUL, nor a lone surrogate.
+        raise ApiError(400, "bad_character", "The body holds a NUL character or a lone "
+                                             "surrogate, which no field accepts.",
+                       {where: "Remove the character."})
     try:
         return schema().load(payload)
     except ValidationError as exc:
         raise ApiError(422, "invalid", "The body has mistakes.", _flat(exc.messages)) from None
+
+
+def _unstorable(value: Any, path: str = "") -> str | None:
+    """The path of the first text (a key or a value) in the JSON that no field can store,
+    or None."""
+    if isinstance(value, str):
+        return path if _bad_text(value) else None
+    if isinstance(value, dict):
+        pairs = list(value.items())
+    elif isinstance(value, list):
+        pairs = list(enumerate(value))
+    else:
+        return None
+    for key, item in pairs:
+        where = f"{path}.{key}" if path else str(key)
+        if isinstance(key, str) and _bad_text(key):
+            return where
+        if (found := _unstorable(item, where)) is not None:
+            return found
+    return None
+
+
+def _bad_text(text: str) -> bool:
+    return "\x00" in text or _surrogate(text)
+
+
+def _surrogate(text: str) -> bool:
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
 
 
 def _flat(messages: Any, prefix: str = "") -> dict[str, str]:
