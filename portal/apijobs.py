@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from portal import configsecrets, datastore, jobconfig, jobs, schedule
+from portal import configsecrets, datastore, jobconfig, jobs, lifecycle, schedule
 from portal.extensions import db
 from portal.lifecycle import RETRY_SCHEMA
 from portal.models import Authorization, Job, User
@@ -180,3 +180,12 @@ def edit(job: Job, body: dict[str, Any], *, by: User, whole: bool) -> jobs.EditS
         return jobs.save_edit(job, job_type, after, by=by)
     except jobs.EditRefused as refused:
         raise Invalid(refused.errors) from None
+
+
+def bounce(job: Job, *, by: User) -> None:
+    """Lytics' bounce, start the job over now: a sleeping job runs now, a paused or failed
+    one resumes. A running or completed job cannot be bounced (IllegalTransition)."""
+    if lifecycle.can(job, lifecycle.Trigger.RUN_NOW):
+        jobs.run_job_now(job, by=by)
+    else:
+        jobs.resume_job(job, by=by)

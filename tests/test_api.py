@@ -126,8 +126,14 @@ def test_writes_need_operator(client, token_for, role):
     logs = envelope_ok(call(client, "get", f"/api/v2/job/{job['id']}/logs", raw), 200)["data"]
     assert {"added", "removed", "omitted", "user_email"} <= set(logs[0]["context"])
     assert logs[0]["context"]["user_email"] == "boss@example.com"
+    envelope_ok(call(client, "post", f"/api/v2/job/{job['id']}/bounce", raw), 200)
+    assert envelope_ok(call(client, "post", f"/api/v2/job/{job['id']}/resume", raw),
+                       409)["error"]["code"] == "conflict"
+    envelope_ok(call(client, "post", f"/api/v2/job/{job['id']}/kill", raw), 409)  # running
+    envelope_ok(call(client, "post", f"/api/v2/job/{job['id']}/pause", raw), 200)
     envelope_ok(call(client, "post", f"/api/v2/job/{job['id']}/kill", raw), 200)
     assert db.session.get(Job, job["id"]) is None
+    assert db.session.scalar(select(AuditEntry).where(AuditEntry.action == "deleted"))
 
 
 def test_secrets_never_come_back(client, token_for):
@@ -291,3 +297,84 @@ def test_cli_prints_the_token_once(app, make_user):
     raw = result.stdout.strip()
     token = db.session.scalar(select(AccessToken))
     assert raw.startswith(token.prefix) and token.expires_at is not None
+
+
+def test_config_secrets_are_write_only_and_sealed(client, token_for):
+    raw = token_for("operator")
+    secret = canary("canary-config-secret-8812")
+    job = envelope_ok(call(client, "post", "/api/v2/job?run_job=false", raw, json={
+        "provider": "faults", "job_type": "script", "name": "Secret",
+        "config": {"secret_note": secret}}), 201)["data"]
+    assert job["config"]["secret_note"] != secret
+    stored = db.session.get(Job, job["id"]).config["secret_note"]
+    assert secret not in str(stored)  # sealed by portal/configsecrets.py
+    patched = call(client, "patch", f"/api/v2/job/{job['id']}", raw,
+                   json={"description": "other"})
+    assert patched.status_code == 200
+    db.session.expire_all()
+    assert db.session.get(Job, job["id"]).config["secret_note"] == stored  # kept
+    for response in (patched, call(client, "get", f"/api/v2/job/{job['id']}", raw),
+                     call(client, "get", f"/api/v2/job/{job['id']}/logs", raw)):
+        assert secret not in response.get_data(as_text=True)
+
+
+# (method, path, body, least role); {job} and {auth} are filled in.
+MATRIX = [
+    ("get", "/api/v2/job", None, "viewer"),
+    ("get", "/api/v2/job/{job}", None, "viewer"),
+    ("get", "/api/v2/job/send_stream/{job}", None, "viewer"),
+    ("get", "/api/v2/job/{job}/logs", None, "viewer"),
+    ("get", "/api/v2/job/logs", None, "viewer"),
+    ("get", "/api/v2/provider", None, "viewer"),
+    ("get", "/api/v2/auth", None, "viewer"),
+    ("get", "/api/v2/stream", None, "viewer"),
+    ("get", "/api/v2/openapi.json", None, "viewer"),
+    ("post", "/api/v2/auth", "auth", "operator"),
+    ("post", "/api/v2/job?run_job=false", "job", "operator"),
+    ("post", "/api/v2/job/send_stream?run_job=false", "job", "operator"),
+    ("put", "/api/v2/job/send_stream/{job}", "job", "operator"),
+    ("patch", "/api/v2/job/{job}", "job", "operator"),
+    ("post", "/api/v2/job/{job}/resume", None, "operator"),
+    ("post", "/api/v2/job/{job}/pause", None, "operator"),
+    ("post", "/api/v2/job/{job}/bounce", None, "operator"),
+    ("post", "/api/v2/job/{job}/pause", None, "operator"),
+    ("post", "/api/v2/job/{job}/kill", None, "operator"),
+]
+
+
+@pytest.mark.parametrize("role", ROLES)
+def test_every_endpoint_for_every_role(app, client, token_for, make_user, role):
+    """Each endpoint refuses the roles below its own (403) and serves its own and above.
+    The job belongs to the admin every token acts for, so an operator may change it."""
+    admin_raw = token_for("admin")
+    raw = admin_raw if role == "admin" else token_for(role)
+    auth_id = envelope_ok(webhook_auth(client, admin_raw), 201)["data"]["id"]
+    job_id = envelope_ok(new_job(client, admin_raw, auth_id), 201)["data"]["id"]
+    bodies = {"auth": {"provider": "webhook", "method": "basic", "label": "B", "credentials": {
+        "url": "https://b.example.com", "username": "u", "password": "pw-1234"}},
+        "job": {"provider": "webhook", "job_type": "send_stream", "name": "M",
+                "authorization_id": auth_id, "config": {"stream": "events"}}}
+    order = ("viewer", "operator", "admin")
+    assert {rule.rule for rule in app.url_map.iter_rules()
+            if rule.rule.startswith("/api/v2")} <= {
+        "/api/v2/job", "/api/v2/job/<int:job_id>", "/api/v2/job/<workflow>/<int:job_id>",
+        "/api/v2/job/<int:job_id>/logs", "/api/v2/job/logs", "/api/v2/provider",
+        "/api/v2/auth", "/api/v2/stream", "/api/v2/openapi.json", "/api/v2/job/<workflow>",
+        "/api/v2/job/<int:job_id>/<any(pause, resume, bounce, kill):action>"}
+    for method, path, body, least in MATRIX:
+        path = path.format(job=job_id)
+        kwargs = {"json": bodies[body]} if body else {}
+        response = call(client, method, path, raw, **kwargs)
+        if order.index(role) < order.index(least):
+            assert response.status_code == 403, (method, path)
+        else:
+            assert response.status_code in (200, 201), (method, path, response.get_json())
+        assert "Set-Cookie" not in response.headers
+
+
+def test_a_disabled_creator_ends_the_token(client, token_for):
+    raw = token_for("admin")
+    token = db.session.scalar(select(AccessToken))
+    token.created_by.active = False
+    db.session.commit()
+    envelope_ok(call(client, "get", "/api/v2/job", raw), 401)

@@ -396,11 +396,11 @@ def job_patch(job_id: int, body: dict[str, Any]):
     return _edit(_job(job_id), body, whole=False)
 
 
-ACTIONS = {"pause": jobs.pause_job, "resume": jobs.resume_job, "bounce": jobs.run_job_now}
+ACTIONS = {"pause": jobs.pause_job, "resume": jobs.resume_job, "bounce": apijobs.bounce}
 
 
 @bp.post("/job/<int:job_id>/<any(pause, resume, bounce, kill):action>")
-@documented("Pause, resume, bounce (run now) or kill (delete) a job", role="operator",
+@documented("Pause, resume, bounce (run now, or resume) or kill (delete) a job", role="operator",
             response=s.JobEnvelope)
 def job_action(job_id: int, action: str):
     """pause/resume/bounce go through the state machine; kill deletes the job."""
@@ -416,7 +416,8 @@ def job_action(job_id: int, action: str):
         ACTIONS[action](job, by=g.api_actor)
     except IllegalTransition:
         db.session.rollback()
-        raise ApiError(409, "conflict", f"A {job.status} job cannot be {action}d.") from None
+        verb = {"pause": "paused", "resume": "resumed", "bounce": "bounced"}[action]
+        raise ApiError(409, "conflict", f"A {job.status} job cannot be {verb}.") from None
     return answer(job_data(job), message=action)
 
 
