@@ -187,3 +187,21 @@ def count_token_failure(address: str | None) -> None:
             limiter.limiter.hit(item, "api-token", key)
     except _STORAGE_ERRORS as exc:
         log.warning("A refused API token was not counted: Redis is unreachable (%s).", exc)
+
+
+def first_token_refusal(address: str | None, wait: int) -> bool:
+    """True for the first throttled API request of a wait from this address: the audit log
+    records that one, not the flood that may follow."""
+    now, key = time.time(), _address_key(address)
+    try:
+        redis = redis_connection()
+        name = f"portal:api-token-refused:{key}"
+        until = redis.get(name)
+        if until is None or float(until) <= now:
+            redis.set(name, now + wait, ex=wait + 60)
+            return True
+    except _STORAGE_ERRORS as exc:
+        log.warning("A throttled API request is audited anyway: Redis is unreachable (%s).",
+                    exc)
+        return True
+    return False

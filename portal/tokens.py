@@ -155,3 +155,11 @@ def authenticate(raw: str, *, address: str | None) -> tuple[TokenActor | None, s
                  summary=f"API request refused: {why} token", address=address or "")
     db.session.commit()
     return None, why
+
+
+def audit_throttled(address: str | None, wait: int) -> None:
+    """Record that an address is refused for sending too many bad tokens (once a wait)."""
+    audit.record("api_throttled", "access_token", None, "",
+                 actor=f"API client {address or 'unknown'}", address=address or "",
+                 summary=f"API requests refused for {wait} s after too many bad tokens")
+    db.session.commit()

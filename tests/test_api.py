@@ -88,6 +88,10 @@ def test_refused_tokens_are_throttled_per_address(app, client):
     response = call(client, "get", "/api/v2/job", "pt_guess")
     envelope_ok(response, 429)
     assert int(response.headers["Retry-After"]) >= 1
+    envelope_ok(call(client, "get", "/api/v2/job", "pt_guess"), 429)
+    throttled = db.session.scalars(select(AuditEntry).where(
+        AuditEntry.action == "api_throttled")).all()
+    assert len(throttled) == 1  # once a wait, not once a request
 
 
 def test_session_cookie_is_not_accepted(client, auth):

@@ -171,6 +171,8 @@ def authenticate():
     address = request.remote_addr
     wait = throttle.token_retry_after(address)
     if wait:
+        if throttle.first_token_refusal(address, wait):
+            tokens.audit_throttled(address, wait)
         response = error(429, "too_many_requests",
                          f"Too many refused tokens from this address; try again in {wait} s.")
         response.headers["Retry-After"] = str(wait)
