@@ -29,4 +29,4 @@ class AccessToken(db.Model):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
-    created_by: Mapped[User] = relationship(lazy="joined")
+    created_by: Mapped[User] = relationship()
