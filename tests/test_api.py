@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import timedelta
 
 import pytest
@@ -250,7 +251,6 @@ def test_openapi_lists_every_route_with_its_methods(app, client, token_for):
     raw = token_for("viewer")
     document = envelope = call(client, "get", "/api/v2/openapi.json", raw).get_json()
     assert envelope["openapi"].startswith("3.")
-    import re
     for rule in app.url_map.iter_rules():
         if not rule.rule.startswith("/api/v2"):
             continue
@@ -283,7 +283,7 @@ def test_admin_creates_and_revokes_a_token_in_the_ui(client, auth):
         "csrf_token": csrf_token(client, "/admin/tokens")}).get_data(as_text=True)
     token = db.session.scalar(select(AccessToken))
     assert token.prefix in page and 'id="copy-token"' in page
-    raw = page.split('id="token-value">')[1].split("<")[0]
+    raw = re.search(r'id="token-value"[^>]*>([^<]+)<', page).group(1)
     assert call(client, "get", "/api/v2/job", raw).status_code == 200
     response = client.post(f"/admin/tokens/{token.id}/revoke",
                            data={"csrf_token": csrf_token(client, "/admin/tokens")})
@@ -382,3 +382,22 @@ def test_a_disabled_creator_ends_the_token(client, token_for):
     token.created_by.active = False
     db.session.commit()
     envelope_ok(call(client, "get", "/api/v2/job", raw), 401)
+
+
+@pytest.mark.parametrize("case", ["revoked", "expired"])
+def test_every_endpoint_refuses_a_revoked_or_expired_token(client, token_for, case):
+    admin_raw = token_for("admin")
+    auth_id = envelope_ok(webhook_auth(client, admin_raw), 201)["data"]["id"]
+    job_id = envelope_ok(new_job(client, admin_raw, auth_id), 201)["data"]["id"]
+    raw = token_for("admin", days=30)
+    token = db.session.scalars(select(AccessToken).order_by(AccessToken.id.desc())).first()
+    if case == "revoked":
+        tokens.revoke(token, by=token.created_by)
+    else:
+        token.expires_at = utcnow() - timedelta(minutes=1)
+        db.session.commit()
+    for method, path, body, _ in MATRIX:
+        kwargs = {"json": {"name": "x"}} if body else {}
+        response = call(client, method, path.format(job=job_id), raw, **kwargs)
+        assert envelope_ok(response, 401)["message"] == f"The API token is {case}."
+    assert db.session.get(Job, job_id) is not None  # kill did nothing
