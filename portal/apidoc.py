@@ -56,7 +56,7 @@ def build(app: Flask) -> dict:
                 "security": [{"token": []}],
                 "responses": {str(doc["status"]): {"description": "Success", "content": {
                     "application/json": {"schema": doc["response"]}}}, **{
-                    str(code): error for code in (400, 401, 403, 404, 415, 422, 429)}},
+                    str(code): error for code in (400, 401, 403, 404, 405, 409, 415, 422, 429)}},
             }
             if doc["body"] is not None:
                 operation["requestBody"] = {"required": True, "content": {

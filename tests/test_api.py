@@ -364,7 +364,8 @@ def test_every_endpoint_for_every_role(app, client, token_for, make_user, role):
         "/api/v2/job", "/api/v2/job/<int:job_id>", "/api/v2/job/<workflow>/<int:job_id>",
         "/api/v2/job/<int:job_id>/logs", "/api/v2/job/logs", "/api/v2/provider",
         "/api/v2/auth", "/api/v2/stream", "/api/v2/openapi.json", "/api/v2/job/<workflow>",
-        "/api/v2/job/<int:job_id>/<any(pause, resume, bounce, kill):action>"}
+        *(f"/api/v2/job/<int:job_id>/{action}" for action in ("pause", "resume", "bounce",
+                                                              "kill"))}
     for method, path, body, least in MATRIX:
         path = path.format(job=job_id)
         kwargs = {"json": bodies[body]} if body else {}

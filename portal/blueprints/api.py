@@ -401,7 +401,10 @@ def job_patch(job_id: int, body: dict[str, Any]):
 ACTIONS = {"pause": jobs.pause_job, "resume": jobs.resume_job, "bounce": apijobs.bounce}
 
 
-@bp.post("/job/<int:job_id>/<any(pause, resume, bounce, kill):action>")
+@bp.post("/job/<int:job_id>/pause", defaults={"action": "pause"})
+@bp.post("/job/<int:job_id>/resume", defaults={"action": "resume"})
+@bp.post("/job/<int:job_id>/bounce", defaults={"action": "bounce"})
+@bp.post("/job/<int:job_id>/kill", defaults={"action": "kill"})
 @documented("Pause, resume, bounce (run now, or resume) or kill (delete) a job", role="operator",
             response=s.JobEnvelope)
 def job_action(job_id: int, action: str):
