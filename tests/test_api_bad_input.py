@@ -116,3 +116,38 @@ def test_bad_auth_bodies(client, token_for, body):  # noqa: F811
     response = call(client, "post", "/api/v2/auth", raw, json=body)
     assert response.status_code in (400, 422), response.get_data(as_text=True)
     envelope_ok(response, response.status_code)
+
+
+JUNK = [str(2**70), str(2**63), "²³", "-1", "0", "1e999", "nan", "abc", "", "1" * 5000,
+        "\u202eabc", "%00", "true,false", "[]"]
+QUERY = ("limit", "next", "status", "q", "show_all", "show_completed", "auth_ids", "workflow",
+         "run_job")
+
+
+def test_every_api_route_takes_junk_in_every_id_and_parameter(app, client, token_for):  # noqa: F811
+    import re
+
+    raw = token_for("admin")
+    auth_id = envelope_ok(webhook_auth(client, raw), 201)["data"]["id"]
+    failures = []
+    for rule in app.url_map.iter_rules():
+        if not rule.rule.startswith("/api/v2"):
+            continue
+        for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
+            job_id = envelope_ok(new_job(client, raw, auth_id), 201)["data"]["id"]
+            good = rule.rule.replace("<int:job_id>", str(job_id)).replace(
+                "<workflow>", "send_stream")
+            attempts = [(good, {name: junk}) for name in QUERY for junk in JUNK]
+            if "<int:job_id>" in rule.rule:
+                attempts += [(rule.rule.replace("<int:job_id>", junk or "x").replace(
+                    "<workflow>", "send_stream"), {}) for junk in JUNK]
+            if "<workflow>" in rule.rule:
+                attempts += [(re.sub("<workflow>", junk or "x", rule.rule).replace(
+                    "<int:job_id>", str(job_id)), {}) for junk in JUNK]
+            for path, query in attempts:
+                response = call(client, method.lower(), path, raw, query_string=query,
+                                json={"name": "n"} if method in ("POST", "PUT", "PATCH")
+                                else None)
+                if response.status_code >= 500 or not response.is_json:
+                    failures.append(f"{method} {path} {query}: {response.status_code}")
+    assert not failures, "\n".join(failures[:20])
