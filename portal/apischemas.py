@@ -1,11 +1,19 @@
 """The REST API's request and response shapes, as marshmallow schemas: requests are
 loaded through them (unknown or mistyped fields give field messages), responses are
-dumped through them, and the OpenAPI document is generated from them (portal/apidoc.py).
+dumped through them (job_data, log_data...), and the OpenAPI document is generated from
+them (portal/apidoc.py).
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 from marshmallow import RAISE, Schema, fields, validate
+
+from portal import jobs
+from portal.models import Authorization, Job, JobEvent
+from portal.ui import redacted_config
+from providers.base import Provider
 
 
 class _Strict(Schema):
@@ -154,3 +162,53 @@ ProviderListEnvelope = envelope(fields.List(fields.Nested(ProviderOut)), "Provid
 AuthEnvelope = envelope(fields.Nested(AuthOut), "AuthEnvelope")
 AuthListEnvelope = envelope(fields.List(fields.Nested(AuthOut)), "AuthListEnvelope")
 StreamListEnvelope = envelope(fields.List(fields.Nested(StreamOut)), "StreamListEnvelope")
+
+
+# --- objects as the API shows them ---------------------------------------------------
+
+def job_data(job: Job) -> dict[str, Any]:
+    plan = job.schedule or {}
+    quiet = (f"{plan['quiet_start']}-{plan['quiet_end']}"
+             if plan.get("quiet_start") and plan.get("quiet_end") else "")
+    return JobOut().dump({
+        "id": job.id, "name": job.name, "description": job.description or "",
+        "provider": job.provider, "job_type": job.job_type, "workflow": job.job_type,
+        "kind": job.kind, "status": job.status, "authorization_id": job.authorization_id,
+        "auth_ids": [job.authorization_id] if job.authorization_id else [],
+        "config": redacted_config(job), "schedule": plan, "retry_policy": job.retry_policy or {},
+        "quiet_time_of_day": plan.get("quiet_start", ""),
+        "quiet_timezone": plan.get("timezone", "") if quiet else "", "quiet_period": quiet,
+        "created": job.created_at, "updated": job.updated_at, "next_run_at": job.next_run_at,
+        "last_run_at": job.last_run_at, **jobs.metrics(job),
+    })
+
+
+def log_data(event: JobEvent) -> dict[str, Any]:
+    context = event.context or {}
+    return LogEntry().dump({
+        "id": event.id, "job_id": event.job_id, "timestamp": event.at, "level": event.level,
+        "code": event.code or event.kind, "kind": event.kind, "message": event.message,
+        "context": {"added": int(context.get("added", 0)),
+                    "removed": int(context.get("removed", 0)),
+                    "omitted": int(context.get("omitted", 0)),
+                    "user_email": context.get("user_email")},
+    })
+
+
+def auth_data(authorization: Authorization) -> dict[str, Any]:
+    return AuthOut().dump({
+        "id": authorization.id, "provider": authorization.provider,
+        "method": authorization.method, "label": authorization.label,
+        "description": authorization.description or "", "health": authorization.health,
+        "public": authorization.public or {}, "created": authorization.created_at})
+
+
+def provider_data(provider: Provider) -> dict[str, Any]:
+    return ProviderOut().dump({
+        "key": provider.key, "name": provider.name, "category": provider.category,
+        "description": provider.description,
+        "auth_methods": [{"key": m.key, "name": m.name, "schema": m.schema}
+                         for m in provider.auth_methods],
+        "job_types": [{"key": t.key, "name": t.name, "kind": t.kind,
+                       "description": t.description, "config_schema": t.config_schema}
+                      for t in provider.job_types]})

@@ -24,7 +24,6 @@ from portal.extensions import db
 from portal.lifecycle import IllegalTransition, Status
 from portal.models import Authorization, Job, JobEvent, Message, Stream
 from portal.models.types import utcnow
-from portal.ui import redacted_config
 from providers import CATALOG, get_provider
 
 bp = Blueprint("api", __name__, url_prefix="/api/v2")
@@ -220,56 +219,6 @@ def _cursor_id(name: str = "next") -> int | None:
     return value
 
 
-# --- shapes -------------------------------------------------------------------------------
-
-def job_data(job: Job) -> dict[str, Any]:
-    plan = job.schedule or {}
-    quiet = (f"{plan['quiet_start']}-{plan['quiet_end']}"
-             if plan.get("quiet_start") and plan.get("quiet_end") else "")
-    return s.JobOut().dump({
-        "id": job.id, "name": job.name, "description": job.description or "",
-        "provider": job.provider, "job_type": job.job_type, "workflow": job.job_type,
-        "kind": job.kind, "status": job.status, "authorization_id": job.authorization_id,
-        "auth_ids": [job.authorization_id] if job.authorization_id else [],
-        "config": redacted_config(job), "schedule": plan, "retry_policy": job.retry_policy or {},
-        "quiet_time_of_day": plan.get("quiet_start", ""),
-        "quiet_timezone": plan.get("timezone", "") if quiet else "", "quiet_period": quiet,
-        "created": job.created_at, "updated": job.updated_at, "next_run_at": job.next_run_at,
-        "last_run_at": job.last_run_at, **jobs.metrics(job),
-    })
-
-
-def log_data(event: JobEvent) -> dict[str, Any]:
-    context = event.context or {}
-    return s.LogEntry().dump({
-        "id": event.id, "job_id": event.job_id, "timestamp": event.at, "level": event.level,
-        "code": event.code or event.kind, "kind": event.kind, "message": event.message,
-        "context": {"added": int(context.get("added", 0)),
-                    "removed": int(context.get("removed", 0)),
-                    "omitted": int(context.get("omitted", 0)),
-                    "user_email": context.get("user_email")},
-    })
-
-
-def auth_data(authorization: Authorization) -> dict[str, Any]:
-    return s.AuthOut().dump({
-        "id": authorization.id, "provider": authorization.provider,
-        "method": authorization.method, "label": authorization.label,
-        "description": authorization.description or "", "health": authorization.health,
-        "public": authorization.public or {}, "created": authorization.created_at})
-
-
-def provider_data(provider) -> dict[str, Any]:
-    return s.ProviderOut().dump({
-        "key": provider.key, "name": provider.name, "category": provider.category,
-        "description": provider.description,
-        "auth_methods": [{"key": m.key, "name": m.name, "schema": m.schema}
-                         for m in provider.auth_methods],
-        "job_types": [{"key": t.key, "name": t.name, "kind": t.kind,
-                       "description": t.description, "config_schema": t.config_schema}
-                      for t in provider.job_types]})
-
-
 def _job(job_id: int, workflow: str | None = None) -> Job:
     job = db.session.get(Job, job_id)
     if job is None or (workflow is not None and workflow != job.job_type):
@@ -309,7 +258,7 @@ def job_list():
     else:
         found = jobs.list_jobs(job_filter, after=cursor, limit=limit)
     rows, next_cursor = found
-    return answer([job_data(job) for job in rows], next=next_cursor or None)
+    return answer([s.job_data(job) for job in rows], next=next_cursor or None)
 
 
 def _by_workflow(job_filter: jobs.JobFilter, workflow: str, cursor: str, limit: int):
@@ -328,14 +277,14 @@ def _by_workflow(job_filter: jobs.JobFilter, workflow: str, cursor: str, limit: 
 @documented("Get a job", response=s.JobEnvelope)
 def job_get(job_id: int):
     """One job."""
-    return answer(job_data(_job(job_id)))
+    return answer(s.job_data(_job(job_id)))
 
 
 @bp.get("/job/<workflow>/<int:job_id>")
 @documented("Get a job (Lytics' path)", response=s.JobEnvelope)
 def job_get_workflow(workflow: str, job_id: int):
     """One job, by workflow and id."""
-    return answer(job_data(_job(job_id, workflow)))
+    return answer(s.job_data(_job(job_id, workflow)))
 
 
 def _create(body: dict[str, Any]):
@@ -344,7 +293,7 @@ def _create(body: dict[str, Any]):
         job = apijobs.create(body, by=g.api_actor, run_job=run_job)
     except apijobs.Invalid as exc:
         raise ApiError(422, "invalid", "The job has mistakes.", exc.errors) from None
-    return answer(job_data(job), 201, "created")
+    return answer(s.job_data(job), 201, "created")
 
 
 @bp.post("/job")
@@ -379,7 +328,7 @@ def _edit(job: Job, body: dict[str, Any], *, whole: bool):
         db.session.rollback()
         raise ApiError(409, "conflict", "A secret of this job can no longer be decrypted; "
                                         "send it again.") from None
-    return answer(job_data(job), message=f"{len(saved.changes)} field(s) changed")
+    return answer(s.job_data(job), message=f"{len(saved.changes)} field(s) changed")
 
 
 @bp.put("/job/<workflow>/<int:job_id>")
@@ -411,7 +360,7 @@ def job_action(job_id: int, action: str):
     """pause/resume/bounce go through the state machine; kill deletes the job."""
     job = _job(job_id)
     if action == "kill":
-        data = job_data(job)
+        data = s.job_data(job)
         try:
             jobs.delete_job(job, by=g.api_actor)
         except jobs.JobBusy as exc:
@@ -423,7 +372,7 @@ def job_action(job_id: int, action: str):
         db.session.rollback()
         verb = {"pause": "paused", "resume": "resumed", "bounce": "bounced"}[action]
         raise ApiError(409, "conflict", f"A {job.status} job cannot be {verb}.") from None
-    return answer(job_data(job), message=action)
+    return answer(s.job_data(job), message=action)
 
 
 @bp.get("/job/<int:job_id>/logs")
@@ -433,7 +382,7 @@ def job_logs(job_id: int):
     """The job's log entries."""
     job = _job(job_id)
     rows, older = jobs.log_page(job, jobs.LogFilter(), before=_cursor_id(), limit=_limit())
-    return answer([log_data(row) for row in rows], next=str(older) if older else None)
+    return answer([s.log_data(row) for row in rows], next=str(older) if older else None)
 
 
 @bp.get("/job/logs")
@@ -449,7 +398,7 @@ def all_logs():
     rows = list(db.session.scalars(query.order_by(JobEvent.id.desc()).limit(limit + 1)))
     more = len(rows) > limit
     rows = rows[:limit]
-    return answer([log_data(row) for row in rows], next=str(rows[-1].id) if more else None)
+    return answer([s.log_data(row) for row in rows], next=str(rows[-1].id) if more else None)
 
 
 # --- providers, authorizations, streams ----------------------------------------------------
@@ -458,7 +407,7 @@ def all_logs():
 @documented("Providers with their auth methods and job types", response=s.ProviderListEnvelope)
 def provider_list():
     """The provider catalog."""
-    return answer([provider_data(provider) for provider in CATALOG.values()])
+    return answer([s.provider_data(provider) for provider in CATALOG.values()])
 
 
 @bp.get("/auth")
@@ -466,7 +415,7 @@ def provider_list():
 def auth_list():
     """Every authorization, public view only."""
     rows = db.session.scalars(select(Authorization).order_by(Authorization.id))
-    return answer([auth_data(row) for row in rows])
+    return answer([s.auth_data(row) for row in rows])
 
 
 @bp.post("/auth")
@@ -487,11 +436,16 @@ def auth_create(body: dict[str, Any]):
                    for k, v in vault.check_entered(method, body["credentials"]).items()})
     if errors:
         raise ApiError(422, "invalid", "The authorization has mistakes.", errors)
-    authorization = vault.create(provider, method, label=body["label"].strip(),
-                                 description=body.get("description", "").strip(),
-                                 credentials=body["credentials"], by=g.api_actor)
+    try:
+        authorization = vault.create(provider, method, label=body["label"].strip(),
+                                     description=body.get("description", "").strip(),
+                                     credentials=body["credentials"], by=g.api_actor)
+    except vault.InvalidCredentials as exc:
+        db.session.rollback()
+        raise ApiError(422, "invalid", "The authorization has mistakes.", {
+            f"credentials.{k}": v for k, v in exc.errors.items()}) from None
     db.session.commit()
-    return answer(auth_data(authorization), 201, "created")
+    return answer(s.auth_data(authorization), 201, "created")
 
 
 @bp.get("/stream")
