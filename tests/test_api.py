@@ -402,3 +402,9 @@ def test_every_endpoint_refuses_a_revoked_or_expired_token(client, token_for, ca
         response = call(client, method, path.format(job=job_id), raw, **kwargs)
         assert envelope_ok(response, 401)["message"] == f"The API token is {case}."
     assert db.session.get(Job, job_id) is not None  # kill did nothing
+
+
+def test_405_names_the_allowed_methods(client, token_for):
+    response = call(client, "delete", "/api/v2/job/1", token_for("viewer"))
+    envelope_ok(response, 405)
+    assert set(response.headers["Allow"].split(", ")) >= {"GET", "PATCH"}
