@@ -6,6 +6,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterable
+from typing import Any
 
 from redis.exceptions import RedisError
 from sqlalchemy import String, cast, delete, func, insert, or_, select
@@ -98,6 +99,42 @@ def check_upload(upload: Upload, delimiter: str, timestamp_field: str, *,
     except RedisError as exc:
         log.warning("upload check cache unavailable: %s", exc)
     return checked
+
+
+def upload_for(upload_id: Any, user: User, job: Job | None = None) -> Upload | None:
+    """The upload with this id if `user` uploaded it, or it is the file `job` reads now
+    (an admin edits another's import); else None (a tampered id finds nothing)."""
+    upload_id = parse_int(upload_id)  # from a config: an int, or nothing usable
+    if upload_id is None:
+        return None
+    upload = db.session.get(Upload, upload_id)
+    if upload is None or (upload.created_by_id != user.id and (
+            job is None or (job.config or {}).get("upload_id") != upload_id)):
+        return None
+    return upload
+
+
+def check_config(upload: Upload, config: dict[str, Any]) -> FileCheck:
+    """The whole file, read as an import job with this configuration will read it."""
+    return check_upload(upload, config.get("delimiter") or ",",
+                        config.get("timestamp_field") or "")
+
+
+def file_problem(upload: Upload, checked: FileCheck) -> str:
+    """The field message for a file the import would refuse, naming its first problems."""
+    if not checked.errors:
+        return ""
+    if checked.rows == 0:
+        return (f"{upload.filename} has a header but no rows: there is nothing to import. "
+                "Upload a file with at least one row.")
+    listed = "; ".join(str(error) for error in checked.errors)
+    more = " (the check stopped there)" if not checked.complete else ""
+    if len(checked.errors) == 1:
+        return (f"{upload.filename} cannot be imported, {listed}{more}. Correct the file and "
+                "upload it again, or choose another timestamp field.")
+    return (f"{upload.filename} cannot be imported; its first {len(checked.errors)} problems: "
+            f"{listed}{more}. Correct the file and upload it again, or choose another "
+            "timestamp field.")
 
 
 def get_or_create_stream(name: str) -> Stream:

@@ -10,9 +10,11 @@ from portal.models.jobs import (
     JobRun,
     JobStatusCount,
 )
+from portal.models.tokens import AccessToken
 from portal.models.users import ROLES, User
 from portal.models.vault import Authorization, AuthorizationVersion
 
-__all__ = ["ROLES", "AuditEntry", "Authorization", "AuthorizationVersion", "Draft", "Job",
+__all__ = ["ROLES", "AccessToken", "AuditEntry", "Authorization", "AuthorizationVersion",
+           "Draft", "Job",
            "JobConfigVersion",
            "JobEvent", "JobRun", "JobStatusCount", "Message", "Stream", "Upload", "User"]
