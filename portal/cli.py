@@ -18,6 +18,7 @@ from portal.models.types import utcnow
 users = AppGroup("users", help="Manage the people who can sign in.")
 jobs = AppGroup("jobs", help="Look after jobs.")
 vault_group = AppGroup("vault", help="Look after the Vault's encryption keys.")
+data = AppGroup("data", help="Look after the data store.")
 FIRST_ADMIN = "admin@localhost"
 
 
@@ -140,7 +141,20 @@ def vault_new_key() -> None:
     click.echo(keys.new_key())
 
 
+@data.command("rebuild")
+@click.option("--batch", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Messages read at a time.")
+def data_rebuild(batch: int) -> None:
+    """Rebuild every profile from the stored messages (oldest first), in one transaction."""
+    from portal import profiles
+
+    count = profiles.rebuild(batch=batch)
+    db.session.commit()
+    click.echo(f"Rebuilt {count:,} profile(s) from the stored messages.")
+
+
 def register(app: Flask) -> None:
+    app.cli.add_command(data)
     app.cli.add_command(users)
     app.cli.add_command(jobs)
     app.cli.add_command(vault_group)
