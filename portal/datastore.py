@@ -158,12 +158,13 @@ def write_messages(stream_name: str, messages: Iterable[OutMessage], *, source: 
         if key not in existing
     ]
     if rows:
-        ids = db.session.execute(
-            insert(Message).returning(Message.id, sort_by_parameter_order=True), rows
-        ).scalars().all()
+        # Ids by dedupe key, not by position: asking for them in parameter order makes
+        # SQLAlchemy insert one row per statement on SQLite.
+        ids = dict(db.session.execute(
+            insert(Message).returning(Message.dedupe_key, Message.id), rows).all())
         _count(stream, rows, now)
-        profiles.apply([profiles.Fact(message_id, stream.id, row["event_time"], row["payload"])
-                        for message_id, row in zip(ids, rows, strict=True)])
+        profiles.apply([profiles.Fact(ids[row["dedupe_key"]], stream.id, row["event_time"],
+                                      row["payload"]) for row in rows])
     return len(rows), len(batch) - len(rows)
 
 
@@ -187,13 +188,13 @@ def _count(stream: Stream, rows: list[dict], now) -> None:
                      for name in row["payload"])
     names = sorted(fields)  # one order for every writer: no deadlock between two of them
     upsert = (pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert)
-    for start in range(0, len(names), 500):
-        statement = upsert(StreamField).values([
-            {"stream_id": stream.id, "name": name, "count": fields[name]}
-            for name in names[start:start + 500]])
+    if names:
+        table = StreamField.__table__
+        statement = upsert(table)
         db.session.execute(statement.on_conflict_do_update(
             index_elements=["stream_id", "name"],
-            set_={"count": StreamField.count + statement.excluded.count}))
+            set_={"count": table.c.count + statement.excluded.count}),
+            [{"stream_id": stream.id, "name": name, "count": fields[name]} for name in names])
 
 
 def read_messages(stream_name: str, *, after_id: int, limit: int) -> list[InMessage]:

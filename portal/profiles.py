@@ -22,14 +22,15 @@ time: write_messages reaches this code after its first write, holding the write 
 
 from __future__ import annotations
 
+import json
 import unicodedata
 from collections import defaultdict
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import and_, delete, func, insert, or_, select, text, update
+from sqlalchemy import ARRAY, String, and_, cast, delete, func, insert, or_, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from portal.extensions import db
@@ -80,12 +81,17 @@ def _owners(identities: set[Identity]) -> dict[Identity, int]:
     for key, value in identities:
         by_key[key].append(value)
     found: dict[Identity, int] = {}
+    postgres = db.session.get_bind().dialect.name == "postgresql"
     for key, values in by_key.items():
-        for start in range(0, len(values), CHUNK):
+        # PostgreSQL: one array parameter for all the values (= ANY), one statement.
+        step = len(values) if postgres else CHUNK
+        for start in range(0, len(values), step):
+            chunk = values[start:start + step]
+            match = (ProfileIdentity.value == func.any(cast(chunk, ARRAY(String))) if postgres
+                     else ProfileIdentity.value.in_(chunk))
             found.update({(key, row.value): row.profile_id for row in db.session.execute(
                 select(ProfileIdentity.value, ProfileIdentity.profile_id).where(
-                    ProfileIdentity.key == key,
-                    ProfileIdentity.value.in_(values[start:start + CHUNK])))})
+                    ProfileIdentity.key == key, match))})
     return found
 
 
@@ -111,19 +117,51 @@ def _locked_owners(identities: set[Identity], locked: set[int]) -> dict[Identity
         locked |= missing
 
 
+# PostgreSQL takes the rows as arrays in ONE statement: a statement per row (executemany)
+# costs a round of the protocol per attribute.
+POSTGRES_UPSERT = text("""
+INSERT INTO profile_attributes (profile_id, name, value, event_time, stream_id, message_id)
+SELECT r.profile_id, r.name, CAST(r.value AS jsonb), r.event_time, r.stream_id, r.message_id
+FROM unnest(CAST(:profile_ids AS integer[]), CAST(:names AS varchar[]),
+            CAST(:attribute_values AS text[]), CAST(:event_times AS timestamp[]),
+            CAST(:stream_ids AS integer[]), CAST(:message_ids AS integer[]))
+     AS r(profile_id, name, value, event_time, stream_id, message_id)
+ON CONFLICT (profile_id, name) DO UPDATE SET value = excluded.value,
+    event_time = excluded.event_time, stream_id = excluded.stream_id,
+    message_id = excluded.message_id
+WHERE profile_attributes.event_time < excluded.event_time
+   OR (profile_attributes.event_time = excluded.event_time
+       AND profile_attributes.message_id < excluded.message_id)
+""")
+
+
 def _upsert_attributes(rows: list[dict[str, Any]]) -> None:
     """Write attribute values where none is stored or the stored one is older (same event
     time: lower message id). `rows` hold each (profile_id, name) once."""
-    for start in range(0, len(rows), CHUNK):
-        statement = _insert(ProfileAttribute).values(rows[start:start + CHUNK])
-        new = statement.excluded
-        db.session.execute(statement.on_conflict_do_update(
-            index_elements=["profile_id", "name"],
-            set_={"value": new.value, "event_time": new.event_time,
-                  "stream_id": new.stream_id, "message_id": new.message_id},
-            where=or_(ProfileAttribute.event_time < new.event_time,
-                      and_(ProfileAttribute.event_time == new.event_time,
-                           ProfileAttribute.message_id < new.message_id))))
+    if not rows:
+        return
+    if db.session.get_bind().dialect.name == "postgresql":
+        db.session.execute(POSTGRES_UPSERT, {
+            "profile_ids": [row["profile_id"] for row in rows],
+            "names": [row["name"] for row in rows],
+            "attribute_values": [json.dumps(row["value"], allow_nan=False) for row in rows],
+            "event_times": [row["event_time"].astimezone(UTC).replace(tzinfo=None)
+                            for row in rows],
+            "stream_ids": [row["stream_id"] for row in rows],
+            "message_ids": [row["message_id"] for row in rows]})
+        return
+    # SQLite: one compiled statement run for every row (compiling a multi-row VALUES per
+    # batch costs more than the writes).
+    table = ProfileAttribute.__table__
+    statement = _insert(table)
+    new = statement.excluded
+    db.session.execute(statement.on_conflict_do_update(
+        index_elements=["profile_id", "name"],
+        set_={"value": new.value, "event_time": new.event_time,
+              "stream_id": new.stream_id, "message_id": new.message_id},
+        where=or_(table.c.event_time < new.event_time,
+                  and_(table.c.event_time == new.event_time,
+                       table.c.message_id < new.message_id))), rows)
 
 
 class _Merges:
@@ -207,7 +245,7 @@ def apply(facts: list[Fact]) -> None:
     if fresh:
         now = utcnow()
         ids = db.session.execute(
-            insert(Profile).returning(Profile.id, sort_by_parameter_order=True),
+            insert(Profile).returning(Profile.id),  # any new id fits any new group
             [{"created_at": now} for _ in fresh]).scalars().all()
         for group, profile_id in zip(fresh, ids, strict=True):
             group["profiles"].add(profile_id)
@@ -222,12 +260,10 @@ def apply(facts: list[Fact]) -> None:
     # first): then that profile and ours are one person, and merge.
     new_rows = sorted((identity, group["survivor"]) for group in groups.values()
                       for identity in group["new"])
-    for start in range(0, len(new_rows), CHUNK):
-        chunk = new_rows[start:start + CHUNK]
-        db.session.execute(_insert(ProfileIdentity).values(
-            [{"key": key, "value": value, "profile_id": profile_id}
-             for (key, value), profile_id in chunk]).on_conflict_do_nothing())
     if new_rows:
+        db.session.execute(_insert(ProfileIdentity.__table__).on_conflict_do_nothing(), [
+            {"key": key, "value": value, "profile_id": profile_id}
+            for (key, value), profile_id in new_rows])
         stored = _locked_owners({identity for identity, _ in new_rows}, locked)
         for identity, profile_id in new_rows:
             if merges.resolve(stored[identity]) != merges.resolve(profile_id):

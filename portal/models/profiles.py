@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String
+from sqlalchemy import ForeignKey, Index, PrimaryKeyConstraint, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from portal.extensions import db
@@ -30,7 +30,10 @@ class ProfileIdentity(db.Model):
     value: Mapped[str] = mapped_column(String(255), primary_key=True)
     profile_id: Mapped[int] = mapped_column(ForeignKey("profiles.id", ondelete="CASCADE"))
 
-    __table_args__ = (Index("ix_profile_identities_profile_id", "profile_id"),)
+    # Value first: lookups name many values of one key, and the index then finds each value
+    # even while the planner's statistics still think the table is small (a first import).
+    __table_args__ = (PrimaryKeyConstraint("value", "key"),
+                      Index("ix_profile_identities_profile_id", "profile_id"))
 
 
 class ProfileAttribute(db.Model):

@@ -52,7 +52,7 @@ def upgrade():
     sa.ForeignKeyConstraint(['profile_id'], ['profiles.id'],
                             name=op.f('fk_profile_identities_profile_id_profiles'),
                             ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('key', 'value', name=op.f('pk_profile_identities'))
+    sa.PrimaryKeyConstraint('value', 'key', name=op.f('pk_profile_identities'))
     )
     op.create_index('ix_profile_identities_profile_id', 'profile_identities', ['profile_id'])
     op.create_table('profile_attributes',
