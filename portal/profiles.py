@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import ARRAY, String, and_, cast, delete, func, insert, or_, select, text, update
+from sqlalchemy import ARRAY, String, cast, delete, func, insert, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from portal.extensions import db
@@ -117,8 +117,18 @@ def _locked_owners(identities: set[Identity], locked: set[int]) -> dict[Identity
         locked |= missing
 
 
-# PostgreSQL takes the rows as arrays in ONE statement: a statement per row (executemany)
-# costs a round of the protocol per attribute.
+# The rows go in ONE statement, as arrays on PostgreSQL and as one JSON array on SQLite:
+# a statement per row (executemany) costs more than the writes themselves. The WHERE of
+# the DO UPDATE is the rule: only an older value (same event time: lower message id) is
+# replaced.
+NEWER = """
+ON CONFLICT (profile_id, name) DO UPDATE SET value = excluded.value,
+    event_time = excluded.event_time, stream_id = excluded.stream_id,
+    message_id = excluded.message_id
+WHERE profile_attributes.event_time < excluded.event_time
+   OR (profile_attributes.event_time = excluded.event_time
+       AND profile_attributes.message_id < excluded.message_id)
+"""
 POSTGRES_UPSERT = text("""
 INSERT INTO profile_attributes (profile_id, name, value, event_time, stream_id, message_id)
 SELECT r.profile_id, r.name, CAST(r.value AS jsonb), r.event_time, r.stream_id, r.message_id
@@ -126,13 +136,19 @@ FROM unnest(CAST(:profile_ids AS integer[]), CAST(:names AS varchar[]),
             CAST(:attribute_values AS text[]), CAST(:event_times AS timestamp[]),
             CAST(:stream_ids AS integer[]), CAST(:message_ids AS integer[]))
      AS r(profile_id, name, value, event_time, stream_id, message_id)
-ON CONFLICT (profile_id, name) DO UPDATE SET value = excluded.value,
-    event_time = excluded.event_time, stream_id = excluded.stream_id,
-    message_id = excluded.message_id
-WHERE profile_attributes.event_time < excluded.event_time
-   OR (profile_attributes.event_time = excluded.event_time
-       AND profile_attributes.message_id < excluded.message_id)
-""")
+""" + NEWER)
+# "WHERE true": SQLite needs it to read ON CONFLICT after a SELECT. Times are text in
+# the form SQLAlchemy stores them (naive UTC, microseconds), so they compare as stored.
+SQLITE_UPSERT = text("""
+INSERT INTO profile_attributes (profile_id, name, value, event_time, stream_id, message_id)
+SELECT r.value ->> 0, r.value ->> 1, r.value -> 2, r.value ->> 3, r.value ->> 4,
+       r.value ->> 5
+FROM json_each(:rows) AS r WHERE true
+""" + NEWER)
+
+
+def _naive_utc(value: datetime) -> datetime:
+    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 def _upsert_attributes(rows: list[dict[str, Any]]) -> None:
@@ -140,28 +156,21 @@ def _upsert_attributes(rows: list[dict[str, Any]]) -> None:
     time: lower message id). `rows` hold each (profile_id, name) once."""
     if not rows:
         return
+    # One order for every writer, so two of them never wait on each other's rows crosswise.
+    rows = sorted(rows, key=lambda row: (row["profile_id"], row["name"]))
     if db.session.get_bind().dialect.name == "postgresql":
         db.session.execute(POSTGRES_UPSERT, {
             "profile_ids": [row["profile_id"] for row in rows],
             "names": [row["name"] for row in rows],
             "attribute_values": [json.dumps(row["value"], allow_nan=False) for row in rows],
-            "event_times": [row["event_time"].astimezone(UTC).replace(tzinfo=None)
-                            for row in rows],
+            "event_times": [_naive_utc(row["event_time"]) for row in rows],
             "stream_ids": [row["stream_id"] for row in rows],
             "message_ids": [row["message_id"] for row in rows]})
         return
-    # SQLite: one compiled statement run for every row (compiling a multi-row VALUES per
-    # batch costs more than the writes).
-    table = ProfileAttribute.__table__
-    statement = _insert(table)
-    new = statement.excluded
-    db.session.execute(statement.on_conflict_do_update(
-        index_elements=["profile_id", "name"],
-        set_={"value": new.value, "event_time": new.event_time,
-              "stream_id": new.stream_id, "message_id": new.message_id},
-        where=or_(table.c.event_time < new.event_time,
-                  and_(table.c.event_time == new.event_time,
-                       table.c.message_id < new.message_id))), rows)
+    db.session.execute(SQLITE_UPSERT, {"rows": json.dumps([
+        [row["profile_id"], row["name"], row["value"],
+         _naive_utc(row["event_time"]).isoformat(sep=" ", timespec="microseconds"),
+         row["stream_id"], row["message_id"]] for row in rows], allow_nan=False)})
 
 
 class _Merges:
