@@ -19,6 +19,7 @@ users = AppGroup("users", help="Manage the people who can sign in.")
 jobs = AppGroup("jobs", help="Look after jobs.")
 vault_group = AppGroup("vault", help="Look after the Vault's encryption keys.")
 tokens_group = AppGroup("tokens", help="API access tokens.")
+data = AppGroup("data", help="Look after the data store.")
 FIRST_ADMIN = "admin@localhost"
 
 
@@ -170,8 +171,21 @@ def tokens_create(name: str, role: str, days: str | None, description: str,
     click.echo(raw)
 
 
+@data.command("rebuild")
+@click.option("--batch", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Messages read at a time.")
+def data_rebuild(batch: int) -> None:
+    """Rebuild every profile from the stored messages (oldest first), in one transaction."""
+    from portal import profiles
+
+    count = profiles.rebuild(batch=batch)
+    db.session.commit()
+    click.echo(f"Rebuilt {count:,} profile(s) from the stored messages.")
+
+
 def register(app: Flask) -> None:
     app.cli.add_command(tokens_group)
+    app.cli.add_command(data)
     app.cli.add_command(users)
     app.cli.add_command(jobs)
     app.cli.add_command(vault_group)

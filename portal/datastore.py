@@ -5,17 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import String, cast, delete, func, insert, or_, select
+from sqlalchemy import String, case, cast, delete, insert, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from portal import audit
+from portal import audit, profiles
 from portal.extensions import db
 from portal.lifecycle import Status
-from portal.models import Job, Message, Stream, Upload, User
+from portal.models import Job, Message, Stream, StreamField, Upload, User
 from portal.models.types import utcnow
 from portal.params import parse_int
 from portal.queues import redis_connection
@@ -192,8 +195,43 @@ def write_messages(stream_name: str, messages: Iterable[OutMessage], *, source: 
         if key not in existing
     ]
     if rows:
-        db.session.execute(insert(Message), rows)
+        # Ids by dedupe key, not by position: asking for them in parameter order makes
+        # SQLAlchemy insert one row per statement on SQLite.
+        ids = dict(db.session.execute(
+            insert(Message).returning(Message.dedupe_key, Message.id), rows).all())
+        _count(stream, rows, now)
+        profiles.apply([profiles.Fact(ids[row["dedupe_key"]], stream.id, row["event_time"],
+                                      row["payload"]) for row in rows])
     return len(rows), len(batch) - len(rows)
+
+
+def _count(stream: Stream, rows: list[dict], now) -> None:
+    """Add the new messages to the stream's running totals. Increments in SQL (never a
+    read-modify-write) and an upsert per field name, so concurrent writers lose nothing;
+    the stream row's lock also orders writers of one stream."""
+    newest = max(row["event_time"] for row in rows)
+    db.session.execute(
+        update(Stream).where(Stream.id == stream.id).values(
+            message_count=Stream.message_count + len(rows),
+            last_ingested_at=case((or_(Stream.last_ingested_at.is_(None),
+                                       Stream.last_ingested_at < now), now),
+                                  else_=Stream.last_ingested_at),
+            last_event_at=case((or_(Stream.last_event_at.is_(None),
+                                    Stream.last_event_at < newest), newest),
+                               else_=Stream.last_event_at))
+        .execution_options(synchronize_session=False))
+    db.session.expire(stream, ["message_count", "last_ingested_at", "last_event_at"])
+    fields = Counter(name[:255] for row in rows if isinstance(row["payload"], dict)
+                     for name in row["payload"])
+    names = sorted(fields)  # one order for every writer: no deadlock between two of them
+    upsert = (pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert)
+    if names:
+        table = StreamField.__table__
+        statement = upsert(table)
+        db.session.execute(statement.on_conflict_do_update(
+            index_elements=["stream_id", "name"],
+            set_={"count": table.c.count + statement.excluded.count}),
+            [{"stream_id": stream.id, "name": name, "count": fields[name]} for name in names])
 
 
 def read_messages(stream_name: str, *, after_id: int, limit: int) -> list[InMessage]:
@@ -230,7 +268,18 @@ def stream_page(stream: Stream, *, before_id: int | None = None, search: str = "
 
 
 def message_count(stream: Stream) -> int:
-    return db.session.scalar(select(func.count()).where(Message.stream_id == stream.id)) or 0
+    return stream.message_count
+
+
+def stream_fields(stream_ids: list[int]) -> dict[int, list[tuple[str, int]]]:
+    """The field names seen in each stream's messages, most frequent first."""
+    found: dict[int, list[tuple[str, int]]] = {stream_id: [] for stream_id in stream_ids}
+    for row in db.session.execute(
+            select(StreamField.stream_id, StreamField.name, StreamField.count)
+            .where(StreamField.stream_id.in_(stream_ids))
+            .order_by(StreamField.count.desc(), StreamField.name)):
+        found[row.stream_id].append((row.name, row.count))
+    return found
 
 
 # A job that may still run (paused ones can be resumed) holds on to its stream.
@@ -262,6 +311,7 @@ def delete_stream(stream: Stream, *, by: User) -> int:
         raise StreamInUse(users)
     name, stream_id = stream.name, stream.id
     deleted = db.session.execute(delete(Message).where(Message.stream_id == stream_id)).rowcount
+    db.session.execute(delete(StreamField).where(StreamField.stream_id == stream_id))
     db.session.delete(stream)
     audit.record("stream_deleted", "stream", stream_id, name, by=by,
                  summary=f"Deleted stream {name} and its {deleted:,} messages.",

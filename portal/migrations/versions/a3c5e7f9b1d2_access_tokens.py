@@ -1,7 +1,7 @@
 """access_tokens: API tokens, stored as a hash with a visible prefix
 
 Revision ID: a3c5e7f9b1d2
-Revises: f2b8d4a6c1e3
+Revises: 8f1666b54e9b
 Create Date: 2026-11-29 22:00:00
 """
 from alembic import op
@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 # revision identifiers, used by Alembic.
 revision = 'a3c5e7f9b1d2'
-down_revision = 'f2b8d4a6c1e3'
+down_revision = '8f1666b54e9b'
 branch_labels = None
 depends_on = None
 
