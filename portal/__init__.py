@@ -78,10 +78,15 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     # Before any route is added: every <int:...> in a path is then a bounded id.
     app.url_map.converters["int"] = IdConverter
-    from portal.blueprints import admin, auth, data, jobs, vault, wizard
+    from portal.blueprints import admin, api, auth, data, jobs, vault, wizard
 
-    for blueprint in (auth.bp, jobs.bp, wizard.bp, wizard.edit_bp, vault.bp, data.bp, admin.bp):
+    for blueprint in (auth.bp, jobs.bp, wizard.bp, wizard.edit_bp, vault.bp, data.bp, admin.bp,
+                      api.bp):
         app.register_blueprint(blueprint)
+    csrf.exempt(api.bp)  # token auth only: the API never reads the session cookie
+
+    def is_api() -> bool:
+        return request.path == "/api" or request.path.startswith("/api/")
 
     from portal import cli, ui
 
@@ -102,6 +107,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         values = [request.path, *(text for source in (request.args, request.form)
                                    for name, texts in source.lists() for text in (name, *texts))]
         if any("\x00" in value for value in values):
+            if is_api():
+                return api.error(400, "bad_request", "The request contains a NUL character.")
             return render_template("error.html", code=400, title="Invalid character",
                                    message="The request contains a NUL character (\\0), "
                                            "which no field accepts. Remove it and try "
@@ -116,6 +123,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(413)
     def too_large(error: HTTPException):
+        if is_api():
+            return api.http_error(error)
         limit = app.config["MAX_CONTENT_LENGTH"] // (1024 * 1024)
         message = (f"The upload is larger than this portal accepts ({limit} MB). Split the file "
                    "or ask an administrator to raise PORTAL_MAX_UPLOAD_MB.")
@@ -124,6 +133,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     @app.errorhandler(HTTPException)
     def http_error(error: HTTPException):
+        if is_api():
+            return api.http_error(error)
         return render_template("error.html", code=error.code, title=error.name,
                                message=error.description), error.code
 

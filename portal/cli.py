@@ -18,6 +18,8 @@ from portal.models.types import utcnow
 users = AppGroup("users", help="Manage the people who can sign in.")
 jobs = AppGroup("jobs", help="Look after jobs.")
 vault_group = AppGroup("vault", help="Look after the Vault's encryption keys.")
+tokens_group = AppGroup("tokens", help="API access tokens.")
+data = AppGroup("data", help="Look after the data store.")
 FIRST_ADMIN = "admin@localhost"
 
 
@@ -140,7 +142,50 @@ def vault_new_key() -> None:
     click.echo(keys.new_key())
 
 
+@tokens_group.command("create")
+@click.argument("name")
+@click.option("--role", type=click.Choice(ROLES), required=True)
+@click.option("--days", type=click.Choice(["7", "30", "90"]), default=None,
+              help="Expire after this many days (default: never).")
+@click.option("--description", default="")
+@click.option("--by", "by_email", default=None,
+              help="The admin the token acts for (default: the first active admin).")
+def tokens_create(name: str, role: str, days: str | None, description: str,
+                  by_email: str | None) -> None:
+    """Create an API token and print it once (only its hash is stored)."""
+    from portal import tokens
+
+    query = select(User).where(User.active.is_(True), User.role == "admin")
+    if by_email:
+        query = query.where(func.lower(User.email) == by_email.strip().lower())
+    by = db.session.scalars(query.order_by(User.id).limit(1)).first()
+    if by is None:
+        raise click.ClickException("No such active admin: create one with `users create`.")
+    try:
+        token, raw = tokens.create(name=name, description=description, role=role,
+                                   days=int(days) if days else None, by=by)
+    except tokens.TokenRefused as exc:
+        raise click.ClickException(str(exc)) from None
+    click.echo(f"Token {token.id} “{token.name}” ({role}) acting for {by.email}. "
+               "Copy it now; it is not shown again:", err=True)
+    click.echo(raw)
+
+
+@data.command("rebuild")
+@click.option("--batch", type=click.IntRange(min=1), default=2000, show_default=True,
+              help="Messages read at a time.")
+def data_rebuild(batch: int) -> None:
+    """Rebuild every profile from the stored messages (oldest first), in one transaction."""
+    from portal import profiles
+
+    count = profiles.rebuild(batch=batch)
+    db.session.commit()
+    click.echo(f"Rebuilt {count:,} profile(s) from the stored messages.")
+
+
 def register(app: Flask) -> None:
+    app.cli.add_command(tokens_group)
+    app.cli.add_command(data)
     app.cli.add_command(users)
     app.cli.add_command(jobs)
     app.cli.add_command(vault_group)

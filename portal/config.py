@@ -133,6 +133,8 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         "PORTAL_DISPATCH_INTERVAL": _int("PORTAL_DISPATCH_INTERVAL", 1),
         "PORTAL_ENQUEUE_GRACE_SECONDS": _int("PORTAL_ENQUEUE_GRACE_SECONDS", 10),
         "PORTAL_PURGE_DAYS": _int("PORTAL_PURGE_DAYS", 90),
+        # The payload fields that say who a message is about (portal/profiles.py).
+        "PORTAL_IDENTITY_KEYS": os.environ.get("PORTAL_IDENTITY_KEYS") or "email,user_id",
         # Pages left open for hours (a summary tailing logs) must still be able to POST;
         # the token stays bound to the session.
         "WTF_CSRF_TIME_LIMIT": None,

@@ -5,18 +5,20 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections import Counter
 from collections.abc import Iterable
+from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import String, cast, delete, func, or_, select
-from sqlalchemy.dialects.postgresql import insert as postgresql_insert
+from sqlalchemy import String, case, cast, delete, or_, select, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError
 
-from portal import audit
+from portal import audit, profiles
 from portal.extensions import db
 from portal.lifecycle import Status
-from portal.models import Job, Message, Stream, Upload, User
+from portal.models import Job, Message, Stream, StreamField, Upload, User
 from portal.models.types import utcnow
 from portal.params import parse_int
 from portal.queues import redis_connection
@@ -102,6 +104,42 @@ def check_upload(upload: Upload, delimiter: str, timestamp_field: str, *,
     return checked
 
 
+def upload_for(upload_id: Any, user: User, job: Job | None = None) -> Upload | None:
+    """The upload with this id if `user` uploaded it, or it is the file `job` reads now
+    (an admin edits another's import); else None (a tampered id finds nothing)."""
+    upload_id = parse_int(upload_id)  # from a config: an int, or nothing usable
+    if upload_id is None:
+        return None
+    upload = db.session.get(Upload, upload_id)
+    if upload is None or (upload.created_by_id != user.id and (
+            job is None or (job.config or {}).get("upload_id") != upload_id)):
+        return None
+    return upload
+
+
+def check_config(upload: Upload, config: dict[str, Any]) -> FileCheck:
+    """The whole file, read as an import job with this configuration will read it."""
+    return check_upload(upload, config.get("delimiter") or ",",
+                        config.get("timestamp_field") or "")
+
+
+def file_problem(upload: Upload, checked: FileCheck) -> str:
+    """The field message for a file the import would refuse, naming its first problems."""
+    if not checked.errors:
+        return ""
+    if checked.rows == 0:
+        return (f"{upload.filename} has a header but no rows: there is nothing to import. "
+                "Upload a file with at least one row.")
+    listed = "; ".join(str(error) for error in checked.errors)
+    more = " (the check stopped there)" if not checked.complete else ""
+    if len(checked.errors) == 1:
+        return (f"{upload.filename} cannot be imported, {listed}{more}. Correct the file and "
+                "upload it again, or choose another timestamp field.")
+    return (f"{upload.filename} cannot be imported; its first {len(checked.errors)} problems: "
+            f"{listed}{more}. Correct the file and upload it again, or choose another "
+            "timestamp field.")
+
+
 def get_or_create_stream(name: str) -> Stream:
     stream = db.session.scalar(select(Stream).where(Stream.name == name))
     if stream is not None:
@@ -133,7 +171,7 @@ def write_messages(stream_name: str, messages: Iterable[OutMessage], *, source: 
     """Add messages to a stream, skipping any whose dedupe key it holds; (added, omitted).
 
     The stream's unique (stream_id, dedupe_key) index decides what is there already
-    (INSERT ... ON CONFLICT DO NOTHING, counting the rows it inserted): no lookup first,
+    (INSERT ... ON CONFLICT DO NOTHING RETURNING the rows it inserted): no lookup first,
     whose plan on PostgreSQL could turn into a scan of the whole stream while the table's
     statistics still describe it as empty (a first big import), and no race between two
     writers."""
@@ -153,15 +191,47 @@ def write_messages(stream_name: str, messages: Iterable[OutMessage], *, source: 
         }
         for key, message in batch.items()
     ]
-    dialect = db.session.get_bind().dialect.name
-    upsert = postgresql_insert if dialect == "postgresql" else sqlite_insert
-    statement = upsert(Message.__table__).on_conflict_do_nothing(
-        index_elements=["stream_id", "dedupe_key"]).execution_options(preserve_rowcount=True)
-    # One executemany on the session's connection (no RETURNING: with it, each page of
-    # rows becomes a new long statement for the driver to parse); both drivers sum the
-    # rows inserted (kept for an INSERT only when asked: preserve_rowcount).
-    added = db.session.connection().execute(statement, rows).rowcount
-    return added, len(batch) - added
+    upsert = pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert
+    # Ids by dedupe key, not by position: asking for them in parameter order makes
+    # SQLAlchemy insert one row per statement on SQLite. A row not returned was there.
+    ids = dict(db.session.execute(
+        upsert(Message).on_conflict_do_nothing(index_elements=["stream_id", "dedupe_key"])
+        .returning(Message.dedupe_key, Message.id), rows).all())
+    added = [row for row in rows if row["dedupe_key"] in ids]
+    if added:
+        _count(stream, added, now)
+        profiles.apply([profiles.Fact(ids[row["dedupe_key"]], stream.id, row["event_time"],
+                                      row["payload"]) for row in added])
+    return len(added), len(batch) - len(added)
+
+
+def _count(stream: Stream, rows: list[dict], now) -> None:
+    """Add the new messages to the stream's running totals. Increments in SQL (never a
+    read-modify-write) and an upsert per field name, so concurrent writers lose nothing;
+    the stream row's lock also orders writers of one stream."""
+    newest = max(row["event_time"] for row in rows)
+    db.session.execute(
+        update(Stream).where(Stream.id == stream.id).values(
+            message_count=Stream.message_count + len(rows),
+            last_ingested_at=case((or_(Stream.last_ingested_at.is_(None),
+                                       Stream.last_ingested_at < now), now),
+                                  else_=Stream.last_ingested_at),
+            last_event_at=case((or_(Stream.last_event_at.is_(None),
+                                    Stream.last_event_at < newest), newest),
+                               else_=Stream.last_event_at))
+        .execution_options(synchronize_session=False))
+    db.session.expire(stream, ["message_count", "last_ingested_at", "last_event_at"])
+    fields = Counter(name[:255] for row in rows if isinstance(row["payload"], dict)
+                     for name in row["payload"])
+    names = sorted(fields)  # one order for every writer: no deadlock between two of them
+    upsert = (pg_insert if db.session.get_bind().dialect.name == "postgresql" else sqlite_insert)
+    if names:
+        table = StreamField.__table__
+        statement = upsert(table)
+        db.session.execute(statement.on_conflict_do_update(
+            index_elements=["stream_id", "name"],
+            set_={"count": table.c.count + statement.excluded.count}),
+            [{"stream_id": stream.id, "name": name, "count": fields[name]} for name in names])
 
 
 def read_messages(stream_name: str, *, after_id: int, limit: int) -> list[InMessage]:
@@ -198,7 +268,18 @@ def stream_page(stream: Stream, *, before_id: int | None = None, search: str = "
 
 
 def message_count(stream: Stream) -> int:
-    return db.session.scalar(select(func.count()).where(Message.stream_id == stream.id)) or 0
+    return stream.message_count
+
+
+def stream_fields(stream_ids: list[int]) -> dict[int, list[tuple[str, int]]]:
+    """The field names seen in each stream's messages, most frequent first."""
+    found: dict[int, list[tuple[str, int]]] = {stream_id: [] for stream_id in stream_ids}
+    for row in db.session.execute(
+            select(StreamField.stream_id, StreamField.name, StreamField.count)
+            .where(StreamField.stream_id.in_(stream_ids))
+            .order_by(StreamField.count.desc(), StreamField.name)):
+        found[row.stream_id].append((row.name, row.count))
+    return found
 
 
 # A job that may still run (paused ones can be resumed) holds on to its stream.
@@ -230,6 +311,7 @@ def delete_stream(stream: Stream, *, by: User) -> int:
         raise StreamInUse(users)
     name, stream_id = stream.name, stream.id
     deleted = db.session.execute(delete(Message).where(Message.stream_id == stream_id)).rowcount
+    db.session.execute(delete(StreamField).where(StreamField.stream_id == stream_id))
     db.session.delete(stream)
     audit.record("stream_deleted", "stream", stream_id, name, by=by,
                  summary=f"Deleted stream {name} and its {deleted:,} messages.",

@@ -698,7 +698,7 @@ def status_counts(job_filter: JobFilter) -> dict[str, int]:
 
 def retrying_count(job_filter: JobFilter) -> int:
     """Jobs retrying after errors under the other filters (the Retrying tab's number); read
-    through the status index, so only the sleeping jobs are looked at."""
+    through the (status, error_count) index, so only the retrying jobs are looked at."""
     everything = replace(job_filter, status="", show_completed=True)
     query = _retrying(everything.where(select(func.count()).select_from(Job)))
     return db.session.scalar(query) or 0

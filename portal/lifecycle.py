@@ -205,8 +205,10 @@ def record(
     level: str | None = None,
     counts: dict[str, int] | None = None,
     by: User | None = None,
+    run: JobRun | None = None,
 ) -> JobEvent:
-    """Add one event to the job's log (in the current transaction)."""
+    """Add one event to the job's log (in the current transaction), in the run under way:
+    `run` when the caller holds it (a worker does), else looked up."""
     context: dict[str, Any] = {"added": 0, "removed": 0, "omitted": 0}
     context.update(counts or {})
     job.added_total = (job.added_total or 0) + int(context["added"])
@@ -214,7 +216,7 @@ def record(
     job.omitted_total = (job.omitted_total or 0) + int(context["omitted"])
     if by is not None:
         context["user_email"] = by.email
-    run = current_run(job)
+    run = run or current_run(job)
     if run is not None:
         run.added += int(context["added"])
         run.removed += int(context["removed"])
@@ -245,9 +247,11 @@ def transition(
     counts: dict[str, int] | None = None,
     by: User | None = None,
     run_outcome: RunOutcome | None = None,
+    run: JobRun | None = None,
 ) -> JobEvent | None:
     """Move the job along `trigger`, or raise IllegalTransition; returns the event written.
-    A move out of Running ends the run under way (`run_outcome` overrides how)."""
+    A move out of Running ends the run under way (`run_outcome` overrides how); `run` is
+    that run when the caller holds it, else it is looked up once."""
     if not can(job, trigger):
         raise IllegalTransition(job, trigger)
     move = TRANSITIONS[trigger]
@@ -257,10 +261,13 @@ def transition(
     if move.target is not Status.SLEEPING:
         job.next_run_at = None
     event = None
+    if move.event is not None or trigger in RUN_OUTCOMES:
+        run = run or current_run(job)
     if move.event is not None:
-        event = record(job, move.event, message, now=now, code=code, counts=counts, by=by)
+        event = record(job, move.event, message, now=now, code=code, counts=counts, by=by,
+                       run=run)
     if trigger in RUN_OUTCOMES:
-        end_run(job, run_outcome or RUN_OUTCOMES[trigger], now=now)
+        end_run(job, run_outcome or RUN_OUTCOMES[trigger], now=now, run=run)
     return event
 
 
@@ -272,10 +279,11 @@ def current_run(job: Job) -> JobRun | None:
     ).first()
 
 
-def start_run(job: Job, *, now: datetime) -> JobRun:
+def start_run(job: Job, *, now: datetime, first: bool = False) -> JobRun:
     """A worker claimed the job: go on with its run under way (a hand-back to the queue
-    after a time slice is the same run) or open a new one."""
-    run = current_run(job)
+    after a time slice is the same run) or open a new one. `first`: the job's first
+    claim ever, so it has no run to go on with (runs open only here)."""
+    run = None if first else current_run(job)
     if run is None:
         run = JobRun(job_id=job.id, started_at=now, units=0, added=0, removed=0, omitted=0,
                      error="", error_code="", idle=False, runs=1)
@@ -285,9 +293,10 @@ def start_run(job: Job, *, now: datetime) -> JobRun:
 
 
 def unit_ran(job: Job, *, progress_done: int | None = None,
-             progress_total: int | None = None) -> None:
-    """Count one unit of work in the run under way, with the progress it reported."""
-    run = current_run(job)
+             progress_total: int | None = None, run: JobRun | None = None) -> None:
+    """Count one unit of work in the run under way (`run`, or looked up), with the
+    progress it reported."""
+    run = run or current_run(job)
     if run is None:
         return
     run.units += 1
@@ -297,11 +306,12 @@ def unit_ran(job: Job, *, progress_done: int | None = None,
         run.done, run.total = progress_done, progress_total
 
 
-def end_run(job: Job, outcome: RunOutcome, *, now: datetime) -> JobRun | None:
-    """Close the run under way. An idle run right after another idle one (a job with
-    nothing to do, every minute) is folded into that row, which counts them, so the Runs
-    table stays readable."""
-    run = current_run(job)
+def end_run(job: Job, outcome: RunOutcome, *, now: datetime,
+            run: JobRun | None = None) -> JobRun | None:
+    """Close the run under way (`run`, or looked up). An idle run right after another idle
+    one (a job with nothing to do, every minute) is folded into that row, which counts
+    them, so the Runs table stays readable."""
+    run = run or current_run(job)
     if run is None:
         return None
     run.ended_at = now
@@ -338,53 +348,58 @@ def unit_succeeded(
     job: Job, *, now: datetime, done: bool, more_now: bool, next_run_at: datetime | None,
     message: str, counts: dict[str, int], idle: bool = False,
     progress_done: int | None = None, progress_total: int | None = None,
+    run: JobRun | None = None,
 ) -> None:
     """A unit of work finished well: pick the move and reset the error streak.
 
     `idle`: the unit found nothing to do and has nothing to say (no counts, no notes).
     Going back to sleep after it is not logged, unless it ends an error streak: that
-    recovery is worth a line."""
-    unit_ran(job, progress_done=progress_done, progress_total=progress_total)
+    recovery is worth a line. `run`: the run under way, when the caller holds it."""
+    run = run or current_run(job)
+    unit_ran(job, progress_done=progress_done, progress_total=progress_total, run=run)
     recovered = job.error_count > 0
     job.error_count = 0
     job.error_streak_started_at = None
     quiet = idle and not recovered and not any((counts or {}).values())
     if more_now and not done:
-        transition(job, Trigger.UNIT_MORE, now=now, message=message, counts=counts)
+        transition(job, Trigger.UNIT_MORE, now=now, message=message, counts=counts, run=run)
     elif done or next_run_at is None:
         # Nothing more now and no next run (a job that runs once): it is complete.
-        transition(job, Trigger.UNIT_DONE, now=now, message=message, counts=counts)
+        transition(job, Trigger.UNIT_DONE, now=now, message=message, counts=counts, run=run)
     elif quiet:
-        transition(job, Trigger.UNIT_IDLE, now=now)
+        transition(job, Trigger.UNIT_IDLE, now=now, run=run)
         job.next_run_at = next_run_at
     else:
-        transition(job, Trigger.UNIT_SCHEDULED, now=now, message=message, counts=counts)
+        transition(job, Trigger.UNIT_SCHEDULED, now=now, message=message, counts=counts,
+                   run=run)
         job.next_run_at = next_run_at
 
 
 def unit_failed(
     job: Job, *, now: datetime, message: str, code: str, retryable: bool,
-    rng: random.Random | None = None, lost: bool = False,
+    rng: random.Random | None = None, lost: bool = False, run: JobRun | None = None,
 ) -> None:
     """A unit of work raised: log the Error, then sleep for a retry or fail the job.
-    `lost`: its worker stopped answering (the run's outcome says so)."""
-    unit_ran(job)
+    `lost`: its worker stopped answering (the run's outcome says so). `run`: the run under
+    way, when the caller holds it."""
+    run = run or current_run(job)
+    unit_ran(job, run=run)
     policy = RetryPolicy.of(job)
     job.error_count += 1
     if job.error_streak_started_at is None:
         job.error_streak_started_at = now
     if not retryable:
-        record(job, Event.ERROR, message, now=now, code=code)
+        record(job, Event.ERROR, message, now=now, code=code, run=run)
         transition(
-            job, Trigger.ERROR_FATAL, now=now, code=code,
+            job, Trigger.ERROR_FATAL, now=now, code=code, run=run,
             message="Failed: retrying cannot fix this error, so the job was stopped. Correct "
             "the input or the configuration, then run the job again.",
         )
         return
     if now - job.error_streak_started_at >= policy.failure_window:
-        record(job, Event.ERROR, message, now=now, code=code)
+        record(job, Event.ERROR, message, now=now, code=code, run=run)
         transition(
-            job, Trigger.ERROR_EXHAUSTED, now=now, code=code,
+            job, Trigger.ERROR_EXHAUSTED, now=now, code=code, run=run,
             message=f"Failed: {job.error_count} errors in a row since "
             f"{job.error_streak_started_at:%Y-%m-%d %H:%M} UTC, over the "
             f"{policy.failure_window_hours:g} h failure window; resume the job to try again.",
@@ -394,34 +409,38 @@ def unit_failed(
     transition(
         job, Trigger.ERROR_RETRY, now=now, code=code,
         message=f"{message} — retry {job.error_count} at {wake_at:%Y-%m-%d %H:%M:%S} UTC",
-        run_outcome=RunOutcome.LOST if lost else None,
+        run_outcome=RunOutcome.LOST if lost else None, run=run,
     )
     job.next_run_at = wake_at
 
 
 def schedule_broken(job: Job, *, now: datetime, reason: str, unit_message: str = "",
-                    counts: dict[str, int] | None = None) -> None:
+                    counts: dict[str, int] | None = None, run: JobRun | None = None) -> None:
     """The job's stored schedule gives no next run (an older database may hold one that
     never fires): the job fails with the reason, instead of a worker crashing over it.
-    `unit_message`/`counts`: the unit that ran just before, recorded as Synced first."""
+    `unit_message`/`counts`: the unit that ran just before, recorded as Synced first.
+    `run`: the run under way, when the caller holds it."""
+    run = run or current_run(job)
     if counts is not None:
-        record(job, Event.SYNCED, unit_message, now=now, counts=counts)
+        record(job, Event.SYNCED, unit_message, now=now, counts=counts, run=run)
     job.error_count += 1
     if job.error_streak_started_at is None:
         job.error_streak_started_at = now
-    record(job, Event.ERROR, reason, now=now, code="bad_schedule")
-    transition(job, Trigger.SCHEDULE_BROKEN, now=now, code="bad_schedule",
+    record(job, Event.ERROR, reason, now=now, code="bad_schedule", run=run)
+    transition(job, Trigger.SCHEDULE_BROKEN, now=now, code="bad_schedule", run=run,
                message="Failed: the job's schedule gives no next run, so the job was "
                "stopped; the error before this says why.")
 
 
 def hold_back(job: Job, trigger: Trigger, *, now: datetime, until: datetime, message: str,
-              code: str, unit: bool = False) -> None:
+              code: str, unit: bool = False, run: JobRun | None = None) -> None:
     """Sleep until `until` for an outside restriction (a rate limit, a quiet window); this
-    is not an error and leaves the error streak alone. `unit`: a unit ran into it."""
+    is not an error and leaves the error streak alone. `unit`: a unit ran into it. `run`:
+    the run under way, when the caller holds it."""
+    run = run or current_run(job)
     if unit:
-        unit_ran(job)
-    transition(job, trigger, now=now, code=code,
+        unit_ran(job, run=run)
+    transition(job, trigger, now=now, code=code, run=run,
                message=f"{message}; sleeping until {until:%Y-%m-%d %H:%M:%S} UTC")
     job.next_run_at = until
 

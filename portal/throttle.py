@@ -157,3 +157,51 @@ def clear_account(email: str) -> None:
             limiter.limiter.clear(item, "sign-in", "account", key)
     except _STORAGE_ERRORS as exc:
         log.warning("Failed sign-ins were not reset: Redis is unreachable (%s).", exc)
+
+
+# --- API tokens -------------------------------------------------------------------------
+# Failed token attempts are counted per client address under the address limits of sign-in
+# (PORTAL_LOGIN_LIMIT_ADDRESS): a token is a password that a script sends.
+
+def token_retry_after(address: str | None) -> int:
+    """Seconds until this address may present a token again after too many bad ones."""
+    wait = 0.0
+    key = _address_key(address)
+    try:
+        for item in _limits("address"):
+            if not limiter.limiter.test(item, "api-token", key):
+                reset_at, _ = limiter.limiter.get_window_stats(item, "api-token", key)
+                wait = max(wait, reset_at - time.time(), 1)
+    except _STORAGE_ERRORS as exc:
+        log.warning("API token throttling is off for this request: Redis is unreachable (%s).",
+                    exc)
+        return 0
+    return math.ceil(wait)
+
+
+def count_token_failure(address: str | None) -> None:
+    """Count a refused token against the client address."""
+    key = _address_key(address)
+    try:
+        for item in _limits("address"):
+            limiter.limiter.hit(item, "api-token", key)
+    except _STORAGE_ERRORS as exc:
+        log.warning("A refused API token was not counted: Redis is unreachable (%s).", exc)
+
+
+def first_token_refusal(address: str | None, wait: int) -> bool:
+    """True for the first throttled API request of a wait from this address: the audit log
+    records that one, not the flood that may follow."""
+    now, key = time.time(), _address_key(address)
+    try:
+        redis = redis_connection()
+        name = f"portal:api-token-refused:{key}"
+        until = redis.get(name)
+        if until is None or float(until) <= now:
+            redis.set(name, now + wait, ex=wait + 60)
+            return True
+    except _STORAGE_ERRORS as exc:
+        log.warning("A throttled API request is audited anyway: Redis is unreachable (%s).",
+                    exc)
+        return True
+    return False

@@ -64,6 +64,7 @@ LABELS = {
     "sign_in_throttled": "Sign-in throttled",
     "signed_in": "Signed in",
     "signed_out": "Signed out",
+    "user_id": "User ID",
 }
 
 

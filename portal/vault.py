@@ -29,6 +29,7 @@ from portal.models import Authorization, AuthorizationVersion, Draft, Job, User
 from portal.models.types import utcnow
 from portal.schemaform import (
     moved_destinations,
+    name_errors,
     validate,
 )
 from providers import get_provider, outbound, redaction
@@ -137,6 +138,12 @@ def redact(text: str, secrets: Iterable[str]) -> str:
     """The text with every secret value (of four characters or more) replaced, in any
     case and in its usual encodings (base64, URL, hex...: providers/redaction.py)."""
     return redaction.redact(text, secrets, mask=REDACTED, min_length=4)
+
+
+def label_errors(label: str, description: str) -> dict[str, str]:
+    """Field messages for an authorization's label and description."""
+    return name_errors(label, description, field="label", missing=(
+        "Give the authorization a label, e.g. “Mailchimp — marketing team”."))
 
 
 def check_entered(method: AuthMethod, credentials: dict[str, Any]) -> dict[str, str]:

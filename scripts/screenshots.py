@@ -214,7 +214,7 @@ def take(out: Path) -> None:
             shot("list")
             page.get_by_label("Select all jobs on this page").check()
             settled(page)
-            page.get_by_role("button", name="Pause selected").click()
+            page.get_by_role("button", name="Resume selected").click()
             expect(page.locator("#bulk-confirm")).to_be_visible()
             shot("list-bulk")
             page.goto(f"{site}/data/streams/people")

@@ -187,9 +187,9 @@ def _good_values(world: dict[str, int]) -> dict[str, str]:
 
 def _world(owner, admin, world: dict[str, int]) -> dict[str, int]:
     """The rows the routes act on, made again when a request deleted one."""
-    from portal import vault
+    from portal import tokens, vault
     from portal.datastore import store_upload, write_messages
-    from portal.models import Authorization, Draft, Job, Upload
+    from portal.models import AccessToken, Authorization, Draft, Job, Upload
     from portal.models.types import utcnow
     from providers.base import OutMessage
 
@@ -212,6 +212,9 @@ def _world(owner, admin, world: dict[str, int]) -> dict[str, int]:
     if db.session.get(Upload, world.get("upload", 0)) is None:
         world["upload"] = store_upload("p.csv", b"email,ts\na@x.io,2024-01-01\n", by=admin)[0].id
         write_messages("s", [OutMessage("k", utcnow(), {"a": 1})], source="test")
+    if db.session.get(AccessToken, world.get("token", 0)) is None:
+        world["token"] = tokens.create(name="t", description="", role="viewer", days=None,
+                                       by=admin)[0].id
     world["admin"] = admin.id
     db.session.commit()
     return world
@@ -221,6 +224,7 @@ def _world(owner, admin, world: dict[str, int]) -> dict[str, int]:
 # provider each that needs no network (faults has no connection test, webhook gets no
 # credentials that pass).
 PATH_VALUES = {"field": "name", "action": "pause", "fmt": "ndjson", "name": "s",
+               "workflow": "script",
                "filename": "portal.css", "method_key": "bearer"}
 READ: dict[tuple, list[str]] = {}  # the parameters each route read, by role and method
 INT_SEGMENT = re.compile(r"<int(?:\([^)]*\))?:(\w+)>")
@@ -247,7 +251,7 @@ def _targets(app, world: dict[str, int]) -> list[tuple[str, str, dict[str, str],
 
 def _path(rule, path_values: dict[str, str], world: dict[str, int],
           junk_arg: str = "", junk: str = "") -> str:
-    values = {"job_id": world["job"], "draft_id": world["draft"],
+    values = {"job_id": world["job"], "draft_id": world["draft"], "token_id": world["token"],
               "authorization_id": world["authorization"], **PATH_VALUES, **path_values}
     path = rule.rule
     for arg in rule.arguments:

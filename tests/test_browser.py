@@ -347,7 +347,7 @@ def test_the_main_pages_run_under_the_policy_without_a_violation(page: Page, liv
     page.get_by_label("Select running job").check()
     page.get_by_label("Select paused job").check()
     page.get_by_role("button", name="Pause selected").click()
-    expect(page.locator("#bulk-confirm")).to_contain_text("Pause 2 jobs?")
+    expect(page.locator("#bulk-confirm")).to_contain_text("Pause 1 of the 2 selected jobs?")
     shot("jobs-bulk")
     watch.check()
 

@@ -171,7 +171,10 @@ def test_every_main_page_and_wizard_step_has_no_serious_violation(page: Page,
     for path in ("/jobs", f"/jobs/{summary.id}", f"/jobs/{completed.id}", "/vault",
                  f"/vault/{authorization.id}", "/vault/new", "/vault/new/webhook",
                  "/vault/new/webhook/bearer", "/data",
-                 "/data/streams/signups", "/data/streams/signups/delete", "/settings",
+                 "/data/streams/signups", "/data/streams/signups/delete",
+                 "/data/profiles?key=email&value=u1@x.io",
+                 "/data/profiles?key=email&value=nobody@x.io", "/data/profiles?key=x&value=",
+                 "/settings",
                  "/admin", "/admin/audit", "/jobs/no-such-page"):
         response = page.goto(live_server + path)
         assert response.ok or path == "/jobs/no-such-page", (path, response.status)

@@ -153,10 +153,17 @@ def test_a_file_over_the_limit_is_refused_on_the_file_field(page: Page, live_ser
     expect(page.locator("#field-upload_id-note")).to_have_text("Up to 1 MB.")
     big = tmp_path / "big.csv"
     big.write_text("email,ts\n" + "someone@example.com,2024-01-01T00:00:00Z\n" * 40_000)
+    posted: list[str] = []
+    page.on("request", lambda request: posted.append(request.url)
+            if request.method == "POST" else None)
     page.locator("#field-upload_id").set_input_files(str(big))
     expect(page.locator("#field-upload_id-error")).to_have_text(
         "This file is larger than the 1 MB this portal accepts; split it, or ask an "
         "administrator to raise PORTAL_MAX_UPLOAD_MB.")
+    # Said before sending: a very large file would be cut off before the server's answer.
+    assert posted == []
+    expect(page.locator("#field-upload_id")).to_have_attribute(
+        "aria-describedby", re.compile("field-upload_id-error"))
     expect(page.locator("#field-upload_id-note")).to_have_text("Up to 1 MB.")
     # Next with nothing uploaded says the file is missing, on the same field.
     settled(page)

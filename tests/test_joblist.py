@@ -125,8 +125,18 @@ def test_bulk_pause_confirms_the_count_and_reports_each_job(client, auth, seed):
                 {"name": "three", "status": "completed"}])
     form = {"csrf_token": auth.csrf(), "action": "pause", "ids": [str(i) for i in ids]}
     confirm = client.post("/jobs/bulk/confirm", data=form, headers=HX).get_data(as_text=True)
-    assert "Pause 3 jobs?" in confirm and "one (sleeping)" in confirm
+    # The question says which jobs it will be done to, and which not and why, before asking.
+    assert "Pause 2 of the 3 selected jobs?" in confirm and "one (sleeping)" in confirm
+    assert "three: a completed job cannot be paused" in confirm
+    assert re.findall(r'name="ids" value="(\d+)"', confirm) == [str(ids[0]), str(ids[1])]
+    assert ">Pause 2 jobs</button>" in confirm
     assert db.session.scalar(select(Job.status).where(Job.id == ids[0])) == "sleeping"
+    # Nothing the action can be done to: said, and no button to do it.
+    nothing = client.post("/jobs/bulk/confirm", headers=HX, data={
+        **form, "ids": [str(ids[2])]}).get_data(as_text=True)
+    assert "None of the 1 selected job can be paused." in nothing
+    assert "bulk-confirm-button" not in nothing and "three: a completed job" in nothing
+    # The jobs may change between the question and the answer: each is checked again.
     response = client.post("/jobs/bulk", data=form, headers=HX)
     assert response.headers["HX-Trigger"] == "jobs-changed"
     page = response.get_data(as_text=True)
@@ -143,7 +153,9 @@ def test_bulk_delete_refuses_running_jobs_and_audits(client, auth, seed):
     ids = seed([{"name": "busy", "status": "running"}, {"name": "done", "status": "completed"}])
     form = {"csrf_token": auth.csrf(), "action": "delete", "ids": [str(i) for i in ids]}
     confirm = client.post("/jobs/bulk/confirm", data=form, headers=HX).get_data(as_text=True)
-    assert "Delete 2 jobs? Their logs are deleted too" in confirm
+    assert "Delete 1 of the 2 selected jobs? Their logs are deleted too" in confirm
+    assert "busy: it is running; pause it first, then delete it" in confirm
+    # Sent with both (a page that asked earlier): the running one is still refused.
     page = client.post("/jobs/bulk", data=form, headers=HX).get_data(as_text=True)
     assert "busy: it is running; pause it first" in page and "done: done" in page
     assert db.session.scalars(select(Job.name)).all() == ["busy"]

@@ -106,3 +106,20 @@ def test_two_dispatchers_enqueue_each_job_once(make_job, spawn, redis_url):
     time.sleep(4)  # several more passes of both dispatchers
     assert queued() == sorted(f"portal-job-{i}-2" for i in jobs)
     assert all(job_row(i).dispatch_count == 2 for i in jobs)
+
+
+def test_a_unit_longer_than_the_lease_keeps_it(make_job, spawn):
+    """The worker renews the lease while a unit runs: a unit three leases long is not
+    taken for a lost worker by the dispatcher checking every second."""
+    job_id = make_job(script=["slow", "ok"], units=2, rows_per_unit=0, slow_seconds=9)
+
+    def lost() -> int:
+        return db.session.scalar(select(func.count()).select_from(JobEvent).where(
+            JobEvent.job_id == job_id, JobEvent.code == "worker_lost"))
+
+    spawn("worker", **FAST)
+    spawn("dispatcher", **FAST)
+    wait_for(lambda: job_row(job_id).status == "completed" or lost(), 60,
+             "the job to complete (or be taken for lost)")
+    assert lost() == 0
+    assert job_row(job_id).status == "completed"

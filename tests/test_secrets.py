@@ -19,7 +19,7 @@ from portal import vault
 from portal.datastore import write_messages
 from portal.extensions import db
 from portal.jobs import create_job
-from portal.models import Authorization, Draft, Job, JobEvent, Stream
+from portal.models import AccessToken, Authorization, Draft, Job, JobEvent, Stream
 from portal.models.types import utcnow
 from providers import CATALOG, get_provider
 from providers.base import OutMessage
@@ -61,6 +61,8 @@ def urls(app, jobs: list[Job], authorizations: list[Authorization]) -> list[str]
         "draft_id": db.session.scalars(select(Draft.id)).all(),
         "fmt": ["ndjson", "csv"],
         "field": ["name", "description"],
+        "token_id": db.session.scalars(select(AccessToken.id)).all() or [1],
+        "workflow": sorted({job.job_type for job in jobs}),
     }
     found = []
     for rule in app.url_map.iter_rules():

@@ -2,8 +2,9 @@
 
 `run_job` is what RQ executes (by dotted path). It never trusts the queue: the job row
 decides whether there is anything to run, and a compare-and-set lease on the row makes
-sure one job never runs twice at once. While a unit runs, a heartbeat thread keeps the
-lease fresh; a worker that dies stops the heartbeat, and the dispatcher notices.
+sure one job never runs twice at once. While a unit runs, the process's lease keeper
+thread keeps the lease fresh; a worker that dies stops renewing, and the dispatcher
+notices.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import threading
 import time
 import traceback
 import uuid
-from dataclasses import replace
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
@@ -28,7 +30,7 @@ from portal import configsecrets, lifecycle, schedule, vault
 from portal.datastore import read_messages, stored_file, write_messages
 from portal.extensions import db
 from portal.lifecycle import Event, Status, Trigger
-from portal.models import Authorization, Job
+from portal.models import Authorization, Job, JobRun
 from portal.models.types import utcnow
 from portal.queues import enqueue
 from providers import get_job_type
@@ -128,33 +130,67 @@ class _Context:
         return utcnow()
 
 
-class _Heartbeat:
-    """Renews the lease from a thread of its own while a unit runs."""
+@dataclass
+class _Held:
+    engine: Engine
+    lease: timedelta
+    due: float  # time.monotonic() of the next renewal
 
-    def __init__(self, engine: Engine, job_id: int, owner: str, lease: timedelta):
-        self.engine, self.job_id, self.owner, self.lease = engine, job_id, owner, lease
-        self.stopped = threading.Event()
-        self.thread = threading.Thread(target=self._beat, daemon=True, name=f"lease-{job_id}")
 
-    def __enter__(self) -> _Heartbeat:
-        self.thread.start()
-        return self
+class _LeaseKeeper:
+    """Renews the leases of the units running in this process, each a third of a lease
+    after the last renewal, from one thread that lives as long as the process (started
+    with the first unit). A thread per unit cost more than a short unit itself.
 
-    def __exit__(self, *exc) -> None:
-        self.stopped.set()
-        self.thread.join()
+    A renewal may land just after its unit let go: it only extends a lease still held by
+    the same owner (the runner extends it anyway when it goes on), so it is harmless.
+    """
 
-    def _beat(self) -> None:
-        interval = self.lease.total_seconds() / 3
-        while not self.stopped.wait(interval):
-            try:
-                with self.engine.begin() as connection:
-                    connection.execute(
-                        update(Job).where(Job.id == self.job_id, Job.lease_owner == self.owner)
-                        .values(lease_until=utcnow() + self.lease)
-                    )
-            except Exception:  # the next beat tries again; the lease has slack for it
-                log.warning("job %s: lease heartbeat failed", self.job_id, exc_info=True)
+    def __init__(self) -> None:
+        self.changed = threading.Condition()
+        self.held: dict[tuple[int, str], _Held] = {}
+        self.thread: threading.Thread | None = None
+
+    @contextmanager
+    def holding(self, engine: Engine, job_id: int, owner: str, lease: timedelta):
+        """Keep the lease of `job_id` held by `owner` fresh for the duration."""
+        key = (job_id, owner)
+        with self.changed:
+            self.held[key] = _Held(engine, lease, time.monotonic() + lease.total_seconds() / 3)
+            if self.thread is None or not self.thread.is_alive():
+                self.thread = threading.Thread(target=self._keep, daemon=True,
+                                               name="lease-keeper")
+                self.thread.start()
+            self.changed.notify()
+        try:
+            yield
+        finally:
+            with self.changed:
+                self.held.pop(key, None)
+
+    def _keep(self) -> None:
+        while True:
+            with self.changed:
+                now = time.monotonic()
+                due = [(key, held) for key, held in self.held.items() if held.due <= now]
+                if not due:
+                    soonest = min((held.due for held in self.held.values()), default=None)
+                    self.changed.wait(None if soonest is None else soonest - now)
+                    continue
+                for _, held in due:
+                    held.due = now + held.lease.total_seconds() / 3
+            for (job_id, owner), held in due:  # outside the lock: a write may wait
+                try:
+                    with held.engine.begin() as connection:
+                        connection.execute(
+                            update(Job).where(Job.id == job_id, Job.lease_owner == owner)
+                            .values(lease_until=utcnow() + held.lease)
+                        )
+                except Exception:  # the next renewal tries again; the lease has slack for it
+                    log.warning("job %s: lease renewal failed", job_id, exc_info=True)
+
+
+_leases = _LeaseKeeper()
 
 
 class Runner:
@@ -165,6 +201,12 @@ class Runner:
         self.config = current_app.config
         self.lease = timedelta(seconds=self.config["PORTAL_LEASE_SECONDS"])
         self.decryptions = vault.DecryptionTally()  # one audit row for this run's units
+        # The run this worker goes on with (from its claim), handed to the lifecycle so it
+        # is not looked up for every event; and the job's status_changed_at as this worker
+        # last left it, to notice someone else moving the job (a pause and a resume while
+        # a unit ran end that run: the lifecycle then looks up what is under way).
+        self.job_run: JobRun | None = None
+        self.moved_at: datetime | None = None
 
     def run(self) -> str:
         # The lease makes this process the job row's only writer until it lets go, so the
@@ -228,13 +270,14 @@ class Runner:
                 job.started_at = None
             db.session.commit()
             return None, "held back"
-        lifecycle.start_run(job, now=now)
+        self.job_run = lifecycle.start_run(job, now=now, first=first_run)
         if first_run:
             lifecycle.record(
                 job, Event.STARTED, f"Started: first run, picked up by worker {self.owner}",
-                now=now,
+                now=now, run=self.job_run,
             )
         db.session.commit()
+        self.moved_at = job.status_changed_at
         return job, "claimed"
 
     def hold_back(self, job: Job, now: datetime) -> bool:
@@ -303,7 +346,7 @@ class Runner:
                     tally=self.decryptions)
                 secrets += vault.secret_values(vault.method_of(job.authorization)[1],
                                                ctx.credentials)
-            with _Heartbeat(db.engine, job.id, self.owner, self.lease):
+            with _leases.holding(db.engine, job.id, self.owner, self.lease):
                 result = found[1].run(ctx)
         except RateLimited as exc:
             return self.rate_limited(job, exc)
@@ -330,6 +373,8 @@ class Runner:
         """Read the row afresh under a lock: a person may have paused the job, or the
         dispatcher may have declared this worker lost, while the unit ran."""
         db.session.refresh(job, with_for_update=True)
+        if job.status_changed_at != self.moved_at:
+            self.job_run = None  # moved by someone else: the lifecycle finds the run
         if job.lease_owner == self.owner:
             return True
         log.warning("job %s: lease lost while the unit ran; its work is discarded", job.id)
@@ -361,14 +406,16 @@ class Runner:
                     schedule.load(job.schedule), now)
             except schedule.ScheduleError as exc:  # never a crash: the job fails, saying why
                 lifecycle.schedule_broken(job, now=now, reason=str(exc), unit_message=message,
-                                          counts=result.counts)
+                                          counts=result.counts, run=self.job_run)
             else:
                 lifecycle.unit_succeeded(
                     job, now=now, done=result.done, more_now=result.more_now,
                     next_run_at=next_run_at, message=message, counts=result.counts,
                     idle=not notes,  # the provider logged nothing; lifecycle checks counts
                     progress_done=result.progress_done, progress_total=result.progress_total,
+                    run=self.job_run,
                 )
+            self.moved_at = job.status_changed_at
             outcome = "more" if job.status == Status.RUNNING else job.status
         self._finish(job, keep_lease=outcome == "more")
         return outcome
@@ -383,7 +430,8 @@ class Runner:
         if unhealthy and job.authorization_id is not None:
             vault.mark_unhealthy(job.authorization_id, message, actor=f"job {job.id}")
         if job.status == Status.RUNNING:
-            lifecycle.unit_failed(job, now=now, message=message, code=code, retryable=retryable)
+            lifecycle.unit_failed(job, now=now, message=message, code=code, retryable=retryable,
+                                  run=self.job_run)
         self._finish(job, keep_lease=False)
         return str(job.status)
 
@@ -403,6 +451,6 @@ class Runner:
         if job.status == Status.RUNNING:
             lifecycle.hold_back(job, Trigger.RATE_LIMITED, now=now, until=until,
                                 code=exc.code, message=f"Provider rate limit: {exc}",
-                                unit=True)
+                                unit=True, run=self.job_run)
         self._finish(job, keep_lease=False)
         return str(job.status)

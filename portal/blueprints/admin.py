@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, request
+from flask import Blueprint, abort, flash, redirect, request, url_for
+from flask_login import current_user
 from sqlalchemy import select
 
-from portal import htmx, params
+from portal import htmx, params, tokens
 from portal.access import role_required
 from portal.extensions import db
-from portal.models import AuditEntry, User
+from portal.models import AccessToken, AuditEntry, User
 from portal.ui import human_label
 
 bp = Blueprint("admin", __name__, url_prefix="/admin")
@@ -70,3 +71,45 @@ def audit():
             "action": _distinct(AuditEntry.action),
         },
     )
+
+
+@bp.route("/tokens", methods=["GET", "POST"])
+@role_required("admin")
+def tokens_page():
+    """API tokens: the list, and a form to create one (the new token is shown once)."""
+    errors: dict[str, str] = {}
+    created = None
+    form = {"name": "", "description": "", "role": "viewer", "days": "30"}
+    if request.method == "POST":
+        form = {key: request.form.get(key, "").strip()[:5000] for key in form}
+        days = params.parse_int(form["days"]) if form["days"] != "none" else None
+        if form["days"] != "none" and days is None:
+            errors["days"] = "Choose 7, 30 or 90 days, or no expiry."
+        else:
+            try:
+                created = tokens.create(name=form["name"], description=form["description"],
+                                        role=form["role"], days=days, by=current_user)
+            except tokens.TokenRefused as exc:
+                errors = exc.errors
+    return htmx.render("admin/tokens.html", status=422 if errors else 200,
+                       tokens=tokens.all_tokens(), state=tokens.state, errors=errors,
+                       form=form, created=created, expiry_days=tokens.EXPIRY_DAYS)
+
+
+def _token(token_id: int) -> AccessToken:
+    token = db.session.get(AccessToken, token_id)
+    if token is None:
+        abort(404, description=f"There is no token #{token_id}.")
+    return token
+
+
+@bp.route("/tokens/<int:token_id>/revoke", methods=["GET", "POST"])
+@role_required("admin")
+def revoke_token(token_id: int):
+    """GET asks for confirmation; POST revokes the token from its next request on."""
+    token = _token(token_id)
+    if request.method == "GET":
+        return htmx.render("admin/token_revoke.html", token=token)
+    if tokens.revoke(token, by=current_user):
+        flash(f"Revoked the token “{token.name}”.", "info")
+    return redirect(url_for("admin.tokens_page"), 303)

@@ -1,15 +1,15 @@
-"""The data store: streams and what landed in them."""
+"""The data store: streams and what landed in them, and the profiles built from it."""
 
 from __future__ import annotations
 
 from flask import Blueprint, abort, flash, request, url_for
 from flask_login import current_user
-from sqlalchemy import func, select
+from sqlalchemy import select
 
-from portal import datastore, htmx, params
+from portal import datastore, htmx, params, profiles
 from portal.access import role_required
 from portal.extensions import db
-from portal.models import Message, Stream
+from portal.models import Stream
 
 bp = Blueprint("data", __name__, url_prefix="/data")
 PAGE_SIZE = 50
@@ -18,14 +18,29 @@ PAGE_SIZE = 50
 @bp.get("")
 @role_required("viewer")
 def index():
-    """Streams with their message counts and latest event time."""
-    rows = db.session.execute(
-        select(Stream, func.count(Message.id), func.max(Message.event_time))
-        .outerjoin(Message, Message.stream_id == Stream.id)
-        .group_by(Stream.id)
-        .order_by(Stream.name)
-    ).all()
-    return htmx.render("data/index.html", rows=rows)
+    """Streams with their running totals and the field names seen in them."""
+    streams = db.session.scalars(select(Stream).order_by(Stream.name)).all()
+    fields = datastore.stream_fields([stream.id for stream in streams])
+    return htmx.render("data/index.html", streams=streams, fields=fields,
+                       identity_keys=profiles.identity_keys())
+
+
+@bp.get("/profiles")
+@role_required("viewer")
+def find_profile():
+    """Find a user: the profile that owns an identity value, each attribute with its
+    event time and source."""
+    keys = profiles.identity_keys()
+    key = request.args.get("key", keys[0])
+    value = request.args.get("value", "").strip()[:255]
+    errors = {}
+    if key not in keys:
+        errors["key"] = f"Choose one of the identity keys: {', '.join(keys)}."
+    if "value" in request.args and not value:
+        errors["value"] = "Enter the value to look for."
+    found = profiles.find(key, value) if value and not errors else None
+    return htmx.render("data/profiles.html", "data/_profile.html", keys=keys, key=key,
+                       value=value, errors=errors, profile=found, searched=bool(value))
 
 
 def _stream_or_404(name: str) -> Stream:
@@ -47,7 +62,8 @@ def stream(name: str):
                                             limit=limit)
     return htmx.render("data/stream.html", "data/_messages.html", stream=found,
                        messages=messages, older=older, before=before, search=search,
-                       total=datastore.message_count(found))
+                       total=datastore.message_count(found),
+                       fields=datastore.stream_fields([found.id])[found.id])
 
 
 @bp.get("/streams/<name>/delete")

@@ -128,12 +128,30 @@ def _bulk_request() -> tuple[str, list[Job]]:
 BULK = {"pause": "Pause", "resume": "Resume", "run-now": "Run now", "delete": "Delete"}
 
 
+def _refusal(job: Job, action: str) -> str:
+    """Why the action cannot be done to this job as it is now ("" when it can)."""
+    if action == "delete":
+        return "it is running; pause it first, then delete it" if (
+            job.status == Status.RUNNING) else ""
+    if lifecycle.can(job, ACTION_TRIGGERS[action]):
+        return ""
+    return f"a {job.status} job cannot be {REFUSED[action]}"
+
+
 @bp.post("/bulk/confirm")
 @role_required("operator")
 def bulk_confirm():
-    """Step one of a bulk action: say how many jobs, which, and ask."""
-    action, jobs = _bulk_request()
+    """Step one of a bulk action: say which of the selected jobs it will be done to, which
+    it cannot be done to and why, and ask (only for the first)."""
+    action, selected = _bulk_request()
+    jobs, skipped = [], []
+    for job in selected:
+        if reason := _refusal(job, action):
+            skipped.append((job, reason))
+        else:
+            jobs.append(job)
     return htmx.fragment("jobs/_bulk.html", action=action, label=BULK[action], jobs=jobs,
+                         skipped=skipped, selected=len(selected), refused=REFUSED[action],
                          results=None)
 
 

@@ -22,7 +22,6 @@ from portal.models import Authorization, AuthorizationVersion
 from portal.schemaform import (
     coerce,
     destinations_said,
-    name_errors,
     ordered_fields,
     prefixed,
 )
@@ -93,11 +92,6 @@ def _method_of(authorization: Authorization) -> tuple[Provider, AuthMethod]:
         abort(409, description=str(exc))
 
 
-def _label_errors(label: str, description: str) -> dict[str, str]:
-    return name_errors(label, description, field="label", missing=(
-        "Give the authorization a label, e.g. “Mailchimp — marketing team”."))
-
-
 @bp.get("")
 @role_required("viewer")
 def index():
@@ -148,7 +142,7 @@ def details(provider_key: str, method_key: str):
     values: dict[str, Any] = {}
     errors: dict[str, str] = {}
     if request.method == "POST":
-        errors = _label_errors(label, description)
+        errors = vault.label_errors(label, description)
         if method.kind == "oauth2":
             if not errors:
                 return _begin_oauth(provider, method, {
@@ -285,7 +279,7 @@ def edit_details(authorization_id: int):
     authorization = _authorization(authorization_id, for_change=True)
     label = request.form.get("label", "").strip()
     description = request.form.get("description", "").strip()
-    errors = _label_errors(label, description)
+    errors = vault.label_errors(label, description)
     if not errors:
         vault.edit_details(authorization, label=label, description=description, by=current_user)
         db.session.commit()

@@ -19,7 +19,13 @@ from werkzeug.exceptions import HTTPException
 
 from portal import configsecrets, htmx, jobconfig, params, schedule, vault
 from portal.access import role_required
-from portal.datastore import check_upload, safe_filename, store_upload
+from portal.datastore import (
+    check_config,
+    file_problem,
+    safe_filename,
+    store_upload,
+    upload_for,
+)
 from portal.extensions import db
 from portal.jobs import EditRefused, can_edit, create_job, save_edit, start_edit
 from portal.lifecycle import RETRY_SCHEMA, RetryPolicy, Status, Trigger, can
@@ -37,7 +43,7 @@ from portal.schemaform import (
 from portal.ui import redact_secrets
 from providers import CATALOG, get_provider
 from providers.base import JobType, Provider, ProviderError
-from providers.files import FileCheck, RecordError, guess_timestamp_field
+from providers.files import RecordError, guess_timestamp_field
 
 bp = Blueprint("wizard", __name__, url_prefix="/jobs/new")
 edit_bp = Blueprint("edit", __name__, url_prefix="/jobs")
@@ -135,16 +141,7 @@ def _chosen_authorization(provider: Provider, raw: str) -> tuple[bool, Authoriza
 
 
 def _upload_for(upload_id: Any, job: Job | None = None) -> Upload | None:
-    """The current user's own upload with this id, or the file the edited job reads now
-    (an admin edits another's import); else None (a tampered id finds nothing)."""
-    upload_id = params.parse_int(upload_id)  # from a config: an int, or nothing usable
-    if upload_id is None:
-        return None
-    upload = db.session.get(Upload, upload_id)
-    if upload is None or (upload.created_by_id != current_user.id and (
-            job is None or (job.config or {}).get("upload_id") != upload_id)):
-        return None
-    return upload
+    return upload_for(upload_id, current_user, job)
 
 
 def _draft(draft_id: int, *, of_a_job: bool = True) -> Draft:
@@ -223,6 +220,7 @@ def _configure_page(provider: Provider, job_type: JobType, draft: Draft | None,
         authorizations=_authorizations(provider) if provider.needs_authorization else [],
         fields=ordered_fields(job_type.config_schema), values=values, errors=errors,
         upload=upload, options=options, option_problems=problems, upload_limit=_upload_limit(),
+        upload_refusal=_too_large(),
         destinations=destinations_said(job_type.config_schema),
         has_file=any(prop.get("x-widget") == "upload"
                      for _, prop in ordered_fields(job_type.config_schema)),
@@ -297,7 +295,7 @@ def configure(provider_key: str, job_type_key: str):
                                                          "delimiter"}:
             # The whole file, read as the import will read it: its problems now, on the
             # file's field, rather than as a Failed job later.
-            if problem := _file_problem(upload, _check(upload, values)):
+            if problem := file_problem(upload, check_config(upload, values)):
                 errors["upload_id"] = problem
     # A secret with a mistake is not kept; the one set before it stays (unless where it
     # goes changed: then it must be entered again).
@@ -332,12 +330,18 @@ def _upload_limit() -> str:
     return f"{limit / 2**20:,.4g} MB" if limit >= 2**20 else f"{limit / 2**10:,.4g} KB"
 
 
+def _too_large() -> str:
+    """What the file field says of a file over the limit (here, and in the browser before
+    such a file is sent: a very large upload may be cut off before the server can answer)."""
+    return (f"This file is larger than the {_upload_limit()} this portal accepts; split it, "
+            "or ask an administrator to raise PORTAL_MAX_UPLOAD_MB.")
+
+
 @bp.errorhandler(413)
 def too_large(error: HTTPException):
     """A request over the upload limit: on the configure step, that step again with the
     refusal on the file field (htmx shows no error page); elsewhere the error page."""
-    message = (f"This file is larger than the {_upload_limit()} this portal accepts; split it, "
-               "or ask an administrator to raise PORTAL_MAX_UPLOAD_MB.")
+    message = _too_large()
     if request.endpoint != "wizard.configure" or request.view_args is None:
         return render_template("error.html", code=413, title="File too large",
                                message=message), 413
@@ -358,28 +362,6 @@ def too_large(error: HTTPException):
     if not htmx.is_htmx():
         response.status_code = 413
     return response
-
-
-def _check(upload: Upload, config: dict[str, Any]) -> FileCheck:
-    return check_upload(upload, config.get("delimiter") or ",",
-                        config.get("timestamp_field") or "")
-
-
-def _file_problem(upload: Upload, checked: FileCheck) -> str:
-    """The field message for a file the import would refuse, naming its first problems."""
-    if not checked.errors:
-        return ""
-    if checked.rows == 0:
-        return (f"{upload.filename} has a header but no rows: there is nothing to import. "
-                "Upload a file with at least one row.")
-    listed = "; ".join(str(error) for error in checked.errors)
-    more = " (the check stopped there)" if not checked.complete else ""
-    if len(checked.errors) == 1:
-        return (f"{upload.filename} cannot be imported, {listed}{more}. Correct the file and "
-                "upload it again, or choose another timestamp field.")
-    return (f"{upload.filename} cannot be imported; its first {len(checked.errors)} problems: "
-            f"{listed}{more}. Correct the file and upload it again, or choose another "
-            "timestamp field.")
 
 
 def _saved(draft: Draft, url: str):
@@ -507,7 +489,7 @@ def review(draft_id: int):
     return htmx.render(
         "wizard/page.html", "wizard/_review.html", draft=draft, provider=provider,
         job_type=job_type, **_steps(draft, 5), **edit, upload=upload,
-        preview=_check(upload, draft.config) if upload else None,
+        preview=check_config(upload, draft.config) if upload else None,
         config=redact_secrets(job_type.config_schema, draft.config),
         cadence=schedule.describe(schedule.from_dict(draft.schedule)),
         retry=RetryPolicy.from_dict(draft.retry_policy).describe(),

@@ -1,7 +1,7 @@
 """All models, one module per aggregate; importing this registers every table."""
 
 from portal.models.audit import AuditEntry
-from portal.models.data import BulkImport, Message, Stream, Upload
+from portal.models.data import BulkImport, Message, Stream, StreamField, Upload
 from portal.models.jobs import (
     Draft,
     Job,
@@ -10,10 +10,13 @@ from portal.models.jobs import (
     JobRun,
     JobStatusCount,
 )
+from portal.models.profiles import Profile, ProfileAttribute, ProfileIdentity
+from portal.models.tokens import AccessToken
 from portal.models.users import ROLES, User
 from portal.models.vault import Authorization, AuthorizationVersion
 
-__all__ = ["ROLES", "AuditEntry", "Authorization", "AuthorizationVersion", "BulkImport", "Draft",
-           "Job",
+__all__ = ["ROLES", "AccessToken", "AuditEntry", "Authorization", "AuthorizationVersion",
+           "BulkImport", "Draft", "Job",
            "JobConfigVersion",
-           "JobEvent", "JobRun", "JobStatusCount", "Message", "Stream", "Upload", "User"]
+           "JobEvent", "JobRun", "JobStatusCount", "Message", "Profile", "ProfileAttribute",
+           "ProfileIdentity", "Stream", "StreamField", "Upload", "User"]

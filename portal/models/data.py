@@ -30,12 +30,29 @@ class Upload(db.Model):
 
 
 class Stream(db.Model):
+    """A named stream of raw messages, with running totals kept by write_messages in the
+    same transaction as the messages (so the Data page never counts messages)."""
+
     __tablename__ = "streams"
     __table_args__ = NEVER_REUSE_IDS
 
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(64), unique=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    message_count: Mapped[int] = mapped_column(default=0, server_default="0")
+    last_ingested_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    last_event_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+
+
+class StreamField(db.Model):
+    """A top-level field name seen in a stream's messages and how many messages had it."""
+
+    __tablename__ = "stream_fields"
+
+    stream_id: Mapped[int] = mapped_column(ForeignKey("streams.id", ondelete="CASCADE"),
+                                           primary_key=True)
+    name: Mapped[str] = mapped_column(String(255), primary_key=True)
+    count: Mapped[int] = mapped_column(default=0)
 
 
 class Message(db.Model):
@@ -48,7 +65,7 @@ class Message(db.Model):
     dedupe_key: Mapped[str] = mapped_column(String(128))
     event_time: Mapped[datetime] = mapped_column(UTCDateTime)
     ingested_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
-    source: Mapped[str] = mapped_column(String(64))  # "job:<id>" or "api"
+    source: Mapped[str] = mapped_column(String(64))  # "job:<id>", "import:<id>", "collect"
     payload: Mapped[dict[str, Any]] = mapped_column(JSONDict)
 
     __table_args__ = (

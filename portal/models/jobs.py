@@ -28,7 +28,7 @@ class Job(db.Model):
     config: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
     schedule: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=lambda: {"kind": "once"})
     retry_policy: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
-    status: Mapped[str] = mapped_column(String(20), index=True)
+    status: Mapped[str] = mapped_column(String(20))
     cursor: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
     next_run_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     # Dispatch bookkeeping: each dispatch bumps the counter, which names the RQ job.
@@ -61,7 +61,11 @@ class Job(db.Model):
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
     updated_by: Mapped[User | None] = relationship(foreign_keys=[updated_by_id])
 
-    __table_args__ = (Index("ix_jobs_created_at_id", "created_at", "id"), NEVER_REUSE_IDS)
+    # Status first serves every query by status; error_count after it makes the Retrying
+    # tab's count (sleeping, with errors) read only the retrying jobs.
+    __table_args__ = (Index("ix_jobs_created_at_id", "created_at", "id"),
+                      Index("ix_jobs_status_error_count", "status", "error_count"),
+                      NEVER_REUSE_IDS)
 
 
 class JobEvent(db.Model):

@@ -190,3 +190,27 @@ document.addEventListener("keydown", (event) => {
   const toolbar = document.querySelector("#bulk-actions button");
   if (toolbar) toolbar.focus();
 });
+
+// A file over the upload limit (data-max-bytes) is not sent: the field says so at once, in
+// the server's own words (data-too-large). A very large upload would otherwise be cut off
+// before the server could answer, and the person would see nothing.
+document.addEventListener("htmx:confirm", (event) => {
+  const input = event.target;
+  if (!(input instanceof HTMLInputElement) || input.type !== "file" || !input.dataset.maxBytes) return;
+  const file = input.files && input.files[0];
+  if (!file || file.size <= Number(input.dataset.maxBytes)) return;
+  event.preventDefault();
+  input.value = "";
+  input.classList.add("is-invalid");
+  let error = document.getElementById(`${input.id}-error`);
+  if (!error) {
+    error = document.createElement("div");
+    error.id = `${input.id}-error`;
+    error.className = "invalid-feedback d-block";
+    const note = document.getElementById(`${input.id}-note`);
+    (note || input).after(error);
+  }
+  error.textContent = input.dataset.tooLarge;
+  const described = (input.getAttribute("aria-describedby") || "").split(" ").filter(Boolean);
+  if (!described.includes(error.id)) input.setAttribute("aria-describedby", [...described, error.id].join(" "));
+});

@@ -1,7 +1,7 @@
 """bulk_imports: uploads to the bulk API, their settings and what processing found
 
 Revision ID: b3c5d7e9f1a2
-Revises: f2b8d4a6c1e3
+Revises: a1c3e5f7b9d2
 Create Date: 2026-11-29 22:00:00
 
 A new table only: nothing existing changes.
@@ -14,7 +14,7 @@ from portal.models.types import UTCDateTime
 
 # revision identifiers, used by Alembic.
 revision = 'b3c5d7e9f1a2'
-down_revision = 'f2b8d4a6c1e3'
+down_revision = 'a1c3e5f7b9d2'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,214 @@
+"""The REST API's request and response shapes, as marshmallow schemas: requests are
+loaded through them (unknown or mistyped fields give field messages), responses are
+dumped through them (job_data, log_data...), and the OpenAPI document is generated from
+them (portal/apidoc.py).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from marshmallow import RAISE, Schema, fields, validate
+
+from portal import jobs
+from portal.models import Authorization, Job, JobEvent
+from portal.ui import redacted_config
+from providers.base import Provider
+
+
+class _Strict(Schema):
+    class Meta:
+        unknown = RAISE
+
+
+_TEXT = fields.String(validate=validate.Length(max=5000))
+
+
+class JobIn(_Strict):
+    """A job as POST, PUT and PATCH take it (ours and Lytics' names)."""
+
+    provider = fields.String(validate=validate.Length(max=64))
+    job_type = fields.String(validate=validate.Length(max=64))
+    workflow = fields.String(validate=validate.Length(max=64),
+                             metadata={"description": "Lytics' name for the job type key."})
+    name = fields.String(validate=validate.Length(max=200))
+    description = _TEXT
+    authorization_id = fields.Integer(allow_none=True, strict=True,
+                                      validate=validate.Range(min=1, max=2**63 - 1))
+    auth_ids = fields.List(fields.Integer(strict=True, validate=validate.Range(
+        min=1, max=2**63 - 1)), validate=validate.Length(max=1),
+        metadata={"description": "Lytics' list of authorization ids (one)."})
+    config = fields.Dict(keys=fields.String(), metadata={
+        "description": "The job type's config_schema; secret fields are write-only."})
+    schedule = fields.Dict(keys=fields.String())
+    retry_policy = fields.Dict(keys=fields.String())
+
+
+class JobOut(Schema):
+    id = fields.Integer()
+    name = fields.String()
+    description = fields.String()
+    provider = fields.String()
+    job_type = fields.String()
+    workflow = fields.String()
+    kind = fields.String()
+    status = fields.String()
+    authorization_id = fields.Integer(allow_none=True)
+    auth_ids = fields.List(fields.Integer())
+    config = fields.Dict(metadata={"description": "Secret fields are shown as set, never "
+                                                  "their values."})
+    schedule = fields.Dict()
+    retry_policy = fields.Dict()
+    quiet_time_of_day = fields.String()
+    quiet_timezone = fields.String()
+    quiet_period = fields.String()
+    created = fields.DateTime()
+    updated = fields.DateTime()
+    next_run_at = fields.DateTime(allow_none=True)
+    last_run_at = fields.DateTime(allow_none=True)
+    added = fields.Integer()
+    removed = fields.Integer()
+    omitted = fields.Integer()
+
+
+class LogContext(Schema):
+    added = fields.Integer()
+    removed = fields.Integer()
+    omitted = fields.Integer()
+    user_email = fields.String(allow_none=True)
+
+
+class LogEntry(Schema):
+    id = fields.Integer()
+    job_id = fields.Integer()
+    timestamp = fields.DateTime()
+    level = fields.String()
+    code = fields.String()
+    kind = fields.String()
+    message = fields.String()
+    context = fields.Nested(LogContext)
+
+
+class AuthMethodOut(Schema):
+    key = fields.String()
+    name = fields.String()
+    schema = fields.Dict(allow_none=True)
+
+
+class JobTypeOut(Schema):
+    key = fields.String()
+    name = fields.String()
+    kind = fields.String()
+    description = fields.String()
+    config_schema = fields.Dict()
+
+
+class ProviderOut(Schema):
+    key = fields.String()
+    name = fields.String()
+    category = fields.String()
+    description = fields.String()
+    auth_methods = fields.List(fields.Nested(AuthMethodOut))
+    job_types = fields.List(fields.Nested(JobTypeOut))
+
+
+class AuthIn(_Strict):
+    provider = fields.String(required=True, validate=validate.Length(max=64))
+    method = fields.String(required=True, validate=validate.Length(max=64))
+    label = fields.String(required=True, validate=validate.Length(max=200))
+    description = _TEXT
+    credentials = fields.Dict(keys=fields.String(), load_default=dict, metadata={
+        "description": "Write-only: never returned."})
+
+
+class AuthOut(Schema):
+    id = fields.Integer()
+    provider = fields.String()
+    method = fields.String()
+    label = fields.String()
+    description = fields.String()
+    health = fields.String()
+    public = fields.Dict(metadata={"description": "Which secrets are set, and the "
+                                                 "non-secret values; never a secret."})
+    created = fields.DateTime()
+
+
+class StreamOut(Schema):
+    name = fields.String()
+    messages = fields.Integer()
+    last_message_at = fields.DateTime(allow_none=True)
+
+
+class ErrorBody(Schema):
+    code = fields.String()
+    message = fields.String()
+    details = fields.Dict()
+
+
+def envelope(data: fields.Field, name: str) -> type[Schema]:
+    """The envelope every answer has: {data, status, message} (+ next on lists)."""
+    return Schema.from_dict({"data": data, "status": fields.Integer(),
+                             "message": fields.String(),
+                             "next": fields.String(allow_none=True)}, name=name)
+
+
+ErrorOut = Schema.from_dict({"data": fields.Raw(allow_none=True), "status": fields.Integer(),
+                             "message": fields.String(), "error": fields.Nested(ErrorBody)},
+                            name="Error")
+JobEnvelope = envelope(fields.Nested(JobOut), "JobEnvelope")
+JobListEnvelope = envelope(fields.List(fields.Nested(JobOut)), "JobListEnvelope")
+LogListEnvelope = envelope(fields.List(fields.Nested(LogEntry)), "LogListEnvelope")
+ProviderListEnvelope = envelope(fields.List(fields.Nested(ProviderOut)), "ProviderListEnvelope")
+AuthEnvelope = envelope(fields.Nested(AuthOut), "AuthEnvelope")
+AuthListEnvelope = envelope(fields.List(fields.Nested(AuthOut)), "AuthListEnvelope")
+StreamListEnvelope = envelope(fields.List(fields.Nested(StreamOut)), "StreamListEnvelope")
+
+
+# --- objects as the API shows them ---------------------------------------------------
+
+def job_data(job: Job) -> dict[str, Any]:
+    plan = job.schedule or {}
+    quiet = (f"{plan['quiet_start']}-{plan['quiet_end']}"
+             if plan.get("quiet_start") and plan.get("quiet_end") else "")
+    return JobOut().dump({
+        "id": job.id, "name": job.name, "description": job.description or "",
+        "provider": job.provider, "job_type": job.job_type, "workflow": job.job_type,
+        "kind": job.kind, "status": job.status, "authorization_id": job.authorization_id,
+        "auth_ids": [job.authorization_id] if job.authorization_id else [],
+        "config": redacted_config(job), "schedule": plan, "retry_policy": job.retry_policy or {},
+        "quiet_time_of_day": plan.get("quiet_start", ""),
+        "quiet_timezone": plan.get("timezone", "") if quiet else "", "quiet_period": quiet,
+        "created": job.created_at, "updated": job.updated_at, "next_run_at": job.next_run_at,
+        "last_run_at": job.last_run_at, **jobs.metrics(job),
+    })
+
+
+def log_data(event: JobEvent) -> dict[str, Any]:
+    context = event.context or {}
+    return LogEntry().dump({
+        "id": event.id, "job_id": event.job_id, "timestamp": event.at, "level": event.level,
+        "code": event.code or event.kind, "kind": event.kind, "message": event.message,
+        "context": {"added": int(context.get("added", 0)),
+                    "removed": int(context.get("removed", 0)),
+                    "omitted": int(context.get("omitted", 0)),
+                    "user_email": context.get("user_email")},
+    })
+
+
+def auth_data(authorization: Authorization) -> dict[str, Any]:
+    return AuthOut().dump({
+        "id": authorization.id, "provider": authorization.provider,
+        "method": authorization.method, "label": authorization.label,
+        "description": authorization.description or "", "health": authorization.health,
+        "public": authorization.public or {}, "created": authorization.created_at})
+
+
+def provider_data(provider: Provider) -> dict[str, Any]:
+    return ProviderOut().dump({
+        "key": provider.key, "name": provider.name, "category": provider.category,
+        "description": provider.description,
+        "auth_methods": [{"key": m.key, "name": m.name, "schema": m.schema}
+                         for m in provider.auth_methods],
+        "job_types": [{"key": t.key, "name": t.name, "kind": t.kind,
+                       "description": t.description, "config_schema": t.config_schema}
+                      for t in provider.job_types]})
