@@ -20,6 +20,8 @@ from providers import files as files_provider
 from providers import outbound
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# The bulk import route reads its body as a stream under its own limit (PORTAL_BULK_MAX_MB).
+BULK_ENDPOINT = "api.collect_bulk"
 
 
 @event.listens_for(Engine, "connect")
@@ -98,13 +100,21 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         """The job list is the home page."""
         return redirect(url_for("jobs.index"))
 
+    @app.url_value_preprocessor  # before anything reads the body (before_request hooks do)
+    def bulk_body_limit(endpoint: str | None, _values) -> None:
+        if endpoint == BULK_ENDPOINT:  # (None would mean MAX_CONTENT_LENGTH again)
+            request.max_content_length = app.config["PORTAL_BULK_MAX_MB"] * 1024 * 1024
+
     @app.before_request
     def refuse_nul_characters():
         """No text a person sends may hold a NUL character: PostgreSQL cannot store it,
         and no field needs it. Refused up front with a clear 400, never a 500 later."""
         # Every value of a repeated parameter, and the names too: a view that reads a list
-        # (getlist) or walks a form's fields must not meet one either.
-        values = [request.path, *(text for source in (request.args, request.form)
+        # (getlist) or walks a form's fields must not meet one either. A bulk import's body
+        # is a file, read as a stream by its view under its own size limit: no form here.
+        bulk = request.endpoint == BULK_ENDPOINT
+        values = [request.path, *(text for source in ((request.args,) if bulk else
+                                                      (request.args, request.form))
                                    for name, texts in source.lists() for text in (name, *texts))]
         if any("\x00" in value for value in values):
             if is_api():

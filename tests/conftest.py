@@ -30,7 +30,7 @@ from sqlalchemy import text
 from werkzeug.security import generate_password_hash
 from werkzeug.serving import make_server
 
-from portal import create_app
+from portal import create_app, tokens
 from portal.extensions import db
 from portal.models import User
 from portal.queues import QUEUE_NAMES
@@ -319,3 +319,19 @@ def live_server(app) -> Iterator[str]:
     yield f"http://127.0.0.1:{server.server_port}"
     server.shutdown()
     thread.join(10)
+
+
+# API tokens for tests of /api/v2.
+@pytest.fixture
+def token_for(app, make_user):
+    """A token of `role`, created by an admin; returns the raw token."""
+    made = {}
+
+    def make(role: str = "operator", days: int | None = None) -> str:
+        admin = made.get("admin") or make_user("admin", "boss@example.com")
+        made["admin"] = admin
+        _, raw = tokens.create(name=f"{role} script", description="", role=role, days=days,
+                               by=admin)
+        return raw
+
+    return make

@@ -17,21 +17,6 @@ from tests.conftest import canary
 ROLES = ("viewer", "operator", "admin")
 
 
-@pytest.fixture
-def token_for(app, make_user):
-    """A token of `role`, created by an admin; returns the raw token."""
-    made = {}
-
-    def make(role: str = "operator", days: int | None = None) -> str:
-        admin = made.get("admin") or make_user("admin", "boss@example.com")
-        made["admin"] = admin
-        _, raw = tokens.create(name=f"{role} script", description="", role=role, days=days,
-                               by=admin)
-        return raw
-
-    return make
-
-
 def call(client, method, path, raw=None, bearer=True, **kwargs):
     headers = kwargs.pop("headers", {})
     if raw is not None:
@@ -343,6 +328,9 @@ MATRIX = [
     ("post", "/api/v2/job/{job}/bounce", None, "operator"),
     ("post", "/api/v2/job/{job}/pause", None, "operator"),
     ("post", "/api/v2/job/{job}/kill", None, "operator"),
+    ("post", "/api/v2/collect/json/events", "collect", "operator"),
+    ("post", "/api/v2/collect/bulk/events", "bulk", "operator"),
+    ("get", "/api/v2/import/{bulk}", None, "viewer"),
 ]
 
 
@@ -357,23 +345,29 @@ def test_every_endpoint_for_every_role(app, client, token_for, make_user, role):
     bodies = {"auth": {"provider": "webhook", "method": "basic", "label": "B", "credentials": {
         "url": "https://b.example.com", "username": "u", "password": "pw-1234"}},
         "job": {"provider": "webhook", "job_type": "send_stream", "name": "M",
-                "authorization_id": auth_id, "config": {"stream": "events"}}}
+                "authorization_id": auth_id, "config": {"stream": "events"}},
+        "collect": {"email": "a@example.com"}}
+    bulk_id = call(client, "post", "/api/v2/collect/bulk/events", admin_raw,
+                   data="email\na@example.com\n", content_type="text/csv").get_json()["data"]["id"]
     order = ("viewer", "operator", "admin")
     assert {rule.rule for rule in app.url_map.iter_rules()
             if rule.rule.startswith("/api/v2")} <= {
         "/api/v2/job", "/api/v2/job/<int:job_id>", "/api/v2/job/<workflow>/<int:job_id>",
         "/api/v2/job/<int:job_id>/logs", "/api/v2/job/logs", "/api/v2/provider",
         "/api/v2/auth", "/api/v2/stream", "/api/v2/openapi.json", "/api/v2/job/<workflow>",
+        "/api/v2/collect/json/<stream>", "/api/v2/collect/bulk/<stream>",
+        "/api/v2/import/<int:import_id>",
         *(f"/api/v2/job/<int:job_id>/{action}" for action in ("pause", "resume", "bounce",
                                                               "kill"))}
     for method, path, body, least in MATRIX:
-        path = path.format(job=job_id)
-        kwargs = {"json": bodies[body]} if body else {}
+        path = path.format(job=job_id, bulk=bulk_id)
+        kwargs = ({"data": "email\nb@example.com\n", "content_type": "text/csv"}
+                  if body == "bulk" else {"json": bodies[body]} if body else {})
         response = call(client, method, path, raw, **kwargs)
         if order.index(role) < order.index(least):
             assert response.status_code == 403, (method, path)
         else:
-            assert response.status_code in (200, 201), (method, path, response.get_json())
+            assert response.status_code in (200, 201, 202), (method, path, response.get_json())
         assert "Set-Cookie" not in response.headers
 
 
@@ -399,7 +393,7 @@ def test_every_endpoint_refuses_a_revoked_or_expired_token(client, token_for, ca
         db.session.commit()
     for method, path, body, _ in MATRIX:
         kwargs = {"json": {"name": "x"}} if body else {}
-        response = call(client, method, path.format(job=job_id), raw, **kwargs)
+        response = call(client, method, path.format(job=job_id, bulk=1), raw, **kwargs)
         assert envelope_ok(response, 401)["message"] == f"The API token is {case}."
     assert db.session.get(Job, job_id) is not None  # kill did nothing
 

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from tests.test_api import call, envelope_ok, new_job, token_for, webhook_auth  # noqa: F401
+from tests.test_api import call, envelope_ok, new_job, webhook_auth
 
 BASE = {"provider": "webhook", "job_type": "send_stream", "name": "Send",
         "config": {"stream": "events"}}
@@ -58,7 +58,7 @@ BODIES = [
 
 @pytest.mark.parametrize("body", BODIES, ids=[str(i) for i in range(len(BODIES))])
 @pytest.mark.parametrize("how", ["post", "patch", "put"])
-def test_bad_job_bodies(client, token_for, body, how):  # noqa: F811
+def test_bad_job_bodies(client, token_for, body, how):
     raw = token_for("admin")
     auth_id = envelope_ok(webhook_auth(client, raw), 201)["data"]["id"]
     if how == "post":
@@ -79,7 +79,7 @@ RAW_BODIES = ["[" * 100000, "{}" * 3, '{"name": "\\ud800"}', "null", "1e999999",
 
 
 @pytest.mark.parametrize("text", RAW_BODIES, ids=[str(i) for i in range(len(RAW_BODIES))])
-def test_unparseable_bodies(client, token_for, text):  # noqa: F811
+def test_unparseable_bodies(client, token_for, text):
     raw = token_for("admin")
     response = call(client, "post", "/api/v2/job", raw, data=text.encode("utf-8", "surrogatepass"),
                     content_type="application/json")
@@ -111,7 +111,7 @@ BAD_AUTH = [
 
 
 @pytest.mark.parametrize("body", BAD_AUTH, ids=[str(i) for i in range(len(BAD_AUTH))])
-def test_bad_auth_bodies(client, token_for, body):  # noqa: F811
+def test_bad_auth_bodies(client, token_for, body):
     raw = token_for("operator")
     response = call(client, "post", "/api/v2/auth", raw, json=body)
     assert response.status_code in (400, 422), response.get_data(as_text=True)
@@ -121,10 +121,10 @@ def test_bad_auth_bodies(client, token_for, body):  # noqa: F811
 JUNK = [str(2**70), str(2**63), "²³", "-1", "0", "1e999", "nan", "abc", "", "1" * 5000,
         "\u202eabc", "%00", "true,false", "[]"]
 QUERY = ("limit", "next", "status", "q", "show_all", "show_completed", "auth_ids", "workflow",
-         "run_job")
+         "run_job", "timestamp_field", "dryrun", "delimiter", "droperrors")
 
 
-def test_every_api_route_takes_junk_in_every_id_and_parameter(app, client, token_for):  # noqa: F811
+def test_every_api_route_takes_junk_in_every_id_and_parameter(app, client, token_for):
     import re
 
     raw = token_for("admin")
@@ -136,11 +136,15 @@ def test_every_api_route_takes_junk_in_every_id_and_parameter(app, client, token
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             job_id = envelope_ok(new_job(client, raw, auth_id), 201)["data"]["id"]
             good = rule.rule.replace("<int:job_id>", str(job_id)).replace(
-                "<workflow>", "send_stream")
+                "<workflow>", "send_stream").replace("<stream>", "events").replace(
+                "<int:import_id>", "1")
             attempts = [(good, {name: junk}) for name in QUERY for junk in JUNK]
             if "<int:job_id>" in rule.rule:
                 attempts += [(rule.rule.replace("<int:job_id>", junk or "x").replace(
                     "<workflow>", "send_stream"), {}) for junk in JUNK]
+            for part in ("<int:import_id>", "<stream>"):
+                if part in rule.rule:
+                    attempts += [(rule.rule.replace(part, junk or "x"), {}) for junk in JUNK]
             if "<workflow>" in rule.rule:
                 attempts += [(re.sub("<workflow>", junk or "x", rule.rule).replace(
                     "<int:job_id>", str(job_id)), {}) for junk in JUNK]

@@ -224,7 +224,7 @@ def _world(owner, admin, world: dict[str, int]) -> dict[str, int]:
 # provider each that needs no network (faults has no connection test, webhook gets no
 # credentials that pass).
 PATH_VALUES = {"field": "name", "action": "pause", "fmt": "ndjson", "name": "s",
-               "workflow": "script",
+               "workflow": "script", "stream": "s", "import_id": "1",
                "filename": "portal.css", "method_key": "bearer"}
 READ: dict[tuple, list[str]] = {}  # the parameters each route read, by role and method
 INT_SEGMENT = re.compile(r"<int(?:\([^)]*\))?:(\w+)>")

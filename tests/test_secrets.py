@@ -63,6 +63,8 @@ def urls(app, jobs: list[Job], authorizations: list[Authorization]) -> list[str]
         "field": ["name", "description"],
         "token_id": db.session.scalars(select(AccessToken.id)).all() or [1],
         "workflow": sorted({job.job_type for job in jobs}),
+        "stream": db.session.scalars(select(Stream.name)).all(),
+        "import_id": [1],
     }
     found = []
     for rule in app.url_map.iter_rules():
