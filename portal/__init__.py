@@ -103,7 +103,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     @app.url_value_preprocessor  # before anything reads the body (before_request hooks do)
     def bulk_body_limit(endpoint: str | None, _values) -> None:
         if endpoint == BULK_ENDPOINT:  # (None would mean MAX_CONTENT_LENGTH again)
-            request.max_content_length = app.config["PORTAL_BULK_MAX_MB"] * 1024 * 1024
+            from portal import bulk
+
+            request.max_content_length = bulk.body_limit()
 
     @app.before_request
     def refuse_nul_characters():

@@ -201,6 +201,11 @@ def _check_encoding(value: str | None) -> bool:
     return ENCODINGS[encoding]
 
 
+def body_limit() -> int:
+    """The largest body a bulk import takes (PORTAL_BULK_MAX_MB), in bytes."""
+    return current_app.config["PORTAL_BULK_MAX_MB"] * 1024 * 1024
+
+
 def spool_folder() -> Path:
     folder = Path(current_app.instance_path) / "bulk-spool"
     folder.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -224,7 +229,7 @@ def receive(stream: str, body: IO[bytes], *, content_type: str | None,
     dryrun = parse_flag("dryrun", dryrun)
     droperrors = parse_flag("droperrors", droperrors)
     if max_bytes is None:
-        max_bytes = current_app.config["PORTAL_BULK_MAX_MB"] * 1024 * 1024
+        max_bytes = body_limit()
 
     path = spool_folder() / f"{uuid.uuid4().hex}.body"
     size = 0

@@ -18,6 +18,7 @@ import ipaddress
 import logging
 import math
 import time
+from collections.abc import Iterable
 
 from flask import Flask, current_app
 from limits import RateLimitItem, parse_many
@@ -80,17 +81,23 @@ def _limits(scope: str) -> list[RateLimitItem]:
 
 def retry_after(email: str, address: str | None) -> int:
     """Seconds until this account and this address may try to sign in again (0: now)."""
-    wait = 0.0
     try:
-        for scope, key in _keys(email, address).items():
-            for item in _limits(scope):
-                if not limiter.limiter.test(item, "sign-in", scope, key):
-                    reset_at, _ = limiter.limiter.get_window_stats(item, "sign-in", scope, key)
-                    wait = max(wait, reset_at - time.time(), 1)
+        return _seconds_left((item, "sign-in", scope, key)
+                             for scope, key in _keys(email, address).items()
+                             for item in _limits(scope))
     except _STORAGE_ERRORS as exc:
         log.warning("Sign-in throttling is off for this attempt: Redis is unreachable (%s).",
                      exc)
         return 0
+
+
+def _seconds_left(windows: Iterable[tuple]) -> int:
+    """Seconds until every (limit, identifiers...) window has room again (0: now)."""
+    wait = 0.0
+    for item, *identifiers in windows:
+        if not limiter.limiter.test(item, *identifiers):
+            reset_at, _ = limiter.limiter.get_window_stats(item, *identifiers)
+            wait = max(wait, reset_at - time.time(), 1)
     return math.ceil(wait)
 
 
@@ -165,18 +172,13 @@ def clear_account(email: str) -> None:
 
 def token_retry_after(address: str | None) -> int:
     """Seconds until this address may present a token again after too many bad ones."""
-    wait = 0.0
     key = _address_key(address)
     try:
-        for item in _limits("address"):
-            if not limiter.limiter.test(item, "api-token", key):
-                reset_at, _ = limiter.limiter.get_window_stats(item, "api-token", key)
-                wait = max(wait, reset_at - time.time(), 1)
+        return _seconds_left((item, "api-token", key) for item in _limits("address"))
     except _STORAGE_ERRORS as exc:
         log.warning("API token throttling is off for this request: Redis is unreachable (%s).",
                     exc)
         return 0
-    return math.ceil(wait)
 
 
 def count_token_failure(address: str | None) -> None:

@@ -503,7 +503,7 @@ def collect_json(stream: str):
 def collect_bulk(stream: str):
     """A bulk import: the body is spooled as it arrives (never whole in memory), then read
     by a worker on the `backfill` queue."""
-    limit = current_app.config["PORTAL_BULK_MAX_MB"] * 1024 * 1024
+    limit = bulk.body_limit()
     if request.content_length is not None and request.content_length > limit:
         refused = bulk.TooLarge(limit)
         raise ApiError(refused.status, refused.code, refused.message, refused.details)
