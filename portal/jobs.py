@@ -462,12 +462,18 @@ class JobBusy(Exception):
     """The job is running: deleting it would pull it from under its worker."""
 
 
+def delete_refusal(job: Job) -> str:
+    """Why this job cannot be deleted as it is now ("" when it can)."""
+    return "it is running; pause it first, then delete it" if (
+        job.status == Status.RUNNING) else ""
+
+
 def delete_job(job: Job, *, by: User) -> None:
     """Delete a job that is not running, with its log; the audit trail keeps the fact."""
     _locked(job)
-    if job.status == Status.RUNNING:
+    if refusal := delete_refusal(job):
         db.session.rollback()
-        raise JobBusy("it is running; pause it first, then delete it")
+        raise JobBusy(refusal)
     audit.record("deleted", "job", job.id, job.name, by=by,
                  summary=f"Deleted a {job.status} job ({job.provider}/{job.job_type})")
     _delete_jobs([job.id])

@@ -34,6 +34,7 @@ from portal.jobs import (
     LogFilter,
     can_edit,
     delete_job,
+    delete_refusal,
     edit_job,
     iter_events,
     last_problem,
@@ -131,8 +132,7 @@ BULK = {"pause": "Pause", "resume": "Resume", "run-now": "Run now", "delete": "D
 def _refusal(job: Job, action: str) -> str:
     """Why the action cannot be done to this job as it is now ("" when it can)."""
     if action == "delete":
-        return "it is running; pause it first, then delete it" if (
-            job.status == Status.RUNNING) else ""
+        return delete_refusal(job)
     if lifecycle.can(job, ACTION_TRIGGERS[action]):
         return ""
     return f"a {job.status} job cannot be {REFUSED[action]}"
@@ -207,7 +207,7 @@ def _live_context(job: Job, notice: str = "") -> dict:
         "finishing": job.status == Status.PAUSED and held,
         "actions": ([name for name, trigger in ACTION_TRIGGERS.items()
                      if lifecycle.can(job, trigger)]
-                    + (["delete"] if job.status != Status.RUNNING else [])
+                    + ([] if delete_refusal(job) else ["delete"])
                     ) if current_user.has_role("operator") else [],
         "notice": notice,
         "can_keep": can_edit(job, current_user),
