@@ -232,7 +232,8 @@ def _check_value(op: str, value: Any, where: str, errors: dict[str, str]) -> Any
         if len(cleaned) != len(value):
             errors.setdefault(where, "Some values of the list cannot be compared.")
             return None
-        return list(dict.fromkeys(cleaned))
+        # Without repeats; 1 and true are different values (as keys of a dict, the same).
+        return list({(type(item).__name__, item): item for item in cleaned}.values())
     if value is None or value == "":
         errors[where] = ("Give a value to compare with (to find profiles that have the field "
                          "at all, use “exists”).")

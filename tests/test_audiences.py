@@ -135,6 +135,10 @@ def test_in_equals_any_of_the_list(app):
            {"email": "c@x.io", "country": "DK"}, {"email": "d@x.io", "country": 46},
            {"email": "e@x.io"})
     assert one("country", "in", ["NO", "se", "46"]) == {"a", "b", "d"}
+    people({"email": "f@x.io", "flag": True}, {"email": "g@x.io", "flag": 1},
+           {"email": "h@x.io", "flag": "1"})
+    assert one("flag", "in", [1, True]) == {"f", "g", "h"}  # 1 and true both kept
+    assert one("flag", "in", [True]) == {"f"}
 
 
 def test_all_needs_every_condition_any_one_and_no_conditions_nobody(app):
