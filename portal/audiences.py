@@ -41,11 +41,13 @@ Operators (OPS) and what they mean:
 - in ("is one of"): equals any value of a non-empty list.
 
 Every condition is one EXISTS over profile_attributes; nothing is loaded into Python.
-SQLite and PostgreSQL give the same answers: numeric text and ISO dates are recognised by
-the same grammar on both (a regular expression on PostgreSQL, GLOB patterns on SQLite),
-instants are computed as whole microseconds since 1970 by the same arithmetic, and case
-is folded by PostgreSQL's lower() and, on SQLite, by a `portal_lower` function registered
-on every connection (SQLite's own lower() knows ASCII only).
+SQLite and PostgreSQL give the same answers: numeric text is recognised by the same
+grammar on both (a regular expression on PostgreSQL, GLOB patterns on SQLite); instants
+are read on PostgreSQL by its own cast of text a strict grammar let through (STRICT_ISO, a
+day that exists) and on SQLite by instant_of() itself, registered as `portal_instant` on
+every connection (whole microseconds since 1970);
+case is folded by PostgreSQL's lower() and on SQLite by `portal_lower`, Python's lower()
+(SQLite's own knows ASCII only).
 """
 
 from __future__ import annotations
@@ -60,6 +62,7 @@ from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import (
+    TIMESTAMP,
     BigInteger,
     Integer,
     Numeric,
@@ -110,6 +113,11 @@ ENDED = (str(Status.COMPLETED), str(Status.FAILED))
 NUMBER_TEXT = r"[+-]?([0-9]+(\.[0-9]*)?|\.[0-9]+)"
 ISO_TEXT = (r"[0-9]{4}-[0-9]{2}-[0-9]{2}"
             r"([T ][0-9]{2}:[0-9]{2}(:[0-9]{2}(\.[0-9]{1,6})?)?(Z|[+-][0-9]{2}:[0-9]{2})?)?")
+# The same, with every part in its range (no month 13, no hour 24): what PostgreSQL's cast
+# is given, so that it never refuses a value (an error would end the query).
+STRICT_ISO = (r"[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])"
+              r"([T ]([01][0-9]|2[0-3]):[0-5][0-9](:[0-5][0-9](\.[0-9]{1,6})?)?"
+              r"(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])?)?")
 _NUMBER = re.compile(NUMBER_TEXT)
 _ISO = re.compile(ISO_TEXT)
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -121,10 +129,22 @@ def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 
+def _instant_micros(value: Any) -> int | None:
+    """micros() of a text holding an ISO date or date-time (spaces around allowed, as
+    trim() allows them), else None: SQLite's `portal_instant`."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip(" ")
+    moment = instant_of(text) if text == text.strip() else None
+    return micros(moment) if moment is not None else None
+
+
 @event.listens_for(Engine, "connect")
 def _sqlite_functions(dbapi_connection, _record) -> None:
     if isinstance(dbapi_connection, sqlite3.Connection):
         dbapi_connection.create_function("portal_lower", 1, _lower, deterministic=True)
+        dbapi_connection.create_function("portal_instant", 1, _instant_micros,
+                                         deterministic=True)
 
 
 # --- Reading condition values -----------------------------------------------------------
@@ -412,66 +432,30 @@ class _Json:
         return case((self.is_number(), self.scalar),
                     (numeric_text, cast(text, Numeric)))
 
-    def iso_text(self, text: ColumnElement) -> ColumnElement:
-        if self.postgres:
-            return text.regexp_match(f"^{ISO_TEXT}$")
-        return or_(*(text.op("GLOB")(pattern) for pattern in _iso_globs()))
-
     def instant(self) -> ColumnElement:
-        """Microseconds since 1970 of a string holding an ISO date or date-time (ISO_TEXT,
-        a real day and time); NULL for anything else."""
+        """The instant a string holding an ISO date or date-time names (ISO_TEXT, a day and
+        a time that exist; no offset: UTC); NULL for anything else. PostgreSQL: a strict
+        regular expression and the days of the month first, then its own cast. SQLite:
+        Python's instant_of() (`portal_instant`), as whole microseconds since 1970."""
+        if not self.postgres:
+            return case((self.is_string(), func.portal_instant(self.scalar)))
         text = self.text()
-        return case((and_(self.is_string(), self.iso_text(text)), _micros_sql(text)))
+        zoned = text.regexp_match(r"(Z|[+-][0-9]{2}:[0-9]{2})$")
+        moment = case((zoned, cast(text, TIMESTAMP(timezone=True))),
+                      else_=func.timezone("UTC", cast(text, TIMESTAMP())))
+        return case((and_(self.is_string(), text.regexp_match(f"^{STRICT_ISO}$")),
+                     case((_day_exists(text), moment))))
 
 
-def _iso_globs() -> list[str]:
-    digit = "[0-9]"
-    date = f"{digit * 4}-{digit * 2}-{digit * 2}"
-    hm = f"[T ]{digit * 2}:{digit * 2}"
-    times = [hm, f"{hm}:{digit * 2}"] + [f"{hm}:{digit * 2}.{digit * n}" for n in range(1, 7)]
-    zones = ["", "Z", f"[+-]{digit * 2}:{digit * 2}"]
-    return [date] + [date + time + zone for time in times for zone in zones]
-
-
-def _micros_sql(t: ColumnElement) -> ColumnElement:
-    """Microseconds since 1970 of text already known to fit ISO_TEXT, by integer
-    arithmetic that reads the same on both databases; NULL when the day or the time does
-    not exist (30 February, 24:00)."""
-    def part(start, length=2):
-        return cast(func.substr(t, start, length), Integer)
-
-    length = func.length(t)
-    y, m, d = part(1, 4), part(6), part(9)
-    timed = length >= 16
-    h = case((timed, part(12)), else_=0)
-    mi = case((timed, part(15)), else_=0)
-    sec = case((and_(length >= 19, func.substr(t, 17, 1) == ":"), part(18)), else_=0)
-    zulu = func.substr(t, length, 1) == "Z"
-    offset = and_(length >= 22, func.substr(t, length - 5, 1).in_(("+", "-")))
-    zone_length = case((zulu, 1), (offset, 6), else_=0)
-    oh = case((offset, cast(func.substr(t, length - 4, 2), Integer)), else_=0)
-    om = case((offset, cast(func.substr(t, length - 1, 2), Integer)), else_=0)
-    sign = case((func.substr(t, length - 5, 1) == "-", -1), else_=1)
-    fraction = case(
-        (func.substr(t, 20, 1) == ".",
-         cast(func.substr(func.substr(t, 21, length - zone_length - 20).concat("000000"), 1, 6),
-              BigInteger)),
-        else_=0)
+def _day_exists(t: ColumnElement) -> ColumnElement:
+    """The date at the start of `t` (already known to fit STRICT_ISO) exists: no 30
+    February, no 29 February outside leap years (SQLite's and Python's rule)."""
+    y, m, d = (cast(func.substr(t, start, length), Integer)
+               for start, length in ((1, 4), (6, 2), (9, 2)))
     leap = or_(and_(y % 4 == 0, y % 100 != 0), y % 400 == 0)
     month_days = case((m == 2, case((leap, 29), else_=28)), (m.in_((4, 6, 9, 11)), 30),
                       else_=31)
-    real = and_(y >= 1, m >= 1, m <= 12, d >= 1, d <= month_days, h <= 23, mi <= 59,
-                sec <= 59, oh <= 23, om <= 59)
-    # Days since 1970 of a proleptic Gregorian date (the civil-from-days inverse); every
-    # operand is non-negative, so integer division truncates the same way on both.
-    yy = cast(y - case((m <= 2, 1), else_=0), BigInteger)
-    era = yy // 400
-    yoe = yy - era * 400
-    doy = (153 * ((m + 9) % 12) + 2) // 5 + d - 1
-    doe = yoe * 365 + yoe // 4 - yoe // 100 + doy
-    days = era * 146097 + doe - 719468
-    seconds = days * 86400 + h * 3600 + mi * 60 + sec - sign * (oh * 3600 + om * 60)
-    return case((real, seconds * 1000000 + fraction))
+    return and_(y >= 1, d <= month_days)
 
 
 def _bind_number(value: int | float, postgres: bool) -> ColumnElement:
@@ -532,7 +516,9 @@ def _predicate(condition: dict[str, Any], column: ColumnElement, postgres: bool)
         found, bound = json.number(), _bind_number(value, postgres)
     else:
         moment = instant_of(value)
-        found, bound = json.instant(), literal(micros(moment), BigInteger)
+        found = json.instant()
+        bound = (literal(moment, TIMESTAMP(timezone=True)) if postgres
+                 else literal(micros(moment), BigInteger))
     return found > bound if op == "gt" else found < bound
 
 

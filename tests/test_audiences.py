@@ -120,7 +120,11 @@ def test_gt_lt_with_dates_compare_instants_whatever_the_offset(app):
            {"email": "g@x.io", "seen": 20240501},
            {"email": "h@x.io", "seen": "2024-02-30T00:00:00Z"},       # no such day
            {"email": "i@x.io", "seen": "2024-02-29T23:59:59.999999Z"},
-           {"email": "j@x.io", "seen": "2023-05-01T25:00:00Z"})       # no such hour
+           {"email": "j@x.io", "seen": "2023-05-01T25:00:00Z"},       # no such hour
+           {"email": "k@x.io", "seen": "2023-02-29"},                 # no leap year
+           {"email": "l@x.io", "seen": "2023-05-01T10:00:00+24:00"},  # no such offset
+           {"email": "m@x.io", "seen": "2023-05-01T24:00:00Z"},
+           {"email": "n@x.io", "seen": "0000-01-01"})
     assert one("seen", "gt", "2024-05-01T10:00:00Z") == {"b", "c", "e"}
     assert one("seen", "gt", "2024-05-01T10:00:00.250000+00:00") == {"b", "c"}
     assert one("seen", "lt", "2024-05-01T12:00:00+01:00") == {"a", "b", "d", "e", "i"}

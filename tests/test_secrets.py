@@ -19,7 +19,15 @@ from portal import vault
 from portal.datastore import write_messages
 from portal.extensions import db
 from portal.jobs import create_job
-from portal.models import AccessToken, Authorization, Draft, Job, JobEvent, Stream
+from portal.models import (
+    AccessToken,
+    Audience,
+    Authorization,
+    Draft,
+    Job,
+    JobEvent,
+    Stream,
+)
 from portal.models.types import utcnow
 from providers import CATALOG, get_provider
 from providers.base import OutMessage
@@ -65,6 +73,9 @@ def urls(app, jobs: list[Job], authorizations: list[Authorization]) -> list[str]
         "workflow": sorted({job.job_type for job in jobs}),
         "stream": db.session.scalars(select(Stream.name)).all(),
         "import_id": [1],
+        "audience_id": db.session.scalars(select(Audience.id)).all() or [1],
+        "id_or_slug": ["1"],
+        "value": ["a@example.com"],
     }
     found = []
     for rule in app.url_map.iter_rules():
