@@ -7,6 +7,7 @@ import json
 import logging
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -168,7 +169,31 @@ def _without_nul(value):
 def write_messages(stream_name: str, messages: Iterable[OutMessage], *, source: str) -> tuple[
     int, int
 ]:
-    """Add messages to a stream, skipping any whose dedupe key it holds; (added, omitted).
+    """Add messages to a stream, skipping any whose dedupe key it holds, and fold the new
+    ones into the profiles; (added, omitted)."""
+    stored = store_messages(stream_name, messages, source=source)
+    if stored.facts:
+        profiles.apply(stored.facts)
+    return len(stored.facts), stored.omitted
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What store_messages wrote: the new messages as profiles read them, and how many it
+    skipped as duplicates."""
+
+    facts: list[profiles.Fact]
+    omitted: int
+
+    @property
+    def ids(self) -> list[int]:
+        return [fact.message_id for fact in self.facts]
+
+
+def store_messages(stream_name: str, messages: Iterable[OutMessage], *, source: str) -> Stored:
+    """Add messages to a stream, skipping any whose dedupe key it holds, and keep the
+    stream's totals; profiles are left to the caller (write_messages folds them in at once,
+    a bulk import afterwards, a batch at a time: portal.bulk.build_profiles).
 
     The stream's unique (stream_id, dedupe_key) index decides what is there already
     (INSERT ... ON CONFLICT DO NOTHING RETURNING the rows it inserted): no lookup first,
@@ -177,7 +202,7 @@ def write_messages(stream_name: str, messages: Iterable[OutMessage], *, source: 
     writers."""
     batch = {message.dedupe_key: message for message in messages}
     if not batch:
-        return 0, 0
+        return Stored([], 0)
     stream = get_or_create_stream(stream_name)
     now = utcnow()
     rows = [
@@ -200,9 +225,8 @@ def write_messages(stream_name: str, messages: Iterable[OutMessage], *, source: 
     added = [row for row in rows if row["dedupe_key"] in ids]
     if added:
         _count(stream, added, now)
-        profiles.apply([profiles.Fact(ids[row["dedupe_key"]], stream.id, row["event_time"],
-                                      row["payload"]) for row in added])
-    return len(added), len(batch) - len(added)
+    return Stored([profiles.Fact(ids[row["dedupe_key"]], stream.id, row["event_time"],
+                                 row["payload"]) for row in added], len(batch) - len(added))
 
 
 def _count(stream: Stream, rows: list[dict], now) -> None:
