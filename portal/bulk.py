@@ -51,7 +51,7 @@ from portal.bulk_formats import (
     read_rows,
     value_problem,
 )
-from portal.datastore import store_messages, write_messages
+from portal.datastore import store_messages, with_quick_lock, write_messages
 from portal.extensions import db
 from portal.models import BulkImport, Message
 from portal.models.types import utcnow
@@ -391,10 +391,10 @@ def queue_profiles(import_id: int) -> bool:
 
 def profile_batch_size() -> int:
     """Messages folded into the profiles per transaction: PORTAL_BULK_PROFILE_BATCH_SIZE,
-    else 2,000 on PostgreSQL and 200 on SQLite (where a real-time write waits for it)."""
+    else 2,000 on PostgreSQL and 100 on SQLite (where a real-time write waits for it)."""
     if size := current_app.config.get("PORTAL_BULK_PROFILE_BATCH_SIZE"):
         return max(1, int(size))
-    return 200 if db.session.get_bind().dialect.name == "sqlite" else 2000
+    return 100 if db.session.get_bind().dialect.name == "sqlite" else 2000
 
 
 def build_profiles(import_id: int) -> int:
@@ -594,12 +594,16 @@ def collect(stream: str, payload: Any, *, source: str = "collect",
 def write_collected(stream: str, messages: list[dict[str, Any]], times: list[datetime],
                     source: str, key: str) -> int:
     """The realtime task: write what collect() checked; a retry writes nothing twice."""
-    try:
+    def write() -> int:
         added, _omitted = write_messages(stream, [
             OutMessage(f"{key}:{position}", moment.astimezone(UTC), message)
             for position, (message, moment) in enumerate(zip(messages, times, strict=True))
         ], source=source)
         db.session.commit()
+        return added
+
+    try:
+        added = with_quick_lock(write)
     finally:
         db.session.remove()
         try:

@@ -528,3 +528,65 @@ def test_a_dry_run_or_a_rejected_import_has_no_profiles_to_build(app, work):
     assert imported(work, PEOPLE, timestamp_field="ts", dryrun="true")["profiles"] == {
         "status": "none", "messages": 0, "of": 0}
     assert bulk.queue_pending_profiles() == 0
+
+
+# --- The real-time write and SQLite's write lock --------------------------------------
+
+def _hold_write_lock(app, seconds: float):
+    """Another connection holds SQLite's write lock for `seconds` (as a bulk batch does)."""
+    import sqlite3
+    import threading
+
+    path = db.engine.url.database
+    held = threading.Event()
+
+    def hold():
+        other = sqlite3.connect(path, timeout=30, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        held.set()
+        time.sleep(seconds)
+        other.execute("COMMIT")
+        other.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(10)
+    return thread
+
+
+def test_a_real_time_write_waits_for_the_write_lock_and_then_writes(app):
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    from portal.datastore import SQLITE_LOCK_WAIT_SECONDS
+
+    db.session.remove()
+    thread = _hold_write_lock(app, 0.3)
+    try:
+        assert bulk.write_collected("live", [{"email": "a@example.com"}],
+                                    [datetime(2026, 1, 1, tzinfo=UTC)], "collect", "k1") == 1
+    finally:
+        thread.join()
+    assert [row.payload for row in messages("live")] == [{"email": "a@example.com"}]
+    # The connection waits as long as ever for every other write.
+    busy = db.session.connection().exec_driver_sql("PRAGMA busy_timeout").scalar()
+    assert busy == int(SQLITE_LOCK_WAIT_SECONDS * 1000)
+
+
+def test_a_real_time_write_gives_up_after_the_lock_wait_and_writes_nothing(app, monkeypatch):
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    from sqlalchemy.exc import OperationalError
+
+    from portal import datastore
+
+    monkeypatch.setattr(datastore, "SQLITE_LOCK_WAIT_SECONDS", 0.1)
+    db.session.remove()
+    thread = _hold_write_lock(app, 1.0)
+    try:
+        with pytest.raises(OperationalError, match="locked"):
+            bulk.write_collected("live", [{"email": "a@example.com"}],
+                                 [datetime(2026, 1, 1, tzinfo=UTC)], "collect", "k1")
+    finally:
+        thread.join()
+    db.session.remove()
+    assert messages("live") == []
