@@ -53,6 +53,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     if proxies := app.config["PORTAL_TRUSTED_PROXIES"]:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
 
+    # Audiences register their SQLite functions on every new connection.
+    import portal.audiences  # noqa: F401
+
     db.init_app(app)
     migrate.init_app(app, db, directory=str(MIGRATIONS))
     login_manager.init_app(app)

@@ -11,7 +11,7 @@ from typing import Any
 from marshmallow import RAISE, Schema, fields, validate
 
 from portal import jobs
-from portal.models import Authorization, Job, JobEvent
+from portal.models import Audience, Authorization, Job, JobEvent
 from portal.ui import redacted_config
 from providers.base import Provider
 
@@ -139,6 +139,61 @@ class StreamOut(Schema):
     last_message_at = fields.DateTime(allow_none=True)
 
 
+class ConditionIn(_Strict):
+    field = fields.String(required=True, metadata={"description": "A profile field."})
+    op = fields.String(required=True, metadata={
+        "description": "equals, contains, exists, gt, lt or in (see portal/audiences.py)."})
+    value = fields.Raw(allow_none=True, metadata={
+        "description": "Text, number or true/false; a non-empty list for `in`; a number "
+                       "or an ISO 8601 date/date-time for gt and lt; none for exists."})
+
+
+class AudienceIn(_Strict):
+    """An audience as POST takes it; audiences.check() says what is wrong, per field."""
+
+    name = fields.String(required=True, validate=validate.Length(max=200))
+    slug = fields.String(validate=validate.Length(max=64), metadata={
+        "description": "Lower-case letters, digits, _ and -; made from the name if left out."})
+    description = _TEXT
+    match = fields.String(validate=validate.OneOf(["all", "any"]), metadata={
+        "description": "all (default): every condition holds; any: one is enough."})
+    conditions = fields.List(fields.Nested(ConditionIn), validate=validate.Length(max=50))
+
+
+class ConditionOut(Schema):
+    field = fields.String()
+    op = fields.String()
+    value = fields.Raw(allow_none=True)
+
+
+class AudienceOut(Schema):
+    id = fields.Integer()
+    slug = fields.String()
+    name = fields.String()
+    description = fields.String()
+    match = fields.String()
+    conditions = fields.List(fields.Nested(ConditionOut))
+    size = fields.Integer(metadata={"description": "Members now."})
+    created = fields.DateTime()
+    updated = fields.DateTime()
+
+
+class FieldMeta(Schema):
+    event_time = fields.DateTime()
+    stream = fields.String(allow_none=True, metadata={"description": "None: deleted since."})
+    source = fields.String(allow_none=True)
+    message_id = fields.Integer()
+
+
+class EntityOut(Schema):
+    id = fields.Integer()
+    identities = fields.Dict(keys=fields.String(), values=fields.List(fields.String()))
+    field_values = fields.Dict(keys=fields.String(), values=fields.Raw(allow_none=True),
+                               data_key="fields")
+    fields_meta = fields.Dict(keys=fields.String(), values=fields.Nested(FieldMeta))
+    audiences = fields.List(fields.String(), metadata={"description": "Slugs."})
+
+
 class ErrorBody(Schema):
     code = fields.String()
     message = fields.String()
@@ -162,6 +217,9 @@ ProviderListEnvelope = envelope(fields.List(fields.Nested(ProviderOut)), "Provid
 AuthEnvelope = envelope(fields.Nested(AuthOut), "AuthEnvelope")
 AuthListEnvelope = envelope(fields.List(fields.Nested(AuthOut)), "AuthListEnvelope")
 StreamListEnvelope = envelope(fields.List(fields.Nested(StreamOut)), "StreamListEnvelope")
+AudienceEnvelope = envelope(fields.Nested(AudienceOut), "AudienceEnvelope")
+AudienceListEnvelope = envelope(fields.List(fields.Nested(AudienceOut)), "AudienceListEnvelope")
+EntityEnvelope = envelope(fields.Nested(EntityOut), "EntityEnvelope")
 
 
 # --- objects as the API shows them ---------------------------------------------------
@@ -212,3 +270,11 @@ def provider_data(provider: Provider) -> dict[str, Any]:
         "job_types": [{"key": t.key, "name": t.name, "kind": t.kind,
                        "description": t.description, "config_schema": t.config_schema}
                       for t in provider.job_types]})
+
+
+def audience_data(audience: Audience, size: int) -> dict[str, Any]:
+    return AudienceOut().dump({
+        "id": audience.id, "slug": audience.slug, "name": audience.name,
+        "description": audience.description or "", "match": audience.match,
+        "conditions": audience.conditions or [], "size": size,
+        "created": audience.created_at, "updated": audience.updated_at})

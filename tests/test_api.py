@@ -9,9 +9,11 @@ import pytest
 from sqlalchemy import select
 
 from portal import tokens
+from portal.datastore import write_messages
 from portal.extensions import db
 from portal.models import AccessToken, AuditEntry, Job, JobConfigVersion
 from portal.models.types import utcnow
+from providers.base import OutMessage
 from tests.conftest import canary
 
 ROLES = ("viewer", "operator", "admin")
@@ -331,6 +333,11 @@ MATRIX = [
     ("post", "/api/v2/collect/json/events", "collect", "operator"),
     ("post", "/api/v2/collect/bulk/events", "bulk", "operator"),
     ("get", "/api/v2/import/{bulk}", None, "viewer"),
+    ("get", "/api/v2/audience", None, "viewer"),
+    ("get", "/api/v2/audience/{audience}", None, "viewer"),
+    ("get", "/api/v2/audience/everyone", None, "viewer"),
+    ("post", "/api/v2/audience", "audience", "operator"),
+    ("get", "/api/v2/entity/user/email/a@example.com", None, "viewer"),
 ]
 
 
@@ -346,7 +353,15 @@ def test_every_endpoint_for_every_role(app, client, token_for, make_user, role):
         "url": "https://b.example.com", "username": "u", "password": "pw-1234"}},
         "job": {"provider": "webhook", "job_type": "send_stream", "name": "M",
                 "authorization_id": auth_id, "config": {"stream": "events"}},
-        "collect": {"email": "a@example.com"}}
+        "collect": {"email": "a@example.com"},
+        "audience": {"name": f"By {role}", "conditions": [
+            {"field": "email", "op": "contains", "value": "@"}]}}
+    audience_id = envelope_ok(call(client, "post", "/api/v2/audience", admin_raw, json={
+        "name": "Everyone", "conditions": [{"field": "email", "op": "exists"}]}),
+        201)["data"]["id"]
+    write_messages("events", [OutMessage("a", utcnow(), {"email": "a@example.com"})],
+                   source="test")
+    db.session.commit()
     bulk_id = call(client, "post", "/api/v2/collect/bulk/events", admin_raw,
                    data="email\na@example.com\n", content_type="text/csv").get_json()["data"]["id"]
     order = ("viewer", "operator", "admin")
@@ -356,11 +371,12 @@ def test_every_endpoint_for_every_role(app, client, token_for, make_user, role):
         "/api/v2/job/<int:job_id>/logs", "/api/v2/job/logs", "/api/v2/provider",
         "/api/v2/auth", "/api/v2/stream", "/api/v2/openapi.json", "/api/v2/job/<workflow>",
         "/api/v2/collect/json/<stream>", "/api/v2/collect/bulk/<stream>",
-        "/api/v2/import/<int:import_id>",
+        "/api/v2/import/<int:import_id>", "/api/v2/audience", "/api/v2/audience/<id_or_slug>",
+        "/api/v2/entity/user/<field>/<path:value>",
         *(f"/api/v2/job/<int:job_id>/{action}" for action in ("pause", "resume", "bounce",
                                                               "kill"))}
     for method, path, body, least in MATRIX:
-        path = path.format(job=job_id, bulk=bulk_id)
+        path = path.format(job=job_id, bulk=bulk_id, audience=audience_id)
         kwargs = ({"data": "email\nb@example.com\n", "content_type": "text/csv"}
                   if body == "bulk" else {"json": bodies[body]} if body else {})
         response = call(client, method, path, raw, **kwargs)
@@ -393,7 +409,8 @@ def test_every_endpoint_refuses_a_revoked_or_expired_token(client, token_for, ca
         db.session.commit()
     for method, path, body, _ in MATRIX:
         kwargs = {"json": {"name": "x"}} if body else {}
-        response = call(client, method, path.format(job=job_id, bulk=1), raw, **kwargs)
+        response = call(client, method, path.format(job=job_id, bulk=1, audience=1), raw,
+                        **kwargs)
         assert envelope_ok(response, 401)["message"] == f"The API token is {case}."
     assert db.session.get(Job, job_id) is not None  # kill did nothing
 

@@ -137,14 +137,20 @@ def test_every_api_route_takes_junk_in_every_id_and_parameter(app, client, token
             job_id = envelope_ok(new_job(client, raw, auth_id), 201)["data"]["id"]
             good = rule.rule.replace("<int:job_id>", str(job_id)).replace(
                 "<workflow>", "send_stream").replace("<stream>", "events").replace(
-                "<int:import_id>", "1")
+                "<int:import_id>", "1").replace("<id_or_slug>", "1").replace(
+                "<field>", "email").replace("<path:value>", "a@x.io")
             attempts = [(good, {name: junk}) for name in QUERY for junk in JUNK]
             if "<int:job_id>" in rule.rule:
                 attempts += [(rule.rule.replace("<int:job_id>", junk or "x").replace(
                     "<workflow>", "send_stream"), {}) for junk in JUNK]
-            for part in ("<int:import_id>", "<stream>"):
+            for part in ("<int:import_id>", "<stream>", "<id_or_slug>"):
                 if part in rule.rule:
                     attempts += [(rule.rule.replace(part, junk or "x"), {}) for junk in JUNK]
+            if "<field>" in rule.rule:
+                attempts += [(rule.rule.replace("<field>", junk or "x").replace(
+                    "<path:value>", "a@x.io"), {}) for junk in JUNK]
+                attempts += [(rule.rule.replace("<field>", "email").replace(
+                    "<path:value>", junk or "x"), {}) for junk in JUNK]
             if "<workflow>" in rule.rule:
                 attempts += [(re.sub("<workflow>", junk or "x", rule.rule).replace(
                     "<int:job_id>", str(job_id)), {}) for junk in JUNK]

@@ -173,6 +173,7 @@ def _good_values(world: dict[str, int]) -> dict[str, str]:
         "frame": "7d", "kind": "error", "q": "x", "sort": "name", "dir": "asc",
         "status": "paused", "type": "import", "provider": "faults", "user": str(world["admin"]),
         "object_type": "job", "action": "pause", "edit": "1", "value": "A name",
+        "field": "plan", "op": "equals", "match": "any", "slug": "", "remove": "0", "add": "",
         "name": "A name", "description": "Words", "label": "A label", "state": "s",
         "code": "c", "next": "/jobs/new/", "category": "Files", "completed": "1",
         "count": "3", "ratio": "0.5", "limits.daily": "5", "title": "t",
@@ -187,9 +188,9 @@ def _good_values(world: dict[str, int]) -> dict[str, str]:
 
 def _world(owner, admin, world: dict[str, int]) -> dict[str, int]:
     """The rows the routes act on, made again when a request deleted one."""
-    from portal import tokens, vault
+    from portal import audiences, tokens, vault
     from portal.datastore import store_upload, write_messages
-    from portal.models import AccessToken, Authorization, Draft, Job, Upload
+    from portal.models import AccessToken, Audience, Authorization, Draft, Job, Upload
     from portal.models.types import utcnow
     from providers.base import OutMessage
 
@@ -212,6 +213,10 @@ def _world(owner, admin, world: dict[str, int]) -> dict[str, int]:
     if db.session.get(Upload, world.get("upload", 0)) is None:
         world["upload"] = store_upload("p.csv", b"email,ts\na@x.io,2024-01-01\n", by=admin)[0].id
         write_messages("s", [OutMessage("k", utcnow(), {"a": 1})], source="test")
+    if db.session.get(Audience, world.get("audience", 0)) is None:
+        cleaned, _ = audiences.check({"name": f"Pros {len(world)}", "conditions": [
+            {"field": "a", "op": "gt", "value": 0}]})
+        world["audience"] = audiences.create(cleaned, by=owner).id
     if db.session.get(AccessToken, world.get("token", 0)) is None:
         world["token"] = tokens.create(name="t", description="", role="viewer", days=None,
                                        by=admin)[0].id
@@ -225,7 +230,8 @@ def _world(owner, admin, world: dict[str, int]) -> dict[str, int]:
 # credentials that pass).
 PATH_VALUES = {"field": "name", "action": "pause", "fmt": "ndjson", "name": "s",
                "workflow": "script", "stream": "s", "import_id": "1",
-               "filename": "portal.css", "method_key": "bearer"}
+               "filename": "portal.css", "method_key": "bearer", "id_or_slug": "pros",
+               "value": "a@x.io"}
 READ: dict[tuple, list[str]] = {}  # the parameters each route read, by role and method
 INT_SEGMENT = re.compile(r"<int(?:\([^)]*\))?:(\w+)>")
 
@@ -252,6 +258,7 @@ def _targets(app, world: dict[str, int]) -> list[tuple[str, str, dict[str, str],
 def _path(rule, path_values: dict[str, str], world: dict[str, int],
           junk_arg: str = "", junk: str = "") -> str:
     values = {"job_id": world["job"], "draft_id": world["draft"], "token_id": world["token"],
+              "audience_id": world["audience"],
               "authorization_id": world["authorization"], **PATH_VALUES, **path_values}
     path = rule.rule
     for arg in rule.arguments:

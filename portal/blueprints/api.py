@@ -4,6 +4,8 @@ Token auth only (`Authorization: <token>` or `Bearer <token>`): no session cooki
 and no CSRF token asked for. Every answer is the envelope {data, status, message}; an error
 adds {"error": {code, message, details}}. The views parse, call the domain code the UI
 calls (portal.apijobs, portal.jobs, portal.vault), and dump through portal.apischemas.
+The data plane's routes (streams, collect, bulk imports, audiences, entities) are in
+portal/blueprints/api_data.py, on the same blueprint.
 """
 
 from __future__ import annotations
@@ -18,11 +20,11 @@ from marshmallow import Schema, ValidationError
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from portal import apijobs, bulk, jobs, params, throttle, tokens, vault
+from portal import apijobs, jobs, params, throttle, tokens, vault
 from portal import apischemas as s
 from portal.extensions import db
 from portal.lifecycle import IllegalTransition, Status
-from portal.models import Authorization, Job, JobEvent, Stream
+from portal.models import Authorization, Job, JobEvent
 from portal.models.types import utcnow
 from providers import CATALOG, get_provider
 
@@ -401,7 +403,7 @@ def all_logs():
     return answer([s.log_data(row) for row in rows], next=str(rows[-1].id) if more else None)
 
 
-# --- providers, authorizations, streams ----------------------------------------------------
+# --- providers, authorizations -------------------------------------------------------------
 
 @bp.get("/provider")
 @documented("Providers with their auth methods and job types", response=s.ProviderListEnvelope)
@@ -448,81 +450,6 @@ def auth_create(body: dict[str, Any]):
     return answer(s.auth_data(authorization), 201, "created")
 
 
-@bp.get("/stream")
-@documented("Streams with their message counts", response=s.StreamListEnvelope)
-def stream_list():
-    """Streams, by name."""
-    rows = db.session.execute(  # the running totals write_messages keeps, not a count
-        select(Stream.name, Stream.message_count, Stream.last_event_at)
-        .order_by(Stream.name)).all()
-    return answer([s.StreamOut().dump({"name": name, "messages": count,
-                                       "last_message_at": last})
-                   for name, count, last in rows])
-
-
-# --- Data in: real-time messages and bulk imports (portal/bulk.py) ---------------------------
-
-def _bulk_answer(work: Callable[[], Any]) -> Any:
-    """What bulk's checks refuse, as the API's errors (400, 413, 415, 503, 404)."""
-    try:
-        return work()
-    except bulk.BulkError as exc:
-        db.session.rollback()
-        raise ApiError(exc.status, exc.code, exc.message, exc.details) from None
-    except bulk.UnknownImport as exc:
-        raise ApiError(404, "not_found", str(exc)) from None
-
-
-@bp.post("/collect/json/<stream>")
-@documented("Send real-time messages (an object or an array of objects) to a stream; "
-            "written by the realtime queue", role="operator", status=202,
-            query={"timestamp_field": "the field holding each message's event time"})
-def collect_json(stream: str):
-    """Real-time messages: checked here, written on the `realtime` queue."""
-    if request.mimetype != "application/json":
-        raise ApiError(415, "unsupported_media_type", "Send the messages as application/json.")
-    try:
-        payload = request.get_json(silent=True)
-    except RecursionError:
-        payload = None
-    if payload is None:
-        raise ApiError(400, "invalid_json", "The body is not JSON (or is nested too deeply).")
-    queued = _bulk_answer(lambda: bulk.collect(
-        stream, payload, source="collect",
-        timestamp_field=request.args.get("timestamp_field", "")))
-    return answer(queued, 202, "accepted")
-
-
-@bp.post("/collect/bulk/<stream>")
-@documented("Bulk import: CSV, a JSON array or NDJSON (gzip allowed), streamed to the "
-            "backfill queue; read the import back with GET /import/<id>", role="operator",
-            status=202, query={"timestamp_field": "the field holding each row's event time",
-                               "dryrun": "true: check and report, write nothing",
-                               "delimiter": "a CSV's delimiter (default ,)",
-                               "droperrors": "true: skip bad rows and report them"})
-def collect_bulk(stream: str):
-    """A bulk import: the body is spooled as it arrives (never whole in memory), then read
-    by a worker on the `backfill` queue."""
-    limit = bulk.body_limit()
-    if request.content_length is not None and request.content_length > limit:
-        refused = bulk.TooLarge(limit)
-        raise ApiError(refused.status, refused.code, refused.message, refused.details)
-    args = request.args
-    received = _bulk_answer(lambda: bulk.receive(
-        stream, request.stream, content_type=request.headers.get("Content-Type"),
-        content_encoding=request.headers.get("Content-Encoding"),
-        timestamp_field=args.get("timestamp_field", ""), delimiter=args.get("delimiter", ","),
-        dryrun=args.get("dryrun", "false"), droperrors=args.get("droperrors", "false"),
-        source="api", max_bytes=limit))
-    return answer(bulk.import_status(received.id), 202, "accepted")
-
-
-@bp.get("/import/<int:import_id>")
-@documented("A bulk import: status, row counts and errors with line numbers")
-def import_get(import_id: int):
-    return answer(_bulk_answer(lambda: bulk.import_status(import_id)))
-
-
 @bp.get("/openapi.json")
 @documented("This document")
 def openapi():
@@ -530,3 +457,7 @@ def openapi():
     from portal import apidoc
 
     return jsonify(apidoc.build(current_app))
+
+
+# Streams, collect, bulk imports, audiences and entities register on `bp` there.
+from portal.blueprints import api_data  # noqa: E402,F401

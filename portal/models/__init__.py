@@ -1,5 +1,6 @@
 """All models, one module per aggregate; importing this registers every table."""
 
+from portal.models.audiences import Audience
 from portal.models.audit import AuditEntry
 from portal.models.data import BulkImport, Message, Stream, StreamField, Upload
 from portal.models.jobs import (
@@ -15,8 +16,8 @@ from portal.models.tokens import AccessToken
 from portal.models.users import ROLES, User
 from portal.models.vault import Authorization, AuthorizationVersion
 
-__all__ = ["ROLES", "AccessToken", "AuditEntry", "Authorization", "AuthorizationVersion",
-           "BulkImport", "Draft", "Job",
+__all__ = ["ROLES", "AccessToken", "Audience", "AuditEntry", "Authorization",
+           "AuthorizationVersion", "BulkImport", "Draft", "Job",
            "JobConfigVersion",
            "JobEvent", "JobRun", "JobStatusCount", "Message", "Profile", "ProfileAttribute",
            "ProfileIdentity", "Stream", "StreamField", "Upload", "User"]
