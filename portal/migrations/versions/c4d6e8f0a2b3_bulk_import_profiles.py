@@ -1,7 +1,7 @@
 """bulk_imports: where building profiles from an import's messages has got to
 
 Revision ID: c4d6e8f0a2b3
-Revises: b3c5d7e9f1a2
+Revises: c4e6a8b0d2f3
 Create Date: 2026-11-30 00:30:00
 
 A bulk import writes its rows first and builds profiles from them afterwards, a batch at a
@@ -16,7 +16,7 @@ from portal.models.types import UTCDateTime
 
 # revision identifiers, used by Alembic.
 revision = 'c4d6e8f0a2b3'
-down_revision = 'b3c5d7e9f1a2'
+down_revision = 'c4e6a8b0d2f3'
 branch_labels = None
 depends_on = None
 
