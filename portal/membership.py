@@ -26,7 +26,7 @@ from sqlalchemy import delete, func, insert, select
 from portal import audiences
 from portal.extensions import db
 from portal.models import ExportMember, ProfileAttribute
-from providers.base import AudienceChanges, ConfigError, Member
+from providers.base import AudienceChanges, ConfigError, Member, MembersPage
 
 IDENTIFIER_MAX = 255
 CHUNK = 500
@@ -51,13 +51,40 @@ def _fields(profile_ids: list[int]) -> dict[int, dict[str, Any]]:
     return found
 
 
-def changes(job_id: int, audience_slug: str, *, identifier: str, after_profile_id: int,
-            limit: int) -> AudienceChanges:
-    """The next window of the audience against the job's stored membership (see above)."""
+def _audience(audience_slug: str):
     audience = audiences.by_slug(audience_slug)
     if audience is None:
         raise ConfigError(f"there is no audience '{audience_slug}' (any more); choose "
                           "another in the job's configuration", code="audience_missing")
+    return audience
+
+
+def _usable(value: str | None) -> str | None:
+    return value if value and len(value) <= IDENTIFIER_MAX else None
+
+
+def members_page(audience_slug: str, *, identifier: str, after_profile_id: int,
+                 limit: int) -> MembersPage:
+    """The next window of the audience's members as they are now, with their attributes."""
+    audience = _audience(audience_slug)
+    current = audiences.members(audience, identifier=identifier,
+                                after_profile_id=after_profile_id, limit=max(1, limit))
+    complete = len(current) < max(1, limit)
+    through = current[-1][0] if current else after_profile_id
+    usable = [(profile_id, _usable(value)) for profile_id, value in current]
+    fields = _fields([profile_id for profile_id, value in usable if value is not None])
+    return MembersPage(
+        audience=audience.slug,
+        members=[Member(profile_id, value, fields[profile_id])
+                 for profile_id, value in usable if value is not None],
+        omitted=sum(value is None for _, value in usable), through=through,
+        complete=complete)
+
+
+def changes(job_id: int, audience_slug: str, *, identifier: str, after_profile_id: int,
+            limit: int) -> AudienceChanges:
+    """The next window of the audience against the job's stored membership (see above)."""
+    audience = _audience(audience_slug)
     limit = max(1, limit)
     current = audiences.members(audience, identifier=identifier,
                                 after_profile_id=after_profile_id, limit=limit)
@@ -71,8 +98,7 @@ def changes(job_id: int, audience_slug: str, *, identifier: str, after_profile_i
         stored = [row for row in stored if row[0] <= through]
     else:
         through = max([after_profile_id, *(row[0] for row in current + stored)])
-    now = {profile_id: (value if value and len(value) <= IDENTIFIER_MAX else None)
-           for profile_id, value in current}
+    now = {profile_id: _usable(value) for profile_id, value in current}
     held = dict(stored)
     added_ids = [profile_id for profile_id, value in now.items()
                  if value is not None and held.get(profile_id) != value]

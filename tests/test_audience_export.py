@@ -175,3 +175,23 @@ def test_windows_stay_bounded_when_many_members_left(app, owner):
         after = window.through
     assert sorted(removed) == sorted(f"p{n}@example.com" for n in range(6))
     assert membership.exported_count(job.id) == 0
+
+
+def test_a_members_page_lists_the_audience_as_it_is_now(app, owner):
+    say(*PEOPLE, {"email": "dee@example.com", "plan": "pro"})
+    audience = make_audience(owner, [{"field": "plan", "op": "equals", "value": "pro"}])
+    first = membership.members_page(audience.slug, identifier="email", after_profile_id=0,
+                                    limit=2)
+    assert [member.identifier for member in first.members] == ["ann@example.com"]
+    assert first.omitted == 1 and not first.complete  # user 7 has no email
+    assert first.members[0].fields["city"] == "Oslo"
+    rest = membership.members_page(audience.slug, identifier="email",
+                                   after_profile_id=first.through, limit=2)
+    assert [member.identifier for member in rest.members] == [
+        "cy@example.com", "dee@example.com"]
+    assert rest.omitted == 0
+    last = membership.members_page(audience.slug, identifier="email",
+                                   after_profile_id=rest.through, limit=2)
+    assert last.members == [] and last.complete
+    with pytest.raises(ConfigError, match="no audience"):
+        membership.members_page("gone", identifier="email", after_profile_id=0, limit=2)

@@ -39,6 +39,7 @@ from providers.base import (
     AuthError,
     ConfigError,
     InMessage,
+    MembersPage,
     OutMessage,
     ProviderError,
     RateLimited,
@@ -109,6 +110,11 @@ class _Source:
                          limit: int) -> AudienceChanges:
         return membership.changes(self.job_id, audience, identifier=identifier,
                                   after_profile_id=after_profile_id, limit=limit)
+
+    def audience_members(self, audience: str, *, identifier: str, after_profile_id: int,
+                         limit: int) -> MembersPage:
+        return membership.members_page(audience, identifier=identifier,
+                                       after_profile_id=after_profile_id, limit=limit)
 
     def audience_sent(self, changes: AudienceChanges) -> None:
         membership.record(self.job_id, changes)
