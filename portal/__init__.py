@@ -38,7 +38,7 @@ def _sqlite_pragmas(dbapi_connection, _record) -> None:
                     path = Path(filename + suffix)
                     tighten(path, warn=path.exists() and path.stat().st_size > 0)
         cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=15000")
+        cursor.execute("PRAGMA busy_timeout=15000")  # datastore.SQLITE_LOCK_WAIT_SECONDS
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.execute("PRAGMA synchronous=NORMAL")
         cursor.close()

@@ -139,6 +139,54 @@ class StreamOut(Schema):
     last_message_at = fields.DateTime(allow_none=True)
 
 
+class CollectOut(Schema):
+    id = fields.String(metadata={"description": "The real-time write's task id."})
+    stream = fields.String()
+    messages = fields.Integer()
+
+
+class ImportRows(Schema):
+    read = fields.Integer()
+    written = fields.Integer()
+    duplicates = fields.Integer(metadata={"description": "There already (same row sent "
+                                                         "before)."})
+    rejected = fields.Integer()
+
+
+class ImportError_(Schema):
+    row = fields.Integer(allow_none=True)
+    line = fields.Integer(allow_none=True)
+    message = fields.String()
+
+
+class ImportProfiles(Schema):
+    status = fields.String(metadata={"description": "none (nothing written), waiting (rows "
+                                                    "still being written), building, built"})
+    messages = fields.Integer(metadata={"description": "Messages folded into profiles."})
+    of = fields.Integer(metadata={"description": "Messages the import wrote."})
+
+
+class ImportOut(Schema):
+    id = fields.Integer()
+    stream = fields.String()
+    status = fields.String(metadata={"description": "queued, running, completed, failed"})
+    format = fields.String()
+    gzip = fields.Boolean()
+    dryrun = fields.Boolean()
+    droperrors = fields.Boolean()
+    timestamp_field = fields.String()
+    delimiter = fields.String()
+    size = fields.Integer(metadata={"description": "Bytes received."})
+    rows = fields.Nested(ImportRows)
+    profiles = fields.Nested(ImportProfiles)
+    errors = fields.List(fields.Nested(ImportError_), metadata={
+        "description": "The first problems, with their line (CSV, NDJSON) or element."})
+    message = fields.String()
+    created_at = fields.DateTime()
+    started_at = fields.DateTime(allow_none=True)
+    finished_at = fields.DateTime(allow_none=True)
+
+
 class ConditionIn(_Strict):
     field = fields.String(required=True, metadata={"description": "A profile field."})
     op = fields.String(required=True, metadata={
@@ -220,6 +268,8 @@ StreamListEnvelope = envelope(fields.List(fields.Nested(StreamOut)), "StreamList
 AudienceEnvelope = envelope(fields.Nested(AudienceOut), "AudienceEnvelope")
 AudienceListEnvelope = envelope(fields.List(fields.Nested(AudienceOut)), "AudienceListEnvelope")
 EntityEnvelope = envelope(fields.Nested(EntityOut), "EntityEnvelope")
+CollectEnvelope = envelope(fields.Nested(CollectOut), "CollectEnvelope")
+ImportEnvelope = envelope(fields.Nested(ImportOut), "ImportEnvelope")
 
 
 # --- objects as the API shows them ---------------------------------------------------

@@ -37,8 +37,10 @@ from typing import IO, Any
 from flask import current_app
 from redis.exceptions import RedisError
 from rq import Queue
-from sqlalchemy import update
+from rq.job import Job
+from sqlalchemy import select, update
 
+from portal import profiles
 from portal.bulk_formats import (
     GZIP_MAGIC,
     Body,
@@ -49,9 +51,9 @@ from portal.bulk_formats import (
     read_rows,
     value_problem,
 )
-from portal.datastore import write_messages
+from portal.datastore import store_messages, with_quick_lock, write_messages
 from portal.extensions import db
-from portal.models import BulkImport
+from portal.models import BulkImport, Message
 from portal.models.types import utcnow
 from portal.queues import redis_connection
 from providers.base import OutMessage
@@ -293,10 +295,25 @@ def import_status(import_id: Any) -> dict[str, Any]:
         "delimiter": found.delimiter, "size": found.size,
         "rows": {"read": found.rows_read, "written": found.rows_written,
                  "duplicates": found.duplicates, "rejected": found.rejected},
+        "profiles": _profiles_status(found),
         "errors": list(found.errors or []), "message": found.message,
         "created_at": when(found.created_at), "started_at": when(found.started_at),
         "finished_at": when(found.finished_at),
     }
+
+
+def _profiles_status(found: BulkImport) -> dict[str, Any]:
+    """How far building profiles from the import's rows has come: "none" (it wrote
+    nothing), "waiting" (rows still being written), "building" or "built"."""
+    if found.last_message_id is None:
+        state = "none"
+    elif found.profiles_finished_at is not None:
+        state = "built"
+    elif found.status in ("queued", "running"):
+        state = "waiting"
+    else:
+        state = "building"
+    return {"status": state, "messages": found.profiled, "of": found.rows_written}
 
 
 # --- Processing (on the backfill queue) ---------------------------------------------------
@@ -344,9 +361,95 @@ def process_import(import_id: int) -> str:
         Path(path).unlink(missing_ok=True)
         upload.spool_path = None
         status = upload.status
+        pending = profiles_pending(upload)
         db.session.commit()
         db.session.remove()  # no transaction left open on the worker's connection
+    if pending:  # what it wrote goes into the profiles, whether it completed or not
+        queue_profiles(import_id)
     return status
+
+
+# --- Profiles from what an import wrote (on the backfill queue) ----------------------------
+
+def profiles_pending(upload: BulkImport) -> bool:
+    return upload.last_message_id is not None and upload.profiles_finished_at is None
+
+
+def queue_profiles(import_id: int) -> bool:
+    """Put build_profiles for this import on the backfill queue (one task per import: the
+    id is fixed). False when Redis did not answer: the dispatcher tries again later."""
+    try:
+        Queue("backfill", connection=redis_connection()).enqueue(
+            "portal.bulk.build_profiles", import_id, job_id=f"bulk-profiles-{import_id}",
+            result_ttl=3600, failure_ttl=24 * 3600, job_timeout=-1,
+            description=f"build profiles from bulk import {import_id}")
+    except RedisError as exc:
+        log.warning("profiles of bulk import %s not queued: %s", import_id, exc)
+        return False
+    return True
+
+
+def profile_batch_size() -> int:
+    """Messages folded into the profiles per transaction: PORTAL_BULK_PROFILE_BATCH_SIZE,
+    else 2,000 on PostgreSQL and 100 on SQLite (where a real-time write waits for it)."""
+    if size := current_app.config.get("PORTAL_BULK_PROFILE_BATCH_SIZE"):
+        return max(1, int(size))
+    return 100 if db.session.get_bind().dialect.name == "sqlite" else 2000
+
+
+def build_profiles(import_id: int) -> int:
+    """The RQ task after an import has written its rows: fold them into the profiles in
+    id order, one transaction per batch, keeping how far it got, so a worker that dies
+    leaves the rest to the next run (folding a message twice changes nothing). Returns how
+    many messages it folded."""
+    upload = db.session.get(BulkImport, import_id)
+    folded = 0
+    try:
+        if upload is None or not profiles_pending(upload):
+            return 0
+        size, source = profile_batch_size(), f"import:{upload.id}"
+        while True:
+            yield_to_realtime()
+            after = max(upload.profiled_through, upload.first_message_id - 1)
+            rows = db.session.execute(
+                select(Message.id, Message.stream_id, Message.event_time, Message.payload)
+                .where(Message.id > after, Message.id <= upload.last_message_id,
+                       Message.source == source)
+                .order_by(Message.id).limit(size)).all()
+            if not rows:
+                break
+            profiles.apply([profiles.Fact(row.id, row.stream_id, row.event_time, row.payload)
+                            for row in rows])
+            upload.profiled_through = rows[-1].id
+            upload.profiled += len(rows)
+            folded += len(rows)
+            db.session.commit()
+        upload.profiles_finished_at = utcnow()
+        db.session.commit()
+        return folded
+    finally:
+        db.session.remove()
+
+
+def queue_pending_profiles() -> int:
+    """For the dispatcher: queue build_profiles again for every finished import whose
+    profiles are not built and whose task is neither queued nor running (Redis lost it, or
+    it could not be queued). Returns how many it queued."""
+    waiting = db.session.scalars(select(BulkImport.id).where(
+        BulkImport.status.in_(("completed", "failed")),
+        BulkImport.last_message_id.is_not(None),
+        BulkImport.profiles_finished_at.is_(None))).all()
+    if not waiting:
+        return 0
+    connection = redis_connection()
+    queued = 0
+    for import_id in waiting:
+        task = Job.fetch_many([f"bulk-profiles-{import_id}"], connection=connection)[0]
+        if task is not None and task.get_status(refresh=False) in (
+                "queued", "started", "deferred", "scheduled"):
+            continue
+        queued += queue_profiles(import_id)
+    return queued
 
 
 def _process(upload: BulkImport) -> None:
@@ -403,11 +506,19 @@ def _process(upload: BulkImport) -> None:
     def flush() -> None:
         nonlocal written, duplicates
         yield_to_realtime()
-        added, omitted = write_messages(upload.stream, batch, source=source)
-        written += added
-        duplicates += omitted
+        stored = store_messages(upload.stream, batch, source=source)
+        written += len(stored.facts)
+        duplicates += stored.omitted
+        values: dict[str, Any] = {"rows_written": written, "duplicates": duplicates}
+        if ids := stored.ids:  # the range build_profiles reads back
+            values["first_message_id"] = min(ids + ([upload.first_message_id]
+                                                    if upload.first_message_id else []))
+            values["last_message_id"] = max(ids + ([upload.last_message_id]
+                                                   if upload.last_message_id else []))
+            upload.first_message_id = values["first_message_id"]
+            upload.last_message_id = values["last_message_id"]
         db.session.execute(update(BulkImport).where(BulkImport.id == upload.id).values(
-            rows_written=written, duplicates=duplicates))
+            **values).execution_options(synchronize_session=False))
         db.session.commit()
         batch.clear()
 
@@ -483,12 +594,16 @@ def collect(stream: str, payload: Any, *, source: str = "collect",
 def write_collected(stream: str, messages: list[dict[str, Any]], times: list[datetime],
                     source: str, key: str) -> int:
     """The realtime task: write what collect() checked; a retry writes nothing twice."""
-    try:
+    def write() -> int:
         added, _omitted = write_messages(stream, [
             OutMessage(f"{key}:{position}", moment.astimezone(UTC), message)
             for position, (message, moment) in enumerate(zip(messages, times, strict=True))
         ], source=source)
         db.session.commit()
+        return added
+
+    try:
+        added = with_quick_lock(write)
     finally:
         db.session.remove()
         try:

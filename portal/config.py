@@ -127,6 +127,7 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         # and the rows written per transaction (0: 5,000 on PostgreSQL, 500 on SQLite).
         "PORTAL_BULK_MAX_MB": _int("PORTAL_BULK_MAX_MB", 1024),
         "PORTAL_BULK_BATCH_SIZE": _int("PORTAL_BULK_BATCH_SIZE", 0),
+        "PORTAL_BULK_PROFILE_BATCH_SIZE": _int("PORTAL_BULK_PROFILE_BATCH_SIZE", 0),
         # The most columns an uploaded CSV (or fields an NDJSON file) may have.
         "PORTAL_MAX_COLUMNS": _int("PORTAL_MAX_COLUMNS", 2000),
         "PORTAL_LEASE_SECONDS": _int("PORTAL_LEASE_SECONDS", 30),

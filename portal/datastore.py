@@ -5,15 +5,17 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import time
 from collections import Counter
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 from sqlalchemy import String, case, cast, delete, or_, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import IntegrityError, OperationalError
 
 from portal import audit, profiles
 from portal.extensions import db
@@ -27,6 +29,7 @@ from providers.base import ConfigError, InMessage, OutMessage, StoredFile
 from providers.files import FileCheck, FileInfo, RecordError, check_file, inspect
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 # How long the result of checking an upload is kept (uploads never change: the key holds
 # the file's hash and the settings that decide how it reads).
 CHECK_KEPT_SECONDS = 24 * 3600
@@ -168,7 +171,31 @@ def _without_nul(value):
 def write_messages(stream_name: str, messages: Iterable[OutMessage], *, source: str) -> tuple[
     int, int
 ]:
-    """Add messages to a stream, skipping any whose dedupe key it holds; (added, omitted).
+    """Add messages to a stream, skipping any whose dedupe key it holds, and fold the new
+    ones into the profiles; (added, omitted)."""
+    stored = store_messages(stream_name, messages, source=source)
+    if stored.facts:
+        profiles.apply(stored.facts)
+    return len(stored.facts), stored.omitted
+
+
+@dataclass(frozen=True)
+class Stored:
+    """What store_messages wrote: the new messages as profiles read them, and how many it
+    skipped as duplicates."""
+
+    facts: list[profiles.Fact]
+    omitted: int
+
+    @property
+    def ids(self) -> list[int]:
+        return [fact.message_id for fact in self.facts]
+
+
+def store_messages(stream_name: str, messages: Iterable[OutMessage], *, source: str) -> Stored:
+    """Add messages to a stream, skipping any whose dedupe key it holds, and keep the
+    stream's totals; profiles are left to the caller (write_messages folds them in at once,
+    a bulk import afterwards, a batch at a time: portal.bulk.build_profiles).
 
     The stream's unique (stream_id, dedupe_key) index decides what is there already
     (INSERT ... ON CONFLICT DO NOTHING RETURNING the rows it inserted): no lookup first,
@@ -177,7 +204,7 @@ def write_messages(stream_name: str, messages: Iterable[OutMessage], *, source: 
     writers."""
     batch = {message.dedupe_key: message for message in messages}
     if not batch:
-        return 0, 0
+        return Stored([], 0)
     stream = get_or_create_stream(stream_name)
     now = utcnow()
     rows = [
@@ -200,9 +227,36 @@ def write_messages(stream_name: str, messages: Iterable[OutMessage], *, source: 
     added = [row for row in rows if row["dedupe_key"] in ids]
     if added:
         _count(stream, added, now)
-        profiles.apply([profiles.Fact(ids[row["dedupe_key"]], stream.id, row["event_time"],
-                                      row["payload"]) for row in added])
-    return len(added), len(batch) - len(added)
+    return Stored([profiles.Fact(ids[row["dedupe_key"]], stream.id, row["event_time"],
+                                 row["payload"]) for row in added], len(batch) - len(added))
+
+
+# How long a write waits for SQLite's write lock in all (the connection's busy_timeout).
+SQLITE_LOCK_WAIT_SECONDS = 15.0
+
+
+def with_quick_lock(work: Callable[[], T]) -> T:
+    """Run `work` (which writes and commits) so that, on SQLite, it takes the write lock
+    within a millisecond of its release: SQLite's own busy handler backs off up to 25-100
+    ms per sleep, so a short write waiting behind a bulk batch of 20 ms would often wait
+    twice that. Here the wait is a retry every millisecond of the whole transaction (it
+    has written nothing while it waits: the lock is the first thing its first write
+    takes). Elsewhere, `work()` as it is."""
+    if db.session.get_bind().dialect.name != "sqlite":
+        return work()
+    deadline = time.monotonic() + SQLITE_LOCK_WAIT_SECONDS
+    while True:
+        raw = db.session.connection().connection.driver_connection
+        raw.execute("PRAGMA busy_timeout=0")
+        try:
+            return work()
+        except OperationalError as exc:
+            db.session.rollback()
+            if "locked" not in str(exc.orig) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.001)
+        finally:
+            raw.execute(f"PRAGMA busy_timeout={int(SQLITE_LOCK_WAIT_SECONDS * 1000)}")
 
 
 def _count(stream: Stream, rows: list[dict], now) -> None:

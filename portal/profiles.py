@@ -30,7 +30,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from flask import current_app
-from sqlalchemy import ARRAY, String, cast, delete, func, insert, select, text, update
+from sqlalchemy import ARRAY, String, cast, delete, func, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from portal.extensions import db
@@ -151,26 +151,53 @@ def _naive_utc(value: datetime) -> datetime:
     return value.astimezone(UTC).replace(tzinfo=None)
 
 
-def _upsert_attributes(rows: list[dict[str, Any]]) -> None:
+# An attribute value to write: (profile_id, name, value, event_time, stream_id, message_id).
+AttributeRow = tuple[int, str, Any, datetime, int, int]
+
+
+def _upsert_attributes(rows: list[AttributeRow]) -> None:
     """Write attribute values where none is stored or the stored one is older (same event
     time: lower message id). `rows` hold each (profile_id, name) once."""
     if not rows:
         return
     # One order for every writer, so two of them never wait on each other's rows crosswise.
-    rows = sorted(rows, key=lambda row: (row["profile_id"], row["name"]))
+    rows = sorted(rows, key=lambda row: (row[0], row[1]))
+    # Each message's time converted once, not once per attribute.
+    times = {moment: _naive_utc(moment) for moment in {row[3] for row in rows}}
     if db.session.get_bind().dialect.name == "postgresql":
+        profile_ids, names, values, moments, stream_ids, message_ids = zip(*rows, strict=True)
         db.session.execute(POSTGRES_UPSERT, {
-            "profile_ids": [row["profile_id"] for row in rows],
-            "names": [row["name"] for row in rows],
-            "attribute_values": [json.dumps(row["value"], allow_nan=False) for row in rows],
-            "event_times": [_naive_utc(row["event_time"]) for row in rows],
-            "stream_ids": [row["stream_id"] for row in rows],
-            "message_ids": [row["message_id"] for row in rows]})
+            "profile_ids": list(profile_ids), "names": list(names),
+            "attribute_values": [json.dumps(value, allow_nan=False) for value in values],
+            "event_times": [times[moment] for moment in moments],
+            "stream_ids": list(stream_ids), "message_ids": list(message_ids)})
         return
+    as_stored = {moment: naive.isoformat(sep=" ", timespec="microseconds")
+                 for moment, naive in times.items()}
     db.session.execute(SQLITE_UPSERT, {"rows": json.dumps([
-        [row["profile_id"], row["name"], row["value"],
-         _naive_utc(row["event_time"]).isoformat(sep=" ", timespec="microseconds"),
-         row["stream_id"], row["message_id"]] for row in rows], allow_nan=False)})
+        [profile_id, name, value, as_stored[moment], stream_id, message_id]
+        for profile_id, name, value, moment, stream_id, message_id in rows], allow_nan=False)})
+
+
+# n new profiles in ONE statement (an executemany is a statement per row on SQLite, and a
+# multi-row VALUES is compiled afresh for every n); the ids come back in any order.
+NEW_PROFILES = {
+    "postgresql": text("INSERT INTO profiles (created_at) SELECT :now FROM "
+                       "generate_series(1, :n) RETURNING id"),
+    "sqlite": text("INSERT INTO profiles (created_at) SELECT :now FROM "
+                   "json_each(:slots) WHERE true RETURNING id"),
+}
+
+
+def _new_profiles(n: int) -> list[int]:
+    now = _naive_utc(utcnow())
+    if db.session.get_bind().dialect.name == "postgresql":
+        found = db.session.execute(NEW_PROFILES["postgresql"], {"now": now, "n": n})
+    else:
+        found = db.session.execute(NEW_PROFILES["sqlite"], {
+            "now": now.isoformat(sep=" ", timespec="microseconds"),
+            "slots": json.dumps([0] * n)})
+    return list(found.scalars())
 
 
 class _Merges:
@@ -194,7 +221,8 @@ class _Merges:
             ProfileAttribute.name, ProfileAttribute.value, ProfileAttribute.event_time,
             ProfileAttribute.stream_id, ProfileAttribute.message_id,
         ).where(ProfileAttribute.profile_id == loser)).all()
-        _upsert_attributes([{"profile_id": winner, **row._asdict()} for row in rows])
+        _upsert_attributes([(winner, row.name, row.value, row.event_time, row.stream_id,
+                             row.message_id) for row in rows])
         db.session.execute(delete(ProfileAttribute).where(ProfileAttribute.profile_id == loser))
         db.session.execute(update(ProfileIdentity).where(ProfileIdentity.profile_id == loser)
                            .values(profile_id=winner))
@@ -252,10 +280,7 @@ def apply(facts: list[Fact]) -> None:
     merges = _Merges()
     fresh = [group for group in groups.values() if not group["profiles"]]
     if fresh:
-        now = utcnow()
-        ids = db.session.execute(
-            insert(Profile).returning(Profile.id),  # any new id fits any new group
-            [{"created_at": now} for _ in fresh]).scalars().all()
+        ids = _new_profiles(len(fresh))  # any new id fits any new group
         for group, profile_id in zip(fresh, ids, strict=True):
             group["profiles"].add(profile_id)
             locked.add(profile_id)
@@ -290,8 +315,7 @@ def apply(facts: list[Fact]) -> None:
                 if kept is None or kept[0] < rank:
                     best[(survivor, name)] = (rank, value, fact.stream_id)
     _upsert_attributes([
-        {"profile_id": profile_id, "name": name, "value": value, "event_time": rank[0],
-         "message_id": rank[1], "stream_id": stream_id}
+        (profile_id, name, value, rank[0], stream_id, rank[1])
         for (profile_id, name), (rank, value, stream_id) in best.items()])
 
 

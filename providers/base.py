@@ -110,10 +110,65 @@ class InMessage:
     payload: dict[str, Any]
 
 
+@dataclass(frozen=True)
+class Member:
+    """A profile as an audience export sends it: its identifier (the value of the field
+    the destination keys people by, as text) and, for members to add, its attributes."""
+
+    profile_id: int
+    identifier: str
+    fields: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class AudienceChanges:
+    """One window of an audience against what this job last exported: members to add
+    (new, or their identifier changed), members to remove (gone, or their old identifier),
+    and how many members the window holds without an identifier (omitted). `through` is
+    the last profile id the window covers; `complete` says it reached the end."""
+
+    audience: str
+    added: list[Member]
+    removed: list[Member]
+    omitted: int
+    through: int
+    complete: bool
+
+
+@dataclass(frozen=True)
+class MembersPage:
+    """One window of an audience's members as they are now (for exports that send the
+    whole audience, and for enrichment): members with the identifier, each with its
+    attributes; how many in the window lack it (omitted); `through`, the last profile id
+    the window covers; `complete` when it reached the end."""
+
+    audience: str
+    members: list[Member]
+    omitted: int
+    through: int
+    complete: bool
+
+
 class Source(Protocol):
     def messages(self, stream: str, *, after_id: int, limit: int) -> list[InMessage]:
         """Up to `limit` messages of a stream with ids above `after_id`, oldest first;
         raises ConfigError when there is no such stream."""
+
+    def audience_changes(self, audience: str, *, identifier: str, after_profile_id: int,
+                         limit: int) -> AudienceChanges:
+        """The next window of up to `limit` members (profile ids above `after_profile_id`)
+        of the audience with this slug, compared with what this job last exported;
+        raises ConfigError when there is no such audience."""
+
+    def audience_members(self, audience: str, *, identifier: str, after_profile_id: int,
+                         limit: int) -> MembersPage:
+        """The next window of up to `limit` members of the audience as it is now (no
+        comparison with anything sent); raises ConfigError when there is no such
+        audience."""
+
+    def audience_sent(self, changes: AudienceChanges) -> None:
+        """Record that the destination took these changes: the job's exported membership
+        becomes the audience's, for the window. Committed with the unit of work."""
 
 
 class RunContext(Protocol):

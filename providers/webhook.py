@@ -1,6 +1,7 @@
 """Webhook: send the messages of a stream to an HTTP endpoint of yours, as JSON.
 
-Each unit POSTs the next batch of messages, oldest first:
+Two job types. "Send stream to webhook": each unit POSTs the next batch of messages,
+oldest first:
 
     {"stream": "signups", "messages": [
         {"id": 41, "event_time": "2024-05-01T12:00:00+00:00", "payload": {...}}, ...]}
@@ -9,6 +10,17 @@ with `Content-Type: application/json` and `Idempotency-Key: <stream>:<first id>-
 (a retry after a timeout sends the same batch again with the same key, so a receiver can
 drop a batch it already has). Any 2xx answer is success and the cursor moves past the
 batch; anything else keeps the cursor, and the batch is retried with backoff.
+
+"Send audience to webhook": each unit compares the next window of an audience's members
+(by profile id) with what the job last sent (portal/membership.py) and POSTs the changes:
+
+    {"audience": "vip", "identifier": "email",
+     "added": [{"profile_id": 7, "email": "a@example.com", "fields": {...}}, ...],
+     "removed": [{"profile_id": 9, "email": "b@example.com"}, ...]}
+
+A member whose identifier changed is removed by the old one and added by the new one;
+members without the identifier are counted as omitted and not sent. The Idempotency-Key
+is "<audience>:<hash of the document>". A window with no change sends nothing.
 
 Authorization is one of:
 
@@ -256,6 +268,82 @@ def run_send_stream(ctx: RunContext) -> WorkResult:
     )
 
 
+def run_send_audience(ctx: RunContext) -> WorkResult:
+    """One unit: compare the next window of the audience with what this job last sent and
+    POST the changes (none: no request); the window is recorded as sent on a 2xx."""
+    audience = ctx.config["audience"]
+    identifier = ctx.config.get("identifier") or DEFAULT_IDENTIFIER
+    size = max(1, min(int(ctx.config.get("batch_size") or DEFAULT_BATCH), MAX_BATCH))
+    cursor = dict(ctx.cursor or {})
+    after = int(cursor.get("after_profile_id", 0))
+    changes = ctx.source.audience_changes(audience, identifier=identifier,
+                                          after_profile_id=after, limit=size)
+    # A finished pass starts the next run from the first member again.
+    cursor["after_profile_id"] = 0 if changes.complete else changes.through
+    result = WorkResult(added=len(changes.added), removed=len(changes.removed),
+                        omitted=changes.omitted, cursor=cursor,
+                        more_now=not changes.complete)
+    counts = (f"{len(changes.added):,} added, {len(changes.removed):,} removed, "
+              f"{changes.omitted:,} omitted (no {identifier})")
+    if not changes.added and not changes.removed:
+        result.message = (f"Audience '{audience}': no change to send for profiles "
+                          f"{after + 1}–{changes.through}; {changes.omitted:,} omitted "
+                          f"(no {identifier})")
+        return result
+    document = {
+        "audience": changes.audience, "identifier": identifier,
+        "added": [{"profile_id": member.profile_id, identifier: member.identifier,
+                   "fields": member.fields} for member in changes.added],
+        "removed": [{"profile_id": member.profile_id, identifier: member.identifier}
+                    for member in changes.removed],
+    }
+    credentials = ctx.credentials or {}
+    # The same changes sent again (a retry after a timeout) carry the same key.
+    digest = hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode())
+    response = post(ctx.auth_method, credentials, document,
+                    headers={"Idempotency-Key": f"{audience}:{digest.hexdigest()[:32]}"})
+    ctx.source.audience_sent(changes)
+    result.message = (f"Audience '{audience}': {counts}; sent to "
+                      f"{_host(_url(credentials))}, it answered {response.status_code}")
+    return result
+
+
+DEFAULT_IDENTIFIER = "email"
+SEND_AUDIENCE_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["audience"],
+    "additionalProperties": False,
+    "x-order": ["audience", "identifier", "batch_size"],
+    "properties": {
+        "audience": {
+            "type": "string",
+            "title": "Audience",
+            "description": "Who is sent: each run sends the members who joined since the "
+            "last run and those who left.",
+            "pattern": "^[a-z0-9_-]{1,64}$",
+            "x-options": "audiences",
+        },
+        "identifier": {
+            "type": "string",
+            "title": "Identifier field",
+            "description": "The profile field the endpoint knows people by. Members "
+            "without it are omitted (counted, not sent).",
+            "pattern": "^[^\\s]{1,255}$",
+            "x-pattern-message": "Enter a field name, without spaces.",
+            "default": DEFAULT_IDENTIFIER,
+        },
+        "batch_size": {
+            "type": "integer",
+            "title": "Members per request",
+            "description": "At most this many members are compared, and their changes "
+            "sent, in one POST (1–1,000).",
+            "minimum": 1,
+            "maximum": MAX_BATCH,
+            "default": DEFAULT_BATCH,
+        },
+    },
+}
+
 SEND_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["stream"],
@@ -300,6 +388,19 @@ PROVIDER = Provider(
             run=run_send_stream,
             default_cadence="Every 15 minutes",
             default_schedule={"kind": "interval", "every_minutes": 15},
+            recurring=True,
+        ),
+        JobType(
+            key="send_audience",
+            name="Send audience to webhook",
+            kind="export",
+            description="Keeps your endpoint's copy of an audience up to date: each run "
+            "POSTs the members who joined (with their fields) and those who left since the "
+            "last run, in batches of JSON.",
+            config_schema=SEND_AUDIENCE_SCHEMA,
+            run=run_send_audience,
+            default_cadence="Every hour",
+            default_schedule={"kind": "interval", "every_minutes": 60},
             recurring=True,
         ),
     ),

@@ -114,7 +114,21 @@ def seed_more(app, owner_email: str) -> None:
         create_job(provider=webhook, job_type=webhook.job_type("send_stream"),
                    authorization=hook, name="Sign-ups to the CRM",
                    description="", config={"stream": "people"}, created_by=owner,
-                   schedule={"kind": "interval", "minutes": 15}, paused=True)
+                   schedule={"kind": "interval", "every_minutes": 15}, paused=True)
+        from portal import audiences
+
+        cleaned, errors = audiences.check({
+            "name": "Paying customers", "match": "all",
+            "description": "Everyone on a paid plan, for the CRM's nurture list.",
+            "conditions": [{"field": "plan", "op": "in", "value": ["pro", "team"]},
+                           {"field": "signed_up_at", "op": "gt", "value": "2026-03-01"}]})
+        assert not errors, errors
+        paying = audiences.create(cleaned, by=owner)
+        create_job(provider=webhook, job_type=webhook.job_type("send_audience"),
+                   authorization=hook, name="Paying customers to the CRM",
+                   description="", config={"audience": paying.slug, "identifier": "email"},
+                   created_by=owner, schedule={"kind": "interval", "every_minutes": 60},
+                   paused=True)
         job = db.session.get(Job, failed.id)
         job.status, job.terminal_at, job.error_count = "failed", now, 5
         job.error_streak_started_at = now - timedelta(hours=10)
@@ -210,7 +224,7 @@ def take(out: Path) -> None:
             page.wait_for_timeout(1500)  # Chart.js grows its bars for a second
             shot("summary", full=True)
             page.goto(f"{site}/jobs")
-            expect(page.locator("#jobs tbody tr")).to_have_count(4)
+            expect(page.locator("#jobs tbody tr")).to_have_count(5)
             shot("list")
             page.get_by_label("Select all jobs on this page").check()
             settled(page)
@@ -220,6 +234,14 @@ def take(out: Path) -> None:
             page.goto(f"{site}/data/streams/people")
             expect(page.locator("#messages")).to_be_visible()
             shot("data-stream")
+            page.goto(f"{site}/data")
+            shot("data")
+            page.goto(f"{site}/data/audiences/1")
+            expect(page.locator("#preview-members")).to_be_visible()
+            shot("audience", full=True)
+            page.goto(f"{site}/data/profiles?key=email&value=user4%40example.com")
+            expect(page.locator("#profile-attributes")).to_be_visible()
+            shot("find-a-user", full=True)
             browser.close()
     finally:
         if server is not None:

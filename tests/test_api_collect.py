@@ -8,6 +8,7 @@ import gzip
 
 from sqlalchemy import func, select
 
+from portal import apischemas
 from portal.extensions import db
 from portal.models import Message, Stream
 from tests.test_api import call, envelope_ok
@@ -34,6 +35,7 @@ def test_real_time_messages_are_written_by_the_realtime_queue(client, token_for,
                             raw, json=[{"email": "a@example.com", "at": "2024-05-01T09:00:00Z"},
                                        {"email": "b@example.com", "at": 1714554000}]), 202)
     assert body["data"]["messages"] == 2 and body["data"]["stream"] == "clicks"
+    assert not apischemas.CollectEnvelope().validate(body)
     # A message without the field named is refused whole, saying which message.
     refused = envelope_ok(call(client, "post", "/api/v2/collect/json/clicks?timestamp_field=at",
                                raw, json=[{"at": "2024-05-01T09:00:00Z"}, {"x": 1}]), 400)
@@ -56,10 +58,15 @@ def test_a_gzipped_bulk_csv_is_imported_and_read_back(client, token_for, work):
                             "?timestamp_field=signed_up_at", **{"Content-Encoding": "gzip"}), 202)
     import_id = body["data"]["id"]
     assert body["data"]["status"] == "queued" and body["data"]["gzip"] is True
+    assert body["data"]["profiles"] == {"status": "none", "messages": 0, "of": 0}
+    assert not apischemas.ImportEnvelope().validate(body)
     work()
-    status = envelope_ok(call(client, "get", f"/api/v2/import/{import_id}", raw), 200)["data"]
+    answer = envelope_ok(call(client, "get", f"/api/v2/import/{import_id}", raw), 200)
+    assert not apischemas.ImportEnvelope().validate(answer)
+    status = answer["data"]
     assert status["status"] == "completed", status
     assert status["rows"] == {"read": 30, "written": 30, "duplicates": 0, "rejected": 0}
+    assert status["profiles"] == {"status": "built", "messages": 30, "of": 30}
     messages = stored("people")
     assert len(messages) == 30 and messages[0].source == f"import:{import_id}"
     assert messages[0].event_time.isoformat() == "2024-03-01T10:00:00+00:00"

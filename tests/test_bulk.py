@@ -443,3 +443,150 @@ def test_collect_refuses_bad_messages_and_queues_nothing(app, work, payload, par
     assert caught.value.field == field and expected in caught.value.message
     assert not work()
     assert message_count() == 0
+
+
+# --- Profiles from a bulk import ------------------------------------------------------
+
+PEOPLE = (b"email,plan,ts\n"
+          b"a@example.com,free,2026-01-01T00:00:00Z\n"
+          b"b@example.com,pro,2026-01-01T00:00:00Z\n"
+          b"A@example.com,team,2026-01-03T00:00:00Z\n"
+          b"c@example.com,free,2026-01-01T00:00:00Z\n")
+
+
+def test_an_import_builds_profiles_after_writing_its_rows_a_batch_at_a_time(app, work):
+    from portal import profiles
+
+    app.config["PORTAL_BULK_PROFILE_BATCH_SIZE"] = 2
+    status = imported(work, PEOPLE, timestamp_field="ts")
+    assert status["status"] == "completed", status
+    assert status["profiles"] == {"status": "built", "messages": 4, "of": 4}
+    found = profiles.find("email", "a@example.com")
+    assert found is not None
+    plan = {attribute.name: attribute for attribute in found.attributes}["plan"]
+    assert plan.value == "team" and plan.source == f"import:{status['id']}"
+    # The same profiles rebuilding from the raw messages gives.
+    built = profiles.snapshot()
+    assert len(built) == 3
+    profiles.rebuild()
+    assert profiles.snapshot() == built
+
+
+def test_before_its_profiles_are_built_an_import_says_so_and_newer_data_still_wins(
+        app, work, redis_url):
+    """The rows are written, the profile task waits; a real-time message about the same
+    person with a newer event time arrives first and is not overwritten afterwards."""
+    from portal import profiles
+    from portal.datastore import write_messages
+    from providers.base import OutMessage
+
+    import_id = send(PEOPLE, timestamp_field="ts").id
+    assert bulk.process_import(import_id) == "completed"  # the write pass, no profiles yet
+    status = bulk.import_status(import_id)
+    assert status["profiles"] == {"status": "building", "messages": 0, "of": 4}
+    assert profiles.find("email", "b@example.com") is None
+    write_messages("live", [OutMessage("rt-1", datetime(2026, 2, 1, tzinfo=UTC),
+                                       {"email": "b@example.com", "plan": "enterprise"})],
+                   source="collect")
+    db.session.commit()
+    assert work()  # the queued build_profiles
+    status = bulk.import_status(import_id)
+    assert status["profiles"]["status"] == "built"
+    attributes = {a.name: a.value for a in profiles.find("email", "b@example.com").attributes}
+    assert attributes["plan"] == "enterprise"
+
+
+def test_a_lost_profile_task_is_queued_again_and_resumes_where_it_stopped(app, work, redis_url):
+    """Redis loses the task after part of the import's messages were folded in: the
+    dispatcher's sweep queues it again and it folds only the rest."""
+    from redis import Redis
+
+    from portal import profiles
+    from workers import dispatcher
+
+    import_id = send(PEOPLE, timestamp_field="ts").id
+    assert bulk.process_import(import_id) == "completed"
+    Redis.from_url(redis_url).flushdb()  # the queued build_profiles is gone
+    upload = db.session.get(BulkImport, import_id)
+    # As if a first run had folded the first two messages and then died.
+    first_two = messages()[:2]
+    profiles.apply([profiles.Fact(row.id, row.stream_id, row.event_time, row.payload)
+                    for row in first_two])
+    upload.profiled_through, upload.profiled = first_two[-1].id, 2
+    db.session.commit()
+    assert bulk.queue_pending_profiles() == 1
+    assert bulk.queue_pending_profiles() == 0  # queued already: not twice
+    assert work()
+    status = bulk.import_status(import_id)
+    assert status["profiles"] == {"status": "built", "messages": 4, "of": 4}
+    assert profiles.find("email", "c@example.com") is not None
+    # The dispatcher's once-a-minute pass has nothing left to queue.
+    assert dispatcher.bulk_profiles_due(datetime.now(UTC)) == 0
+
+
+def test_a_dry_run_or_a_rejected_import_has_no_profiles_to_build(app, work):
+    assert imported(work, PEOPLE, timestamp_field="ts", dryrun="true")["profiles"] == {
+        "status": "none", "messages": 0, "of": 0}
+    assert bulk.queue_pending_profiles() == 0
+
+
+# --- The real-time write and SQLite's write lock --------------------------------------
+
+def _hold_write_lock(app, seconds: float):
+    """Another connection holds SQLite's write lock for `seconds` (as a bulk batch does)."""
+    import sqlite3
+    import threading
+
+    path = db.engine.url.database
+    held = threading.Event()
+
+    def hold():
+        other = sqlite3.connect(path, timeout=30, isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")
+        held.set()
+        time.sleep(seconds)
+        other.execute("COMMIT")
+        other.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    held.wait(10)
+    return thread
+
+
+def test_a_real_time_write_waits_for_the_write_lock_and_then_writes(app):
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    from portal.datastore import SQLITE_LOCK_WAIT_SECONDS
+
+    db.session.remove()
+    thread = _hold_write_lock(app, 0.3)
+    try:
+        assert bulk.write_collected("live", [{"email": "a@example.com"}],
+                                    [datetime(2026, 1, 1, tzinfo=UTC)], "collect", "k1") == 1
+    finally:
+        thread.join()
+    assert [row.payload for row in messages("live")] == [{"email": "a@example.com"}]
+    # The connection waits as long as ever for every other write.
+    busy = db.session.connection().exec_driver_sql("PRAGMA busy_timeout").scalar()
+    assert busy == int(SQLITE_LOCK_WAIT_SECONDS * 1000)
+
+
+def test_a_real_time_write_gives_up_after_the_lock_wait_and_writes_nothing(app, monkeypatch):
+    if db.engine.dialect.name != "sqlite":
+        pytest.skip("SQLite's write lock")
+    from sqlalchemy.exc import OperationalError
+
+    from portal import datastore
+
+    monkeypatch.setattr(datastore, "SQLITE_LOCK_WAIT_SECONDS", 0.1)
+    db.session.remove()
+    thread = _hold_write_lock(app, 1.0)
+    try:
+        with pytest.raises(OperationalError, match="locked"):
+            bulk.write_collected("live", [{"email": "a@example.com"}],
+                                 [datetime(2026, 1, 1, tzinfo=UTC)], "collect", "k1")
+    finally:
+        thread.join()
+    db.session.remove()
+    assert messages("live") == []

@@ -47,9 +47,10 @@ def test_schemas_are_valid_json_schema_and_defaults_fit(provider):
         assert set(schema["x-order"]) == set(schema["properties"])
         defaults = {name: spec["default"] for name, spec in schema["properties"].items()
                     if "default" in spec}
-        jsonschema.validate({**defaults, "list_id": "a1b2c3d4e5", "stream": "s"}
-                            if provider is mailchimp.PROVIDER else {**defaults, "stream": "s"},
-                            schema)
+        # The defaults and a value for each required field without one make a valid config.
+        examples = {"list_id": "a1b2c3d4e5", "stream": "s", "audience": "a"}
+        jsonschema.validate({**defaults, **{name: examples[name] for name in schema["required"]
+                                            if name not in defaults}}, schema)
 
 
 def test_webhook_methods_all_carry_a_url_and_mark_their_secrets():

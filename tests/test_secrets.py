@@ -15,7 +15,7 @@ import itertools
 
 from sqlalchemy import select, text
 
-from portal import vault
+from portal import audiences, vault
 from portal.datastore import write_messages
 from portal.extensions import db
 from portal.jobs import create_job
@@ -74,7 +74,7 @@ def urls(app, jobs: list[Job], authorizations: list[Authorization]) -> list[str]
         "stream": db.session.scalars(select(Stream.name)).all(),
         "import_id": [1],
         "audience_id": db.session.scalars(select(Audience.id)).all() or [1],
-        "id_or_slug": ["1"],
+        "id_or_slug": db.session.scalars(select(Audience.slug)).all() or ["none"],
         "value": ["a@example.com"],
     }
     found = []
@@ -129,6 +129,9 @@ def test_no_page_fragment_or_log_shows_a_secret(app, client, auth, make_user, wo
             retry_policy=None)
         write_messages("signups", [OutMessage("m1", utcnow(), {"email": "a@example.com"})],
                        source="test")
+        cleaned, _errors = audiences.check({"name": "Everyone", "conditions": [
+            {"field": "email", "op": "exists"}]})
+        audiences.create(cleaned, by=admin)
         db.session.commit()
         work()  # the faults job errors quoting its key; the webhook job is refused (401)
         for authorization in authorizations:

@@ -264,6 +264,30 @@ def test_stream_choices_come_from_the_data_store(client, auth, make_user):
     assert "Choose one of the options." in response.get_data(as_text=True)
 
 
+def test_audience_choices_come_from_the_audiences(client, auth):
+    from portal import audiences
+
+    user = auth.login()
+    cleaned, errors = audiences.check({"name": "Pro & Team", "match": "any", "conditions": [
+        {"field": "plan", "op": "in", "value": ["pro", "team"]}]})
+    assert errors == {}
+    audiences.create(cleaned, by=user)
+    provider = get_provider("webhook")
+    authorization = vault.create(provider, provider.auth_method("open"), label="Open hook",
+                                 description="", credentials={"url": "https://h.example/x"},
+                                 by=user)
+    db.session.commit()
+    url = f"/jobs/new/webhook/send_audience/configure?authorization={authorization.id}"
+    page = client.get(url).get_data(as_text=True)
+    assert f'<option value="{cleaned["slug"]}">Pro &amp; Team</option>' in page
+    response = post(client, auth, url, headers=HX, audience="nope", identifier="email",
+                    batch_size="10")
+    assert "Choose one of the options." in response.get_data(as_text=True)
+    response = post(client, auth, url, headers=HX, audience=cleaned["slug"],
+                    identifier="e mail", batch_size="10")
+    assert "Enter a field name, without spaces." in response.get_data(as_text=True)
+
+
 def test_provider_lists_fill_a_menu_and_a_failure_says_so(client, auth, monkeypatch):
     from tests.loopback import TEST_API_KEY
 

@@ -15,7 +15,7 @@ from redis.exceptions import LockError, RedisError
 from rq import Queue
 from sqlalchemy import or_, select
 
-from portal import lifecycle
+from portal import bulk, lifecycle
 from portal.extensions import db
 from portal.jobs import purge, purge_drafts
 from portal.lifecycle import Status
@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 LOCK_NAME = "portal:dispatcher"
 PURGE_KEY = "portal:purge:daily"
 HEALTH_KEY = "portal:health:last"
+BULK_PROFILES_KEY = "portal:bulk-profiles:last"
 HEALTH_FUNCTION = "workers.runner.check_authorizations"
 
 
@@ -104,6 +105,14 @@ def purge_daily(now: datetime) -> int:
     return count
 
 
+def bulk_profiles_due(now: datetime) -> int:
+    """Once a minute across dispatchers: queue again the profile builds of bulk imports
+    that Redis lost (portal.bulk.queue_pending_profiles)."""
+    if not _first_in(BULK_PROFILES_KEY, now, 60):
+        return 0
+    return bulk.queue_pending_profiles()
+
+
 def serve(stop_after: float | None = None) -> None:
     """Run passes forever (or for `stop_after` seconds) while holding the dispatcher lock.
 
@@ -132,6 +141,7 @@ def serve(stop_after: float | None = None) -> None:
                 count = dispatch_once(now)
                 purge_daily(now)
                 health_checks_due(now)
+                bulk_profiles_due(now)
                 if count:
                     log.info("dispatcher: enqueued %d job(s)", count)
             except Exception:

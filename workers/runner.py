@@ -26,7 +26,7 @@ from flask import Flask, current_app, has_app_context
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Engine
 
-from portal import configsecrets, lifecycle, schedule, vault
+from portal import configsecrets, lifecycle, membership, schedule, vault
 from portal.datastore import read_messages, stored_file, write_messages
 from portal.extensions import db
 from portal.lifecycle import Event, Status, Trigger
@@ -35,9 +35,11 @@ from portal.models.types import utcnow
 from portal.queues import enqueue
 from providers import get_job_type
 from providers.base import (
+    AudienceChanges,
     AuthError,
     ConfigError,
     InMessage,
+    MembersPage,
     OutMessage,
     ProviderError,
     RateLimited,
@@ -98,8 +100,24 @@ class _Files:
 
 
 class _Source:
+    def __init__(self, job_id: int):
+        self.job_id = job_id
+
     def messages(self, stream: str, *, after_id: int, limit: int) -> list[InMessage]:
         return read_messages(stream, after_id=after_id, limit=limit)
+
+    def audience_changes(self, audience: str, *, identifier: str, after_profile_id: int,
+                         limit: int) -> AudienceChanges:
+        return membership.changes(self.job_id, audience, identifier=identifier,
+                                  after_profile_id=after_profile_id, limit=limit)
+
+    def audience_members(self, audience: str, *, identifier: str, after_profile_id: int,
+                         limit: int) -> MembersPage:
+        return membership.members_page(audience, identifier=identifier,
+                                       after_profile_id=after_profile_id, limit=limit)
+
+    def audience_sent(self, changes: AudienceChanges) -> None:
+        membership.record(self.job_id, changes)
 
 
 class _Context:
@@ -112,7 +130,7 @@ class _Context:
         self.credentials: dict[str, Any] = {}
         self.cursor: dict[str, Any] = dict(job.cursor or {})
         self.sink = _Sink(source=f"job:{job.id}")
-        self.source = _Source()
+        self.source = _Source(job.id)
         self.files = _Files()
         self.batch_size = batch_size
         self.error_count = job.error_count

@@ -46,6 +46,7 @@ def _bulk_answer(work: Callable[[], Any]) -> Any:
 @bp.post("/collect/json/<stream>")
 @documented("Send real-time messages (an object or an array of objects) to a stream; "
             "written by the realtime queue", role="operator", status=202,
+            response=s.CollectEnvelope,
             query={"timestamp_field": "the field holding each message's event time"})
 def collect_json(stream: str):
     """Real-time messages: checked here, written on the `realtime` queue."""
@@ -66,7 +67,8 @@ def collect_json(stream: str):
 @bp.post("/collect/bulk/<stream>")
 @documented("Bulk import: CSV, a JSON array or NDJSON (gzip allowed), streamed to the "
             "backfill queue; read the import back with GET /import/<id>", role="operator",
-            status=202, query={"timestamp_field": "the field holding each row's event time",
+            status=202, response=s.ImportEnvelope,
+            query={"timestamp_field": "the field holding each row's event time",
                                "dryrun": "true: check and report, write nothing",
                                "delimiter": "a CSV's delimiter (default ,)",
                                "droperrors": "true: skip bad rows and report them"})
@@ -88,7 +90,8 @@ def collect_bulk(stream: str):
 
 
 @bp.get("/import/<int:import_id>")
-@documented("A bulk import: status, row counts and errors with line numbers")
+@documented("A bulk import: status, row counts, errors with line numbers, and how far "
+            "profiles are built from its rows", response=s.ImportEnvelope)
 def import_get(import_id: int):
     return answer(_bulk_answer(lambda: bulk.import_status(import_id)))
 

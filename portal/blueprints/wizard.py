@@ -17,7 +17,7 @@ from flask_login import current_user
 from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 
-from portal import configsecrets, htmx, jobconfig, params, schedule, vault
+from portal import audiences, configsecrets, htmx, jobconfig, params, schedule, vault
 from portal.access import role_required
 from portal.datastore import (
     check_config,
@@ -187,7 +187,9 @@ def _options(job_type: JobType, authorization: Authorization | None,
     """Choices of the x-options fields, and why any could not be loaded (by field)."""
     options: dict[str, list] = {"upload_fields": upload.fields if upload else [],
                                 "streams": list(db.session.scalars(
-                                    select(Stream.name).order_by(Stream.name)))}
+                                    select(Stream.name).order_by(Stream.name))),
+                                "audiences": [(audience.slug, audience.name) for audience
+                                              in audiences.all_audiences()]}
     problems: dict[str, str] = {}
     credentials: dict[str, Any] | None = None  # decrypted (and audited) once, if needed
     for name, prop in ordered_fields(job_type.config_schema):

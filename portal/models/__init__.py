@@ -3,6 +3,7 @@
 from portal.models.audiences import Audience
 from portal.models.audit import AuditEntry
 from portal.models.data import BulkImport, Message, Stream, StreamField, Upload
+from portal.models.exports import ExportMember
 from portal.models.jobs import (
     Draft,
     Job,
@@ -17,7 +18,7 @@ from portal.models.users import ROLES, User
 from portal.models.vault import Authorization, AuthorizationVersion
 
 __all__ = ["ROLES", "AccessToken", "Audience", "AuditEntry", "Authorization",
-           "AuthorizationVersion", "BulkImport", "Draft", "Job",
+           "AuthorizationVersion", "BulkImport", "Draft", "ExportMember", "Job",
            "JobConfigVersion",
            "JobEvent", "JobRun", "JobStatusCount", "Message", "Profile", "ProfileAttribute",
            "ProfileIdentity", "Stream", "StreamField", "Upload", "User"]

@@ -106,3 +106,11 @@ class BulkImport(db.Model):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # Profiles are built after the rows are written, a batch at a time (portal.bulk.
+    # build_profiles): the messages this import wrote have ids in first..last_message_id,
+    # those up to profiled_through are in the profiles, `profiled` counts them.
+    first_message_id: Mapped[int | None] = mapped_column()
+    last_message_id: Mapped[int | None] = mapped_column()
+    profiled_through: Mapped[int] = mapped_column(default=0)
+    profiled: Mapped[int] = mapped_column(default=0)
+    profiles_finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
