@@ -30,9 +30,9 @@ def post(client, auth, url: str, headers=None, **fields):
 # --- tiles --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("query,category,expected", [
-    ("", "", {"files", "mailchimp", "webhook"}),
+    ("", "", {"files", "mailchimp", "webhook", "postgresql", "mysql"}),
     ("mail", "", {"mailchimp"}),
-    ("IMPORT", "", {"files", "mailchimp"}),        # job type names count, any case
+    ("IMPORT", "", {"files", "mailchimp", "postgresql", "mysql"}),  # job type names count
     ("export stream", "", {"webhook"}),            # every word must match
     ("", "Email marketing", {"mailchimp"}),
     ("import", "Developer tools", set()),
