@@ -88,7 +88,7 @@ def is_loopback_client(peer: str | None, headers: Mapping[str, str]) -> bool:
     """True only for a request whose TCP peer is a loopback address and which names no
     other client in a forwarding header. `peer` is the socket's own address (not the
     one a proxy fix derives from X-Forwarded-For)."""
-    if any(headers.get(name) for name in FORWARDING):
+    if any(name.lower() in FORWARDING and value for name, value in headers.items()):
         return False
     try:
         address = ipaddress.ip_address((peer or "").split("%", 1)[0])
