@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import threading
 import time
 from contextlib import contextmanager
@@ -266,17 +267,44 @@ def _run_jobs() -> None:
     db.session.expire_all()
 
 
+def _wants_demo() -> bool:
+    """`make run`'s question, asked once: DEMO=1 says yes, DEMO=0 no; without a terminal
+    (or in CI) the answer is no and nothing waits."""
+    from portal.models import Job
+
+    choice = os.environ.get("DEMO", "").strip().lower()
+    if choice in ("1", "yes", "true", "y"):
+        return True
+    if choice in ("0", "no", "false", "n"):
+        return False
+    asked = Path(current_app.instance_path) / "demo-offered"
+    if asked.exists() or db.session.scalar(select(Job.id).limit(1)) is not None:
+        return False
+    if os.environ.get("CI") or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        click.echo("Tip: `DEMO=1 make run` (or `flask --app wsgi seed-demo`) loads a demo.")
+        return False
+    write_private(asked, "asked\n")
+    return click.confirm("Load the demo: 300 sample people, two audiences and a webhook "
+                         "export, all really run (about half a minute)?", default=False)
+
+
 @click.command("seed-demo")
 @click.option("--port", type=click.IntRange(1, 65535), default=None,
               help="The port the portal serves on (default: PORT, else 5000); the demo "
                    "export delivers to http://127.0.0.1:PORT/demo/hook.")
-def seed_demo(port: int | None) -> None:
+@click.option("--offer", is_flag=True,
+              help="As `make run` calls it: seed when DEMO=1; else, the first time on a "
+                   "portal without jobs, ask (on a terminal only; never in CI).")
+def seed_demo(port: int | None, offer: bool) -> None:
     """Make the demo world (sample imports, profiles, audiences, a webhook export to the
     demo's own receiver), every job run for real. Does nothing if the demo exists."""
     from portal import demo
 
     if demo.seeded():
-        click.echo("The demo is already here: nothing to do.")
+        if not offer:
+            click.echo("The demo is already here: nothing to do.")
+        return
+    if offer and not _wants_demo():
         return
     port = port or int(os.environ.get("PORT") or 5000)
     hook_url = f"http://127.0.0.1:{port}/demo/hook"

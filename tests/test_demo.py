@@ -146,3 +146,15 @@ def test_the_receiver_when_on(app, client, auth, seeded):
     auth.login("viewer")
     page = client.get("/demo").get_data(as_text=True)
     assert "x@example.com" in page and "paying-customers" in page
+
+
+def test_make_runs_offer_never_waits_without_a_terminal(app, monkeypatch):
+    monkeypatch.delenv("DEMO", raising=False)
+    result = app.test_cli_runner().invoke(args=["seed-demo", "--offer"], input="y\n")
+    assert result.exit_code == 0, result.output
+    assert "DEMO=1 make run" in result.output  # a hint, no question
+    assert db.session.scalar(select(func.count()).select_from(Job)) == 0
+    monkeypatch.setenv("DEMO", "0")
+    result = app.test_cli_runner().invoke(args=["seed-demo", "--offer"])
+    assert result.exit_code == 0 and result.output == ""
+    assert not demo.seeded()
