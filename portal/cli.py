@@ -1,6 +1,15 @@
-"""`flask --app wsgi ...` commands: users, setup, jobs purge, vault rotate / new-key."""
+"""`flask --app wsgi ...` commands: users, setup, jobs purge, vault rotate / new-key,
+seed-demo."""
 
 from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
+from pathlib import Path
 
 import click
 from flask import Flask, current_app
@@ -73,8 +82,6 @@ def users_set_password(email: str, password: str) -> None:
 
 
 def _initial_password_file():
-    from pathlib import Path
-
     return Path(current_app.instance_path) / "initial-admin-password"
 
 
@@ -183,7 +190,145 @@ def data_rebuild(batch: int) -> None:
     click.echo(f"Rebuilt {count:,} profile(s) from the stored messages.")
 
 
+@contextmanager
+def _redis_up():
+    """Redis as the workers use it; the bundled one started for a while when it is the
+    portal's Redis and not running yet (before `make run` starts it)."""
+    from redis.exceptions import RedisError
+
+    from portal.queues import redis_connection
+    from workers import redis_server
+
+    def answers() -> bool:
+        try:
+            return bool(redis_connection().ping())
+        except (RedisError, OSError):
+            return False
+
+    if answers():
+        yield
+        return
+    if not current_app.config["PORTAL_REDIS_EMBEDDED"]:
+        raise click.ClickException(f"Redis at {current_app.config['REDIS_URL']} does not "
+                                   "answer; start it and run this again.")
+    socket = Path(current_app.config["REDIS_URL"].removeprefix("unix://"))
+    command = redis_server.command(Path(current_app.instance_path) / "redis", unixsocket=socket)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                               umask=0o077)
+    try:
+        for _ in range(100):
+            if answers():
+                break
+            time.sleep(0.1)
+        else:
+            raise click.ClickException("The bundled Redis did not start.")
+        yield
+    finally:
+        process.terminate()  # it saves its snapshot on the way out
+        process.wait(30)
+
+
+@contextmanager
+def _receiver(port: int):
+    """This app served on 127.0.0.1:`port` while the demo's export delivers to it; when
+    the port is taken, the portal already running there receives."""
+    from werkzeug.serving import WSGIRequestHandler, make_server
+
+    class Quiet(WSGIRequestHandler):
+        def log_request(self, *args, **kwargs) -> None:  # the summary says what arrived
+            pass
+
+    try:
+        server = make_server("127.0.0.1", port, current_app._get_current_object(),
+                             threaded=True, request_handler=Quiet)
+    except OSError:
+        click.echo(f"Port {port} is in use: the demo export delivers to the portal there.")
+        yield
+        return
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        thread.join(10)
+
+
+def _run_jobs() -> None:
+    """A burst RQ worker on the portal's Redis until the queues are empty."""
+    from rq import Queue, SimpleWorker
+
+    from portal.queues import QUEUE_NAMES, redis_connection
+
+    connection = redis_connection()
+    queues = [Queue(name, connection=connection) for name in QUEUE_NAMES]
+    with current_app.app_context():  # its own session, as in a worker process
+        SimpleWorker(queues, connection=connection).work(burst=True, logging_level="WARNING")
+    db.session.expire_all()
+
+
+def _wants_demo() -> bool:
+    """`make run`'s question, asked once: DEMO=1 says yes, DEMO=0 no; without a terminal
+    (or in CI) the answer is no and nothing waits."""
+    from portal.models import Job
+
+    choice = os.environ.get("DEMO", "").strip().lower()
+    if choice in ("1", "yes", "true", "y"):
+        return True
+    if choice in ("0", "no", "false", "n"):
+        return False
+    asked = Path(current_app.instance_path) / "demo-offered"
+    if asked.exists() or db.session.scalar(select(Job.id).limit(1)) is not None:
+        return False
+    if os.environ.get("CI") or not (sys.stdin.isatty() and sys.stdout.isatty()):
+        click.echo("Tip: `DEMO=1 make run` (or `flask --app wsgi seed-demo`) loads a demo.")
+        return False
+    write_private(asked, "asked\n")
+    return click.confirm("Load the demo: 300 sample people, two audiences and a webhook "
+                         "export, all really run (about half a minute)?", default=False)
+
+
+@click.command("seed-demo")
+@click.option("--port", type=click.IntRange(1, 65535), default=None,
+              help="The port the portal serves on (default: PORT, else 5000); the demo "
+                   "export delivers to http://127.0.0.1:PORT/demo/hook.")
+@click.option("--offer", is_flag=True,
+              help="As `make run` calls it: seed when DEMO=1; else, the first time on a "
+                   "portal without jobs, ask (on a terminal only; never in CI).")
+def seed_demo(port: int | None, offer: bool) -> None:
+    """Make the demo world (sample imports, profiles, audiences, a webhook export to the
+    demo's own receiver), every job run for real. Does nothing if the demo exists."""
+    from portal import demo
+
+    if demo.seeded():
+        if not offer:
+            click.echo("The demo is already here: nothing to do.")
+        return
+    if offer and not _wants_demo():
+        return
+    port = port or int(os.environ.get("PORT") or 5000)
+    hook_url = f"http://127.0.0.1:{port}/demo/hook"
+    try:
+        with _redis_up(), _receiver(port):
+            result = demo.seed(hook_url=hook_url, run_jobs=_run_jobs, say=click.echo)
+    except demo.DemoRefused as exc:
+        db.session.rollback()
+        raise click.ClickException(str(exc)) from None
+    if result.existed:
+        click.echo("The demo is already here: nothing to do.")
+        return
+    if result.password:
+        click.echo(f"Created the admin {result.user} with password {result.password} "
+                   "(change it with `flask --app wsgi users set-password`).")
+    else:
+        click.echo(f"Sign in as {result.user} (an existing user) to look around.")
+    click.echo(f"Demo ready: {len(result.jobs)} jobs, {result.profiles:,} profiles, audiences "
+               f"{', '.join(result.audiences)}; the receiver took {result.deliveries} "
+               f"delivery(ies): see /demo.")
+
+
 def register(app: Flask) -> None:
+    app.cli.add_command(seed_demo)
     app.cli.add_command(tokens_group)
     app.cli.add_command(data)
     app.cli.add_command(users)
