@@ -287,3 +287,61 @@ def test_export_validation_errors_name_the_contact_and_property(app, work, owner
     said = " ".join(event.message for event in events(job))
     assert "property lifecyclestage of contact ann@example.com" in said
     assert server.list_emails(list_id) == []
+
+
+# -- OAuth --------------------------------------------------------------------------------
+
+CALLBACK = "http://localhost/vault/oauth/hubspot/callback"
+
+
+@pytest.fixture
+def oauth(app, monkeypatch):
+    """An authorization server and the HubSpot stand-in, which accepts only the newest
+    access token the authorization server issued."""
+    from tests.oauth_server import OAuthServer
+    from tests.test_oauth_flow import LatestToken
+
+    with OAuthServer(redirect_uris=[CALLBACK], scopes=hubspot.PROVIDER.auth_method(
+            "oauth2").oauth.scopes) as issuer, HubSpotServer() as hub:
+        hub.access_tokens = LatestToken(issuer)
+        app.config.update({
+            "PORTAL_OAUTH_HUBSPOT_CLIENT_ID": issuer.client.client_id,
+            "PORTAL_OAUTH_HUBSPOT_CLIENT_SECRET": issuer.client.client_secret,
+            "PORTAL_OAUTH_HUBSPOT_AUTHORIZE_URL": issuer.authorize_url,
+            "PORTAL_OAUTH_HUBSPOT_TOKEN_URL": issuer.token_url,
+        })
+        monkeypatch.setenv(hubspot.API_URL_ENV, hub.base_url)
+        yield issuer, hub
+
+
+def test_oauth_sign_in_then_a_worker_refreshes_the_expiring_token(client, auth, oauth, work):
+    import httpx
+
+    from tests.test_oauth_flow import record_tokens
+
+    issuer, hub = oauth
+    issuer.access_token_lifetime = 60  # inside the refresh margin: the worker renews it
+    auth.login("operator")
+    response = client.post("/vault/new/hubspot/oauth2", data={
+        "csrf_token": auth.csrf(), "label": "HubSpot via OAuth", "description": ""})
+    assert response.status_code == 303, response.get_data(as_text=True)
+    authorize = response.headers["Location"]
+    assert authorize.startswith(issuer.authorize_url) and "crm.lists.write" in authorize
+    answer = httpx.get(authorize, follow_redirects=False)  # the person consents
+    assert answer.headers["location"].startswith(CALLBACK)
+    assert client.get(answer.headers["location"].removeprefix("http://localhost")
+                      ).status_code == 303
+    record_tokens(issuer)
+    authorization = db.session.scalars(select(Authorization)).one()
+    assert vault.current_credentials(authorization)["hub_domain"] == "acme.hubspot.com"
+    assert authorization.public["values"]["hub_domain"] == "acme.hubspot.com"
+
+    hub.add_contact("ann@example.com")
+    job = make_job(authorization.owner, authorization, "import_contacts", stream="contacts")
+    assert work()
+    record_tokens(issuer)
+    assert issuer.refresh_count() == 1  # renewed before HubSpot was called with it
+    assert [m.payload["email"] for m in imported()] == ["ann@example.com"]
+    assert "error" not in kinds(job)
+    authorization = db.session.get(Authorization, authorization.id, populate_existing=True)
+    assert authorization.health != "unhealthy"
