@@ -388,6 +388,16 @@ def run_export_list(ctx: RunContext) -> WorkResult:
                        json_body={"inputs": inputs},
                        contacts=[m.identifier for m in changes.added],
                        properties=["email", *copied])
+        if isinstance(upserted, dict) and upserted.get("errors"):  # 207: some refused
+            refused = {"errors": upserted["errors"]}
+            who = _mentioned(refused, [m.identifier for m in changes.added])
+            which = _mentioned(refused, ["email", *copied])
+            raise ConfigError(
+                "HubSpot refused some contacts" + (f": property {', '.join(which)}"
+                                                   if which else "")
+                + (f" of contact {', '.join(who)}" if who else "") + ". Fix the value in "
+                "the portal's profiles or the HubSpot property, then run the job again.",
+                code="hubspot_validation")
         ids = _ids(upserted)
         api(credentials, "PUT", f"{path}/add", json_body=sorted(set(ids.values())),
             not_found=missing)

@@ -30,11 +30,12 @@ def post(client, auth, url: str, headers=None, **fields):
 # --- tiles --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("query,category,expected", [
-    ("", "", {"files", "mailchimp", "webhook"}),
+    ("", "", {"files", "hubspot", "mailchimp", "webhook"}),
     ("mail", "", {"mailchimp"}),
-    ("IMPORT", "", {"files", "mailchimp"}),        # job type names count, any case
+    ("IMPORT", "", {"files", "hubspot", "mailchimp"}),  # job type names count, any case
     ("export stream", "", {"webhook"}),            # every word must match
     ("", "Email marketing", {"mailchimp"}),
+    ("list", "CRM", {"hubspot"}),
     ("import", "Developer tools", set()),
 ])
 def test_tiles_search_by_name_category_and_job_types(client, auth, query, category, expected):
