@@ -48,6 +48,7 @@ class HubSpotServer(LoopbackServer):
         self.search_cap = 10_000
         self.hubspot_429 = 0
         self.fail_after_searches: int | None = None
+        self.multi_status = False  # refused contacts: a 207 for the batch, not a 400
         self.searches: list[dict[str, Any]] = []  # the body of every search
         self.requests: list[tuple[str, str]] = []
         self._next_id = 100
@@ -203,19 +204,27 @@ class HubSpotServer(LoopbackServer):
                              errors=[{"code": "INVALID_EMAIL",
                                       "context": {"propertyName": ["email"]}}])
             stage = props.get("lifecyclestage")
-            if stage is not None and stage not in LIFECYCLE_STAGES:
+            if stage is not None and stage not in LIFECYCLE_STAGES and not self.multi_status:
                 return error(400, f"Property values were not valid: {stage!r} was not one of "
                              f"the allowed options for {email}", "VALIDATION_ERROR",
                              errors=[{"code": "INVALID_OPTION",
                                       "message": f"{stage!r} is not valid for {email}",
                                       "context": {"propertyName": ["lifecyclestage"]}}])
-        results = []
+        results, refused = [], []
         for item in inputs:
             props = dict(item.get("properties") or {})
             email = str(item["id"])
+            if props.get("lifecyclestage", "lead") not in LIFECYCLE_STAGES:
+                refused.append({"status": "error", "category": "VALIDATION_ERROR",
+                                "message": f"Invalid option for {email}",
+                                "context": {"propertyName": ["lifecyclestage"]}})
+                continue
             found = self.by_email(email)
             if found is None:
                 found = self.add_contact(email, at=datetime.now(UTC))
             self.touch(int(found["id"]), datetime.now(UTC), **props)
             results.append(found)
+        if refused:
+            return json_response({"status": "COMPLETE", "results": results, "errors": refused,
+                                  "numErrors": len(refused)}, 207)
         return json_response({"status": "COMPLETE", "results": results})

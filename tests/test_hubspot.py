@@ -289,6 +289,22 @@ def test_export_validation_errors_name_the_contact_and_property(app, work, owner
     assert server.list_emails(list_id) == []
 
 
+def test_export_contacts_refused_in_a_batch_fail_the_job_clearly(app, work, owner, server):
+    server.multi_status = True  # HubSpot takes the good ones and names the refused (207)
+    list_id = server.add_list("Pros")
+    people({"email": "ann@example.com", "plan": "pro", "lifecyclestage": "lead"},
+           {"email": "bob@example.com", "plan": "pro", "lifecyclestage": "wizard"})
+    audience = pro_audience(owner)
+    job = make_job(owner, connect(owner), "export_list", audience=audience.slug,
+                   list_id=list_id, properties="lifecyclestage")
+    work()
+    assert fresh(job).status == "failed"
+    said = " ".join(event.message for event in events(job))
+    assert "property lifecyclestage of contact bob@example.com" in said
+    assert "ann@example.com" not in said.split("refused some contacts")[1]
+    assert server.list_emails(list_id) == []  # nothing added, the window not recorded
+
+
 # -- OAuth --------------------------------------------------------------------------------
 
 CALLBACK = "http://localhost/vault/oauth/hubspot/callback"
