@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from providers import faults, files, mailchimp, sql, webhook
+from providers import faults, files, hubspot, mailchimp, sql, webhook
 from providers.base import JobType, Provider
 
 CATALOG: dict[str, Provider] = {
     provider.key: provider
-    for provider in (files.PROVIDER, mailchimp.PROVIDER, webhook.PROVIDER,
+    for provider in (files.PROVIDER, hubspot.PROVIDER, mailchimp.PROVIDER, webhook.PROVIDER,
                      sql.POSTGRESQL, sql.MYSQL)
 }
 

@@ -30,11 +30,12 @@ def post(client, auth, url: str, headers=None, **fields):
 # --- tiles --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("query,category,expected", [
-    ("", "", {"files", "mailchimp", "webhook", "postgresql", "mysql"}),
+    ("", "", {"files", "hubspot", "mailchimp", "webhook", "postgresql", "mysql"}),
     ("mail", "", {"mailchimp"}),
-    ("IMPORT", "", {"files", "mailchimp", "postgresql", "mysql"}),  # job type names count
+    ("IMPORT", "", {"files", "hubspot", "mailchimp", "postgresql", "mysql"}),  # any case
     ("export stream", "", {"webhook"}),            # every word must match
     ("", "Email marketing", {"mailchimp"}),
+    ("list", "CRM", {"hubspot"}),
     ("import", "Developer tools", set()),
 ])
 def test_tiles_search_by_name_category_and_job_types(client, auth, query, category, expected):
