@@ -618,6 +618,10 @@ def run_export_audience(ctx: RunContext) -> WorkResult:
             cursor={"after_profile_id": 0 if changes.complete else changes.through},
             message=f"Audience '{audience}': no change to send for profiles "
             f"{after + 1}–{changes.through}; {changes.omitted:,} omitted (no email)")
+    # The list must exist: inside a batch, a missing list would look like members gone.
+    api_get(credentials, f"/lists/{quote(list_id, safe='')}", params={"fields": "id"},
+            not_found=f"Mailchimp has no audience (list) with the ID {list_id!r} in this "
+            "account; choose another list in the job's configuration.")
     operations = _operations(list_id, status, mapping, changes.added, changes.removed)
     body = api_call(
         credentials, "POST", "/batches", json={"operations": operations},

@@ -248,6 +248,12 @@ class MailchimpServer(LoopbackServer):
                 {"id": list_id, "name": self.list_names.get(list_id, list_id)}
                 for list_id in self.members], "total_items": len(self.members)})
         parts = path.split("/")
+        if len(parts) == 3 and parts[1] == "lists":
+            if parts[2] not in self.members:
+                return problem(404, "The requested resource could not be found.",
+                               title="Resource Not Found")
+            return json_response({"id": parts[2],
+                                  "name": self.list_names.get(parts[2], parts[2])})
         if len(parts) == 4 and parts[1] == "lists" and parts[3] == "members":
             return self._members(request, parts[2])
         if path == "/batches" and request.method == "POST":

@@ -309,6 +309,17 @@ def test_an_expired_oauth_token_is_refreshed_before_the_export(client, auth, oau
             if path.startswith("/3.0/batches")} == {"bearer"}
 
 
+def test_a_missing_list_fails_the_job_with_a_clear_message(app, work, owner, server):
+    say(*PEOPLE)
+    audience = make_audience(owner, PRO)
+    job = export_job(owner, audience, list_id="nolist")
+    work()
+    job = fresh(job)
+    assert job.status == "failed"
+    assert "no audience (list) with the ID 'nolist'" in events(job)[-1].message
+    assert server.posted_batches() == []
+
+
 def test_check_and_the_list_menu(server):
     assert mailchimp.check("api_key", {"api_key": TEST_API_KEY}) == (
         "Connected to Mailchimp account acme")
