@@ -16,6 +16,22 @@ becomes a message of its own. Known limit: a member that leaves a status-filtere
 in the middle of a pass shifts the pages the other way and may hide one unchanged member
 until it next changes.
 
+The export ("Export audience to list") keeps a Mailchimp list in step with one of the
+portal's audiences, a window of members at a time (portal/membership.py compares the
+window with what the job last sent). A window's changes go as ONE batch operation
+(POST /batches): a PUT /lists/{id}/members/{md5 of the lower-cased email} for each member
+to add (status_if_new, mapped merge fields; an existing member is updated, not
+resubscribed) and a DELETE of the same path (Mailchimp archives the member) for each
+member to remove. The unit that sends the batch ends there, its cursor holding the batch
+id and the window's members, so a retry or a worker that dies while the batch is being
+processed polls that batch instead of sending it again. Later units poll
+GET /batches/{id} for up to POLL_SECONDS each (more_now while it is not finished); when it
+is, errored operations are read from the results archive (response_body_url: a tar.gz of
+JSON files, fetched WITHOUT the Mailchimp credentials, since Mailchimp serves it from
+storage elsewhere) and named in the message, and the window is recorded as sent except
+for the members that failed (they are tried again on the next run). Removing a member
+Mailchimp does not hold (404) counts as removed.
+
 PORTAL_MAILCHIMP_API_URL (an API base such as http://127.0.0.1:5555/3.0) and
 PORTAL_MAILCHIMP_METADATA_URL override the hosts; they are read at each call, so tests can
 point them at loopback servers.
@@ -24,17 +40,24 @@ point them at loopback servers.
 from __future__ import annotations
 
 import base64
+import hashlib
+import io
+import json
 import os
 import re
+import tarfile
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import quote, urlsplit
 
 from providers.base import (
+    AudienceChanges,
     AuthError,
     AuthMethod,
     ConfigError,
     JobType,
+    Member,
     OAuthSpec,
     OutMessage,
     Provider,
@@ -119,10 +142,18 @@ def api_get(
     params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """GET a path of the Marketing API and return its JSON object."""
+    return api_call(credentials, "GET", path, not_found=not_found, params=params)
+
+
+def api_call(
+    credentials: dict[str, Any], method: str, path: str, *, not_found: str | None = None,
+    **kwargs: Any,
+) -> dict[str, Any]:
+    """Call a path of the Marketing API and return its JSON object."""
     auth, secrets, hint = _auth(credentials)
     response = http_call(
-        "GET", api_base(credentials) + path, params=params, service="Mailchimp",
-        secrets=secrets, auth_hint=hint, not_found=not_found, **auth,
+        method, api_base(credentials) + path, service="Mailchimp",
+        secrets=secrets, auth_hint=hint, not_found=not_found, **auth, **kwargs,
     )
     try:
         body = response.json()
@@ -336,11 +367,337 @@ IMPORT_MEMBERS_SCHEMA: dict[str, Any] = {
     },
 }
 
+# --- Export audience to list ---------------------------------------------------------
+
+EXPORT_STATUSES = ("subscribed", "pending", "transactional")
+DEFAULT_EXPORT_BATCH = 500
+MAX_EXPORT_BATCH = 1000
+POLL_SECONDS = 20.0  # how long one unit waits for a batch before handing over (more_now)
+POLL_STEPS = (0.2, 0.5, 1.0, 2.0, 3.0, 5.0)  # waits between polls, then the last again
+BATCH_ID_PATTERN = re.compile(r"[A-Za-z0-9_-]{1,64}")
+MERGE_TAG_PATTERN = "^[A-Z0-9_]{1,10}$"
+MAPPING_PATTERN = r"^[^\s=]{1,255}=[A-Z0-9_]{1,10}$"
+MAX_RESULTS_BYTES = 50 * 1024 * 1024  # of the results archive, unpacked
+SHOWN_FAILURES = 10
+REASON_CHARS = 200
+
+
+def subscriber_hash(email: str) -> str:
+    """Mailchimp's member id: the MD5 of the lower-cased email address."""
+    return hashlib.md5(email.lower().encode(), usedforsecurity=False).hexdigest()
+
+
+def merge_mapping(lines: list[str] | None) -> dict[str, str]:
+    """"plan=PLAN" lines as {profile field: merge tag}."""
+    mapping: dict[str, str] = {}
+    for line in lines or []:
+        field_name, _, tag = str(line).strip().partition("=")
+        if not field_name or not re.fullmatch(MERGE_TAG_PATTERN, tag):
+            raise ConfigError(f"The merge field line {line!r} is not “profile field=MERGE "
+                              "TAG” (the tag in capitals, like PLAN).", code="bad_mapping")
+        mapping[field_name] = tag
+    return mapping
+
+
+def _merge_value(value: Any) -> Any:
+    if isinstance(value, (str, dict)) or value is None:
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (int, float)):
+        return value
+    return json.dumps(value, default=str)
+
+
+def _operations(list_id: str, status: str, mapping: dict[str, str],
+                added: list[Member], removed: list[Member]) -> list[dict[str, Any]]:
+    members_path = f"/lists/{quote(list_id, safe='')}/members/"
+    operations = []
+    for member in removed:
+        operations.append({"method": "DELETE",
+                           "path": members_path + subscriber_hash(member.identifier),
+                           "operation_id": f"remove:{member.profile_id}"})
+    for member in added:
+        body: dict[str, Any] = {"email_address": member.identifier, "status_if_new": status}
+        merge = {tag: _merge_value(member.fields.get(name)) for name, tag in mapping.items()
+                 if member.fields.get(name) is not None}
+        if merge:
+            body["merge_fields"] = merge
+        operations.append({"method": "PUT",
+                           "path": members_path + subscriber_hash(member.identifier),
+                           "operation_id": f"add:{member.profile_id}",
+                           "body": json.dumps(body, default=str)})
+    return operations
+
+
+def _batch_id(body: dict[str, Any]) -> str:
+    batch_id = body.get("id")
+    if not isinstance(batch_id, str) or not BATCH_ID_PATTERN.fullmatch(batch_id):
+        raise ProviderError("Mailchimp answered the batch request without a batch id.",
+                            code="bad_response")
+    return batch_id
+
+
+def _reason(entry: dict[str, Any]) -> str:
+    """Why one operation failed, in Mailchimp's words (its title and detail), short."""
+    response = entry.get("response")
+    if isinstance(response, str):
+        try:
+            response = json.loads(response)
+        except ValueError:
+            response = None
+    said = ""
+    if isinstance(response, dict):
+        parts = [str(response.get(key) or "").strip() for key in ("title", "detail")]
+        errors = response.get("errors")
+        if isinstance(errors, list):
+            parts += [f"{e.get('field') or ''}: {e.get('message') or ''}".strip(": ")
+                      for e in errors if isinstance(e, dict)]
+        said = "; ".join(part for part in parts if part)
+    said = " ".join(said.split())[:REASON_CHARS]
+    return f"HTTP {entry.get('status_code')}" + (f" {said}" if said else "")
+
+
+def batch_failures(credentials: dict[str, Any], url: str) -> dict[str, str]:
+    """{operation id: why} for the failed operations in a batch's results archive. The
+    archive is fetched without credentials (it is not Mailchimp's API host) and read in
+    memory: regular files only, JSON arrays of operation results."""
+    _, secrets, _ = _auth(credentials)
+    response = http_call("GET", url, service="Mailchimp's batch results", secrets=secrets)
+    failures: dict[str, str] = {}
+    unpacked = 0
+    try:
+        with tarfile.open(fileobj=io.BytesIO(response.content), mode="r:gz") as archive:
+            for entry in archive:
+                if not entry.isfile():
+                    continue
+                unpacked += entry.size
+                if unpacked > MAX_RESULTS_BYTES:
+                    raise ProviderError("Mailchimp's batch results are too large to read.",
+                                        code="response_too_large")
+                handle = archive.extractfile(entry)
+                try:
+                    results = json.loads(handle.read()) if handle else None
+                except ValueError:
+                    results = None
+                for result in results if isinstance(results, list) else []:
+                    if not isinstance(result, dict):
+                        continue
+                    try:
+                        status = int(result.get("status_code") or 0)
+                    except (TypeError, ValueError):
+                        status = 0
+                    if status >= 300 or status == 0:
+                        failures[str(result.get("operation_id"))] = _reason(
+                            {**result, "status_code": status or "?"})
+    except (tarfile.TarError, OSError, EOFError):
+        raise ProviderError("Mailchimp's batch results are not a readable tar.gz archive.",
+                            code="bad_response") from None
+    return failures
+
+
+def _pending(changes: AudienceChanges, batch_id: str) -> dict[str, Any]:
+    """What the cursor keeps of a window sent as a batch: enough to record it as sent."""
+    return {
+        "batch_id": batch_id, "audience": changes.audience, "through": changes.through,
+        "complete": changes.complete, "omitted": changes.omitted,
+        "added": [[m.profile_id, m.identifier] for m in changes.added],
+        "removed": [[m.profile_id, m.identifier] for m in changes.removed],
+    }
+
+
+def _poll(ctx: RunContext, credentials: dict[str, Any], batch_id: str,
+          not_found: str) -> dict[str, Any]:
+    """GET the batch until it is finished or POLL_SECONDS have gone by."""
+    deadline = time.monotonic() + POLL_SECONDS
+    step = 0
+    while True:
+        batch = api_call(credentials, "GET", f"/batches/{batch_id}", not_found=not_found)
+        if batch.get("status") == "finished" or time.monotonic() >= deadline:
+            return batch
+        if ctx.should_stop():
+            return batch
+        time.sleep(min(POLL_STEPS[min(step, len(POLL_STEPS) - 1)],
+                       max(0.0, deadline - time.monotonic())))
+        step += 1
+
+
+def _finish(ctx: RunContext, credentials: dict[str, Any], pending: dict[str, Any],
+            batch: dict[str, Any], list_id: str) -> WorkResult:
+    """The batch is finished: find the failed operations, record the rest as sent."""
+    failures: dict[str, str] = {}
+    errored = int(batch.get("errored_operations") or 0)
+    url = batch.get("response_body_url")
+    if errored:
+        if not isinstance(url, str) or not url:
+            raise ProviderError("Mailchimp says operations of the batch failed but gives no "
+                                "results to read.", code="bad_response")
+        failures = batch_failures(credentials, url)
+    added = [Member(int(pid), str(email)) for pid, email in pending["added"]]
+    removed = [Member(int(pid), str(email)) for pid, email in pending["removed"]]
+    failed_lines = []
+    kept_added = []
+    for member in added:
+        reason = failures.get(f"add:{member.profile_id}")
+        if reason is None:
+            kept_added.append(member)
+        else:
+            failed_lines.append(f"adding {member.identifier} failed: {reason}")
+    kept_removed = []
+    for member in removed:
+        reason = failures.get(f"remove:{member.profile_id}")
+        if reason is None or reason.startswith("HTTP 404"):  # not there: as good as removed
+            kept_removed.append(member)
+        else:
+            failed_lines.append(f"removing {member.identifier} failed: {reason}")
+    changes = AudienceChanges(
+        audience=pending["audience"], added=kept_added, removed=kept_removed,
+        omitted=int(pending["omitted"]), through=int(pending["through"]),
+        complete=bool(pending["complete"]))
+    ctx.source.audience_sent(changes)
+    message = (f"Audience '{changes.audience}' to Mailchimp list {list_id}: "
+               f"{len(kept_added):,} added, {len(kept_removed):,} removed, "
+               f"{changes.omitted:,} omitted (no email)")
+    if failed_lines:
+        shown = failed_lines[:SHOWN_FAILURES]
+        more = len(failed_lines) - len(shown)
+        message += (f"; {len(failed_lines):,} failed and will be tried again next run: "
+                    + "; ".join(shown) + (f"; and {more:,} more" if more else ""))
+    cursor = {"after_profile_id": 0 if changes.complete else changes.through}
+    return WorkResult(added=len(kept_added), removed=len(kept_removed),
+                      omitted=changes.omitted, cursor=cursor,
+                      more_now=not changes.complete, message=message)
+
+
+def run_export_audience(ctx: RunContext) -> WorkResult:
+    """One unit: send the next window's changes as a batch, or poll the batch sent."""
+    config = ctx.config
+    list_id = str(config["list_id"]).strip()
+    credentials = ctx.credentials or {}
+    cursor = dict(ctx.cursor or {})
+    pending = cursor.get("pending")
+    if isinstance(pending, dict):
+        batch_id = str(pending.get("batch_id") or "")
+        if not BATCH_ID_PATTERN.fullmatch(batch_id):
+            raise ProviderError("The job's cursor holds no valid batch id.",
+                                code="bad_cursor")
+        try:
+            batch = _poll(ctx, credentials, batch_id, not_found="gone")
+        except ConfigError as exc:
+            if exc.code != "not_found":
+                raise
+            # Mailchimp keeps batches for a week: a lost one is sent again (PUT and DELETE
+            # of the same members do no harm twice).
+            cursor.pop("pending")
+            return WorkResult(cursor=cursor, more_now=True,
+                              message=f"Mailchimp no longer knows batch {batch_id}; its "
+                              "members are sent again")
+        if batch.get("status") != "finished":
+            done = int(batch.get("finished_operations") or 0)
+            total = int(batch.get("total_operations") or 0)
+            return WorkResult(cursor=cursor, more_now=True,
+                              message=f"Mailchimp is still working on batch {batch_id} "
+                              f"({batch.get('status') or 'pending'}, {done:,} of {total:,} "
+                              "operations done)")
+        return _finish(ctx, credentials, pending, batch, list_id)
+
+    audience = config["audience"]
+    status = config.get("status") or "subscribed"
+    if status not in EXPORT_STATUSES:
+        raise ConfigError(f"Mailchimp takes new members as one of {', '.join(EXPORT_STATUSES)}.",
+                          code="bad_status")
+    mapping = merge_mapping(config.get("merge_fields"))
+    size = max(1, min(int(config.get("batch_size") or DEFAULT_EXPORT_BATCH), MAX_EXPORT_BATCH))
+    after = int(cursor.get("after_profile_id", 0))
+    changes = ctx.source.audience_changes(audience, identifier="email",
+                                          after_profile_id=after, limit=size)
+    if not changes.added and not changes.removed:
+        ctx.source.audience_sent(changes)
+        return WorkResult(
+            omitted=changes.omitted, more_now=not changes.complete,
+            cursor={"after_profile_id": 0 if changes.complete else changes.through},
+            message=f"Audience '{audience}': no change to send for profiles "
+            f"{after + 1}–{changes.through}; {changes.omitted:,} omitted (no email)")
+    # The list must exist: inside a batch, a missing list would look like members gone.
+    api_get(credentials, f"/lists/{quote(list_id, safe='')}", params={"fields": "id"},
+            not_found=f"Mailchimp has no audience (list) with the ID {list_id!r} in this "
+            "account; choose another list in the job's configuration.")
+    operations = _operations(list_id, status, mapping, changes.added, changes.removed)
+    body = api_call(
+        credentials, "POST", "/batches", json={"operations": operations},
+        not_found=f"Mailchimp has no batch endpoint at the configured address for list "
+        f"{list_id}.")
+    batch_id = _batch_id(body)
+    cursor["pending"] = _pending(changes, batch_id)
+    return WorkResult(cursor=cursor, more_now=True,
+                      message=f"Sent {len(operations):,} changes of audience '{audience}' to "
+                      f"Mailchimp list {list_id} as batch {batch_id} "
+                      f"({len(changes.added):,} to add, {len(changes.removed):,} to remove)")
+
+
+EXPORT_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["audience", "list_id"],
+    "additionalProperties": False,
+    "x-order": ["audience", "list_id", "status", "merge_fields", "batch_size"],
+    "properties": {
+        "audience": {
+            "type": "string",
+            "title": "Audience",
+            "description": "Who is sent: each run adds the members who joined since the last "
+            "run and archives those who left. Members without an email are omitted.",
+            "pattern": "^[a-z0-9_-]{1,64}$",
+            "x-options": "audiences",
+        },
+        "list_id": {
+            **IMPORT_MEMBERS_SCHEMA["properties"]["list_id"],
+            "title": "Mailchimp audience (list)",
+            "description": "The Mailchimp list the members go to; its ID looks like "
+            "a1b2c3d4e5 (Audience > Settings > Audience name and defaults).",
+        },
+        "status": {
+            "type": "string",
+            "title": "Status of new members",
+            "description": "How Mailchimp takes a member it does not have yet: subscribed, "
+            "pending (Mailchimp sends a confirmation email) or transactional (no marketing "
+            "email). Members it has keep their status.",
+            "enum": list(EXPORT_STATUSES),
+            "x-enum-labels": ["Subscribed", "Pending (double opt-in)", "Transactional"],
+            "default": "subscribed",
+        },
+        "merge_fields": {
+            "type": "array",
+            "title": "Merge fields (optional)",
+            "description": "One line per field: the profile field, =, and the Mailchimp merge "
+            "tag it fills, like plan=PLAN.",
+            "items": {
+                "type": "string",
+                "pattern": MAPPING_PATTERN,
+                "x-pattern-message": "Write profile field=MERGE TAG, like plan=PLAN (the tag "
+                "in capitals, at most 10 characters).",
+            },
+            "maxItems": 30,
+            "default": [],
+        },
+        "batch_size": {
+            "type": "integer",
+            "title": "Members per batch",
+            "description": "At most this many members are compared, and their changes sent "
+            "in one Mailchimp batch (1–1,000).",
+            "minimum": 1,
+            "maximum": MAX_EXPORT_BATCH,
+            "default": DEFAULT_EXPORT_BATCH,
+        },
+    },
+}
+
+
 PROVIDER = Provider(
     key="mailchimp",
     name="Mailchimp",
     category="Email marketing",
-    description="Import the members of a Mailchimp audience, and every change to them.",
+    description="Import the members of a Mailchimp audience, and every change to them; "
+    "export an audience of yours to a Mailchimp list.",
     logo="mailchimp.svg",
     auth_methods=(
         AuthMethod(
@@ -367,6 +724,20 @@ PROVIDER = Provider(
             "changed: one message per member and change.",
             config_schema=IMPORT_MEMBERS_SCHEMA,
             run=run_import_members,
+            default_cadence="Every hour",
+            default_schedule={"kind": "interval", "every_minutes": 60},
+            recurring=True,
+            option_sources={"lists": audiences},
+        ),
+        JobType(
+            key="export",
+            name="Export audience to list",
+            kind="export",
+            description="Keeps a Mailchimp list in step with one of your audiences: each run "
+            "adds (or updates) the members who joined and archives those who left, in "
+            "Mailchimp batches, and says which members Mailchimp refused and why.",
+            config_schema=EXPORT_SCHEMA,
+            run=run_export_audience,
             default_cadence="Every hour",
             default_schedule={"kind": "interval", "every_minutes": 60},
             recurring=True,

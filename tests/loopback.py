@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import io
 import json
 import socket
+import tarfile
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -139,6 +141,14 @@ class MailchimpServer(LoopbackServer):
     Accepts HTTP basic auth whose password is `api_key` and Bearer tokens in
     `access_tokens`; the metadata endpoint accepts `OAuth <token>` for the same tokens.
     Fill `members[list_id]` (or call `add_member`) for GET /3.0/lists/<id>/members.
+
+    Batches: POST /3.0/batches records a batch (`batches`, by id) that GET
+    /3.0/batches/<id> reports "started" `batch_polls` times, then "finished": its
+    operations (member PUT = add or update, keeping the status of a member it has;
+    DELETE = archive, 404 when there is no such member) run then, and their results are
+    served, without credentials, as a tar.gz of JSON at the batch's response_body_url.
+    Emails in `reject_emails` are refused with a 400, the way Mailchimp refuses a fake
+    address; `fail_polls` holds statuses to answer batch GETs with first.
     """
 
     def __init__(self, api_key: str = TEST_API_KEY, access_tokens: set[str] | None = None,
@@ -151,6 +161,19 @@ class MailchimpServer(LoopbackServer):
         self.list_names: dict[str, str] = {}  # GET /3.0/lists names each audience
         self.requests: list[tuple[str, str, str]] = []  # (method, path, auth kind)
         self.queries: list[dict[str, str]] = []  # the query arguments of each request
+        self.batches: dict[str, dict[str, Any]] = {}
+        self.batch_polls = 1  # GETs of a batch that answer "started" before "finished"
+        self.reject_emails: set[str] = set()
+        self.fail_polls: list[int] = []  # statuses to answer GETs of batches with first
+
+    def members_of(self, list_id: str, status: str | None = None) -> list[str]:
+        """The emails of a list's members (with that status), in the order they came."""
+        return [m["email_address"] for m in self.members.get(list_id, [])
+                if status is None or m["status"] == status]
+
+    def posted_batches(self) -> list[dict[str, Any]]:
+        """The batches created, oldest first."""
+        return list(self.batches.values())
 
     def __enter__(self) -> MailchimpServer:
         super().__enter__()
@@ -198,6 +221,8 @@ class MailchimpServer(LoopbackServer):
 
     def handle(self, request: Request) -> Response:
         header = request.headers.get("Authorization", "")
+        if request.path.startswith("/batch-results/"):  # storage elsewhere: no auth
+            return self._results(request.path.removeprefix("/batch-results/"))
         if request.path == "/oauth2/metadata":
             scheme, _, token = header.partition(" ")
             if scheme != "OAuth" or token not in self.access_tokens:
@@ -223,9 +248,116 @@ class MailchimpServer(LoopbackServer):
                 {"id": list_id, "name": self.list_names.get(list_id, list_id)}
                 for list_id in self.members], "total_items": len(self.members)})
         parts = path.split("/")
+        if len(parts) == 3 and parts[1] == "lists":
+            if parts[2] not in self.members:
+                return problem(404, "The requested resource could not be found.",
+                               title="Resource Not Found")
+            return json_response({"id": parts[2],
+                                  "name": self.list_names.get(parts[2], parts[2])})
         if len(parts) == 4 and parts[1] == "lists" and parts[3] == "members":
             return self._members(request, parts[2])
+        if path == "/batches" and request.method == "POST":
+            return self._create_batch(request)
+        if len(parts) == 3 and parts[1] == "batches" and request.method == "GET":
+            return self._batch(parts[2])
         return problem(404, "The requested resource could not be found.")
+
+    def _create_batch(self, request: Request) -> Response:
+        try:
+            body = json.loads(request.get_data())
+            operations = body["operations"]
+            assert isinstance(operations, list) and all(
+                {"method", "path"} <= set(op) for op in operations)
+        except (ValueError, KeyError, TypeError, AssertionError):
+            return problem(400, "The batch is not valid.", title="Invalid Resource")
+        with self._lock:
+            batch_id = f"b{len(self.batches) + 1:04d}"
+            self.batches[batch_id] = {"id": batch_id, "operations": operations,
+                                      "polls": 0, "results": None}
+        return json_response(self._batch_state(self.batches[batch_id], "pending"))
+
+    def _batch_state(self, batch: dict[str, Any], status: str) -> dict[str, Any]:
+        results = batch["results"] or []
+        return {
+            "id": batch["id"], "status": status,
+            "total_operations": len(batch["operations"]),
+            "finished_operations": len(results),
+            "errored_operations": sum(r["status_code"] >= 400 for r in results),
+            "submitted_at": "2026-03-01T00:00:00+00:00",
+            "response_body_url": (f"{self.base_url}/batch-results/{batch['id']}.tar.gz"
+                                  if batch["results"] is not None else ""),
+        }
+
+    def _batch(self, batch_id: str) -> Response:
+        with self._lock:
+            batch = self.batches.get(batch_id)
+            if batch is None:
+                return problem(404, "The requested resource could not be found.",
+                               title="Resource Not Found")
+            if self.fail_polls:
+                return problem(self.fail_polls.pop(0), "Injected failure")
+            batch["polls"] += 1
+            if batch["polls"] <= self.batch_polls:
+                return json_response(self._batch_state(batch, "started"))
+            if batch["results"] is None:
+                batch["results"] = [self._operate(op) for op in batch["operations"]]
+        return json_response(self._batch_state(batch, "finished"))
+
+    def _operate(self, operation: dict[str, Any]) -> dict[str, Any]:
+        """Run one batch operation; its result as Mailchimp's archive holds it."""
+        def result(status: int, body: dict[str, Any]) -> dict[str, Any]:
+            return {"status_code": status, "operation_id": operation.get("operation_id"),
+                    "response": json.dumps(body)}
+
+        def failed(status: int, title: str, detail: str) -> dict[str, Any]:
+            return result(status, {"title": title, "status": status, "detail": detail})
+
+        parts = str(operation["path"]).strip("/").split("/")
+        if len(parts) != 4 or parts[0] != "lists" or parts[2] != "members":
+            return failed(404, "Resource Not Found", "No such resource.")
+        list_id, member_id = parts[1], parts[3]
+        if list_id not in self.members:
+            return failed(404, "Resource Not Found", "The requested resource could not be "
+                          "found.")
+        found = next((m for m in self.members[list_id] if m["id"] == member_id), None)
+        if operation["method"] == "DELETE":
+            if found is None or found["status"] == "archived":
+                return failed(404, "Resource Not Found", "The requested resource could not "
+                              "be found.")
+            found["status"] = "archived"
+            return result(204, {})
+        if operation["method"] != "PUT":
+            return failed(405, "Method Not Allowed", "Not here.")
+        body = json.loads(operation.get("body") or "{}")
+        email = str(body.get("email_address") or "")
+        if hashlib.md5(email.lower().encode()).hexdigest() != member_id:
+            return failed(400, "Invalid Resource", "The subscriber hash does not match.")
+        if email in self.reject_emails:
+            return failed(400, "Invalid Resource", f"{email} looks fake or invalid, please "
+                          "enter a real email address.")
+        if found is None:
+            found = self.add_member(list_id, email, status=body.get("status_if_new") or
+                                    "subscribed")
+        elif found["status"] == "archived":
+            found["status"] = body.get("status_if_new") or "subscribed"
+        found["merge_fields"].update(body.get("merge_fields") or {})
+        return result(200, found)
+
+    def _results(self, name: str) -> Response:
+        batch = self.batches.get(name.removesuffix(".tar.gz"))
+        if batch is None or batch["results"] is None:
+            return Response("<Error>NoSuchKey</Error>", status=404,
+                            content_type="application/xml")
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+            folder = tarfile.TarInfo(name="results")
+            folder.type = tarfile.DIRTYPE
+            archive.addfile(folder)
+            data = json.dumps(batch["results"]).encode()
+            info = tarfile.TarInfo(name=f"{batch['id']}.json")
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+        return Response(buffer.getvalue(), content_type="application/x-tar")
 
     def _members(self, request: Request, list_id: str) -> Response:
         if list_id not in self.members:
