@@ -1,6 +1,6 @@
 """Webhook: send the messages of a stream to an HTTP endpoint of yours, as JSON.
 
-Two job types. "Send stream to webhook": each unit POSTs the next batch of messages,
+Three job types. "Send stream to webhook": each unit POSTs the next batch of messages,
 oldest first:
 
     {"stream": "signups", "messages": [
@@ -20,7 +20,22 @@ batch; anything else keeps the cursor, and the batch is retried with backoff.
 
 A member whose identifier changed is removed by the old one and added by the new one;
 members without the identifier are counted as omitted and not sent. The Idempotency-Key
-is "<audience>:<hash of the document>". A window with no change sends nothing.
+is "<audience>:<hash of the document>". A window with no change sends nothing. With the
+config "format": "events" the body is a JSON array instead, exits first:
+
+    [{"event": "exited", "audience": "vip", "email": "b@example.com", "profile_id": 9,
+      "at": "<ISO time>"},
+     {"event": "entered", "audience": "vip", "email": "a@example.com", "profile_id": 7,
+      "at": "<ISO time>", "fields": {...}}]
+
+(the Idempotency-Key hashes the events without their "at", so a retry keeps it).
+
+"Enrich profiles" (kind enrichment): each unit POSTs the next window of an audience's
+members as they are now, {"profiles": [{"email": ..., "fields": {...}}]}, and the endpoint
+answers {"profiles": [{"email": ..., "attributes": {...}, "at": <optional>}]}; each
+answered profile becomes a message {"email": ..., **attributes} in the job's stream (the
+profiles take the attributes from there, newest wins). An answer that is not one
+(BadAnswer) fails the job naming what was wrong. docs/providers/webhook.md has the detail.
 
 Authorization is one of:
 
