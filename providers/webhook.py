@@ -1,6 +1,6 @@
 """Webhook: send the messages of a stream to an HTTP endpoint of yours, as JSON.
 
-Two job types. "Send stream to webhook": each unit POSTs the next batch of messages,
+Three job types. "Send stream to webhook": each unit POSTs the next batch of messages,
 oldest first:
 
     {"stream": "signups", "messages": [
@@ -20,7 +20,22 @@ batch; anything else keeps the cursor, and the batch is retried with backoff.
 
 A member whose identifier changed is removed by the old one and added by the new one;
 members without the identifier are counted as omitted and not sent. The Idempotency-Key
-is "<audience>:<hash of the document>". A window with no change sends nothing.
+is "<audience>:<hash of the document>". A window with no change sends nothing. With the
+config "format": "events" the body is a JSON array instead, exits first:
+
+    [{"event": "exited", "audience": "vip", "email": "b@example.com", "profile_id": 9,
+      "at": "<ISO time>"},
+     {"event": "entered", "audience": "vip", "email": "a@example.com", "profile_id": 7,
+      "at": "<ISO time>", "fields": {...}}]
+
+(the Idempotency-Key hashes the events without their "at", so a retry keeps it).
+
+"Enrich profiles" (kind enrichment): each unit POSTs the next window of an audience's
+members as they are now, {"profiles": [{"email": ..., "fields": {...}}]}, and the endpoint
+answers {"profiles": [{"email": ..., "attributes": {...}, "at": <optional>}]}; each
+answered profile becomes a message {"email": ..., **attributes} in the job's stream (the
+profiles take the attributes from there, newest wins). An answer that is not one
+(BadAnswer) fails the job naming what was wrong. docs/providers/webhook.md has the detail.
 
 Authorization is one of:
 
@@ -55,11 +70,14 @@ from urllib.parse import urlsplit
 import httpx
 
 from providers.base import (
+    AudienceChanges,
     AuthMethod,
     ConfigError,
     InMessage,
     JobType,
+    OutMessage,
     Provider,
+    ProviderError,
     RunContext,
     WorkResult,
 )
@@ -268,6 +286,18 @@ def run_send_stream(ctx: RunContext) -> WorkResult:
     )
 
 
+def _events(changes: AudienceChanges, identifier: str, at: str) -> list[dict[str, Any]]:
+    """The changes as events: who exited (by the identifier the endpoint knew them by),
+    then who entered, with their fields."""
+    exited = [{"event": "exited", "audience": changes.audience,
+               identifier: member.identifier, "profile_id": member.profile_id, "at": at}
+              for member in changes.removed]
+    entered = [{"event": "entered", "audience": changes.audience,
+                identifier: member.identifier, "profile_id": member.profile_id, "at": at,
+                "fields": member.fields} for member in changes.added]
+    return exited + entered
+
+
 def run_send_audience(ctx: RunContext) -> WorkResult:
     """One unit: compare the next window of the audience with what this job last sent and
     POST the changes (none: no request); the window is recorded as sent on a 2xx."""
@@ -290,16 +320,21 @@ def run_send_audience(ctx: RunContext) -> WorkResult:
                           f"{after + 1}–{changes.through}; {changes.omitted:,} omitted "
                           f"(no {identifier})")
         return result
-    document = {
-        "audience": changes.audience, "identifier": identifier,
-        "added": [{"profile_id": member.profile_id, identifier: member.identifier,
-                   "fields": member.fields} for member in changes.added],
-        "removed": [{"profile_id": member.profile_id, identifier: member.identifier}
-                    for member in changes.removed],
-    }
     credentials = ctx.credentials or {}
+    if ctx.config.get("format") == "events":
+        document: Any = _events(changes, identifier, _iso(ctx.now()))
+        # The key leaves out the time of sending: a retry of the same changes keeps it.
+        keyed: Any = [{k: v for k, v in event.items() if k != "at"} for event in document]
+    else:
+        document = keyed = {
+            "audience": changes.audience, "identifier": identifier,
+            "added": [{"profile_id": member.profile_id, identifier: member.identifier,
+                       "fields": member.fields} for member in changes.added],
+            "removed": [{"profile_id": member.profile_id, identifier: member.identifier}
+                        for member in changes.removed],
+        }
     # The same changes sent again (a retry after a timeout) carry the same key.
-    digest = hashlib.sha256(json.dumps(document, sort_keys=True, default=str).encode())
+    digest = hashlib.sha256(json.dumps(keyed, sort_keys=True, default=str).encode())
     response = post(ctx.auth_method, credentials, document,
                     headers={"Idempotency-Key": f"{audience}:{digest.hexdigest()[:32]}"})
     ctx.source.audience_sent(changes)
@@ -308,12 +343,143 @@ def run_send_audience(ctx: RunContext) -> WorkResult:
     return result
 
 
+# -- Enrichment ------------------------------------------------------------------------------
+
+DEFAULT_ENRICH_STREAM = "enrichment"
+
+
+class BadAnswer(ProviderError):
+    """The endpoint answered 2xx with something that is not an enrichment answer; it will
+    not get better by asking again, so the job stops and says what was wrong."""
+
+    code = "bad_answer"
+    retryable = False
+
+
+def _digest(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:40]
+
+
+def _answer_time(value: Any, where: str) -> datetime:
+    if not isinstance(value, str):
+        raise BadAnswer(f"{where} has an 'at' that is not an ISO 8601 time text.")
+    try:
+        moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise BadAnswer(f"{where} has an 'at' that is not an ISO 8601 time "
+                        f"({value[:40]!r}).") from None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
+def read_enrichment(response: httpx.Response, identifier: str, sent: list[str],
+                    host: str) -> list[tuple[str, dict[str, Any], datetime | None]]:
+    """The endpoint's answer as (identifier value, attributes, time or None) per profile;
+    BadAnswer names what is wrong with an answer that is not one."""
+    service = f"The endpoint at {host}"
+    try:
+        answer = response.json()
+    except ValueError:
+        raise BadAnswer(f"{service} answered {response.status_code} with a body that is not "
+                        "JSON; it must answer {\"profiles\": [...]}.") from None
+    if not isinstance(answer, dict) or not isinstance(answer.get("profiles"), list):
+        raise BadAnswer(f"{service} answered JSON of the wrong shape: it must be an object "
+                        "with a 'profiles' list.")
+    profiles = answer["profiles"]
+    if len(profiles) > len(sent):
+        raise BadAnswer(f"{service} answered with too many profiles: {len(profiles):,} for "
+                        f"the {len(sent):,} sent.")
+    asked = set(sent)
+    found: list[tuple[str, dict[str, Any], datetime | None]] = []
+    seen: set[str] = set()
+    unknown = 0
+    for number, item in enumerate(profiles, start=1):
+        where = f"Profile {number} of the answer from {host}"
+        if not isinstance(item, dict):
+            raise BadAnswer(f"{where} is not an object.")
+        value = item.get(identifier)
+        if not isinstance(value, str):
+            raise BadAnswer(f"{where} has no '{identifier}' text naming whom it enriches.")
+        if value not in asked:
+            unknown += 1
+            continue
+        if value in seen:
+            raise BadAnswer(f"{where} names a profile the answer already enriched.")
+        seen.add(value)
+        attributes = item.get("attributes")
+        if not isinstance(attributes, dict):
+            raise BadAnswer(f"{where} has no 'attributes' object.")
+        if identifier in attributes and attributes[identifier] != value:
+            raise BadAnswer(f"{where} changes the '{identifier}' it was asked about.")
+        at = _answer_time(item["at"], where) if item.get("at") is not None else None
+        found.append((value, {k: v for k, v in attributes.items() if k != identifier}, at))
+    if unknown:
+        raise BadAnswer(f"{service} answered about {unknown:,} profile"
+                        f"{'s' if unknown != 1 else ''} with an unknown '{identifier}' (one "
+                        "that was not sent in the request).")
+    return found
+
+
+def run_enrich(ctx: RunContext) -> WorkResult:
+    """One unit: POST the next window of the audience's members, write what the endpoint
+    answers about them to the stream (profiles take the attributes from there)."""
+    audience = ctx.config["audience"]
+    identifier = ctx.config.get("identifier") or DEFAULT_IDENTIFIER
+    stream = ctx.config.get("stream") or DEFAULT_ENRICH_STREAM
+    size = max(1, min(int(ctx.config.get("batch_size") or DEFAULT_BATCH), MAX_BATCH))
+    cursor = dict(ctx.cursor or {})
+    after = int(cursor.get("after_profile_id", 0))
+    page = ctx.source.audience_members(audience, identifier=identifier,
+                                       after_profile_id=after, limit=size)
+    # A full pass ends the run; the next run starts from the first member again.
+    cursor["after_profile_id"] = 0 if page.complete else page.through
+    result = WorkResult(omitted=page.omitted, cursor=cursor, more_now=not page.complete)
+    span = f"profiles {after + 1}–{page.through}"
+    if not page.members:
+        result.message = (f"Audience '{audience}': nobody to enrich in {span}; "
+                          f"{page.omitted:,} omitted (no {identifier})")
+        return result
+    credentials = ctx.credentials or {}
+    host = _host(_url(credentials))
+    document = {"profiles": [{identifier: member.identifier, "fields": member.fields}
+                             for member in page.members]}
+    response = post(ctx.auth_method, credentials, document,
+                    headers={"Idempotency-Key": f"{audience}:enrich:{_digest(document)[:32]}"})
+    answered = read_enrichment(response, identifier,
+                               [member.identifier for member in page.members], host)
+    fields = {member.identifier: member.fields for member in page.members}
+    now = ctx.now()
+    messages: list[OutMessage] = []
+    unchanged = 0
+    for value, attributes, at in answered:
+        held = fields[value]
+        if all(name in held and held[name] == new for name, new in attributes.items()):
+            unchanged += 1  # the profile holds these values already: nothing to write
+            continue
+        # The key names the values the profile held too, so an attribute that goes back
+        # to an earlier value (A, B, then A again) is written again, while an answer
+        # that repeats itself is not.
+        before = {name: held.get(name) for name in attributes}
+        messages.append(OutMessage(
+            f"enrich:{_digest(identifier, value, attributes, before)}", at or now,
+            {identifier: value, **attributes}))
+    written, duplicates = ctx.sink.write(stream, messages) if messages else (0, 0)
+    result.added = written
+    result.message = (
+        f"Audience '{audience}': sent {len(page.members):,} member"
+        f"{'s' if len(page.members) != 1 else ''} ({span}) to {host}; "
+        f"{len(answered):,} enriched, {written:,} written to stream '{stream}', "
+        f"{unchanged + duplicates:,} unchanged, {page.omitted:,} omitted (no {identifier})")
+    return result
+
+
 DEFAULT_IDENTIFIER = "email"
+FORMATS = ("changes", "events")
 SEND_AUDIENCE_SCHEMA: dict[str, Any] = {
     "type": "object",
     "required": ["audience"],
     "additionalProperties": False,
-    "x-order": ["audience", "identifier", "batch_size"],
+    "x-order": ["audience", "identifier", "format", "batch_size"],
     "properties": {
         "audience": {
             "type": "string",
@@ -332,6 +498,17 @@ SEND_AUDIENCE_SCHEMA: dict[str, Any] = {
             "x-pattern-message": "Enter a field name, without spaces.",
             "default": DEFAULT_IDENTIFIER,
         },
+        "format": {
+            "type": "string",
+            "title": "Request body",
+            "description": "changes: one document per request with the lists of members "
+            "added and removed; events: a JSON array with one 'entered' or 'exited' event "
+            "per member.",
+            "enum": list(FORMATS),
+            "x-enum-labels": ["Changes: lists of members added and removed",
+                              "Events: one 'entered' or 'exited' event per member"],
+            "default": "changes",
+        },
         "batch_size": {
             "type": "integer",
             "title": "Members per request",
@@ -340,6 +517,49 @@ SEND_AUDIENCE_SCHEMA: dict[str, Any] = {
             "minimum": 1,
             "maximum": MAX_BATCH,
             "default": DEFAULT_BATCH,
+        },
+    },
+}
+
+ENRICH_SCHEMA: dict[str, Any] = {
+    "type": "object",
+    "required": ["audience"],
+    "additionalProperties": False,
+    "x-order": ["audience", "identifier", "batch_size", "stream"],
+    "properties": {
+        "audience": {
+            "type": "string",
+            "title": "Audience",
+            "description": "Whose profiles are enriched: each run sends every member, a "
+            "batch at a time, with their fields.",
+            "pattern": "^[a-z0-9_-]{1,64}$",
+            "x-options": "audiences",
+        },
+        "identifier": {
+            "type": "string",
+            "title": "Identifier field",
+            "description": "The profile field the endpoint knows people by, and answers "
+            "with. Members without it are omitted (counted, not sent).",
+            "pattern": "^[^\\s]{1,255}$",
+            "x-pattern-message": "Enter a field name, without spaces.",
+            "default": DEFAULT_IDENTIFIER,
+        },
+        "batch_size": {
+            "type": "integer",
+            "title": "Profiles per request",
+            "description": "At most this many profiles go in one POST (1–1,000); the "
+            "endpoint may answer about as many, no more.",
+            "minimum": 1,
+            "maximum": MAX_BATCH,
+            "default": DEFAULT_BATCH,
+        },
+        "stream": {
+            "type": "string",
+            "title": "Results stream",
+            "description": "The stream the answers land in, one message per enriched "
+            "profile; profiles take the attributes from it (newest wins).",
+            "pattern": STREAM_PATTERN,
+            "default": DEFAULT_ENRICH_STREAM,
         },
     },
 }
@@ -401,6 +621,19 @@ PROVIDER = Provider(
             run=run_send_audience,
             default_cadence="Every hour",
             default_schedule={"kind": "interval", "every_minutes": 60},
+            recurring=True,
+        ),
+        JobType(
+            key="enrich",
+            name="Enrich profiles",
+            kind="enrichment",
+            description="Sends an audience's members, with their fields, to your endpoint "
+            "and writes the attributes it answers with to a stream, where the profiles "
+            "take them from.",
+            config_schema=ENRICH_SCHEMA,
+            run=run_enrich,
+            default_cadence="Every 24 hours",
+            default_schedule={"kind": "interval", "every_minutes": 1440},
             recurring=True,
         ),
     ),
