@@ -112,9 +112,9 @@ AUTH_SCHEMA: dict[str, Any] = {
             "type": "string", "title": "Endpoint URL (optional)", "default": "",
             "description": "Only for S3-compatible services (MinIO, R2...): their address. "
             "Leave empty for Amazon S3.",
-            "pattern": "^(https?://[^\\s/?#@]+/?)?$",
+            "pattern": "^(https?://[^\\s/?#@]+([/?#][^\\s]*)?)?$",
             "x-pattern-message": "Enter an address such as https://s3.example.com, with no "
-            "path, user name or password.",
+            "spaces, user name or password.",
             "x-destination": True,
         },
     },

@@ -36,7 +36,8 @@ from tests.loopback import TEST_API_KEY, WebhookReceiver
 from tests.test_job_path import kinds
 
 HX = {"HX-Request": "true"}
-PLAIN_VALUES = {"url": None, "username": "ops-team", "key_id": "key-2024"}
+PLAIN_VALUES = {"url": None, "username": "ops-team", "key_id": "key-2024",
+                "access_key_id": "AKIASEEDED", "region": "eu-west-1", "bucket": "seeded"}
 
 
 def seed_authorizations(owner, hook_url: str) -> list[Authorization]:
