@@ -37,7 +37,8 @@ from tests.test_job_path import kinds
 
 HX = {"HX-Request": "true"}
 PLAIN_VALUES = {"url": None, "username": "ops-team", "key_id": "key-2024",
-                "host": "127.0.0.1", "port": 9, "database": "portal", "tls": "disable"}
+                "host": "127.0.0.1", "port": 9, "database": "portal", "tls": "disable",
+                "access_key_id": "AKIASEEDED", "region": "eu-west-1", "bucket": "seeded"}
 
 
 def seed_authorizations(owner, hook_url: str) -> list[Authorization]:

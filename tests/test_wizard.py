@@ -30,9 +30,9 @@ def post(client, auth, url: str, headers=None, **fields):
 # --- tiles --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("query,category,expected", [
-    ("", "", {"files", "hubspot", "mailchimp", "webhook", "postgresql", "mysql"}),
+    ("", "", {"files", "hubspot", "mailchimp", "s3", "webhook", "postgresql", "mysql"}),
     ("mail", "", {"mailchimp"}),
-    ("IMPORT", "", {"files", "hubspot", "mailchimp", "postgresql", "mysql"}),  # any case
+    ("IMPORT", "", {"files", "hubspot", "mailchimp", "s3", "postgresql", "mysql"}),  # any case
     ("export stream", "", {"webhook"}),            # every word must match
     ("", "Email marketing", {"mailchimp"}),
     ("list", "CRM", {"hubspot"}),
