@@ -44,7 +44,7 @@ def test_tiles_search_by_name_category_and_job_types(client, auth, query, catego
                           headers={**HX, "HX-Target": "tile-results"})
     page = response.get_data(as_text=True)
     assert page.lstrip().startswith('<div id="tile-results"'), "only the results fragment"
-    assert set(re.findall(r'data-provider="([a-z]+)"', page)) == expected
+    assert set(re.findall(r'data-provider="([a-z0-9_-]+)"', page)) == expected
     if not expected:
         assert "No provider matches" in page
     assert "faults" not in page
