@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import os
 
-from providers import faults, files, mailchimp, webhook
+from providers import faults, files, mailchimp, slack, webhook
 from providers.base import JobType, Provider
 
 CATALOG: dict[str, Provider] = {
     provider.key: provider
-    for provider in (files.PROVIDER, mailchimp.PROVIDER, webhook.PROVIDER)
+    for provider in (files.PROVIDER, mailchimp.PROVIDER, slack.PROVIDER, webhook.PROVIDER)
 }
 
 # Found by key only when PORTAL_TEST_PROVIDERS=1; never shown as a tile.
