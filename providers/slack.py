@@ -51,6 +51,7 @@ is read at each call.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import re
@@ -210,7 +211,8 @@ def check(method_key: str, credentials: dict[str, Any]) -> str:
 
 
 def authorized(method_key: str, token: dict[str, Any]) -> dict[str, Any]:
-    """After the OAuth grant: the workspace's name and id, kept with the token to show."""
+    """After the OAuth grant: the workspace's name (as "account", which the Vault's page
+    shows: "Signed in as …") and id, kept with the token."""
     if method_key != "oauth2":
         return {}
     team = token.get("team") if isinstance(token.get("team"), dict) else {}
@@ -219,7 +221,7 @@ def authorized(method_key: str, token: dict[str, Any]) -> dict[str, Any]:
         answer = _call("oauth2", token, "auth.test")
         name = str(answer.get("team") or "")
         team_id = team_id or str(answer.get("team_id") or "")
-    return {"workspace": name or team_id or "(unnamed)", "workspace_id": team_id}
+    return {"account": name or team_id or "(unnamed)", "team_id": team_id}
 
 
 def channels(credentials: dict[str, Any]) -> list[tuple[str, str]]:
@@ -310,7 +312,7 @@ def run_post_digest(ctx: RunContext) -> WorkResult:
     audience = config["audience"]
     identifier = config.get("identifier") or DEFAULT_IDENTIFIER
     channel = str(config["channel"]).strip()
-    cursor = dict(ctx.cursor or {})
+    cursor = copy.deepcopy(ctx.cursor or {})  # never change the runner's own copy
     after = int(cursor.get("after_profile_id", 0))
     pending = {**_empty(), **(cursor.get("pending") or {})}
     size = max(1, min(int(ctx.batch_size), 1000))
@@ -422,7 +424,7 @@ PROVIDER = Provider(
                 # Slack reads `scope` as a comma-separated list (the portal joins the
                 # scopes with spaces), so they are given as one.
                 scopes=(",".join(SCOPES),),
-                shown=("workspace", "workspace_id"),
+                shown=("account", "team_id"),
             ),
             help="Install the portal's Slack app in your workspace; it may post to "
             "channels it is invited to and list channels.",

@@ -139,10 +139,10 @@ def test_the_outbound_policy_is_checked_before_each_call(server):
 
 def test_authorized_keeps_the_workspace_name(server):
     token = server.issue_token()
-    assert slack.authorized("oauth2", token) == {"workspace": "Acme", "workspace_id": "T0001"}
+    assert slack.authorized("oauth2", token) == {"account": "Acme", "team_id": "T0001"}
     assert server.calls == []  # the token response named it
     del token["team"]
-    assert slack.authorized("oauth2", token)["workspace"] == "Acme"  # asked auth.test
+    assert slack.authorized("oauth2", token)["account"] == "Acme"  # asked auth.test
     assert server.calls == ["auth.test"]
     assert slack.authorized("bot_token", {}) == {}
 
