@@ -34,10 +34,13 @@ addresses checked against PORTAL_OUTBOUND_ALLOW); a refused address raises befor
 connection. urllib then resolves the name again to connect, so unlike http_call the
 connection is not pinned to the checked address; the API base is not something a person
 types (it is slack.com, or PORTAL_SLACK_API_URL set by the operator), which keeps that
-gap to the operator's own DNS. The client is built without a proxy (WebClient's proxy
-from the environment is dropped), with a 30 second timeout, without slack-sdk's retries
-(a 429 becomes RateLimited here, and the runner waits out Retry-After), and with its
-logger silenced (its debug lines could show request headers).
+gap to the operator's own DNS. No proxy: WebClient's proxy from the environment is
+dropped, and a call that urllib would send through a proxy named in the environment
+(HTTPS_PROXY, not bypassed by NO_PROXY) is refused. Known gap: urllib follows redirects,
+and a redirect's target is not checked (Slack's API answers without redirects). The
+client has a 30 second timeout, no slack-sdk retries (a 429 becomes RateLimited here, and
+the runner waits out Retry-After), and its logger silenced (its debug lines could show
+request headers).
 
 Errors: HTTP 429 / "ratelimited" -> RateLimited (Retry-After honoured); invalid_auth,
 not_authed, token_revoked, token_expired, account_inactive (and HTTP 401/403) ->
@@ -55,8 +58,10 @@ import copy
 import logging
 import os
 import re
+import urllib.request
 from typing import Any
 from urllib.error import URLError
+from urllib.parse import urlsplit
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -165,6 +170,18 @@ def _error(exc: SlackApiError, token: str, hint: str, method: str,
                          "again.", code="slack_error")
 
 
+def _refuse_proxy(url: str) -> None:
+    """urllib (under slack-sdk) would send the call through a proxy named in the
+    environment (HTTPS_PROXY...), which resolves the name itself: refuse instead."""
+    parts = urlsplit(url)
+    if urllib.request.getproxies().get(parts.scheme) and not urllib.request.proxy_bypass(
+            parts.hostname or ""):
+        raise ConfigError("A proxy is set in the environment (HTTPS_PROXY or HTTP_PROXY) for "
+                          "the Slack API; the portal does not send Slack calls through a "
+                          "proxy, which would bypass its outbound policy. Unset it, or list "
+                          "the Slack API host in NO_PROXY.", code="proxy_refused")
+
+
 def _call(method_key: str, credentials: dict[str, Any], method: str, *,
           channel: str | None = None, **arguments: Any) -> dict[str, Any]:
     """Call one Web API method (checked against the outbound policy first) and return its
@@ -172,6 +189,7 @@ def _call(method_key: str, credentials: dict[str, Any], method: str, *,
     ProviderError."""
     token, hint = _token(method_key, credentials)
     base = api_base()
+    _refuse_proxy(base)
     try:
         outbound.check_url(base + method)
     except OSError:

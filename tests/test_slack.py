@@ -137,6 +137,16 @@ def test_the_outbound_policy_is_checked_before_each_call(server):
         outbound.check_address("169.254.169.254", 443, policy=refused)
 
 
+def test_a_proxy_from_the_environment_is_refused(server, monkeypatch):
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")
+    monkeypatch.setenv("http_proxy", "http://127.0.0.1:9")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    with pytest.raises(ConfigError, match="proxy"):
+        slack.check("bot_token", bot())
+    assert server.calls == []
+
+
 def test_authorized_keeps_the_workspace_name(server):
     token = server.issue_token()
     assert slack.authorized("oauth2", token) == {"account": "Acme", "team_id": "T0001"}
