@@ -30,7 +30,7 @@ def post(client, auth, url: str, headers=None, **fields):
 # --- tiles --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("query,category,expected", [
-    ("", "", {"files", "mailchimp", "webhook"}),
+    ("", "", {"files", "mailchimp", "slack", "webhook"}),
     ("mail", "", {"mailchimp"}),
     ("IMPORT", "", {"files", "mailchimp"}),        # job type names count, any case
     ("export stream", "", {"webhook"}),            # every word must match
