@@ -368,8 +368,8 @@ def run_post_digest(ctx: RunContext) -> WorkResult:
         ctx.source.audience_sent(window)
     result.message = (f"Posted the digest of audience '{audience}' to {channel}: "
                       f"{pending['entered']:,} entered, {pending['left']:,} left, "
-                      f"{pending['changed']:,} changed {identifier}; {omitted:,} omitted "
-                      f"(no {identifier})")
+                      f"{pending['changed']:,} changed {identifier}; "
+                      f"{pending['omitted']:,} omitted (no {identifier})")
     return result
 
 
