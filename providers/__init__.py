@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import os
 
-from providers import faults, files, hubspot, mailchimp, s3, sql, webhook
+from providers import faults, files, hubspot, mailchimp, s3, slack, sql, webhook
 from providers.base import JobType, Provider
 
 CATALOG: dict[str, Provider] = {
     provider.key: provider
     for provider in (files.PROVIDER, hubspot.PROVIDER, mailchimp.PROVIDER, s3.PROVIDER,
-                     webhook.PROVIDER, sql.POSTGRESQL, sql.MYSQL)
+                     slack.PROVIDER, webhook.PROVIDER, sql.POSTGRESQL, sql.MYSQL)
 }
 
 # Found by key only when PORTAL_TEST_PROVIDERS=1; never shown as a tile.

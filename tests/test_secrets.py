@@ -32,7 +32,7 @@ from portal.models.types import utcnow
 from providers import CATALOG, get_provider
 from providers.base import OutMessage
 from tests.conftest import _scan, canary
-from tests.loopback import TEST_API_KEY, WebhookReceiver
+from tests.loopback import TEST_API_KEY, WebhookReceiver, unused_url
 from tests.test_job_path import kinds
 
 HX = {"HX-Request": "true"}
@@ -54,6 +54,8 @@ def seed_authorizations(owner, hook_url: str) -> list[Authorization]:
                 if prop.get("writeOnly"):
                     value = TEST_API_KEY if name == "api_key" and provider.key == "mailchimp" \
                         else f"secret-{provider.key}-{name}-{next(counter)}-c4n4ry"
+                    if provider.key == "slack":  # a bot token's shape: xoxb-...
+                        value = f"xoxb-secret-{next(counter)}-c4n4ry"
                     credentials[name] = canary(value)
                 else:
                     credentials[name] = PLAIN_VALUES.get(name) or hook_url
@@ -111,7 +113,9 @@ def urls(app, jobs: list[Job], authorizations: list[Authorization]) -> list[str]
     return found
 
 
-def test_no_page_fragment_or_log_shows_a_secret(app, client, auth, make_user, work):
+def test_no_page_fragment_or_log_shows_a_secret(app, client, auth, make_user, work,
+                                                monkeypatch):
+    monkeypatch.setenv("PORTAL_SLACK_API_URL", unused_url() + "/api/")  # loopback only
     admin = auth.login("admin")
     with WebhookReceiver(token="the-right-token-only") as hook:
         authorizations = seed_authorizations(admin, hook.url)

@@ -30,7 +30,8 @@ def post(client, auth, url: str, headers=None, **fields):
 # --- tiles --------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("query,category,expected", [
-    ("", "", {"files", "hubspot", "mailchimp", "s3", "webhook", "postgresql", "mysql"}),
+    ("", "", {"files", "hubspot", "mailchimp", "s3", "slack", "webhook", "postgresql",
+              "mysql"}),
     ("mail", "", {"mailchimp"}),
     ("IMPORT", "", {"files", "hubspot", "mailchimp", "s3", "postgresql", "mysql"}),  # any case
     ("export stream", "", {"webhook"}),            # every word must match

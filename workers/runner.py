@@ -9,6 +9,7 @@ notices.
 
 from __future__ import annotations
 
+import copy
 import logging
 import os
 import socket
@@ -128,7 +129,9 @@ class _Context:
         self.config: dict[str, Any] = dict(job.config or {})
         self.auth_method = job.authorization.method if job.authorization else "none"
         self.credentials: dict[str, Any] = {}
-        self.cursor: dict[str, Any] = dict(job.cursor or {})
+        # A deep copy: a run that changes a nested value in place must not change the
+        # stored cursor too (the ORM would then see no change and write none).
+        self.cursor: dict[str, Any] = copy.deepcopy(job.cursor or {})
         self.sink = _Sink(source=f"job:{job.id}")
         self.source = _Source(job.id)
         self.files = _Files()
