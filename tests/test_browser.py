@@ -10,6 +10,7 @@ import shutil
 import pytest
 from playwright.sync_api import Page, expect
 
+from providers import CATALOG
 from tests.browser import faults_job, seed_for_walk, settled, sign_in
 from tests.conftest import TEST_PASSWORD, canary
 from tests.loopback import LoopbackServer
@@ -34,7 +35,7 @@ def test_wizard_to_completed_without_reload(page: Page, live_server, make_user, 
     search = page.get_by_label("Search providers")
     search.fill("zzz")
     expect(page.locator("#tiles-empty")).to_contain_text("No provider matches “zzz”")
-    search.fill("import")  # job type names count: files and Mailchimp both import
+    search.fill("stream")  # job type names count: files import to one, webhook sends one
     expect(page.locator("#provider-tiles [data-provider]")).to_have_count(2)
     # The keyboard reaches the tiles and the arrow keys move between them.
     search.focus()
@@ -42,10 +43,10 @@ def test_wizard_to_completed_without_reload(page: Page, live_server, make_user, 
     page.keyboard.press("Tab")  # the first tile
     expect(page.locator('[data-provider="files"]')).to_be_focused()
     page.keyboard.press("ArrowRight")
-    expect(page.locator('[data-provider="mailchimp"]')).to_be_focused()
-    search.fill("csv")
+    expect(page.locator('[data-provider="webhook"]')).to_be_focused()
+    search.fill("upload")
     expect(page.locator("#provider-tiles [data-provider]")).to_have_count(1)
-    expect(page).to_have_url(f"{live_server}/jobs/new?q=csv&category=")
+    expect(page).to_have_url(f"{live_server}/jobs/new?q=upload&category=")
     settled(page)
     page.get_by_role("link", name="CSV & JSON files").click()
     # Step 2: the job type; step 3 is skipped (reading an upload needs no authorization).
@@ -162,7 +163,7 @@ def test_a_search_typed_before_the_scripts_load_is_not_lost(page: Page, live_ser
     page.goto(f"{live_server}/jobs/new", wait_until="commit")
     page.get_by_label("Search providers").fill("mailchimp")
     assert len(held) == 1, "the typing happened while htmx was still held back"
-    expect(page.locator("#provider-tiles [data-provider]")).to_have_count(3)  # not yet
+    expect(page.locator("#provider-tiles [data-provider]")).to_have_count(len(CATALOG))  # not yet
     held[0].continue_()
     expect(page.locator("#provider-tiles [data-provider]")).to_have_count(1)
     expect(page.locator('[data-provider="mailchimp"]')).to_be_visible()
@@ -400,7 +401,7 @@ def test_the_main_pages_run_under_the_policy_without_a_violation(page: Page, liv
     upload.write_text("email,ts\na@x.io,2024-01-01T10:00:00Z\n")
     page.goto(f"{live_server}/jobs/new")
     shot("wizard-tiles")
-    page.get_by_label("Search providers").fill("csv")
+    page.get_by_label("Search providers").fill("upload")
     expect(page.locator("#provider-tiles [data-provider]")).to_have_count(1)
     settled(page)
     page.get_by_role("link", name="CSV & JSON files").click()
