@@ -9,14 +9,11 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from datetime import UTC
 from typing import Any, TypeVar
 
 from redis.exceptions import RedisError
 from sqlalchemy import (
-    DateTime,
     String,
-    Text,
     bindparam,
     case,
     cast,
@@ -26,7 +23,6 @@ from sqlalchemy import (
     text,
     update,
 )
-from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
@@ -35,7 +31,7 @@ from portal import audit, profiles
 from portal.extensions import db
 from portal.lifecycle import Status
 from portal.models import Job, Message, Stream, StreamField, Upload, User
-from portal.models.types import UTCDateTime, utcnow
+from portal.models.types import UTCDateTime, stored_time, utcnow
 from portal.params import parse_int
 from portal.queues import redis_connection
 from portal.schemaform import unsafe_character
@@ -248,26 +244,25 @@ def store_messages(stream_name: str, messages: Iterable[OutMessage], *, source: 
                                  row["payload"]) for row in added], len(batch) - len(added))
 
 
-# The rows as three arrays unnested into one INSERT: one short statement whatever the
-# batch size. A multi-row VALUES (SQLAlchemy's insertmanyvalues) is a statement of a few
-# hundred kilobytes that psycopg parses afresh in Python for every batch, which cost more
-# than the database's work; an executemany cannot return the ids of the rows it inserted.
+# The rows as one JSON array unnested into one INSERT: one short statement whatever the
+# batch size, and one parameter psycopg passes as it is. A multi-row VALUES (SQLAlchemy's
+# insertmanyvalues) is a statement of a few hundred kilobytes that psycopg parses afresh in
+# Python for every batch, array parameters are escaped element by element in Python, and
+# an executemany cannot return the ids of the rows it inserted.
 POSTGRES_MESSAGES = text(
     "INSERT INTO messages (stream_id, dedupe_key, event_time, ingested_at, source, payload) "
-    "SELECT :stream_id, row.key, row.at, :now, :source, CAST(row.payload AS jsonb) "
-    "FROM unnest(:keys, :times, :payloads) AS row(key, at, payload) "
+    "SELECT :stream_id, row.value ->> 0, CAST(row.value ->> 1 AS timestamp), :now, :source, "
+    "row.value -> 2 FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS row "
     "ON CONFLICT (stream_id, dedupe_key) DO NOTHING RETURNING dedupe_key, id"
-).bindparams(bindparam("keys", type_=ARRAY(String)), bindparam("times", type_=ARRAY(DateTime)),
-             bindparam("payloads", type_=ARRAY(Text)), bindparam("now", type_=UTCDateTime))
+).bindparams(bindparam("now", type_=UTCDateTime))
 
 
 def _insert_postgresql(stream_id: int, rows: list[dict], now, source: str) -> dict[str, int]:
     """Insert the rows no message of the stream has the dedupe key of; {key: id} of those."""
     return dict(db.session.execute(POSTGRES_MESSAGES, {
         "stream_id": stream_id, "now": now, "source": source,
-        "keys": [row["dedupe_key"] for row in rows],
-        "times": [row["event_time"].astimezone(UTC).replace(tzinfo=None) for row in rows],
-        "payloads": [json.dumps(row["payload"]) for row in rows],
+        "rows": json.dumps([[row["dedupe_key"], stored_time(row["event_time"]), row["payload"]]
+                            for row in rows]),
     }).all())
 
 

@@ -31,11 +31,10 @@ from typing import Any
 
 from flask import current_app
 from sqlalchemy import ARRAY, String, cast, delete, func, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
 
 from portal.extensions import db
 from portal.models import Message, Profile, ProfileAttribute, ProfileIdentity, Stream
-from portal.models.types import utcnow
+from portal.models.types import stored_time, utcnow
 
 Identity = tuple[str, str]
 CHUNK = 500  # rows per statement: well under SQLite's bound-parameter limit
@@ -69,11 +68,6 @@ def normalise(key: str, value: Any) -> str | None:
     if "email" in key.lower():
         found = found.lower()
     return found if found and len(found) <= 255 else None
-
-
-def _insert(model):
-    dialect = db.session.get_bind().dialect.name
-    return (postgresql.insert if dialect == "postgresql" else sqlite.insert)(model)
 
 
 def _owners(identities: set[Identity]) -> dict[Identity, int]:
@@ -117,10 +111,11 @@ def _locked_owners(identities: set[Identity], locked: set[int]) -> dict[Identity
         locked |= missing
 
 
-# The rows go in ONE statement, as arrays on PostgreSQL and as one JSON array on SQLite:
-# a statement per row (executemany) costs more than the writes themselves. The WHERE of
-# the DO UPDATE is the rule: only an older value (same event time: lower message id) is
-# replaced.
+# The rows go in ONE statement, as one JSON array (one parameter, passed as it is): a
+# statement per row (executemany) costs more than the writes themselves, and PostgreSQL
+# array parameters are escaped element by element in Python. Times are text in the form
+# UTCDateTime stores them, so they compare as stored. The WHERE of the DO UPDATE is the
+# rule: only an older value (same event time: lower message id) is replaced.
 NEWER = """
 ON CONFLICT (profile_id, name) DO UPDATE SET value = excluded.value,
     event_time = excluded.event_time, stream_id = excluded.stream_id,
@@ -129,22 +124,38 @@ WHERE profile_attributes.event_time < excluded.event_time
    OR (profile_attributes.event_time = excluded.event_time
        AND profile_attributes.message_id < excluded.message_id)
 """
-POSTGRES_UPSERT = text("""
-INSERT INTO profile_attributes (profile_id, name, value, event_time, stream_id, message_id)
-SELECT r.profile_id, r.name, CAST(r.value AS jsonb), r.event_time, r.stream_id, r.message_id
-FROM unnest(CAST(:profile_ids AS integer[]), CAST(:names AS varchar[]),
-            CAST(:attribute_values AS text[]), CAST(:event_times AS timestamp[]),
-            CAST(:stream_ids AS integer[]), CAST(:message_ids AS integer[]))
-     AS r(profile_id, name, value, event_time, stream_id, message_id)
-""" + NEWER)
-# "WHERE true": SQLite needs it to read ON CONFLICT after a SELECT. Times are text in
-# the form SQLAlchemy stores them (naive UTC, microseconds), so they compare as stored.
-SQLITE_UPSERT = text("""
-INSERT INTO profile_attributes (profile_id, name, value, event_time, stream_id, message_id)
+ATTRIBUTES = ("INSERT INTO profile_attributes "
+              "(profile_id, name, value, event_time, stream_id, message_id)")
+IDENTITIES = "INSERT INTO profile_identities (key, value, profile_id)"
+# Each dialect's way to read the rows: "WHERE true" lets SQLite read ON CONFLICT after
+# a SELECT.
+UPSERTS = {
+    "postgresql": {
+        "attributes": text(ATTRIBUTES + """
+SELECT CAST(r.value ->> 0 AS integer), r.value ->> 1, r.value -> 2,
+       CAST(r.value ->> 3 AS timestamp), CAST(r.value ->> 4 AS integer),
+       CAST(r.value ->> 5 AS integer)
+FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r""" + NEWER),
+        "identities": text(IDENTITIES + """
+SELECT r.value ->> 0, r.value ->> 1, CAST(r.value ->> 2 AS integer)
+FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS r ON CONFLICT DO NOTHING"""),
+    },
+    "sqlite": {
+        "attributes": text(ATTRIBUTES + """
 SELECT r.value ->> 0, r.value ->> 1, r.value -> 2, r.value ->> 3, r.value ->> 4,
        r.value ->> 5
-FROM json_each(:rows) AS r WHERE true
-""" + NEWER)
+FROM json_each(:rows) AS r WHERE true""" + NEWER),
+        "identities": text(IDENTITIES + """
+SELECT r.value ->> 0, r.value ->> 1, r.value ->> 2
+FROM json_each(:rows) AS r WHERE true ON CONFLICT DO NOTHING"""),
+    },
+}
+
+
+def _upsert(what: str, rows: list) -> None:
+    """Run the `what` statement of this database over `rows` (lists, JSON-ready)."""
+    statement = UPSERTS[db.session.get_bind().dialect.name][what]
+    db.session.execute(statement, {"rows": json.dumps(rows, allow_nan=False)})
 
 
 def _naive_utc(value: datetime) -> datetime:
@@ -163,20 +174,10 @@ def _upsert_attributes(rows: list[AttributeRow]) -> None:
     # One order for every writer, so two of them never wait on each other's rows crosswise.
     rows = sorted(rows, key=lambda row: (row[0], row[1]))
     # Each message's time converted once, not once per attribute.
-    times = {moment: _naive_utc(moment) for moment in {row[3] for row in rows}}
-    if db.session.get_bind().dialect.name == "postgresql":
-        profile_ids, names, values, moments, stream_ids, message_ids = zip(*rows, strict=True)
-        db.session.execute(POSTGRES_UPSERT, {
-            "profile_ids": list(profile_ids), "names": list(names),
-            "attribute_values": [json.dumps(value, allow_nan=False) for value in values],
-            "event_times": [times[moment] for moment in moments],
-            "stream_ids": list(stream_ids), "message_ids": list(message_ids)})
-        return
-    as_stored = {moment: naive.isoformat(sep=" ", timespec="microseconds")
-                 for moment, naive in times.items()}
-    db.session.execute(SQLITE_UPSERT, {"rows": json.dumps([
+    as_stored = {moment: stored_time(moment) for moment in {row[3] for row in rows}}
+    _upsert("attributes", [
         [profile_id, name, value, as_stored[moment], stream_id, message_id]
-        for profile_id, name, value, moment, stream_id, message_id in rows], allow_nan=False)})
+        for profile_id, name, value, moment, stream_id, message_id in rows])
 
 
 # n new profiles in ONE statement (an executemany is a statement per row on SQLite, and a
@@ -295,9 +296,8 @@ def apply(facts: list[Fact]) -> None:
     new_rows = sorted((identity, group["survivor"]) for group in groups.values()
                       for identity in group["new"])
     if new_rows:
-        db.session.execute(_insert(ProfileIdentity.__table__).on_conflict_do_nothing(), [
-            {"key": key, "value": value, "profile_id": profile_id}
-            for (key, value), profile_id in new_rows])
+        _upsert("identities", [[key, value, profile_id]
+                               for (key, value), profile_id in new_rows])
         stored = _locked_owners({identity for identity, _ in new_rows}, locked)
         for identity, profile_id in new_rows:
             if merges.resolve(stored[identity]) != merges.resolve(profile_id):

@@ -22,6 +22,12 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def stored_time(value: datetime) -> str:
+    """An aware time as UTCDateTime stores it, in text (naive UTC, to the microsecond): for
+    rows sent to the database as one JSON document, where its text compares as stored."""
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat(sep=" ", timespec="microseconds")
+
+
 class UTCDateTime(TypeDecorator):
     """Stores naive UTC, hands back aware UTC: the same on SQLite and PostgreSQL."""
 
