@@ -14,6 +14,7 @@ names this one as `azp`, so the expected `aud` is passed as a claim option.
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from authlib.integrations.base_client.errors import OAuthError
 from flask import Flask, current_app
@@ -64,6 +65,23 @@ def check_settings(app: Flask) -> None:
     if role and role not in ROLES:
         raise ConfigError(f"PORTAL_OIDC_DEFAULT_ROLE must be empty or one of "
                           f"{', '.join(ROLES)}, not {role!r}.")
+
+
+def sign_in_origins() -> list[str]:
+    """Where "Sign in with SSO" sends the browser: the issuer's origin and, once the
+    discovery document is read, its authorization endpoint's (for the page's CSP)."""
+    if not configured():
+        return []
+    urls = [current_app.config["PORTAL_OIDC_ISSUER"]]
+    found = current_app.extensions["portal_oauth"]._clients.get(NAME)
+    if found is not None and found.server_metadata.get("authorization_endpoint"):
+        urls.append(found.server_metadata["authorization_endpoint"])
+    origins = []
+    for url in urls:
+        parts = urlsplit(str(url))
+        if parts.scheme in ("http", "https") and parts.netloc:
+            origins.append(f"{parts.scheme}://{parts.netloc}")
+    return origins
 
 
 def client():

@@ -173,3 +173,9 @@ def test_cli_sets_passwords_with_password_sign_in_off(app, make_user, database_u
     db.session.expire_all()
     user = db.session.scalar(select(User).where(User.email == "boss@example.com"))
     assert user.check_password("plum lantern orbit 42")
+
+
+def test_the_sign_in_page_lets_the_form_go_to_the_provider(client, provider):
+    policy = client.get("/login").headers["Content-Security-Policy"]
+    form_action = next(part for part in policy.split(";") if "form-action" in part)
+    assert provider.issuer in form_action
