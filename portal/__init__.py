@@ -69,6 +69,9 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     except ValueError as exc:
         raise ConfigError(str(exc)) from None
     oauth.init_app(app)
+    from portal import sso
+
+    sso.check_settings(app)
     try:  # where outbound requests may go, in this process (web or worker)
         outbound.configure(app.config["PORTAL_OUTBOUND_ALLOW"])
     except ValueError as exc:
@@ -83,10 +86,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     # Before any route is added: every <int:...> in a path is then a bounded id.
     app.url_map.converters["int"] = IdConverter
-    from portal.blueprints import admin, api, auth, data, demo, jobs, vault, wizard
+    from portal.blueprints import admin, api, auth, data, demo, jobs, users, vault, wizard
 
     for blueprint in (auth.bp, jobs.bp, wizard.bp, wizard.edit_bp, vault.bp, data.bp, admin.bp,
-                      api.bp, demo.bp):
+                      users.bp, api.bp, demo.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(api.bp)  # token auth only: the API never reads the session cookie
 

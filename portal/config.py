@@ -173,6 +173,14 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         # loopback in development, nothing in production.
         "PORTAL_OUTBOUND_ALLOW": os.environ.get(
             "PORTAL_OUTBOUND_ALLOW", "" if production else outbound.LOOPBACK),
+        # Single sign-on with OpenID Connect (portal/sso.py); all three set it up.
+        "PORTAL_OIDC_ISSUER": os.environ.get("PORTAL_OIDC_ISSUER", "").strip(),
+        "PORTAL_OIDC_CLIENT_ID": os.environ.get("PORTAL_OIDC_CLIENT_ID", "").strip(),
+        "PORTAL_OIDC_CLIENT_SECRET": os.environ.get("PORTAL_OIDC_CLIENT_SECRET", "").strip(),
+        # Empty: people with no account are refused at SSO; a role: they get one with it.
+        "PORTAL_OIDC_DEFAULT_ROLE": os.environ.get("PORTAL_OIDC_DEFAULT_ROLE", "").strip(),
+        # "off" hides password sign-in (only with SSO configured; the CLI still sets them).
+        "PORTAL_PASSWORD_LOGIN": os.environ.get("PORTAL_PASSWORD_LOGIN", "on"),
     }
     # OAuth clients per provider: PORTAL_OAUTH_<PROVIDER>_CLIENT_ID, _CLIENT_SECRET, and
     # optionally _AUTHORIZE_URL / _TOKEN_URL.

@@ -64,6 +64,11 @@ def form_action_sources() -> list[str]:
                 origin = f"{url.scheme}://{url.netloc}"
                 if origin not in sources:
                     sources.append(origin)
+    from portal import sso  # single sign-on's "Sign in with SSO" is such a form too
+
+    for origin in sso.sign_in_origins():
+        if origin not in sources:
+            sources.append(origin)
     return sources
 
 

@@ -231,7 +231,8 @@ def _world(owner, admin, world: dict[str, int]) -> dict[str, int]:
 PATH_VALUES = {"field": "name", "action": "pause", "fmt": "ndjson", "name": "s",
                "workflow": "script", "stream": "s", "import_id": "1",
                "filename": "portal.css", "method_key": "bearer", "id_or_slug": "pros",
-               "value": "a@x.io"}
+               "value": "a@x.io", "user_id": "1",  # user_id: the owner (made first)
+               "token": "not-a-link", "purpose": "invite"}
 READ: dict[tuple, list[str]] = {}  # the parameters each route read, by role and method
 INT_SEGMENT = re.compile(r"<int(?:\([^)]*\))?:(\w+)>")
 

@@ -80,6 +80,8 @@ def urls(app, jobs: list[Job], authorizations: list[Authorization]) -> list[str]
         "audience_id": db.session.scalars(select(Audience.id)).all() or [1],
         "id_or_slug": db.session.scalars(select(Audience.slug)).all() or ["none"],
         "value": ["a@example.com"],
+        "token": ["not-a-link"],  # invitation and reset links
+        "purpose": ["invite", "reset"],
     }
     found = []
     for rule in app.url_map.iter_rules():

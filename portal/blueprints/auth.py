@@ -5,17 +5,16 @@ from __future__ import annotations
 import math
 import re
 
-from flask import Blueprint, flash, redirect, render_template, request, url_for
+from flask import Blueprint, abort, flash, redirect, render_template, request, session, url_for
 from flask_login import current_user, login_required
 from flask_wtf import FlaskForm
 from sqlalchemy import select
 from wtforms import BooleanField, EmailField, PasswordField, SelectField
 from wtforms.validators import DataRequired, Length, ValidationError
 
-from portal import access, audit, htmx, throttle
+from portal import access, audit, htmx, passwords, sso, throttle, users
 from portal.extensions import db
 from portal.models import User
-from portal.models.types import utcnow
 from portal.models.users import check_sign_in
 from portal.schedule import known_timezones
 
@@ -43,6 +42,11 @@ def login():
     if current_user.is_authenticated:
         return redirect(url_for("jobs.index"))
     form = LoginForm()
+    if not sso.password_login():
+        if request.method == "POST":
+            return _login_page(form, 403, refused="Password sign-in is switched off here: "
+                                                  "use “Sign in with SSO”.")
+        return _login_page(form, 200)
     if form.validate_on_submit():
         email = form.email.data.strip().lower()
         address = request.remote_addr
@@ -60,10 +64,7 @@ def login():
             return _throttled(form, wait)
         if check_sign_in(user, form.password.data):
             access.sign_in(user, remember=form.remember.data)
-            user.last_login_at = utcnow()
-            audit.record("signed_in", "user", user.id, user.email, by=user,
-                         summary="Signed in.")
-            db.session.commit()
+            users.record_sign_in(user, "password")
             throttle.clear_account(email)
             return redirect(_safe_next(request.args.get("next")), code=303)
         audit.record("sign_in_failed", "user", user.id if user else None, typed, actor=typed,
@@ -71,7 +72,40 @@ def login():
         db.session.commit()
         form.password.errors.append("The email or password is not right.")
     status = 200 if request.method == "GET" or not form.errors else 422
-    return render_template("auth/login.html", form=form), status
+    return _login_page(form, status)
+
+
+def _login_page(form: LoginForm, status: int, **extra):
+    return render_template("auth/login.html", form=form, sso_on=sso.configured(),
+                           password_on=sso.password_login(), **extra), status
+
+
+@bp.post("/login/sso")
+def login_sso():
+    """Start single sign-on: off to the provider, which comes back to the callback."""
+    if not sso.configured():
+        abort(404, description="Single sign-on is not set up here.")
+    if current_user.is_authenticated:
+        return redirect(url_for("jobs.index"), code=303)
+    try:
+        return sso.begin(url_for("auth.login_sso_callback", _external=True))
+    except sso.SignInRefused as exc:
+        return _login_page(LoginForm(), 502, refused=str(exc))
+
+
+@bp.get("/login/sso/callback")
+def login_sso_callback():
+    """Finish single sign-on; any problem goes back to the sign-in page with a message."""
+    if not sso.configured():
+        abort(404, description="Single sign-on is not set up here.")
+    try:
+        user = sso.finish()
+    except sso.SignInRefused as exc:
+        flash(str(exc), "danger")
+        return redirect(url_for("auth.login"), code=303)
+    access.sign_in(user, remember=False)
+    users.record_sign_in(user, "sso")
+    return redirect(url_for("jobs.index"), code=303)
 
 
 EMAIL_SHAPE = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s.]{2,}")
@@ -96,8 +130,8 @@ def _throttled(form: LoginForm, wait: int):
             else f"{minutes} minute{'s' if minutes != 1 else ''}")
     message = (f"Too many failed sign-ins for this account or from this network. "
                f"Wait {when} and try again.")
-    page = render_template("auth/login.html", form=form, throttled=message)
-    return page, 429, {"Retry-After": str(wait)}
+    page, status = _login_page(form, 429, throttled=message)
+    return page, status, {"Retry-After": str(wait)}
 
 
 @bp.post("/logout")
@@ -123,6 +157,12 @@ class SettingsForm(FlaskForm):
     timezone = SelectField("Time zone", validators=[_known_zone], validate_choice=False)
 
 
+class PasswordForm(FlaskForm):
+    current_password = PasswordField("Current password", validators=[Length(max=600)])
+    new_password = PasswordField("New password", validators=[Length(max=600)])
+    confirm_password = PasswordField("New password again", validators=[Length(max=600)])
+
+
 @bp.route("/settings", methods=["GET", "POST"])
 @login_required
 def settings():
@@ -136,4 +176,74 @@ def settings():
         flash(f"Saved: times now show in {user.timezone}.", "success")
         return redirect(url_for("auth.settings"), code=303)
     status = 200 if request.method == "GET" or not form.errors else 422
-    return render_template("auth/settings.html", form=form), status
+    return _settings_page(form, PasswordForm(formdata=None), status)
+
+
+def _settings_page(form: SettingsForm, password_form: PasswordForm, status: int):
+    form.timezone.choices = sorted(known_timezones())
+    return render_template("auth/settings.html", form=form, password_form=password_form,
+                           min_length=passwords.MIN_LENGTH), status
+
+
+@bp.post("/settings/password")
+@login_required
+def change_password():
+    """Change one's own password. Every session of the person ends (other browsers are
+    signed out) and this browser is signed in again, so it stays signed in."""
+    user = current_user._get_current_object()
+    password_form = PasswordForm()
+    if password_form.validate_on_submit():
+        try:
+            users.change_own_password(user, password_form.current_password.data or "",
+                                      password_form.new_password.data or "",
+                                      password_form.confirm_password.data or "")
+        except users.Refused as exc:
+            for name, message in exc.errors.items():
+                getattr(password_form, name).errors = [message]
+        else:
+            remembered = str(session.get("_user_id", "")).endswith(f":{access.REMEMBERED}")
+            access.sign_in(user, remember=remembered)
+            flash("Password changed. Other browsers signed in as you are signed out.",
+                  "success")
+            return redirect(url_for("auth.settings"), code=303)
+    return _settings_page(SettingsForm(formdata=None, timezone=user.timezone),
+                          password_form, 422)
+
+
+class SetPasswordForm(FlaskForm):
+    password = PasswordField("New password", validators=[Length(max=600)])
+    confirm_password = PasswordField("New password again", validators=[Length(max=600)])
+
+
+@bp.route("/invite/<token>", methods=["GET", "POST"], defaults={"purpose": "invite"})
+@bp.route("/reset/<token>", methods=["GET", "POST"], defaults={"purpose": "reset"})
+def use_link(token: str, purpose: str):
+    """An invitation or reset link: set a password, then be signed in."""
+    found = users.link_user(token, purpose)
+    if found is None:
+        message = ("This link is not valid: it was used already, it expired or a newer one "
+                   "replaced it. Ask an administrator for a new one.")
+        return render_template("error.html", code=404, title="Link not valid",
+                               message=message), 404
+    user = found[1]
+    form = SetPasswordForm()
+    if form.validate_on_submit():
+        if form.password.data != form.confirm_password.data:
+            form.confirm_password.errors = ["The two passwords differ."]
+        else:
+            try:
+                user = users.use_link(token, purpose, form.password.data or "")
+            except users.Refused as exc:
+                for name, message in exc.errors.items():
+                    if name:
+                        getattr(form, name).errors = [message]
+                    else:
+                        flash(message, "danger")
+            else:
+                access.sign_in(user, remember=False)
+                users.record_sign_in(user, purpose)
+                flash("Password set: you are signed in.", "success")
+                return redirect(url_for("jobs.index"), code=303)
+    status = 200 if request.method == "GET" else 422
+    return render_template("auth/set_password.html", form=form, user=user, purpose=purpose,
+                           min_length=passwords.MIN_LENGTH), status

@@ -14,11 +14,11 @@ from portal.models.jobs import (
 )
 from portal.models.profiles import Profile, ProfileAttribute, ProfileIdentity
 from portal.models.tokens import AccessToken
-from portal.models.users import ROLES, User
+from portal.models.users import ROLES, User, UserLink
 from portal.models.vault import Authorization, AuthorizationVersion
 
 __all__ = ["ROLES", "AccessToken", "Audience", "AuditEntry", "Authorization",
            "AuthorizationVersion", "BulkImport", "Draft", "ExportMember", "Job",
            "JobConfigVersion",
            "JobEvent", "JobRun", "JobStatusCount", "Message", "Profile", "ProfileAttribute",
-           "ProfileIdentity", "Stream", "StreamField", "Upload", "User"]
+           "ProfileIdentity", "Stream", "StreamField", "Upload", "User", "UserLink"]

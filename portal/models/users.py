@@ -7,7 +7,7 @@ from datetime import datetime
 from functools import cache
 
 from flask_login import UserMixin
-from sqlalchemy import String
+from sqlalchemy import ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 from werkzeug.security import check_password_hash, generate_password_hash
 
@@ -30,6 +30,9 @@ class User(UserMixin, db.Model):
     active: Mapped[bool] = mapped_column(default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_login_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # How they last signed in: "password", "sso", "invite" or "reset" (a one-time link).
+    last_login_method: Mapped[str] = mapped_column(String(20), default="",
+                                                   server_default="")
     # Every session and remember-me cookie carries the generation it was signed in under
     # (see portal/access.py); bumping it ends them all at once.
     session_generation: Mapped[int] = mapped_column(default=0, server_default="0")
@@ -67,6 +70,25 @@ class User(UserMixin, db.Model):
     def has_role(self, role: str) -> bool:
         """True when this user's role is `role` or above it."""
         return ROLES.index(self.role) >= ROLES.index(role)
+
+
+class UserLink(db.Model):
+    """A one-time link that lets a person set their password: an invitation or a reset.
+    Only the sha256 of its token is kept; the link is shown once, to the admin."""
+
+    __tablename__ = "user_links"
+    __table_args__ = NEVER_REUSE_IDS
+
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"),
+                                         index=True)
+    purpose: Mapped[str] = mapped_column(String(10))  # "invite" or "reset"
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_by_id: Mapped[int | None] = mapped_column(ForeignKey("users.id",
+                                                                 ondelete="SET NULL"))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    used_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
 
 
 @cache
