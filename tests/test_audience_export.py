@@ -98,6 +98,25 @@ def test_the_first_run_sends_every_member_and_counts_those_without_an_identifier
     assert "2 added, 0 removed, 1 omitted (no email)" in synced[-1].message
 
 
+def test_the_summary_says_how_many_members_the_destination_holds(app, work, auth, owner):
+    say(*PEOPLE)
+    audience = make_audience(owner, [{"field": "plan", "op": "equals", "value": "pro"}])
+    auth.login("viewer")
+
+    def said(job) -> str:
+        page = auth.client.get(f"/jobs/{job.id}").get_data(as_text=True)
+        found = page[page.index('id="metrics-exported"'):]
+        return " ".join(found[:found.index("</p>")].split())
+
+    with WebhookReceiver() as hook:
+        job = export_job(owner, hook, audience)
+        assert "<strong>0</strong> members of the audience" in said(job)  # not run yet
+        assert work()
+    assert "<strong>2</strong> members of the audience" in said(job)
+    assert f'href="/data/audiences/{audience.id}">Pro plan</a>, as of the last run' in said(job)
+    page = auth.client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert page.count('id="metrics-exported"') == 1
+
 def test_later_runs_send_only_who_joined_who_left_and_changed_identifiers(app, work, owner):
     say(*PEOPLE)
     audience = make_audience(owner, [{"field": "plan", "op": "equals", "value": "pro"}])

@@ -21,7 +21,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 import providers
-from portal import audit, htmx, lifecycle, params, schedule
+from portal import audiences, audit, htmx, lifecycle, membership, params, schedule
 from portal import metrics as metrics_series
 from portal.access import background, role_required
 from portal.csvcells import SafeDictWriter
@@ -266,8 +266,13 @@ def metrics_chart(job_id: int):
 
 def _metrics_context(job: Job, frame: str = "") -> dict:
     frame = frame or metrics_series.DEFAULT_FRAME
+    slug = (job.config or {}).get("audience") if job.kind == "export" else None
+    exported = None
+    if isinstance(slug, str):
+        exported = {"slug": slug, "audience": audiences.by_slug(slug),
+                    "members": membership.exported_count(job.id)}
     return {"chart": metrics_series.series(job.id, frame, utcnow()),
-            "frames": metrics_series.FRAME_CHOICES}
+            "frames": metrics_series.FRAME_CHOICES, "exported": exported}
 
 
 @bp.get("/<int:job_id>/logs/view")
