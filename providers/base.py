@@ -149,6 +149,13 @@ class MembersPage:
     complete: bool
 
 
+def audience_field(description: str) -> dict[str, Any]:
+    """The config field of an export job that names the audience it reads (a menu of the
+    portal's audiences in the wizard); `description` says what a run does with it."""
+    return {"type": "string", "title": "Audience", "description": description,
+            "pattern": "^[a-z0-9_-]{1,64}$", "x-options": "audiences"}
+
+
 class Source(Protocol):
     def messages(self, stream: str, *, after_id: int, limit: int) -> list[InMessage]:
         """Up to `limit` messages of a stream with ids above `after_id`, oldest first;

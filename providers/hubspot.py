@@ -49,6 +49,7 @@ from providers.base import (
     RateLimited,
     RunContext,
     WorkResult,
+    audience_field,
 )
 from providers.files import STREAM_PATTERN
 from providers.http import http_call
@@ -470,14 +471,9 @@ EXPORT_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "x-order": ["audience", "list_id", "list_name", "properties", "batch_size"],
     "properties": {
-        "audience": {
-            "type": "string",
-            "title": "Audience",
-            "description": "Who is in the list: each run adds the members who joined since "
-            "the last run and removes those who left (members are matched by email).",
-            "pattern": "^[a-z0-9_-]{1,64}$",
-            "x-options": "audiences",
-        },
+        "audience": audience_field(
+            "Who is in the list: each run adds the members who joined since the last run "
+            "and removes those who left (members are matched by email)."),
         "list_id": {
             "type": "string",
             "title": "HubSpot list",

@@ -64,6 +64,7 @@ from providers.base import (
     ProviderError,
     RunContext,
     WorkResult,
+    audience_field,
 )
 from providers.files import STREAM_PATTERN
 from providers.http import http_call
@@ -641,14 +642,9 @@ EXPORT_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "x-order": ["audience", "list_id", "status", "merge_fields", "batch_size"],
     "properties": {
-        "audience": {
-            "type": "string",
-            "title": "Audience",
-            "description": "Who is sent: each run adds the members who joined since the last "
-            "run and archives those who left. Members without an email are omitted.",
-            "pattern": "^[a-z0-9_-]{1,64}$",
-            "x-options": "audiences",
-        },
+        "audience": audience_field(
+            "Who is sent: each run adds the members who joined since the last run and "
+            "archives those who left. Members without an email are omitted."),
         "list_id": {
             **IMPORT_MEMBERS_SCHEMA["properties"]["list_id"],
             "title": "Mailchimp audience (list)",

@@ -58,6 +58,7 @@ from providers.base import (
     RateLimited,
     RunContext,
     WorkResult,
+    audience_field,
 )
 from providers.files import (
     DELIMITERS,
@@ -553,11 +554,7 @@ EXPORT_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "x-order": ["audience", "identifier", "prefix", "batch_size"],
     "properties": {
-        "audience": {
-            "type": "string", "title": "Audience", "pattern": "^[a-z0-9_-]{1,64}$",
-            "x-options": "audiences",
-            "description": "Each run writes the whole audience as it is then.",
-        },
+        "audience": audience_field("Each run writes the whole audience as it is then."),
         "identifier": {
             "type": "string", "title": "Identifier field", "default": "email",
             "pattern": "^[^\\s]{1,255}$", "x-pattern-message": "Enter a field name, without "

@@ -79,6 +79,7 @@ from providers.base import (
     RateLimited,
     RunContext,
     WorkResult,
+    audience_field,
 )
 
 API_URL_ENV = "PORTAL_SLACK_API_URL"
@@ -380,14 +381,8 @@ DIGEST_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "x-order": ["audience", "channel", "identifier"],
     "properties": {
-        "audience": {
-            "type": "string",
-            "title": "Audience",
-            "description": "Whose changes are posted: each run posts who entered and who "
-            "left the audience since the last digest.",
-            "pattern": "^[a-z0-9_-]{1,64}$",
-            "x-options": "audiences",
-        },
+        "audience": audience_field("Whose changes are posted: each run posts who entered and who "
+                                   "left the audience since the last digest."),
         "channel": {
             "type": "string",
             "title": "Channel",

@@ -72,6 +72,7 @@ from providers.base import (
     RateLimited,
     RunContext,
     WorkResult,
+    audience_field,
 )
 from providers.files import STREAM_PATTERN
 
@@ -572,12 +573,8 @@ def _import_schema(kind: str) -> dict[str, Any]:
 
 def _export_schema() -> dict[str, Any]:
     properties: dict[str, Any] = {
-        "audience": {
-            "type": "string", "title": "Audience",
-            "description": "Who is written: each run adds the members who joined since the "
-            "last run and deletes those who left.",
-            "pattern": "^[a-z0-9_-]{1,64}$", "x-options": "audiences",
-        },
+        "audience": audience_field("Who is written: each run adds the members who joined since the "
+                                   "last run and deletes those who left."),
         "table": {
             "type": "string", "title": "Table",
             "description": "Created when missing, with the columns identifier (primary key), "

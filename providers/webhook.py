@@ -80,6 +80,7 @@ from providers.base import (
     ProviderError,
     RunContext,
     WorkResult,
+    audience_field,
 )
 from providers.files import STREAM_PATTERN
 from providers.http import http_call
@@ -481,14 +482,8 @@ SEND_AUDIENCE_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "x-order": ["audience", "identifier", "format", "batch_size"],
     "properties": {
-        "audience": {
-            "type": "string",
-            "title": "Audience",
-            "description": "Who is sent: each run sends the members who joined since the "
-            "last run and those who left.",
-            "pattern": "^[a-z0-9_-]{1,64}$",
-            "x-options": "audiences",
-        },
+        "audience": audience_field("Who is sent: each run sends the members who joined since the "
+                                   "last run and those who left."),
         "identifier": {
             "type": "string",
             "title": "Identifier field",
@@ -527,14 +522,8 @@ ENRICH_SCHEMA: dict[str, Any] = {
     "additionalProperties": False,
     "x-order": ["audience", "identifier", "batch_size", "stream"],
     "properties": {
-        "audience": {
-            "type": "string",
-            "title": "Audience",
-            "description": "Whose profiles are enriched: each run sends every member, a "
-            "batch at a time, with their fields.",
-            "pattern": "^[a-z0-9_-]{1,64}$",
-            "x-options": "audiences",
-        },
+        "audience": audience_field("Whose profiles are enriched: each run sends every member, a "
+                                   "batch at a time, with their fields."),
         "identifier": {
             "type": "string",
             "title": "Identifier field",
