@@ -139,6 +139,10 @@ def _check(entered: RuleInput) -> tuple[dict[str, Any], dict[str, str]]:
 
 def save_rule(entered: RuleInput, *, by: User, rule: AlertRule | None = None) -> AlertRule:
     """Create a rule, or change `rule`; audited. Raises AlertError with field messages."""
+    if rule is not None and rule.channel == "webhook" and entered.channel == "webhook":
+        kept = str((rule.target or {}).get("url", ""))
+        if entered.webhook_url.strip() == shown_url(kept):
+            entered.webhook_url = kept  # the form shows it without its query: unchanged
     target, errors = _check(entered)
     if errors:
         raise AlertError(errors)
@@ -177,6 +181,12 @@ def delete_rule(rule: AlertRule, *, by: User) -> None:
     db.session.delete(rule)
 
 
+def shown_url(url: str) -> str:
+    """A webhook's address as pages show it: its query string and fragment may carry a
+    token, so they never show."""
+    return url.split("?", 1)[0].split("#", 1)[0]
+
+
 def describe_target(rule: AlertRule) -> str:
     """Where a rule sends, safe to show: a webhook's address without its query string."""
     target = rule.target or {}
@@ -185,7 +195,7 @@ def describe_target(rule: AlertRule) -> str:
     if rule.channel == "slack":
         return f"Slack {target.get('channel', '')}"
     url = str(target.get("url", ""))
-    return "webhook " + url.split("?", 1)[0].split("#", 1)[0][:200]
+    return "webhook " + shown_url(url)[:200]
 
 
 def describe_scope(rule: AlertRule) -> str:
