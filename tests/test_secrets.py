@@ -21,6 +21,7 @@ from portal.extensions import db
 from portal.jobs import create_job
 from portal.models import (
     AccessToken,
+    AlertRule,
     Audience,
     Authorization,
     Draft,
@@ -80,6 +81,7 @@ def urls(app, jobs: list[Job], authorizations: list[Authorization]) -> list[str]
         "audience_id": db.session.scalars(select(Audience.id)).all() or [1],
         "id_or_slug": db.session.scalars(select(Audience.slug)).all() or ["none"],
         "value": ["a@example.com"],
+        "rule_id": db.session.scalars(select(AlertRule.id)).all() or [1],
     }
     found = []
     for rule in app.url_map.iter_rules():
