@@ -5,14 +5,18 @@ its filters and pages, and no secret on any of them."""
 from __future__ import annotations
 
 import pytest
+from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
 from portal import vault
 from portal.extensions import db
+from portal.jobs import create_job
 from portal.models import AlertRule, AlertSent, AuditEntry
 from providers import get_provider
+from tests.browser import settled, sign_in
 from tests.conftest import canary
 from tests.loopback import WebhookReceiver
+from tests.test_browser_a11y import Axe
 
 HX = {"HX-Request": "true"}
 
@@ -143,6 +147,24 @@ def test_the_sent_list_pages_and_filters(client, auth):
     assert by_job.count("data-alert=") == 27
 
 
+def test_the_summary_says_how_many_rules_cover_the_job(client, auth):
+    user = auth.login("operator")
+    provider = get_provider("faults")
+    job = create_job(provider=provider, job_type=provider.job_type("script"),
+                     authorization=None, name="x", description="", config={},
+                     created_by=user, paused=True)
+    db.session.commit()
+    assert "no rule covers this job" in client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    client.post("/alerts/new", data=rule_form(auth.csrf()))
+    client.post("/alerts/new", data=rule_form(auth.csrf(), scope="provider",
+                                              scope_value="faults"))
+    client.post("/alerts/new", data=rule_form(auth.csrf(), scope="provider",
+                                              scope_value="slack"))
+    page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
+    assert "Alerts: 2 rules cover this job" in page
+    assert f'href="/alerts/sent?job={job.id}"' in page
+
+
 def test_slack_rule_shows_no_credential(client, auth, make_user):
     user = auth.login("operator")
     bot = canary("xoxb-9999-8888-fedcbafedcba")
@@ -156,3 +178,32 @@ def test_slack_rule_shows_no_credential(client, auth, make_user):
     assert "Slack #ops" in client.get("/alerts").get_data(as_text=True)
     rule = db.session.scalars(select(AlertRule)).one()
     assert "Ops bot" in client.get(f"/alerts/{rule.id}/edit").get_data(as_text=True)
+
+
+def test_the_rule_form_in_a_browser(page: Page, live_server, make_user):
+    """A real browser: a mistake shows under its field (htmx swaps the form), the fixed
+    rule is saved and listed, and the pages pass axe without serious violations."""
+    operator = make_user("operator")
+    axe = Axe(page, live_server)
+    problems: list[str] = []
+    sign_in(page, live_server, operator)
+    page.get_by_role("link", name="Alerts", exact=True).click()
+    expect(page.get_by_text("No alert rules yet")).to_be_visible()
+    axe.check(problems)
+    page.get_by_role("link", name="New alert rule").click()
+    page.get_by_label("Name").fill("Failed jobs to ops")
+    page.get_by_label("Became Failed").check()
+    page.get_by_label("Email addresses (separated by commas)").fill("ops at example")
+    page.get_by_role("button", name="Save").click()
+    expect(page.locator("#emails-error")).to_contain_text("is not one")
+    settled(page)
+    axe.check(problems)
+    page.get_by_label("Email addresses (separated by commas)").fill("ops@example.com")
+    page.get_by_role("button", name="Save").click()
+    expect(page).to_have_url(f"{live_server}/alerts")
+    expect(page.locator("#rules")).to_contain_text("Failed jobs to ops")
+    expect(page.locator("#rules")).to_contain_text("email to ops@example.com")
+    page.get_by_role("link", name="Alerts sent").click()
+    expect(page.locator("#sent-empty")).to_be_visible()
+    axe.check(problems)
+    assert not problems, "\n".join(problems)
