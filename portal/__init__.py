@@ -86,10 +86,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
 
     # Before any route is added: every <int:...> in a path is then a bounded id.
     app.url_map.converters["int"] = IdConverter
-    from portal.blueprints import admin, api, auth, data, demo, jobs, users, vault, wizard
+    from portal.blueprints import admin, alerts, api, auth, data, demo, jobs, users, vault, wizard
 
-    for blueprint in (auth.bp, jobs.bp, wizard.bp, wizard.edit_bp, vault.bp, data.bp, admin.bp,
-                      users.bp, api.bp, demo.bp):
+    for blueprint in (auth.bp, jobs.bp, wizard.bp, wizard.edit_bp, vault.bp, data.bp, alerts.bp,
+                      admin.bp, users.bp, api.bp, demo.bp):
         app.register_blueprint(blueprint)
     csrf.exempt(api.bp)  # token auth only: the API never reads the session cookie
 

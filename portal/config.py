@@ -164,6 +164,16 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         # JSON columns refuse NaN and Infinity (not JSON; PostgreSQL refuses them too).
         "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "json_serializer": functools.partial(
             json.dumps, allow_nan=False)},
+        # Alerts: the address links in notifications start with, and the mail server.
+        "PORTAL_BASE_URL": os.environ.get("PORTAL_BASE_URL")
+        or f"http://127.0.0.1:{os.environ.get('PORT') or 5000}",
+        "PORTAL_SMTP_HOST": os.environ.get("PORTAL_SMTP_HOST", ""),
+        "PORTAL_SMTP_PORT": _int("PORTAL_SMTP_PORT", 25),
+        "PORTAL_SMTP_USERNAME": os.environ.get("PORTAL_SMTP_USERNAME", ""),
+        "PORTAL_SMTP_PASSWORD": os.environ.get("PORTAL_SMTP_PASSWORD", ""),
+        "PORTAL_SMTP_FROM": os.environ.get("PORTAL_SMTP_FROM") or "jobs-portal@localhost",
+        "PORTAL_SMTP_STARTTLS": os.environ.get("PORTAL_SMTP_STARTTLS", "").lower()
+        in ("1", "true", "yes"),
         "PORTAL_HEALTH_CHECK_HOURS": _int("PORTAL_HEALTH_CHECK_HOURS", 24),
         # Reverse proxies in front of the web server whose X-Forwarded-* headers to trust
         # (so OAuth redirect URLs come out as https://your-host/...).

@@ -79,6 +79,7 @@ NAVIGATION = (
     ("jobs.index", "Jobs", "viewer"),
     ("data.index", "Data", "viewer"),
     ("vault.index", "Vault", "viewer"),
+    ("alerts.index", "Alerts", "viewer"),
     ("admin.index", "Admin", "admin"),
 )
 

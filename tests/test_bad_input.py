@@ -183,14 +183,26 @@ def _good_values(world: dict[str, int]) -> dict[str, str]:
         "schedule-every_minutes": "60", "cred-url": "http://127.0.0.1:9/hook",
         "cred-token": "t", "cred-api_key": "k", "email": "nobody@example.com",
         "password": "x", "create_paused": "on",
+        "scope": "all", "scope_value": "", "conditions": "failed", "rate_limit_minutes": "30",
+        "channel": "email", "emails": "ops@example.com", "slack_authorization_id": "",
+        "slack_channel": "", "webhook_url": "", "enabled": "y", "job": str(world["job"]),
+        "rule": str(world["rule"]),
     }
 
 
 def _world(owner, admin, world: dict[str, int]) -> dict[str, int]:
     """The rows the routes act on, made again when a request deleted one."""
-    from portal import audiences, tokens, vault
+    from portal import alerts, audiences, tokens, vault
     from portal.datastore import store_upload, write_messages
-    from portal.models import AccessToken, Audience, Authorization, Draft, Job, Upload
+    from portal.models import (
+        AccessToken,
+        AlertRule,
+        Audience,
+        Authorization,
+        Draft,
+        Job,
+        Upload,
+    )
     from portal.models.types import utcnow
     from providers.base import OutMessage
 
@@ -220,6 +232,10 @@ def _world(owner, admin, world: dict[str, int]) -> dict[str, int]:
     if db.session.get(AccessToken, world.get("token", 0)) is None:
         world["token"] = tokens.create(name="t", description="", role="viewer", days=None,
                                        by=admin)[0].id
+    if db.session.get(AlertRule, world.get("rule", 0)) is None:
+        world["rule"] = alerts.save_rule(alerts.RuleInput(
+            name="Ops", scope="all", scope_value="", conditions=["failed"],
+            rate_limit_minutes=30, channel="email", emails="ops@example.com"), by=admin).id
     world["admin"] = admin.id
     db.session.commit()
     return world
@@ -259,7 +275,7 @@ def _targets(app, world: dict[str, int]) -> list[tuple[str, str, dict[str, str],
 def _path(rule, path_values: dict[str, str], world: dict[str, int],
           junk_arg: str = "", junk: str = "") -> str:
     values = {"job_id": world["job"], "draft_id": world["draft"], "token_id": world["token"],
-              "audience_id": world["audience"],
+              "audience_id": world["audience"], "rule_id": world["rule"],
               "authorization_id": world["authorization"], **PATH_VALUES, **path_values}
     path = rule.rule
     for arg in rule.arguments:

@@ -21,6 +21,7 @@ from portal.extensions import db
 from portal.jobs import create_job
 from portal.models import (
     AccessToken,
+    AlertRule,
     Audience,
     Authorization,
     Draft,
@@ -82,6 +83,7 @@ def urls(app, jobs: list[Job], authorizations: list[Authorization]) -> list[str]
         "value": ["a@example.com"],
         "token": ["not-a-link"],  # invitation and reset links
         "purpose": ["invite", "reset"],
+        "rule_id": db.session.scalars(select(AlertRule.id)).all() or [1],
     }
     found = []
     for rule in app.url_map.iter_rules():

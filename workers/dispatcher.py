@@ -15,7 +15,7 @@ from redis.exceptions import LockError, RedisError
 from rq import Queue
 from sqlalchemy import or_, select
 
-from portal import bulk, lifecycle
+from portal import alerts, bulk, lifecycle
 from portal.extensions import db
 from portal.jobs import purge, purge_drafts
 from portal.lifecycle import Status
@@ -28,6 +28,7 @@ LOCK_NAME = "portal:dispatcher"
 PURGE_KEY = "portal:purge:daily"
 HEALTH_KEY = "portal:health:last"
 BULK_PROFILES_KEY = "portal:bulk-profiles:last"
+ALERTS_KEY = "portal:alerts:last"
 HEALTH_FUNCTION = "workers.runner.check_authorizations"
 
 
@@ -113,6 +114,15 @@ def bulk_profiles_due(now: datetime) -> int:
     return bulk.queue_pending_profiles()
 
 
+def alerts_due(now: datetime) -> int:
+    """Every alerts.EVALUATE_SECONDS across dispatchers: evaluate the alert rules and queue
+    again the deliveries due for a retry."""
+    if not _first_in(ALERTS_KEY, now, alerts.EVALUATE_SECONDS):
+        return 0
+    alerts.retry_due(now)
+    return alerts.evaluate(now)
+
+
 def serve(stop_after: float | None = None) -> None:
     """Run passes forever (or for `stop_after` seconds) while holding the dispatcher lock.
 
@@ -142,6 +152,7 @@ def serve(stop_after: float | None = None) -> None:
                 purge_daily(now)
                 health_checks_due(now)
                 bulk_profiles_due(now)
+                alerts_due(now)
                 if count:
                     log.info("dispatcher: enqueued %d job(s)", count)
             except Exception:

@@ -27,7 +27,7 @@ from flask import Flask, current_app, has_app_context
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Engine
 
-from portal import configsecrets, lifecycle, membership, schedule, vault
+from portal import alerts, configsecrets, lifecycle, membership, schedule, vault
 from portal.datastore import read_messages, stored_file, write_messages
 from portal.extensions import db
 from portal.lifecycle import Event, Status, Trigger
@@ -83,6 +83,17 @@ def check_authorizations() -> int:
     with _standalone_app().app_context():
         try:
             return vault.check_all()
+        finally:
+            db.session.remove()
+
+
+def deliver_alert(sent_id: int, attempt: int = 0) -> str:
+    """RQ entry point: deliver one alert (portal.alerts.deliver)."""
+    if has_app_context():
+        return alerts.deliver(sent_id, attempt)
+    with _standalone_app().app_context():
+        try:
+            return alerts.deliver(sent_id, attempt)
         finally:
             db.session.remove()
 

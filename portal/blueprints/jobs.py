@@ -21,7 +21,7 @@ from flask_login import current_user
 from sqlalchemy import select
 
 import providers
-from portal import audiences, audit, htmx, lifecycle, membership, params, schedule
+from portal import alerts, audiences, audit, htmx, lifecycle, membership, params, schedule
 from portal import metrics as metrics_series
 from portal.access import background, role_required
 from portal.csvcells import SafeDictWriter
@@ -223,7 +223,7 @@ def summary(job_id: int):
                **_runs_context(job, params.id_arg(request.args, "runs_before", strict=False))}
     return htmx.render("jobs/summary.html", **context, can_edit=can_edit(job, current_user),
                        history=audit.entries_for("job", job.id, limit=20),
-                       **changes_context(job, None))
+                       alert_rules=alerts.rules_covering(job), **changes_context(job, None))
 
 
 def _runs_context(job: Job, before: int | None) -> dict:

@@ -1,5 +1,6 @@
 """All models, one module per aggregate; importing this registers every table."""
 
+from portal.models.alerts import AlertRule, AlertSent, AlertState
 from portal.models.audiences import Audience
 from portal.models.audit import AuditEntry
 from portal.models.data import BulkImport, Message, Stream, StreamField, Upload
@@ -17,7 +18,8 @@ from portal.models.tokens import AccessToken
 from portal.models.users import ROLES, User, UserLink
 from portal.models.vault import Authorization, AuthorizationVersion
 
-__all__ = ["ROLES", "AccessToken", "Audience", "AuditEntry", "Authorization",
+__all__ = ["ROLES", "AccessToken", "AlertRule", "AlertSent", "AlertState", "Audience",
+           "AuditEntry", "Authorization",
            "AuthorizationVersion", "BulkImport", "Draft", "ExportMember", "Job",
            "JobConfigVersion",
            "JobEvent", "JobRun", "JobStatusCount", "Message", "Profile", "ProfileAttribute",
