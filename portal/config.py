@@ -132,6 +132,9 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         "PORTAL_MAX_COLUMNS": _int("PORTAL_MAX_COLUMNS", 2000),
         "PORTAL_LEASE_SECONDS": _int("PORTAL_LEASE_SECONDS", 30),
         "PORTAL_DISPATCH_INTERVAL": _int("PORTAL_DISPATCH_INTERVAL", 1),
+        # How often a worker writes its heartbeat to Redis, busy or idle; the operations
+        # page counts a worker lost after two missed beats (portal/operations.py).
+        "PORTAL_WORKER_HEARTBEAT_SECONDS": _int("PORTAL_WORKER_HEARTBEAT_SECONDS", 10),
         "PORTAL_ENQUEUE_GRACE_SECONDS": _int("PORTAL_ENQUEUE_GRACE_SECONDS", 10),
         "PORTAL_PURGE_DAYS": _int("PORTAL_PURGE_DAYS", 90),
         # The payload fields that say who a message is about (portal/profiles.py).

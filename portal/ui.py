@@ -7,7 +7,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from flask import Flask, has_request_context, url_for
+from flask import Flask, has_request_context, request, url_for
 from flask_login import current_user
 from markupsafe import Markup
 
@@ -81,7 +81,31 @@ NAVIGATION = (
     ("vault.index", "Vault", "viewer"),
     ("alerts.index", "Alerts", "viewer"),
     ("admin.index", "Admin", "admin"),
+    ("admin.operations_page", "Operations", "admin"),
 )
+# The views each navigation link stands for, when not all of its blueprint's: the link
+# whose prefix matches the current view longest is the active one.
+NAVIGATION_PREFIXES = {"admin.operations_page": "admin.operations"}
+
+
+def active_navigation(current: str | None, endpoints: list[str]) -> str | None:
+    """Which of the navigation `endpoints` the view `current` belongs to."""
+    if not current:
+        return None
+    prefixes = {endpoint: NAVIGATION_PREFIXES.get(endpoint, endpoint.split(".")[0] + ".")
+                for endpoint in endpoints}
+    matching = [endpoint for endpoint, prefix in prefixes.items() if current.startswith(prefix)]
+    return max(matching, key=lambda endpoint: len(prefixes[endpoint]), default=None)
+
+
+def operations_banner():
+    """The warning on every signed-in page when no worker or dispatcher runs (or Redis is
+    unreachable); None otherwise, and for someone not signed in."""
+    if not (has_request_context() and current_user.is_authenticated):
+        return None
+    from portal import operations
+
+    return operations.banner() or None
 
 
 def event_style(kind: str, level: str) -> str:
@@ -262,11 +286,14 @@ def register(app: Flask) -> None:
         provider_name=provider_name,
         job_type_name=job_type_name,
         user_timezone=user_timezone,
+        operations_banner=operations_banner,
     )
 
     @app.context_processor
     def navigation() -> dict[str, Any]:
         if not current_user.is_authenticated:
-            return {"navigation": []}
-        return {"navigation": [(endpoint, label) for endpoint, label, role in NAVIGATION
-                               if current_user.has_role(role)]}
+            return {"navigation": [], "navigation_active": None}
+        links = [(endpoint, label) for endpoint, label, role in NAVIGATION
+                 if current_user.has_role(role)]
+        return {"navigation": links, "navigation_active": active_navigation(
+            request.endpoint, [endpoint for endpoint, _ in links])}

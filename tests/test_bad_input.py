@@ -43,6 +43,7 @@ def a_job(app, make_user):
     "/vault/oauth/mailchimp/callback?state=&code=", "/vault/oauth/nope/callback",
     "/admin/audit?user=x&before=y&object_type=%00", "/jobs/999999/logs.csv",
     "/jobs?q=%00", "/jobs/{id}/logs/view?q=a%00b",
+    "/admin/operations?x=%00", "/admin/operations/live?x=%FF",
 ])
 def test_junk_urls_get_an_answer_not_a_500(client, auth, a_job, path):
     auth.login("admin")

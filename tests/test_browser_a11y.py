@@ -175,7 +175,7 @@ def test_every_main_page_and_wizard_step_has_no_serious_violation(page: Page,
                  "/data/profiles?key=email&value=u1@x.io",
                  "/data/profiles?key=email&value=nobody@x.io", "/data/profiles?key=x&value=",
                  "/settings",
-                 "/admin", "/admin/audit", "/jobs/no-such-page"):
+                 "/admin", "/admin/audit", "/admin/operations", "/jobs/no-such-page"):
         response = page.goto(live_server + path)
         assert response.ok or path == "/jobs/no-such-page", (path, response.status)
         axe.check(problems)

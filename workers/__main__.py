@@ -8,6 +8,7 @@ import argparse
 import logging
 import os
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -16,6 +17,7 @@ from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
 
 from portal import create_app
+from portal.operations import HEARTBEAT_FIELD
 from portal.queues import QUEUE_NAMES, redis_connection
 from workers import dispatcher, redis_server
 
@@ -36,18 +38,56 @@ def wait_for_redis() -> None:
             time.sleep(0.5)
 
 
+class PortalWorker(SimpleWorker):
+    """RQ's SimpleWorker with a heartbeat every `heartbeat_seconds`, busy or idle.
+
+    RQ beats only between jobs (every worker_ttl - 15 s when idle) and a SimpleWorker not at
+    all while a job runs, so a heartbeat's age would not tell a busy worker from a dead one.
+    A thread beats instead, and the worker's hash says how often (HEARTBEAT_FIELD), so the
+    operations page judges each worker by its own rhythm."""
+
+    def __init__(self, *args, heartbeat_seconds: int = 10, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.heartbeat_seconds = max(1, heartbeat_seconds)
+        self._stop_beating = threading.Event()
+
+    def register_birth(self):
+        super().register_birth()
+        self.connection.hset(self.key, HEARTBEAT_FIELD, self.heartbeat_seconds)
+        threading.Thread(target=self._beat, daemon=True, name="rq-heartbeat").start()
+
+    def register_death(self):
+        self._stop_beating.set()
+        super().register_death()
+
+    def stop_beating(self) -> None:
+        self._stop_beating.set()
+
+    def _beat(self) -> None:
+        while not self._stop_beating.wait(self.heartbeat_seconds):
+            try:
+                self.heartbeat()
+            except RedisError:  # the worker's own loop waits for Redis; beat again later
+                pass
+
+
 def run_worker(queue_names: list[str], burst: bool) -> None:
     """An RQ worker that comes back when Redis goes away and returns."""
     while True:
         wait_for_redis()
         connection = redis_connection()
         queues = [Queue(name, connection=connection) for name in queue_names]
+        worker = PortalWorker(
+            queues, connection=connection,
+            heartbeat_seconds=current_app.config["PORTAL_WORKER_HEARTBEAT_SECONDS"])
         try:
-            SimpleWorker(queues, connection=connection).work(burst=burst, with_scheduler=False)
+            worker.work(burst=burst, with_scheduler=False)
             return
         except RedisError as exc:
             log.warning("worker: lost Redis (%s); starting again when it answers", exc)
             time.sleep(1)
+        finally:
+            worker.stop_beating()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -6,7 +6,10 @@ Redis); a second one waits as a standby.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
+import socket
 import time
 from datetime import datetime, timedelta
 
@@ -29,6 +32,12 @@ PURGE_KEY = "portal:purge:daily"
 HEALTH_KEY = "portal:health:last"
 BULK_PROFILES_KEY = "portal:bulk-profiles:last"
 ALERTS_KEY = "portal:alerts:last"
+# Read by the operations page (portal/operations.py): the active dispatcher's last
+# completed pass ({"at": epoch seconds, "by": identity}), and every dispatcher's last
+# sign of life, active or standby (a sorted set scored by epoch seconds).
+PASS_KEY = "portal:dispatcher:pass"
+SEEN_KEY = "portal:dispatcher:seen"
+SEEN_FORGET_SECONDS = 3600
 HEALTH_FUNCTION = "workers.runner.check_authorizations"
 
 
@@ -123,6 +132,26 @@ def alerts_due(now: datetime) -> int:
     return alerts.evaluate(now)
 
 
+def identity() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def record_pass(me: str) -> None:
+    """Say that a pass completed, for the operations page and its banner."""
+    redis_connection().set(PASS_KEY, json.dumps({"at": time.time(), "by": me}),
+                           ex=7 * 24 * 3600)
+
+
+def record_seen(me: str) -> None:
+    """Say this dispatcher (active or standby) is alive; forget long-gone ones."""
+    now = time.time()
+    with redis_connection().pipeline() as pipe:
+        pipe.zadd(SEEN_KEY, {me: now})
+        pipe.zremrangebyscore(SEEN_KEY, 0, now - SEEN_FORGET_SECONDS)
+        pipe.expire(SEEN_KEY, SEEN_FORGET_SECONDS)
+        pipe.execute()
+
+
 def serve(stop_after: float | None = None) -> None:
     """Run passes forever (or for `stop_after` seconds) while holding the dispatcher lock.
 
@@ -131,8 +160,10 @@ def serve(stop_after: float | None = None) -> None:
     lock = redis_connection().lock(LOCK_NAME, timeout=max(10, interval * 5))
     deadline = None if stop_after is None else time.monotonic() + stop_after
     holding = False
+    me = identity()
     while deadline is None or time.monotonic() < deadline:
         try:
+            record_seen(me)
             if holding:
                 lock.reacquire()
             else:
@@ -153,6 +184,7 @@ def serve(stop_after: float | None = None) -> None:
                 health_checks_due(now)
                 bulk_profiles_due(now)
                 alerts_due(now)
+                record_pass(me)
                 if count:
                     log.info("dispatcher: enqueued %d job(s)", count)
             except Exception:

@@ -113,3 +113,28 @@ def revoke_token(token_id: int):
     if tokens.revoke(token, by=current_user):
         flash(f"Revoked the token “{token.name}”.", "info")
     return redirect(url_for("admin.tokens_page"), 303)
+
+
+# --- Operations: queues, workers and the dispatcher (portal/operations.py) ---------------
+
+from portal import operations  # noqa: E402  (kept with its views, for merging)
+from portal.access import background  # noqa: E402
+
+OPERATIONS_POLL_SECONDS = 5
+
+
+@bp.get("/operations")
+@role_required("admin")
+def operations_page():
+    """Each queue's backlog, each worker and its heartbeat, the dispatcher's health."""
+    return htmx.render("admin/operations.html", "admin/_operations.html",
+                       shot=operations.snapshot(), poll_seconds=OPERATIONS_POLL_SECONDS)
+
+
+@bp.get("/operations/live")
+@background  # polled by the page: not the person's activity
+@role_required("admin")
+def operations_live():
+    """The operations block, polled by its page."""
+    return htmx.fragment("admin/_operations.html", shot=operations.snapshot(),
+                         poll_seconds=OPERATIONS_POLL_SECONDS)
