@@ -3,8 +3,9 @@ summary, a stream's messages and the wizard's steps, taken in Debian's chromium 
 freshly seeded portal.
 
 Everything stays on this machine: a temporary instance (SQLite file, its own Redis on a
-free loopback port), the app served on 127.0.0.1, and a real RQ worker run in burst mode
-so the summary shows a job that really ran. Nothing is sent anywhere else: the only jobs
+free loopback port), the app served on 127.0.0.1, and a real worker and dispatcher
+(`python -m workers ...`, as `make run` starts them) so the summary shows a job that
+really ran and no page warns that nothing runs jobs. Nothing is sent anywhere else: the only jobs
 that run read an uploaded file; the webhook export is created paused.
 
     PYTHONPATH=. .venv/bin/python scripts/screenshots.py [--out docs/screenshots]
@@ -13,6 +14,8 @@ that run read an uploaded file; the webhook export is created paused.
 from __future__ import annotations
 
 import argparse
+import base64
+import os
 import secrets
 import shutil
 import socket
@@ -27,7 +30,6 @@ from pathlib import Path
 from flask_migrate import upgrade
 from playwright.sync_api import Page, expect, sync_playwright
 from redis import Redis
-from rq import Queue, SimpleWorker
 from werkzeug.serving import make_server
 
 from portal import create_app
@@ -70,12 +72,15 @@ def seed_people(path: Path, rows: int = 1200) -> None:
     path.write_text("email,signed_up_at,plan\n" + "\n".join(lines) + "\n")
 
 
-def work(app, redis_url: str) -> None:
-    """Run a real worker until the queues are empty."""
-    connection = Redis.from_url(redis_url)
-    with app.app_context():
-        SimpleWorker([Queue(name, connection=connection) for name in QUEUE_NAMES],
-                     connection=connection).work(burst=True)
+def start_background(tmp: Path, settings: dict) -> list[subprocess.Popen]:
+    """A worker on every queue and the dispatcher, on the same database, Redis and keys."""
+    env = {**os.environ, "DATABASE_URL": settings["SQLALCHEMY_DATABASE_URI"],
+           "REDIS_URL": settings["REDIS_URL"], "SECRET_KEY": settings["SECRET_KEY"],
+           "PORTAL_VAULT_KEYS": settings["PORTAL_VAULT_KEYS"],
+           "PORTAL_INSTANCE_PATH": settings["INSTANCE_PATH"], "PYTHONPATH": str(ROOT)}
+    return [subprocess.Popen([sys.executable, "-m", "workers", *command], cwd=ROOT, env=env,
+                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            for command in (["worker", *QUEUE_NAMES], ["dispatcher"])]
 
 
 def settled(page: Page) -> None:
@@ -147,14 +152,16 @@ def take(out: Path) -> None:
     tmp = Path(tempfile.mkdtemp(prefix="portal-shots-"))
     redis_process, redis_url = start_redis(tmp / "redis")
     server = None
+    background: list[subprocess.Popen] = []
     try:
-        app = create_app({
+        settings = {
             "INSTANCE_PATH": str(tmp / "instance"),
             "SQLALCHEMY_DATABASE_URI": f"sqlite:///{tmp / 'portal.db'}",
             "REDIS_URL": redis_url,
-            "PORTAL_REDIS_EMBEDDED": False,
             "SECRET_KEY": secrets.token_hex(32),
-        })
+            "PORTAL_VAULT_KEYS": "shots:" + base64.b64encode(secrets.token_bytes(32)).decode(),
+        }
+        app = create_app({**settings, "PORTAL_REDIS_EMBEDDED": False})
         password = secrets.token_urlsafe(18)
         with app.app_context():
             upgrade()
@@ -164,6 +171,7 @@ def take(out: Path) -> None:
             user.set_password(password)
             db.session.add(user)
             db.session.commit()
+        background = start_background(tmp, settings)
         server = make_server("127.0.0.1", 0, app, threaded=True)
         threading.Thread(target=server.serve_forever, daemon=True).start()
         site = f"http://127.0.0.1:{server.server_port}"
@@ -213,7 +221,6 @@ def take(out: Path) -> None:
             shot("wizard-5-review")
             page.get_by_role("button", name="Create job").click()
             page.wait_for_url("**/jobs/1")
-            work(app, redis_url)
             expect(page.locator("#job-status [data-status]")).to_have_attribute(
                 "data-status", "completed", timeout=30_000)
             seed_more(app, EMAIL)
@@ -242,10 +249,19 @@ def take(out: Path) -> None:
             page.goto(f"{site}/data/profiles?key=email&value=user4%40example.com")
             expect(page.locator("#profile-attributes")).to_be_visible()
             shot("find-a-user", full=True)
+            page.goto(f"{site}/alerts/new")
+            shot("alert-rule", full=True)
+            page.goto(f"{site}/admin/users")
+            shot("users", full=True)
+            page.goto(f"{site}/admin/operations")
+            shot("operations", full=True)
             browser.close()
     finally:
         if server is not None:
             server.shutdown()
+        for process in background:
+            process.terminate()
+            process.wait(10)
         redis_process.terminate()
         redis_process.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
