@@ -36,7 +36,7 @@ from portal.lifecycle import SETTLED, Status
 from portal.models import AlertRule, AlertSent, AlertState, Authorization, Job, JobEvent, User
 from portal.models.types import utcnow
 from portal.queues import redis_connection
-from providers import get_provider, slack
+from providers import CATALOG, get_provider, known_providers, slack
 from providers.base import ProviderError
 from providers.http import http_call
 
@@ -88,6 +88,21 @@ class RuleInput:
     enabled: bool = True
 
 
+def _job_type_keys() -> set[str]:
+    return {job_type.key for provider in known_providers() for job_type in provider.job_types}
+
+
+def scope_suggestions(limit: int = 200) -> list[tuple[str, str]]:
+    """What the form's "provider, job type or job number" field suggests: (value, label)
+    of every provider, every job type and the newest jobs."""
+    found = [(provider.key, f"{provider.name} (provider)") for provider in CATALOG.values()]
+    found += sorted({(job_type.key, f"{job_type.name} (job type, {provider.name})")
+                     for provider in CATALOG.values() for job_type in provider.job_types})
+    found += [(str(job_id), f"{name} (job)") for job_id, name in db.session.execute(
+        select(Job.id, Job.name).order_by(Job.id.desc()).limit(limit))]
+    return found
+
+
 def _check(entered: RuleInput) -> tuple[dict[str, Any], dict[str, str]]:
     """The channel target of a rule, and field-level errors."""
     errors: dict[str, str] = {}
@@ -97,8 +112,9 @@ def _check(entered: RuleInput) -> tuple[dict[str, Any], dict[str, str]]:
         errors["scope"] = "Choose which jobs the rule watches."
     elif entered.scope == "provider" and get_provider(entered.scope_value) is None:
         errors["scope_value"] = "Enter a provider's key, such as mailchimp or s3."
-    elif entered.scope == "job_type" and not entered.scope_value.strip():
-        errors["scope_value"] = "Enter a job type's key, such as import_csv."
+    elif entered.scope == "job_type" and entered.scope_value not in _job_type_keys():
+        errors["scope_value"] = "Enter a job type's key, such as import_file (the field " \
+                                "suggests them as you type)."
     elif entered.scope == "job":
         value = entered.scope_value.strip()
         if not (value.isascii() and value.isdigit() and len(value) < 12

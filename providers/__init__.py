@@ -30,3 +30,11 @@ def get_job_type(provider_key: str, job_type_key: str) -> tuple[Provider, JobTyp
     provider = get_provider(provider_key)
     job_type = provider.job_type(job_type_key) if provider else None
     return (provider, job_type) if provider and job_type else None
+
+
+def known_providers() -> list[Provider]:
+    """Every provider get_provider finds: the catalog, and the test-only ones when on."""
+    found = list(CATALOG.values())
+    if os.environ.get("PORTAL_TEST_PROVIDERS") == "1":
+        found += _TEST_ONLY.values()
+    return found

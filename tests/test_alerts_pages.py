@@ -81,6 +81,8 @@ def test_a_state_change_without_csrf_is_refused(client, auth):
     ({"rate_limit_minutes": "0"}, "rate_limit_minutes", "from 1 to 10,080"),
     ({"emails": "ops at example"}, "emails", "is not one"),
     ({"scope": "job", "scope_value": "99999999999999999999"}, "scope_value", "existing job"),
+    ({"scope": "job_type", "scope_value": "import_fiel"}, "scope_value", "such as import_file"),
+    ({"scope": "provider", "scope_value": "mailchimpp"}, "scope_value", "such as mailchimp or s3"),
     ({"channel": "webhook", "webhook_url": "javascript:alert(1)"}, "webhook_url",
      "starting with https://"),
     ({"channel": "slack", "slack_authorization_id": "x", "slack_channel": "#a b"},
@@ -95,6 +97,22 @@ def test_bad_input_shows_field_errors(client, auth, values, field, words):
     htmx = client.post("/alerts/new", data=rule_form(auth.csrf(), **values), headers=HX)
     assert htmx.status_code == 200 and 'id="rule-form"' in htmx.get_data(as_text=True)
     assert db.session.scalars(select(AlertRule)).all() == []
+
+
+def test_the_scope_field_suggests_providers_job_types_and_jobs(client, auth):
+    owner = auth.login("operator")
+    provider = get_provider("faults")
+    job = create_job(provider=provider, job_type=provider.job_type("script"),
+                     authorization=None, name="Nightly <import>", description="", config={},
+                     created_by=owner, paused=True)
+    db.session.commit()
+    page = client.get("/alerts/new").get_data(as_text=True)
+    assert 'list="scope-suggestions"' in page
+    listed = page[page.index('<datalist id="scope-suggestions">'):]
+    listed = listed[:listed.index("</datalist>")]
+    assert '<option value="mailchimp">Mailchimp (provider)</option>' in listed
+    assert '<option value="import_file">' in listed
+    assert f'<option value="{job.id}">Nightly &lt;import&gt; (job)</option>' in listed
 
 
 def test_send_a_test_and_the_list_of_alerts_sent(client, auth, work, app):

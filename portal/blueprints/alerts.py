@@ -107,7 +107,7 @@ def _save(form: RuleForm, rule: AlertRule | None):
             return htmx.redirect(url_for("alerts.index"))
     status = 200 if request.method == "GET" else 422
     return htmx.render("alerts/form.html", "alerts/_form.html", form=form, rule=rule,
-                       status=status)
+                       scope_suggestions=alerts.scope_suggestions(), status=status)
 
 
 @bp.get("")
