@@ -13,6 +13,7 @@ names this one as `azp`, so the expected `aud` is passed as a claim option.
 
 from __future__ import annotations
 
+import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -20,6 +21,7 @@ from authlib.integrations.base_client.errors import OAuthError
 from flask import Flask, current_app
 from joserfc.errors import JoseError as JoserfcError
 from requests import RequestException
+from werkzeug.security import generate_password_hash
 
 from portal import audit, users
 from portal.config import ConfigError
@@ -189,8 +191,6 @@ def match_user(claims: dict[str, Any]) -> User:
 
 
 def _unusable_hash() -> str:
-    import secrets
-
-    from werkzeug.security import generate_password_hash
-
+    """A password hash nobody knows the password of: SSO accounts sign in only by SSO
+    until an admin sets a password."""
     return generate_password_hash(secrets.token_urlsafe(32))
