@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, redirect, request, url_for
+from flask import Blueprint, flash, redirect, request, url_for
 from flask_login import current_user
 from sqlalchemy import select
 
@@ -97,10 +97,7 @@ def tokens_page():
 
 
 def _token(token_id: int) -> AccessToken:
-    token = db.session.get(AccessToken, token_id)
-    if token is None:
-        abort(404, description=f"There is no token #{token_id}.")
-    return token
+    return db.get_or_404(AccessToken, token_id, description=f"There is no token #{token_id}.")
 
 
 @bp.route("/tokens/<int:token_id>/revoke", methods=["GET", "POST"])

@@ -3,7 +3,7 @@ alerts sent. The rules themselves live in portal/alerts.py."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, request, url_for
+from flask import Blueprint, flash, request, url_for
 from flask_login import current_user
 from flask_wtf import FlaskForm
 from sqlalchemy import select
@@ -61,10 +61,8 @@ def _slack_choices() -> list[SelectChoice]:
 
 
 def _rule(rule_id: int) -> AlertRule:
-    rule = db.session.get(AlertRule, rule_id)
-    if rule is None:
-        abort(404, description="There is no such alert rule; it may have been deleted.")
-    return rule
+    return db.get_or_404(AlertRule, rule_id,
+                         description="There is no such alert rule; it may have been deleted.")
 
 
 def _form(rule: AlertRule | None = None) -> RuleForm:

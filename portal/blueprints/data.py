@@ -192,10 +192,8 @@ def _preview_context(data: dict[str, Any], origin: list[int] | None = None) -> d
 
 
 def _audience_or_404(audience_id: int) -> Audience:
-    found = db.session.get(Audience, audience_id)
-    if found is None:
-        abort(404, description=f"There is no audience #{audience_id}.")
-    return found
+    return db.get_or_404(Audience, audience_id,
+                         description=f"There is no audience #{audience_id}.")
 
 
 def _render_form(audience: Audience | None, rows: list[dict[str, str]],

@@ -72,10 +72,7 @@ REFUSED = {"pause": "paused", "resume": "resumed", "run-now": "run now", "delete
 
 def get_job(job_id: int) -> Job:
     """The job, or 404."""
-    job = db.session.get(Job, job_id)
-    if job is None:
-        abort(404, description=f"There is no job #{job_id}.")
-    return job
+    return db.get_or_404(Job, job_id, description=f"There is no job #{job_id}.")
 
 
 @bp.get("")

@@ -4,7 +4,7 @@ and the audit trail live in portal/users.py."""
 
 from __future__ import annotations
 
-from flask import Blueprint, abort, flash, request, url_for
+from flask import Blueprint, flash, request, url_for
 from flask_login import current_user
 
 from portal import htmx, tokens, users
@@ -64,10 +64,7 @@ def add():
 
 
 def _user(user_id: int) -> User:
-    user = db.session.get(User, user_id)
-    if user is None:
-        abort(404, description=f"There is no user #{user_id}.")
-    return user
+    return db.get_or_404(User, user_id, description=f"There is no user #{user_id}.")
 
 
 @bp.post("/<int:user_id>/role")

@@ -70,9 +70,9 @@ def _back_to(target: str, authorization: Authorization) -> str:
 def _authorization(authorization_id: int, *, for_change: bool = False) -> Authorization:
     """The authorization with this id (404 if none); `for_change`: also 403 unless the
     current user may change it (its creator or an admin; any operator may use it)."""
-    found = db.session.get(Authorization, authorization_id)
-    if found is None:
-        abort(404, description="There is no such authorization; it may have been deleted.")
+    found = db.get_or_404(Authorization, authorization_id,
+                          description="There is no such authorization; it may have been "
+                                      "deleted.")
     if for_change and not vault.can_change(found, current_user):
         abort(403, description=f"{_who_may_change(found)} You can still use it in jobs and "
                                "test its connection.")
