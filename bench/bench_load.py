@@ -213,10 +213,10 @@ def make_csv(rows: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
-def seed(folder: Path, redis_url: str) -> tuple[str, int, str, list[int]]:
+def seed(folder: Path, redis_url: str) -> tuple[str, int, str]:
     """A migrated database with an admin, CLIENTS operators, a thousand settled jobs, and
     the import job (running, queued when the worker starts). Returns (database URL, the
-    import's id, an API token, the ids of jobs that poll)."""
+    import's id, an API token)."""
     from sqlalchemy import insert
     from werkzeug.security import generate_password_hash
 
@@ -263,7 +263,7 @@ def seed(folder: Path, redis_url: str) -> tuple[str, int, str, list[int]]:
         job_id = job.id
         db.session.remove()
         db.engine.dispose()
-    return url, job_id, raw, []
+    return url, job_id, raw
 
 
 def wait_for(url: str, seconds: float = 60) -> None:
@@ -312,7 +312,7 @@ def main() -> None:
                     break
                 except Exception:
                     time.sleep(0.1)
-            url, job_id, token, _ = seed(folder, redis_url)
+            url, job_id, token = seed(folder, redis_url)
             dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
             suffix = "" if dialect == "sqlite" else "_postgresql"
             env = {**os.environ, "PYTHONPATH": str(ROOT), "DATABASE_URL": url,
