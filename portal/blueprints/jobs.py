@@ -19,6 +19,7 @@ from flask import (
 )
 from flask_login import current_user
 from sqlalchemy import select
+from sqlalchemy.orm import joinedload
 
 import providers
 from portal import alerts, audiences, audit, htmx, lifecycle, membership, params, schedule
@@ -68,11 +69,16 @@ ACTION_TRIGGERS = {"pause": Trigger.PAUSE, "resume": Trigger.RESUME, "run-now": 
 NOTICES = {"pause": "Paused.", "resume": "Resumed: the job runs now.",
            "run-now": "The job runs now."}
 REFUSED = {"pause": "paused", "resume": "resumed", "run-now": "run now", "delete": "deleted"}
+# What the status block shows of a job besides its row, read in the same query: the block
+# is polled every second by every open summary.
+LIVE_LOADS = (joinedload(Job.authorization), joinedload(Job.created_by),
+              joinedload(Job.updated_by))
 
 
-def get_job(job_id: int) -> Job:
-    """The job, or 404."""
-    return db.get_or_404(Job, job_id, description=f"There is no job #{job_id}.")
+def get_job(job_id: int, *options) -> Job:
+    """The job, or 404. `options`: loader options, such as LIVE_LOADS."""
+    return db.get_or_404(Job, job_id, options=options,
+                         description=f"There is no job #{job_id}.")
 
 
 @bp.get("")
@@ -188,10 +194,11 @@ def _live_context(job: Job, notice: str = "") -> dict:
     purge_on = purge_at(job, current_app.config["PORTAL_PURGE_DAYS"])
     held = job.lease_until is not None and job.lease_until > now
     run = newest_run(job)
+    totals = metrics(job)
     return {
         "job": job,
-        "metrics": metrics(job),
-        "totals": "{added}-{removed}-{omitted}".format(**metrics(job)),
+        "metrics": totals,
+        "totals": "{added}-{removed}-{omitted}".format(**totals),
         "progress": run_progress(run, now),
         "run_state": f"{run.id}-{run.outcome}-{run.units}-{run.runs}" if run else "",
         "settled": job.status in SETTLED,
@@ -396,7 +403,7 @@ def keep(job_id: int):
 @role_required("viewer")
 def live(job_id: int):
     """The status block; polled while the job can still change by itself."""
-    context = _live_context(get_job(job_id))
+    context = _live_context(get_job(job_id, *LIVE_LOADS))
     response = htmx.fragment("jobs/_live.html", stop_polling=context["settled"], **context)
     # The poll carries the totals its page shows; when they moved, the metrics chart
     # reloads itself (its section waits for "metrics-changed").
