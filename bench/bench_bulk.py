@@ -15,7 +15,8 @@
   from them) against idle, with separate worker
   processes for the realtime and backfill queues. The target is <= 2.
 
-BENCH_BULK_ROWS (default 1,000,000) sets the size. Comment lines (#) go to stderr.
+BENCH_BULK_ROWS (default 1,000,000; 20,000 with BENCH_QUICK=1) sets the size. Comment
+lines (#) go to stderr.
 """
 
 from __future__ import annotations
@@ -39,16 +40,16 @@ from redis import Redis  # noqa: E402
 from rq import Queue, SimpleWorker  # noqa: E402
 from sqlalchemy import create_engine, delete, insert, text  # noqa: E402
 
-from bench.common import bench_app  # noqa: E402
+from bench.common import bench_app, size  # noqa: E402
 from portal import bulk  # noqa: E402
 from portal.extensions import db  # noqa: E402
 from portal.models import Message, Stream  # noqa: E402
 from portal.models.types import utcnow  # noqa: E402
 from workers import redis_server  # noqa: E402
 
-ROWS = int(os.environ.get("BENCH_BULK_ROWS", 1_000_000))
+ROWS = size("BENCH_BULK_ROWS", 1_000_000, 20_000)
 VAULT_KEYS = "bench:" + "A" * 43 + "="
-IDLE_SAMPLES = 200
+IDLE_SAMPLES = size("BENCH_IDLE_SAMPLES", 200, 50)
 
 
 def log(message: str) -> None:
@@ -151,7 +152,7 @@ def memory_child(path: str, folder: str, redis_url: str) -> None:
 
 
 def peak_rss(path: Path, folder: Path, redis_url: str) -> int:
-    folder.mkdir()
+    folder.mkdir(mode=0o700)
     done = subprocess.run([sys.executable, __file__, "--memory-child", str(path), str(folder),
                            redis_url], capture_output=True, text=True, check=True, cwd=ROOT)
     return int(done.stdout.strip().splitlines()[-1])
@@ -254,7 +255,7 @@ def main() -> None:
             if os.environ.get("BENCH_DATABASE_URL"):
                 databases.append(os.environ["BENCH_DATABASE_URL"])
             for number, url in enumerate(databases):
-                (folder / f"ratio{number}").mkdir()
+                (folder / f"ratio{number}").mkdir(mode=0o700)
                 ratio, dialect = import_ratio(folder / f"ratio{number}", url, big, redis_url)
                 suffix = "" if dialect == "sqlite" else f"_{dialect}"
                 print(f"bulk_import_ratio{suffix}={ratio:.3f}", flush=True)
@@ -267,7 +268,7 @@ def main() -> None:
 
             for number, url in enumerate(databases):
                 Redis.from_url(redis_url).flushdb()
-                (folder / f"iso{number}").mkdir()
+                (folder / f"iso{number}").mkdir(mode=0o700)
                 if url.startswith("sqlite"):
                     url = f"sqlite:///{folder}/iso{number}/iso.db"
                 ratio = isolation(folder / f"iso{number}", url, big, redis_url)
