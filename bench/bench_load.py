@@ -48,10 +48,12 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-CLIENTS = int(os.environ.get("BENCH_LOAD_CLIENTS", 50))
-SECONDS = float(os.environ.get("BENCH_LOAD_SECONDS", 60))
-RATIO_SECONDS = float(os.environ.get("BENCH_RATIO_SECONDS", 30))
-ROWS = int(os.environ.get("BENCH_LOAD_ROWS", 400_000))
+from bench.common import size  # noqa: E402
+
+CLIENTS = size("BENCH_LOAD_CLIENTS", 50, 10)
+SECONDS = float(size("BENCH_LOAD_SECONDS", 60, 10))
+RATIO_SECONDS = float(size("BENCH_RATIO_SECONDS", 30, 6))
+ROWS = size("BENCH_LOAD_ROWS", 400_000, 20_000)
 PROCESSES = 5  # client processes, CLIENTS / PROCESSES threads each
 SLICES = 3  # each side of the ratio runs in this many slices, alternating
 PASSWORD = "load-bench-password-42"
@@ -388,14 +390,12 @@ def main() -> None:
         f"worker and the dispatcher; the import ({ROWS:,} rows) was {status_after_load} "
         f"with {rows_after_load:,} rows written at the end of the load, {status_end} with "
         f"{rows_end:,} at the end of the ratio; machine load {os.getloadavg()[0]:.2f}")
-    print(f"load_requests{suffix}={total}")
-    print(f"load_requests_per_second{suffix}={total / SECONDS:.1f}")
-    print(f"load_errors{suffix}={len(errors)}")
+    # Figures, not ratios: comments (stdout holds the ratios only).
+    log(f"{dialect}: {total:,} requests ({total / SECONDS:.1f}/s), {len(errors)} errors")
     for kind in load_kinds:
         took = [seconds * 1000 for _start, seconds in samples[kind]]
-        log(f"{kind}: {len(took)} requests")
-        for share in (0.5, 0.95, 0.99):
-            print(f"load_{kind}_p{int(share * 100)}_ms{suffix}={percentile(took, share):.1f}")
+        log(f"{kind}: {len(took)} requests, " + ", ".join(
+            f"p{int(share * 100)} {percentile(took, share):.1f} ms" for share in (0.5, 0.95, 0.99)))
     # The ratio: requests per second of each side over its slices (each side ran
     # RATIO_SECONDS in all, with the same clients).
     rates = {}
