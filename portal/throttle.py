@@ -54,6 +54,12 @@ def init_app(app: Flask) -> None:
             raise ConfigError(f"{name} must be limits like '5 per minute; 20 per hour', not "
                               f"{app.config[name]!r}.") from None
     limiter.init_app(app)
+    # The portal declares no route limits: it asks limiter.limiter itself where it counts
+    # (sign-in). Flask-Limiter's own check before every request would find nothing to
+    # limit, at a cost on every poll, so it is taken off again.
+    checks = app.before_request_funcs.get(None, [])
+    checks[:] = [check for check in checks
+                 if getattr(check, "__func__", None) is not type(limiter)._check_request_limit]
 
 
 def _keys(email: str, address: str | None) -> dict[str, str]:
