@@ -101,13 +101,25 @@ def start_workers(count: int, folder: Path, url: str, redis_url: str,
     return started
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time a process has used so far (Linux /proc; 0 elsewhere)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def stop_workers(workers: list[tuple[subprocess.Popen, Path]]) -> Counter:
+    """Stop the workers; their statement counts, and their CPU time under "cpu_ms"."""
+    cpu = sum(cpu_seconds(process.pid) for process, _ in workers)
     for process, _ in workers:
         process.terminate()
-    total = Counter()
+    total = Counter({"cpu_ms": 0})
     for process, counts in workers:
         process.wait(30)
         total.update(json.loads(counts.read_text()))
+    total["cpu_ms"] = round(cpu * 1000)
     return total
 
 
@@ -163,6 +175,8 @@ def measure(folder: Path, url: str, redis_url: str, workers: int, path: str) -> 
         db.session.remove()
         running = start_workers(workers, folder, url, redis_url, queues)
         try:
+            cpu_before = sum(cpu_seconds(process.pid) for process, _ in running)
+            load_before = os.getloadavg()[0]
             connection.config_resetstat()
             before = STATEMENTS["all"]
             started = time.perf_counter()
@@ -197,7 +211,9 @@ def measure(folder: Path, url: str, redis_url: str, workers: int, path: str) -> 
     return {"dialect": dialect, "elapsed": elapsed, "units": units, "rows": messages,
             "redis": sum(commands.values()), "redis_by_command": commands,
             "statements": statements["all"] + dispatcher_statements,
-            "statements_by_verb": statements, "workers": workers}
+            "statements_by_verb": statements, "workers": workers,
+            "worker_cpu": statements.pop("cpu_ms") / 1000 - cpu_before,
+            "load": (load_before, os.getloadavg()[0])}
 
 
 def describe(result: dict, path: str) -> str:
@@ -212,7 +228,9 @@ def describe(result: dict, path: str) -> str:
             f"({result['units'] / result['elapsed']:.0f} units/s, {rate.rstrip(', ')}"
             f"{', ' if rate else ''}"
             f"{result['rows']:,} messages); per unit: {result['redis'] / units:.1f} Redis "
-            f"commands ({top}), {result['statements'] / units:.1f} DB statements ({verbs})")
+            f"commands ({top}), {result['statements'] / units:.1f} DB statements ({verbs}), "
+            f"{result['worker_cpu'] / units * 1000:.1f} ms of worker CPU; load average "
+            f"{result['load'][0]:.1f} before, {result['load'][1]:.1f} after")
 
 
 def dispatcher_pass(folder: Path, url: str, redis_url: str, due: int) -> None:
