@@ -6,7 +6,7 @@ second of one writer) by a load, and compares the result with the capacity of ea
 resource: how many worker processes the load needs, and how busy PostgreSQL, Redis and the
 single active dispatcher would be. The first resource past 100 % is the bottleneck.
 
-Every input is a flag; the defaults are the figures measured on 2026-11-30 (see
+Every input is a flag; the defaults are the figures measured on 2026-11-30 (second run) (see
 docs/SCALING.md) and a baseline load that is an assumption, not telemetry:
 
     .venv/bin/python scripts/simulate_scale.py
@@ -37,6 +37,8 @@ class Costs:
     statements_per_write_unit: float
     dispatch_jobs_per_second: float
     dispatch_interval: float
+    write_units_per_dispatch: float
+    status_changes_per_second: float
     redis_ops_per_second: float
     pg_statements_per_second: float
     pg_rows_per_second: float
@@ -55,17 +57,23 @@ def arguments() -> argparse.Namespace:
                       help="peak hour against the day's average (default 4)")
     load.add_argument("--scales", default="1,10,100", help="multiples of the baseline")
     cost = parser.add_argument_group("measured per-unit costs (bench/bench_scaling.py)")
-    cost.add_argument("--noop-unit-seconds", type=float, default=1 / 64,
-                      help="worker time of one unit with no data (1 worker on SQLite: 64/s)")
-    cost.add_argument("--write-unit-seconds", type=float, default=2000 / 3400,
-                      help="worker time of one 2,000-row import unit (PostgreSQL, 1 worker)")
+    cost.add_argument("--noop-unit-seconds", type=float, default=1 / 40,
+                      help="a worker's wall time per unit with no data (1 worker on "
+                      "PostgreSQL: 40 units/s, of which 9-10 ms is the worker's CPU)")
+    cost.add_argument("--write-unit-seconds", type=float, default=2000 / 5154,
+                      help="a worker's wall time per 2,000-row import unit (1 worker on "
+                      "PostgreSQL: 5,154 rows/s, of which ~150 ms is the worker's CPU)")
     cost.add_argument("--rows-per-write-unit", type=int, default=2000)
     cost.add_argument("--redis-per-unit", type=float, default=60,
                       help="Redis commands per unit, RQ's own bookkeeping included (60)")
     cost.add_argument("--statements-per-noop-unit", type=float, default=7)
-    cost.add_argument("--statements-per-write-unit", type=float, default=29)
-    cost.add_argument("--dispatch-jobs-per-second", type=float, default=1200,
-                      help="due jobs one dispatcher pass wakes and enqueues per second")
+    cost.add_argument("--statements-per-write-unit", type=float, default=18,
+                      help="PostgreSQL (SQLite: 25)")
+    cost.add_argument("--dispatch-jobs-per-second", type=float, default=876,
+                      help="due jobs one dispatcher pass wakes and enqueues per second "
+                      "(PostgreSQL, 10,000 due: 455-876 in two runs; SQLite 1,146-1,684)")
+    cost.add_argument("--write-units-per-dispatch", type=float, default=5,
+                      help="import units one RQ job runs in its time slice (5 measured)")
     cost.add_argument("--dispatch-interval", type=float, default=1,
                       help="PORTAL_DISPATCH_INTERVAL, seconds between passes")
     cap = parser.add_argument_group("capacities of the shared parts (assumptions; see the doc)")
@@ -77,6 +85,9 @@ def arguments() -> argparse.Namespace:
     cap.add_argument("--pg-rows-per-second", type=float, default=60_000,
                      help="message rows with their profiles one PostgreSQL primary takes "
                      "(60,000)")
+    cap.add_argument("--status-changes-per-second", type=float, default=1000,
+                     help="status changes the shared job_status_counts rows take one "
+                     "after another (a row lock held to commit, ~1 ms across a network)")
     cap.add_argument("--worker-processes-per-host", type=int, default=8)
     cap.add_argument("--seed", type=int, default=15)
     return parser.parse_args()
@@ -114,14 +125,15 @@ def main() -> None:
     costs = Costs(args.noop_unit_seconds, args.write_unit_seconds, args.rows_per_write_unit,
                   args.redis_per_unit, args.statements_per_noop_unit,
                   args.statements_per_write_unit, args.dispatch_jobs_per_second,
-                  args.dispatch_interval, args.redis_ops_per_second,
+                  args.dispatch_interval, args.write_units_per_dispatch,
+                  args.status_changes_per_second, args.redis_ops_per_second,
                   args.pg_statements_per_second, args.pg_rows_per_second,
                   args.worker_processes_per_host)
     rng = random.Random(args.seed)
     print("At the peak hour (baseline x peak factor). Utilisation over 100 % means that part "
           "cannot keep up.\n")
     header = (f"{'load':>5} {'units/s':>9} {'rows/s':>9} {'workers':>8} {'hosts':>6} "
-              f"{'Redis':>7} {'PG stmts':>9} {'PG rows':>8} {'disp busy':>10} "
+              f"{'Redis':>7} {'PG stmts':>9} {'PG rows':>8} {'counts':>7} {'disp busy':>10} "
               f"{'lag p50':>8} {'lag p99':>8}  first to saturate")
     print(header)
     print("-" * len(header))
@@ -138,15 +150,20 @@ def main() -> None:
                       + writes * costs.statements_per_write_unit)
         pg = statements / costs.pg_statements_per_second
         pg_rows = rows / costs.pg_rows_per_second
-        # Every unit passes the dispatcher once (a one-unit run is woken and enqueued).
-        median, p99, busy = dispatcher_lag(units, costs, 600, rng)
+        # A one-unit run passes the dispatcher once (woken and enqueued); an import, once
+        # per RQ job of several units.
+        dispatched = plain + writes / costs.write_units_per_dispatch
+        median, p99, busy = dispatcher_lag(dispatched, costs, 600, rng)
+        # Two status changes per run (woken, then completed / sleeping).
+        hot_row = 2 * dispatched / costs.status_changes_per_second
         shares = {"PostgreSQL statements": pg, "PostgreSQL row writes": pg_rows,
-                  "Redis": redis, "the dispatcher": busy}
+                  "Redis": redis, "the dispatcher": busy, "the status-count rows": hot_row}
         first = max(shares, key=shares.get)
         print(f"{scale:>4.0f}x {units:>9,.1f} {rows:>9,.0f} {workers:>8.1f} {hosts:>6.1f} "
-              f"{redis:>7.1%} {pg:>9.1%} {pg_rows:>8.1%} {busy:>10.1%} "
+              f"{redis:>7.1%} {pg:>9.1%} {pg_rows:>8.1%} {hot_row:>7.1%} {busy:>10.1%} "
               f"{median:>7.2f}s {p99:>7.2f}s  {first} ({shares[first]:.0%})")
-    print("\nworkers: processes kept busy (each needs about one core); hosts: at "
+    print("\nworkers: worker processes kept busy (wall time; a worker waits on the database "
+          "part of it, so a core can serve more than one); hosts: at "
           f"{costs.worker_processes_per_host} worker processes per host. The dispatcher is "
           "one process at a time (a standby waits), so its busy share cannot be spread.")
 
