@@ -15,7 +15,6 @@ BENCH_DATABASE_URL (its tables are dropped and rebuilt) when set.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import tempfile
@@ -28,12 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from redis import Redis  # noqa: E402
 from rq import Queue, SimpleWorker  # noqa: E402
-from sqlalchemy import insert, text  # noqa: E402
+from sqlalchemy import text  # noqa: E402
 
-from bench.common import bench_app, size  # noqa: E402
+from bench.common import bench_app, free_port, make_jobs, size  # noqa: E402
 from portal.extensions import db  # noqa: E402
-from portal.models import Job, User  # noqa: E402
-from portal.models.types import utcnow  # noqa: E402
+from portal.models import User  # noqa: E402
 from workers import redis_server  # noqa: E402
 from workers.dispatcher import dispatch_once  # noqa: E402
 
@@ -43,24 +41,6 @@ ROUNDS = size("BENCH_ROUNDS", 3, 1)
 
 def noop() -> None:
     """What bare RQ runs."""
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def make_jobs(owner_id: int) -> None:
-    now = utcnow()
-    db.session.execute(insert(Job), [
-        {"name": f"noop {n}", "provider": "faults", "job_type": "noop", "kind": "import",
-         "queue": "default", "status": "running", "created_by_id": owner_id, "config": {},
-         "schedule": {"kind": "once"}, "retry_policy": {}, "cursor": {}, "description": "",
-         "status_changed_at": now, "created_at": now, "updated_at": now}
-        for n in range(UNITS)
-    ])
-    db.session.commit()
 
 
 def drain(connection: Redis) -> None:

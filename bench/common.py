@@ -1,18 +1,28 @@
-"""What the benchmarks share: an app on a throwaway database with the current schema, and
-the sizes they run at (full, or shrunk by BENCH_QUICK=1 for a smoke run)."""
+"""What the benchmarks share: an app on a throwaway database with the current schema, a
+private Redis, a free port, the no-op jobs of the engine benchmarks, and the sizes they
+run at (full, or shrunk by BENCH_QUICK=1 for a smoke run)."""
 
 from __future__ import annotations
 
 import logging
 import os
+import socket
+import subprocess
+import time
+from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from flask import Flask
 from flask_migrate import upgrade
-from sqlalchemy import text
+from redis import Redis
+from redis.exceptions import RedisError
+from sqlalchemy import insert, text
 
 from portal import create_app
 from portal.extensions import db
+from portal.models import Job
+from portal.models.types import utcnow
+from workers import redis_server
 
 # BENCH_QUICK=1: every size shrinks so the whole `make bench` is a smoke run of a few
 # minutes. The ratios it prints prove the scripts work, not the product's speed.
@@ -57,3 +67,40 @@ def bench_app(folder: str, name: str = "bench", **settings) -> Flask:
         finally:
             logging.disable(logging.NOTSET)
     return app
+
+
+def free_port() -> int:
+    """A TCP port free on loopback right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def make_jobs(owner_id: int, units: int = 1000) -> None:
+    """`units` running jobs of the test-only faults provider's no-op job type, each one
+    unit long, inserted at once (call inside the app context)."""
+    now = utcnow()
+    db.session.execute(insert(Job), [
+        {"name": f"noop {n}", "provider": "faults", "job_type": "noop", "kind": "import",
+         "queue": "default", "status": "running", "created_by_id": owner_id, "config": {},
+         "schedule": {"kind": "once"}, "retry_policy": {}, "cursor": {}, "description": "",
+         "status_changed_at": now, "created_at": now, "updated_at": now}
+        for n in range(units)
+    ])
+    db.session.commit()
+
+
+def start_redis(folder: Path) -> tuple[subprocess.Popen, str]:
+    """A private Redis from the bundled binary on a free loopback port, answering;
+    returns the process (terminate it yourself) and its URL."""
+    port = free_port()
+    process = subprocess.Popen(redis_server.command(folder / "redis", port=port, persist=False),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"redis://127.0.0.1:{port}/0"
+    for _ in range(100):
+        try:
+            Redis.from_url(url).ping()
+            break
+        except RedisError:
+            time.sleep(0.1)
+    return process, url
