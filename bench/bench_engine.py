@@ -52,7 +52,7 @@ def ours(connection: Redis, owner_id: int) -> float:
     db.session.execute(text("DELETE FROM job_events"))
     db.session.execute(text("DELETE FROM jobs"))
     db.session.commit()
-    make_jobs(owner_id)
+    make_jobs(owner_id, UNITS)
     connection.flushdb()
     started = time.perf_counter()
     enqueued = dispatch_once()

@@ -76,7 +76,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def make_jobs(owner_id: int, units: int = 1000) -> None:
+def make_jobs(owner_id: int, units: int) -> None:
     """`units` running jobs of the test-only faults provider's no-op job type, each one
     unit long, inserted at once (call inside the app context)."""
     now = utcnow()
