@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.jobs import create_job
-from portal.models import Job, JobEvent, Message
+from portal.models import Job, JobEvent, JobRun, Message
+from portal.models.types import utcnow
 from providers import get_job_type
 
 # A short lease and quick passes, so that losses show within seconds.
@@ -123,3 +124,61 @@ def test_a_unit_longer_than_the_lease_keeps_it(make_job, spawn):
              "the job to complete (or be taken for lost)")
     assert lost() == 0
     assert job_row(job_id).status == "completed"
+
+
+def _pid(owner: str | None) -> int | None:
+    """The process id in a lease owner ("host:pid:nonce")."""
+    return int(owner.split(":")[1]) if owner else None
+
+
+def test_a_lost_worker_is_queued_again_within_a_lease_and_a_pass(app, make_user, spawn):
+    """No backoff after a lost worker: with the default retry policy (30 s first) the job
+    runs again once its lease (3 s) expired and a pass (1 s) found it."""
+    provider, kind = get_job_type("faults", "script")
+    job_id = create_job(provider=provider, job_type=kind, authorization=None, name="f",
+                        description="", created_by=make_user("operator", "o@example.com"),
+                        config={"script": ["slow:1"], "units": 2, "rows_per_unit": 5,
+                                "slow_seconds": 60}).id
+    workers = {spawn("worker", **FAST), spawn("worker", **FAST)}
+    spawn("dispatcher", **FAST)
+    wait_for(lambda: job_row(job_id).lease_owner and messages() == 0, 30,
+             "a worker to start the slow unit")
+    holder = _pid(job_row(job_id).lease_owner)
+    (victim,) = [worker for worker in workers if worker.pid == holder]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    killed = utcnow()
+    wait_for(lambda: job_row(job_id).status == "completed", 30, "the job to complete")
+    lost_run, again = db.session.scalars(select(JobRun).where(JobRun.job_id == job_id)
+                                         .order_by(JobRun.id)).all()
+    assert lost_run.outcome == "lost" and again.outcome == "completed"
+    took = (again.started_at - killed).total_seconds()
+    assert took <= 3 + 1 + 2.5, f"claimed again {took:.1f} s after the kill: lease 3 s + " \
+        "pass 1 s + margin"
+    lost = db.session.scalar(select(JobEvent).where(JobEvent.code == "worker_lost"))
+    assert "queued again now" in lost.message and "loss 1 of 5" in lost.message
+    assert messages() == 10
+    assert len(set(db.session.scalars(select(Message.dedupe_key)))) == 10
+
+
+def test_a_job_that_kills_its_worker_every_time_fails_saying_so(make_job, spawn):
+    job_id = make_job(script=["crash"], units=1, rows_per_unit=3)
+    settings = {**FAST, "PORTAL_LOST_WORKER_LIMIT": "3"}
+    spawn("dispatcher", **settings)
+    workers = []
+    deadline = time.monotonic() + 90
+    while job_row(job_id).status != "failed" and time.monotonic() < deadline:
+        if not workers or workers[-1].poll() is not None:
+            workers.append(spawn("worker", **settings))  # the last one crashed: a new one
+        time.sleep(0.3)
+        db.session.expire_all()
+        db.session.rollback()
+    job = job_row(job_id)
+    assert job.status == "failed"
+    events = db.session.scalars(select(JobEvent).where(JobEvent.job_id == job_id)
+                                .order_by(JobEvent.id)).all()
+    assert [e.code for e in events if e.kind == "error"] == ["worker_lost"] * 3
+    assert events[-1].kind == "failed"
+    assert "its worker was lost 3 times in a row (the limit is 3)" in events[-1].message
+    assert len([w for w in workers if w.returncode == -signal.SIGKILL]) == 3
+    assert messages() == 0, "a crashed unit's batch never lands"
