@@ -16,6 +16,7 @@ from pathlib import Path
 from flask import current_app
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
+from rq.exceptions import StopRequested
 from rq.worker import WorkerStatus
 
 from portal import create_app
@@ -85,6 +86,16 @@ class PortalWorker(SimpleWorker):
             log.warning("worker: the unit under way did not finish within %g s of the stop "
                         "request; abandoning it", self.stop_seconds)
             signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+    def execute_job(self, job, queue):
+        try:
+            super().execute_job(job, queue)
+        except RedisError as exc:
+            if not runner.STOPPING.is_set():
+                raise
+            # RQ could not record the job's end: the job row (the truth) has what happened.
+            log.warning("worker: could not record the end of %s in Redis (%s)", job.id, exc)
+            raise StopRequested() from None
 
     def set_shutdown_requested_date(self):
         # Called from the signal handler: without Redis it must not raise into the unit.
