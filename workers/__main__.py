@@ -81,6 +81,11 @@ class PortalWorker(SimpleWorker):
             timer.start()
         super().request_stop(signum, frame)
 
+    def _install_signal_handlers(self):
+        super()._install_signal_handlers()
+        if runner.STOPPING.is_set():  # asked before RQ's handlers were in place
+            self._stop_requested = True
+
     def _abandon(self) -> None:
         if self.get_state() == WorkerStatus.BUSY:
             log.warning("worker: the unit under way did not finish within %g s of the stop "
