@@ -209,6 +209,9 @@ class _LeaseKeeper:
                             update(Job).where(Job.id == job_id, Job.lease_owner == owner)
                             .values(lease_until=utcnow() + held.lease)
                         )
+                except OperationalError as exc:  # the next renewal tries again
+                    log.warning("job %s: lease renewal failed: database unavailable (%s)",
+                                job_id, exc.orig)
                 except Exception:  # the next renewal tries again; the lease has slack for it
                     log.warning("job %s: lease renewal failed", job_id, exc_info=True)
 
