@@ -21,7 +21,9 @@ from functools import cache
 from typing import ParamSpec, TypeVar
 
 from flask import Flask, has_app_context
-from sqlalchemy.exc import DBAPIError
+from sqlalchemy import event
+from sqlalchemy.engine import Engine, ExceptionContext
+from sqlalchemy.exc import DBAPIError, OperationalError
 
 from portal.extensions import db
 
@@ -38,10 +40,32 @@ def standalone_app() -> Flask:
     return create_app()
 
 
+OURS = "portal_database"  # set on the errors of the portal's own database (watch())
+
+
+def watch(engine: Engine) -> None:
+    """Mark every error of `engine` (the portal's own database) as ours, so that a
+    provider's database (the SQL source of a job) going away is not taken for it."""
+    if not event.contains(engine, "handle_error", _mark):
+        event.listen(engine, "handle_error", _mark)
+
+
+def _mark(context: ExceptionContext) -> None:
+    if context.sqlalchemy_exception is not None:
+        setattr(context.sqlalchemy_exception, OURS, True)
+
+
 def database_unavailable(exc: BaseException) -> bool:
-    """Whether `exc` says the database could not be reached (a restart, an outage): the
-    driver reported a disconnect, so SQLAlchemy invalidated the connection."""
-    return isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+    """Whether `exc` says the portal's database could not be reached (a restart, an
+    outage): the driver reported a disconnect, so SQLAlchemy invalidated the connection."""
+    return (isinstance(exc, DBAPIError) and bool(exc.connection_invalidated)
+            and getattr(exc, OURS, False))
+
+
+def database_error(exc: BaseException) -> bool:
+    """Whether `exc` is an OperationalError of the portal's own database (a connection
+    that cannot be made is one)."""
+    return isinstance(exc, OperationalError) and getattr(exc, OURS, False)
 
 
 def end_session(*, commit: bool) -> None:

@@ -26,7 +26,7 @@ from flask import current_app
 from redis.exceptions import RedisError
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.exc import DBAPIError
 
 from portal import alerts, background, configsecrets, lifecycle, membership, schedule, vault
 from portal.datastore import read_messages, stored_file, write_messages
@@ -209,11 +209,12 @@ class _LeaseKeeper:
                             update(Job).where(Job.id == job_id, Job.lease_owner == owner)
                             .values(lease_until=utcnow() + held.lease)
                         )
-                except OperationalError as exc:  # the next renewal tries again
-                    log.warning("job %s: lease renewal failed: database unavailable (%s)",
-                                job_id, exc.orig)
-                except Exception:  # the next renewal tries again; the lease has slack for it
-                    log.warning("job %s: lease renewal failed", job_id, exc_info=True)
+                except Exception as exc:  # the next renewal tries again; the lease has slack
+                    if background.database_error(exc):
+                        log.warning("job %s: lease renewal failed: database unavailable (%s)",
+                                    job_id, exc.orig)
+                    else:
+                        log.warning("job %s: lease renewal failed", job_id, exc_info=True)
 
 
 _leases = _LeaseKeeper()
@@ -289,8 +290,8 @@ class Runner:
             try:
                 return self._after_outage(claimed)
             except DBAPIError as again:
-                if not background.database_unavailable(again) and not isinstance(
-                        again, OperationalError):
+                if not (background.database_unavailable(again)
+                        or background.database_error(again)):
                     raise
                 if time.monotonic() > deadline:
                     log.error("job %s: database still unavailable after %d s; the job runs "
