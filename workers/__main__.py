@@ -68,7 +68,7 @@ class PortalWorker(SimpleWorker):
 
     def request_stop(self, signum, frame):
         """SIGTERM / SIGINT: RQ's warm shutdown, which waits for the job under way, and so
-        may wait for as long as the job lasts, or for Redis. Here the job hands its job back
+        may wait for as long as the job lasts, or for Redis. Here the runner hands its job back
         after the unit under way (runner.STOPPING), and a unit still running after
         `stop_seconds` is abandoned: nothing of it lands (its transaction rolls back) and
         the dispatcher takes the job back once its lease expires."""
