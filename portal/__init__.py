@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from werkzeug.exceptions import HTTPException
 from werkzeug.middleware.proxy_fix import ProxyFix
 
+from portal import background
 from portal.config import ConfigError, load_settings, tighten
 from portal.extensions import csrf, db, htmx_headers, login_manager, migrate
 from providers import files as files_provider
@@ -57,6 +58,8 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     import portal.audiences  # noqa: F401
 
     db.init_app(app)
+    with app.app_context():  # errors of the portal's own database are told apart
+        background.watch(db.engine)
     migrate.init_app(app, db, directory=str(MIGRATIONS))
     login_manager.init_app(app)
     csrf.init_app(app)

@@ -40,7 +40,7 @@ from rq import Queue
 from rq.job import Job
 from sqlalchemy import select, text, update
 
-from portal import profiles
+from portal import background, profiles
 from portal.bulk_formats import (
     GZIP_MAGIC,
     Body,
@@ -329,19 +329,17 @@ def _finish(upload: BulkImport, status: str, message: str) -> None:
     db.session.commit()
 
 
+@background.task
 def process_import(import_id: int) -> str:
     """The RQ task: check the spooled body, then write it (unless rejected or a dry run),
     and delete the spool file. Returns the final status."""
     upload = db.session.get(BulkImport, import_id)
     if upload is None or upload.status in ("completed", "failed"):
-        status = upload.status if upload else "missing"
-        db.session.remove()
-        return status
+        return upload.status if upload else "missing"
     path = upload.spool_path
     if not path or not os.path.exists(path):
         _finish(upload, "failed", "The uploaded body is gone (its spool file was removed "
                                   "before a worker read it); send it again.")
-        db.session.remove()
         return "failed"
     upload.status, upload.started_at = "running", utcnow()
     upload.rows_read = upload.rows_written = upload.duplicates = upload.rejected = 0
@@ -363,7 +361,6 @@ def process_import(import_id: int) -> str:
         status = upload.status
         pending = profiles_pending(upload)
         db.session.commit()
-        db.session.remove()  # no transaction left open on the worker's connection
     if pending:  # what it wrote goes into the profiles, whether it completed or not
         queue_profiles(import_id)
     return status
@@ -397,6 +394,7 @@ def profile_batch_size() -> int:
     return 100 if db.session.get_bind().dialect.name == "sqlite" else 2000
 
 
+@background.task
 def build_profiles(import_id: int) -> int:
     """The RQ task after an import has written its rows: fold them into the profiles in
     id order, one transaction per batch, keeping how far it got, so a worker that dies
@@ -404,32 +402,29 @@ def build_profiles(import_id: int) -> int:
     many messages it folded."""
     upload = db.session.get(BulkImport, import_id)
     folded = 0
-    try:
-        if upload is None or not profiles_pending(upload):
-            return 0
-        size, source = profile_batch_size(), f"import:{upload.id}"
-        while True:
-            yield_to_realtime()
-            without_waiting_for_disk()
-            after = max(upload.profiled_through, upload.first_message_id - 1)
-            rows = db.session.execute(
-                select(Message.id, Message.stream_id, Message.event_time, Message.payload)
-                .where(Message.id > after, Message.id <= upload.last_message_id,
-                       Message.source == source)
-                .order_by(Message.id).limit(size)).all()
-            if not rows:
-                break
-            profiles.apply([profiles.Fact(row.id, row.stream_id, row.event_time, row.payload)
-                            for row in rows])
-            upload.profiled_through = rows[-1].id
-            upload.profiled += len(rows)
-            folded += len(rows)
-            db.session.commit()
-        upload.profiles_finished_at = utcnow()
+    if upload is None or not profiles_pending(upload):
+        return 0
+    size, source = profile_batch_size(), f"import:{upload.id}"
+    while True:
+        yield_to_realtime()
+        without_waiting_for_disk()
+        after = max(upload.profiled_through, upload.first_message_id - 1)
+        rows = db.session.execute(
+            select(Message.id, Message.stream_id, Message.event_time, Message.payload)
+            .where(Message.id > after, Message.id <= upload.last_message_id,
+                   Message.source == source)
+            .order_by(Message.id).limit(size)).all()
+        if not rows:
+            break
+        profiles.apply([profiles.Fact(row.id, row.stream_id, row.event_time, row.payload)
+                        for row in rows])
+        upload.profiled_through = rows[-1].id
+        upload.profiled += len(rows)
+        folded += len(rows)
         db.session.commit()
-        return folded
-    finally:
-        db.session.remove()
+    upload.profiles_finished_at = utcnow()
+    db.session.commit()
+    return folded
 
 
 def queue_pending_profiles() -> int:
@@ -593,6 +588,7 @@ def collect(stream: str, payload: Any, *, source: str = "collect",
     return {"id": key, "stream": stream, "messages": len(messages)}
 
 
+@background.task
 def write_collected(stream: str, messages: list[dict[str, Any]], times: list[datetime],
                     source: str, key: str) -> int:
     """The realtime task: write what collect() checked; a retry writes nothing twice."""
@@ -607,7 +603,6 @@ def write_collected(stream: str, messages: list[dict[str, Any]], times: list[dat
     try:
         added = with_quick_lock(write)
     finally:
-        db.session.remove()
         try:
             connection = redis_connection()
             if connection.decr(REALTIME_PENDING) < 0:  # the count had expired meanwhile

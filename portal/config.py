@@ -132,6 +132,12 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         "PORTAL_MAX_COLUMNS": _int("PORTAL_MAX_COLUMNS", 2000),
         "PORTAL_LEASE_SECONDS": _int("PORTAL_LEASE_SECONDS", 30),
         "PORTAL_DISPATCH_INTERVAL": _int("PORTAL_DISPATCH_INTERVAL", 1),
+        # A job whose worker is lost this many times in a row fails (it may be what kills
+        # its workers); each loss before that queues it again at once.
+        "PORTAL_LOST_WORKER_LIMIT": max(1, _int("PORTAL_LOST_WORKER_LIMIT", 5)),
+        # A worker told to stop (SIGTERM) lets the unit under way finish for this long,
+        # then abandons it (nothing of it lands; the job is queued again) and exits.
+        "PORTAL_WORKER_STOP_SECONDS": max(0, _int("PORTAL_WORKER_STOP_SECONDS", 3)),
         # How often a worker writes its heartbeat to Redis, busy or idle; the operations
         # page counts a worker lost after two missed beats (portal/operations.py).
         "PORTAL_WORKER_HEARTBEAT_SECONDS": _int("PORTAL_WORKER_HEARTBEAT_SECONDS", 10),

@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from portal.extensions import db
 from portal.models import Job, JobEvent, JobRun, User
@@ -57,6 +57,8 @@ class Trigger(StrEnum):
     RESUME = "user resumes"
     RUN_AGAIN = "user runs a completed job again after an edit"
     SCHEDULE_BROKEN = "the schedule gives no next run"
+    WORKER_LOST = "its worker stopped answering, queued again at once"
+    WORKER_LOST_TOO_OFTEN = "its worker stopped answering too many times in a row"
 
 
 @dataclass(frozen=True)
@@ -90,6 +92,11 @@ TRANSITIONS: dict[Trigger, Transition] = {
     Trigger.RESUME: _t({P, F}, R, Event.RESUMED),
     Trigger.RUN_AGAIN: _t({C}, R, Event.RESUMED),
     Trigger.SCHEDULE_BROKEN: _t({R}, F, Event.FAILED),
+    # A lost worker is not the job's fault: no backoff, the job stays Running and the
+    # dispatcher queues it again in the same pass. Losses count in the error streak, and
+    # PORTAL_LOST_WORKER_LIMIT of them in a row fail the job.
+    Trigger.WORKER_LOST: _t({R}, R, Event.ERROR),
+    Trigger.WORKER_LOST_TOO_OFTEN: _t({R}, F, Event.FAILED),
 }
 
 # Statuses a job leaves only when a person acts: nothing to poll for.
@@ -112,7 +119,8 @@ class RunOutcome(StrEnum):
     LOST = "lost"
 
 
-# The run a move out of Running ends, and how; moves that stay Running end none.
+# The run a move ends, and how: every move out of Running, and a lost worker (the job
+# stays Running; its next claim opens a new run). Other moves that stay Running end none.
 RUN_OUTCOMES: dict[Trigger, RunOutcome] = {
     Trigger.UNIT_SCHEDULED: RunOutcome.SLEEPING,
     Trigger.UNIT_IDLE: RunOutcome.IDLE,
@@ -124,7 +132,12 @@ RUN_OUTCOMES: dict[Trigger, RunOutcome] = {
     Trigger.RATE_LIMITED: RunOutcome.HELD_BACK,
     Trigger.QUIET: RunOutcome.HELD_BACK,
     Trigger.PAUSE: RunOutcome.PAUSED,
+    Trigger.WORKER_LOST: RunOutcome.LOST,
+    Trigger.WORKER_LOST_TOO_OFTEN: RunOutcome.FAILED,
 }
+
+WORKER_LOST_CODE = "worker_lost"
+DATABASE_UNAVAILABLE_CODE = "database_unavailable"
 
 
 @dataclass(frozen=True)
@@ -250,7 +263,7 @@ def transition(
     run: JobRun | None = None,
 ) -> JobEvent | None:
     """Move the job along `trigger`, or raise IllegalTransition; returns the event written.
-    A move out of Running ends the run under way (`run_outcome` overrides how); `run` is
+    A move in RUN_OUTCOMES ends the run under way (`run_outcome` overrides how); `run` is
     that run when the caller holds it, else it is looked up once."""
     if not can(job, trigger):
         raise IllegalTransition(job, trigger)
@@ -377,11 +390,10 @@ def unit_succeeded(
 
 def unit_failed(
     job: Job, *, now: datetime, message: str, code: str, retryable: bool,
-    rng: random.Random | None = None, lost: bool = False, run: JobRun | None = None,
+    rng: random.Random | None = None, run: JobRun | None = None,
 ) -> None:
     """A unit of work raised: log the Error, then sleep for a retry or fail the job.
-    `lost`: its worker stopped answering (the run's outcome says so). `run`: the run under
-    way, when the caller holds it."""
+    `run`: the run under way, when the caller holds it."""
     run = run or current_run(job)
     unit_ran(job, run=run)
     policy = RetryPolicy.of(job)
@@ -409,9 +421,55 @@ def unit_failed(
     transition(
         job, Trigger.ERROR_RETRY, now=now, code=code,
         message=f"{message} — retry {job.error_count} at {wake_at:%Y-%m-%d %H:%M:%S} UTC",
-        run_outcome=RunOutcome.LOST if lost else None, run=run,
+        run=run,
     )
     job.next_run_at = wake_at
+
+
+def worker_lost(job: Job, *, now: datetime, message: str, limit: int) -> bool:
+    """The worker holding the job stopped renewing its lease (it died, or lost the database
+    for longer than a lease). Log the Error and keep the job Running, to be queued again at
+    once, unless this is the `limit`-th loss in a row (or the error streak spans the failure
+    window): then the job fails, saying so. Returns whether it should be queued again."""
+    run = current_run(job)
+    unit_ran(job, run=run)
+    job.error_count += 1
+    if job.error_streak_started_at is None:
+        job.error_streak_started_at = now
+    losses = 1 + db.session.scalar(
+        select(func.count()).select_from(JobEvent).where(
+            JobEvent.job_id == job.id, JobEvent.code == WORKER_LOST_CODE,
+            JobEvent.at >= job.error_streak_started_at))
+    policy = RetryPolicy.of(job)
+    if losses >= limit:
+        record(job, Event.ERROR, message, now=now, code=WORKER_LOST_CODE, run=run)
+        transition(
+            job, Trigger.WORKER_LOST_TOO_OFTEN, now=now, code=WORKER_LOST_CODE, run=run,
+            message=f"Failed: its worker was lost {losses} times in a row (the limit is "
+            f"{limit}), so the job was stopped: a unit of this job may be crashing its worker "
+            "(memory, a native library). Check the workers' logs, then resume the job.",
+        )
+        return False
+    if now - job.error_streak_started_at >= policy.failure_window:
+        record(job, Event.ERROR, message, now=now, code=WORKER_LOST_CODE, run=run)
+        transition(
+            job, Trigger.ERROR_EXHAUSTED, now=now, code=WORKER_LOST_CODE, run=run,
+            message=f"Failed: {job.error_count} errors in a row since "
+            f"{job.error_streak_started_at:%Y-%m-%d %H:%M} UTC, over the "
+            f"{policy.failure_window_hours:g} h failure window; resume the job to try again.",
+        )
+        return False
+    transition(job, Trigger.WORKER_LOST, now=now, code=WORKER_LOST_CODE, run=run,
+               message=f"{message} — loss {losses} of {limit} in a row; queued again now")
+    return True
+
+
+def database_unavailable(job: Job, *, now: datetime, message: str,
+                         run: JobRun | None = None) -> JobEvent:
+    """A unit could not reach the database and was abandoned (nothing of it landed). Not
+    the job's fault nor a move: the Error says so, the job stays Running and its worker
+    queues it again."""
+    return record(job, Event.ERROR, message, now=now, code=DATABASE_UNAVAILABLE_CODE, run=run)
 
 
 def schedule_broken(job: Job, *, now: datetime, reason: str, unit_message: str = "",

@@ -6,6 +6,8 @@ environment says PORTAL_TEST_PROVIDERS=1 (the test suite and `make bench` set it
 
 from __future__ import annotations
 
+import os
+import signal
 import time
 from datetime import datetime
 from typing import Any
@@ -31,7 +33,8 @@ def run_script(ctx: RunContext) -> WorkResult:
     attempts); "fatal" (a ConfigError); "auth" (an AuthError quoting the credentials and
     the secret config field `secret_note`);
     "slow" (sleeps `slow_seconds` after writing, checking for a pause every 0.1 s);
-    "slow:K" (slow on its first K attempts). Until
+    "slow:K" (slow on its first K attempts); "crash" (kills its own worker process with
+    SIGKILL after writing, as a segfault or the kernel's OOM killer would). Until
     `rate_limited_until` (ISO time) every unit is rate limited. The job is done after
     `units` units, never when `units` is 0."""
     config: dict[str, Any] = ctx.config
@@ -57,6 +60,8 @@ def run_script(ctx: RunContext) -> WorkResult:
         for n in range(rows)
     ]
     added, omitted = ctx.sink.write(config.get("stream", "faults"), messages)
+    if action == "crash":
+        os.kill(os.getpid(), signal.SIGKILL)
     if action == "slow" or (action.startswith("slow:") and
                             ctx.error_count < int(action.split(":")[1])):
         deadline = time.monotonic() + float(config.get("slow_seconds", 5))

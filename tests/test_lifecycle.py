@@ -31,6 +31,8 @@ EXPECTED = {
     Trigger.RESUME: ({"paused", "failed"}, "running", "resumed"),
     Trigger.RUN_AGAIN: ({"completed"}, "running", "resumed"),
     Trigger.SCHEDULE_BROKEN: ({"running"}, "failed", "failed"),
+    Trigger.WORKER_LOST: ({"running"}, "running", "error"),
+    Trigger.WORKER_LOST_TOO_OFTEN: ({"running"}, "failed", "failed"),
 }
 CASES = [(trigger, status) for trigger in Trigger for status in Status]
 
@@ -180,3 +182,45 @@ def test_resume_resets_the_streak_and_names_who(make_job, make_user):
     assert job.status == "running" and job.error_count == 0
     assert job.error_streak_started_at is None and job.terminal_at is None
     assert events_of(job)[-1].context["user_email"] == user.email
+
+
+def test_a_lost_worker_queues_the_job_again_at_once_and_the_limit_fails_it(make_job):
+    job = make_job("running")
+    for loss in (1, 2):
+        moment = NOW + timedelta(seconds=loss)
+        again = lifecycle.worker_lost(job, now=moment, message="Worker lost: w1", limit=3)
+        assert again is True
+        assert job.status == "running" and job.next_run_at is None, "no backoff"
+        assert job.error_count == loss and job.error_streak_started_at == NOW + timedelta(seconds=1)
+        event = events_of(job)[-1]
+        assert (event.kind, event.code) == ("error", "worker_lost")
+        assert f"loss {loss} of 3 in a row" in event.message
+    again = lifecycle.worker_lost(job, now=NOW + timedelta(seconds=3), message="Worker lost: w1",
+                                  limit=3)
+    assert again is False
+    assert job.status == "failed" and job.terminal_at == NOW + timedelta(seconds=3)
+    error, failed = events_of(job)[-2:]
+    assert (error.kind, error.code) == ("error", "worker_lost")
+    assert failed.kind == "failed" and "lost 3 times in a row" in failed.message
+
+
+def test_a_success_between_losses_starts_the_count_again(make_job):
+    job = make_job("running")
+    lifecycle.worker_lost(job, now=NOW, message="Worker lost", limit=2)
+    lifecycle.unit_succeeded(job, now=NOW + timedelta(seconds=1), done=False, more_now=True,
+                             next_run_at=None, message="ok", counts={"added": 1})
+    assert lifecycle.worker_lost(job, now=NOW + timedelta(seconds=2), message="Worker lost",
+                                 limit=2) is True
+    assert job.status == "running"
+    assert lifecycle.worker_lost(job, now=NOW + timedelta(seconds=3), message="Worker lost",
+                                 limit=2) is False
+    assert job.status == "failed"
+
+
+def test_a_database_outage_is_an_error_but_no_move(make_job):
+    job = make_job("running")
+    lifecycle.database_unavailable(job, now=NOW, message="Database unavailable: x")
+    assert job.status == "running" and job.error_count == 0
+    (event,) = events_of(job)
+    assert (event.kind, event.code, event.message) == (
+        "error", "database_unavailable", "Database unavailable: x")

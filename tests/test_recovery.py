@@ -4,18 +4,24 @@ a unit, Redis losing every queue, and two dispatchers running at once."""
 from __future__ import annotations
 
 import signal
+import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pytest
 from redis import Redis
+from redis.exceptions import RedisError
 from rq import Queue
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from portal.extensions import db
 from portal.jobs import create_job
-from portal.models import Job, JobEvent, Message
+from portal.models import Job, JobEvent, JobRun, Message
+from portal.models.types import utcnow
 from providers import get_job_type
+from tests.conftest import free_port
+from workers import redis_server
 
 # A short lease and quick passes, so that losses show within seconds.
 FAST = {"PORTAL_LEASE_SECONDS": "3", "PORTAL_DISPATCH_INTERVAL": "1",
@@ -123,3 +129,205 @@ def test_a_unit_longer_than_the_lease_keeps_it(make_job, spawn):
              "the job to complete (or be taken for lost)")
     assert lost() == 0
     assert job_row(job_id).status == "completed"
+
+
+def _pid(owner: str | None) -> int | None:
+    """The process id in a lease owner ("host:pid:nonce")."""
+    return int(owner.split(":")[1]) if owner else None
+
+
+def test_a_lost_worker_is_queued_again_within_a_lease_and_a_pass(app, make_user, spawn):
+    """No backoff after a lost worker: with the default retry policy (30 s first) the job
+    runs again once its lease (3 s) expired and a pass (1 s) found it."""
+    provider, kind = get_job_type("faults", "script")
+    job_id = create_job(provider=provider, job_type=kind, authorization=None, name="f",
+                        description="", created_by=make_user("operator", "o@example.com"),
+                        config={"script": ["slow:1"], "units": 2, "rows_per_unit": 5,
+                                "slow_seconds": 60}).id
+    workers = {spawn("worker", **FAST), spawn("worker", **FAST)}
+    spawn("dispatcher", **FAST)
+    wait_for(lambda: job_row(job_id).lease_owner and messages() == 0, 30,
+             "a worker to start the slow unit")
+    holder = _pid(job_row(job_id).lease_owner)
+    (victim,) = [worker for worker in workers if worker.pid == holder]
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(10)
+    killed = utcnow()
+    wait_for(lambda: job_row(job_id).status == "completed", 30, "the job to complete")
+    lost_run, again = db.session.scalars(select(JobRun).where(JobRun.job_id == job_id)
+                                         .order_by(JobRun.id)).all()
+    assert lost_run.outcome == "lost" and again.outcome == "completed"
+    took = (again.started_at - killed).total_seconds()
+    assert took <= 3 + 1 + 2.5, f"claimed again {took:.1f} s after the kill: lease 3 s + " \
+        "pass 1 s + margin"
+    lost = db.session.scalar(select(JobEvent).where(JobEvent.code == "worker_lost"))
+    assert "queued again now" in lost.message and "loss 1 of 5" in lost.message
+    assert messages() == 10
+    assert len(set(db.session.scalars(select(Message.dedupe_key)))) == 10
+
+
+def test_a_job_that_kills_its_worker_every_time_fails_saying_so(make_job, spawn):
+    job_id = make_job(script=["crash"], units=1, rows_per_unit=3)
+    settings = {**FAST, "PORTAL_LOST_WORKER_LIMIT": "3"}
+    spawn("dispatcher", **settings)
+    workers = []
+    deadline = time.monotonic() + 90
+    while job_row(job_id).status != "failed" and time.monotonic() < deadline:
+        if not workers or workers[-1].poll() is not None:
+            workers.append(spawn("worker", **settings))  # the last one crashed: a new one
+        time.sleep(0.3)
+        db.session.expire_all()
+        db.session.rollback()
+    job = job_row(job_id)
+    assert job.status == "failed"
+    events = db.session.scalars(select(JobEvent).where(JobEvent.job_id == job_id)
+                                .order_by(JobEvent.id)).all()
+    assert [e.code for e in events if e.kind == "error"] == ["worker_lost"] * 3
+    assert events[-1].kind == "failed"
+    assert "its worker was lost 3 times in a row (the limit is 3)" in events[-1].message
+    assert len([w for w in workers if w.returncode == -signal.SIGKILL]) == 3
+    assert messages() == 0, "a crashed unit's batch never lands"
+
+
+def _start_redis(data: Path, port: int) -> subprocess.Popen:
+    process = subprocess.Popen(redis_server.command(data, port=port, persist=False),
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    client = Redis(port=port)
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            client.ping()
+            return process
+        except RedisError:
+            assert time.monotonic() < deadline and process.poll() is None, "no redis-server"
+            time.sleep(0.05)
+
+
+def test_a_worker_told_to_stop_while_redis_is_down_exits_and_loses_nothing(
+        make_job, spawn, tmp_path):
+    """Redis goes away while a worker runs a long unit; SIGTERM: the worker abandons the
+    unit after PORTAL_WORKER_STOP_SECONDS (2 s) and exits instead of waiting for Redis;
+    once Redis is back the dispatcher takes the job back and it runs to the end."""
+    port = free_port()
+    redis = _start_redis(tmp_path / "redis", port)
+    url = f"redis://127.0.0.1:{port}/0"
+    try:
+        job_id = make_job(script=["slow:1"], units=1, rows_per_unit=5, slow_seconds=60)
+        settings = {**FAST, "REDIS_URL": url, "PORTAL_WORKER_STOP_SECONDS": "2"}
+        worker = spawn("worker", **settings)  # its log: worker-0.log
+        spawn("dispatcher", **settings)
+        # The job is queued on the test's Redis: the dispatcher finds it on the private one.
+        wait_for(lambda: job_row(job_id).lease_owner, 30, "the worker to start the unit")
+        redis.terminate()
+        redis.wait(10)
+        time.sleep(0.5)
+        worker.send_signal(signal.SIGTERM)
+        asked = time.monotonic()
+        worker.wait(15)
+        took = time.monotonic() - asked
+        log = (tmp_path / "worker-0.log").read_text()
+        assert took < 5, f"the worker took {took:.1f} s to stop"
+        assert worker.returncode == 0, log
+        assert "did not finish within 2 s of the stop request; abandoning it" in log
+        assert "unit abandoned as the worker stops" in log
+        assert "stopped as asked; Redis does not answer" in log
+        assert messages() == 0, "nothing of the abandoned unit landed"
+        redis = _start_redis(tmp_path / "redis", port)
+        spawn("worker", **settings)
+        wait_for(lambda: job_row(job_id).status == "completed", 30,
+                 "the dispatcher to take the job back and a worker to finish it")
+        assert messages() == 5
+        assert db.session.scalar(select(func.count()).select_from(JobEvent).where(
+            JobEvent.code == "worker_lost")) == 1, "taken back once its lease expired"
+        assert "Traceback" not in log
+    finally:
+        redis.terminate()
+        redis.wait(10)
+
+
+def test_an_idle_worker_told_to_stop_while_redis_is_down_exits(app, spawn, tmp_path):
+    port = free_port()
+    redis = _start_redis(tmp_path / "redis", port)
+    worker = spawn("worker", REDIS_URL=f"redis://127.0.0.1:{port}/0")
+    deadline = time.monotonic() + 30
+    while "Listening on" not in (tmp_path / "worker-0.log").read_text():
+        assert time.monotonic() < deadline, "the worker did not start"
+        time.sleep(0.2)
+    redis.terminate()
+    redis.wait(10)
+    time.sleep(1.5)  # it now retries Redis
+    worker.send_signal(signal.SIGTERM)
+    asked = time.monotonic()
+    worker.wait(15)
+    assert time.monotonic() - asked < 5
+    log = (tmp_path / "worker-0.log").read_text()
+    assert worker.returncode == 0 and "stopped as asked" in log and "Traceback" not in log
+
+
+# --- PostgreSQL restarts: what a restart does to a pooled connection is what
+# pg_terminate_backend does to it. SQLite has no server to lose.
+OTHER_BACKENDS = ("FROM pg_stat_activity WHERE datname = current_database() "
+                  "AND pid <> pg_backend_pid()")
+
+
+@pytest.fixture
+def postgresql(app):
+    if db.engine.dialect.name != "postgresql":
+        pytest.skip("PostgreSQL only (TEST_DATABASE_URL): SQLite has no server to restart")
+
+
+def idle_in_transaction() -> int:
+    count = db.session.scalar(text(
+        f"SELECT count(*) {OTHER_BACKENDS} AND state LIKE 'idle in transaction%'"))
+    db.session.rollback()
+    return count
+
+
+def terminate_other_backends() -> int:
+    killed = db.session.scalar(text(
+        f"SELECT count(pg_terminate_backend(pid)) {OTHER_BACKENDS} AND backend_type = "
+        "'client backend'"))
+    db.session.commit()
+    return killed
+
+
+def test_a_database_restart_costs_the_worker_nothing(postgresql, make_job, spawn, redis_url,
+                                                    tmp_path):
+    worker = spawn("worker", **FAST)  # no dispatcher: the test queues what runs
+    first = make_job(units=1, rows_per_unit=2, key="first")
+    wait_for(lambda: job_row(first).status == "completed", 30, "the first job to complete")
+    health = Queue("default", connection=Redis.from_url(redis_url)).enqueue(
+        "workers.runner.check_authorizations")
+    wait_for(lambda: health.get_status() == "finished", 30, "the health check to run")
+    time.sleep(0.5)
+    assert idle_in_transaction() == 0, "every unit of background work ended its transaction"
+    assert terminate_other_backends() >= 1, "the worker's pooled connection was killed"
+    second = make_job(units=1, rows_per_unit=2, key="second")
+    wait_for(lambda: job_row(second).status == "completed", 30, "the next job to complete")
+    assert worker.poll() is None
+    log = (tmp_path / "worker-0.log").read_text()
+    assert "Worker lost" not in log and "Traceback" not in log, log
+    assert db.session.scalar(select(func.count()).select_from(JobEvent).where(
+        JobEvent.level == "error")) == 0
+    assert messages() == 4
+
+
+def test_a_database_lost_mid_unit_reads_as_database_unavailable(postgresql, make_job, spawn,
+                                                                tmp_path):
+    job_id = make_job(script=["slow"], units=1, rows_per_unit=5, slow_seconds=3)
+    spawn("worker", **FAST)
+    spawn("dispatcher", **FAST)
+    wait_for(lambda: job_row(job_id).lease_owner, 30, "the worker to start the slow unit")
+    time.sleep(0.5)  # its messages are written, not committed
+    assert terminate_other_backends() >= 1
+    wait_for(lambda: job_row(job_id).status == "completed", 30, "the job to complete")
+    events = db.session.scalars(select(JobEvent).where(JobEvent.job_id == job_id,
+                                                       JobEvent.level == "error")).all()
+    assert [e.code for e in events] == ["database_unavailable"]
+    assert events[0].message.startswith("Database unavailable: the database could not be "
+                                        "reached")
+    assert messages() == 5 and len(set(db.session.scalars(select(Message.dedupe_key)))) == 5
+    assert job_row(job_id).error_count == 0
+    log = (tmp_path / "worker-0.log").read_text()
+    assert "database unavailable: the database could not be reached" in log
+    assert "Worker lost" not in log and "unit of work raised" not in log

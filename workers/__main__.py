@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 import threading
 import time
@@ -15,27 +16,40 @@ from pathlib import Path
 from flask import current_app
 from redis.exceptions import RedisError
 from rq import Queue, SimpleWorker
+from rq.exceptions import StopRequested
+from rq.worker import WorkerStatus
 
 from portal import create_app
 from portal.operations import HEARTBEAT_FIELD
 from portal.queues import QUEUE_NAMES, redis_connection
-from workers import dispatcher, redis_server
+from workers import dispatcher, redis_server, runner
 
 log = logging.getLogger("workers")
 
 
-def wait_for_redis() -> None:
-    """Block until Redis answers (it may start after us, or restart under us)."""
+def wait_for_redis(stop: threading.Event | None = None) -> bool:
+    """Block until Redis answers (it may start after us, or restart under us); False when
+    `stop` is set first."""
     warned = False
-    while True:
+    while stop is None or not stop.is_set():
         try:
             redis_connection().ping()
-            return
+            return True
         except (RedisError, OSError) as exc:
             if not warned:
                 log.warning("waiting for Redis at %s (%s)", current_app.config["REDIS_URL"], exc)
                 warned = True
-            time.sleep(0.5)
+            if stop is None:
+                time.sleep(0.5)
+            else:
+                stop.wait(0.5)
+    return False
+
+
+def _abandon_unit(signum, frame) -> None:
+    """SIGUSR1, sent by a stopping worker to itself: give up the unit under way."""
+    if runner.STOPPING.is_set():
+        raise runner.UnitAbandoned()
 
 
 class PortalWorker(SimpleWorker):
@@ -46,10 +60,54 @@ class PortalWorker(SimpleWorker):
     A thread beats instead, and the worker's hash says how often (HEARTBEAT_FIELD), so the
     operations page judges each worker by its own rhythm."""
 
-    def __init__(self, *args, heartbeat_seconds: int = 10, **kwargs):
+    def __init__(self, *args, heartbeat_seconds: int = 10, stop_seconds: float = 3, **kwargs):
         super().__init__(*args, **kwargs)
         self.heartbeat_seconds = max(1, heartbeat_seconds)
+        self.stop_seconds = stop_seconds
         self._stop_beating = threading.Event()
+
+    def request_stop(self, signum, frame):
+        """SIGTERM / SIGINT: RQ's warm shutdown, which waits for the job under way, and so
+        may wait for as long as the job lasts, or for Redis. Here the runner hands its job back
+        after the unit under way (runner.STOPPING), and a unit still running after
+        `stop_seconds` is abandoned: nothing of it lands (its transaction rolls back) and
+        the dispatcher takes the job back once its lease expires."""
+        runner.STOPPING.set()
+        if self.get_state() == WorkerStatus.BUSY:
+            log.info("worker: stopping; the unit under way has %g s to finish",
+                     self.stop_seconds)
+            timer = threading.Timer(self.stop_seconds, self._abandon)
+            timer.daemon = True
+            timer.start()
+        super().request_stop(signum, frame)
+
+    def _install_signal_handlers(self):
+        super()._install_signal_handlers()
+        if runner.STOPPING.is_set():  # asked before RQ's handlers were in place
+            self._stop_requested = True
+
+    def _abandon(self) -> None:
+        if self.get_state() == WorkerStatus.BUSY:
+            log.warning("worker: the unit under way did not finish within %g s of the stop "
+                        "request; abandoning it", self.stop_seconds)
+            signal.pthread_kill(threading.main_thread().ident, signal.SIGUSR1)
+
+    def execute_job(self, job, queue):
+        try:
+            super().execute_job(job, queue)
+        except RedisError as exc:
+            if not runner.STOPPING.is_set():
+                raise
+            # RQ could not record the job's end: the job row (the truth) has what happened.
+            log.warning("worker: could not record the end of %s in Redis (%s)", job.id, exc)
+            raise StopRequested() from None
+
+    def set_shutdown_requested_date(self):
+        # Called from the signal handler: without Redis it must not raise into the unit.
+        try:
+            super().set_shutdown_requested_date()
+        except RedisError:
+            pass
 
     def register_birth(self):
         super().register_birth()
@@ -71,21 +129,41 @@ class PortalWorker(SimpleWorker):
                 pass
 
 
+def _stop_outside_work(signum, frame) -> None:
+    """SIGTERM / SIGINT while no RQ worker loop runs (waiting for Redis)."""
+    runner.STOPPING.set()
+
+
 def run_worker(queue_names: list[str], burst: bool) -> None:
-    """An RQ worker that comes back when Redis goes away and returns."""
+    """An RQ worker that comes back when Redis goes away and returns, and that stops
+    within PORTAL_WORKER_STOP_SECONDS when told to, Redis or not."""
+    signal.signal(signal.SIGUSR1, _abandon_unit)
+    stopping = runner.STOPPING
     while True:
-        wait_for_redis()
+        # RQ installs its own handlers inside work(); outside it, ours.
+        signal.signal(signal.SIGTERM, _stop_outside_work)
+        signal.signal(signal.SIGINT, _stop_outside_work)
+        if not wait_for_redis(stopping):
+            log.info("worker: stopped as asked, while waiting for Redis")
+            return
         connection = redis_connection()
         queues = [Queue(name, connection=connection) for name in queue_names]
         worker = PortalWorker(
             queues, connection=connection,
-            heartbeat_seconds=current_app.config["PORTAL_WORKER_HEARTBEAT_SECONDS"])
+            heartbeat_seconds=current_app.config["PORTAL_WORKER_HEARTBEAT_SECONDS"],
+            stop_seconds=current_app.config["PORTAL_WORKER_STOP_SECONDS"])
         try:
             worker.work(burst=burst, with_scheduler=False)
+            if stopping.is_set():
+                log.info("worker: stopped as asked")
             return
         except RedisError as exc:
+            if stopping.is_set():
+                log.warning("worker: stopped as asked; Redis does not answer (%s), so RQ's "
+                            "record of this worker expires by itself", exc)
+                return
             log.warning("worker: lost Redis (%s); starting again when it answers", exc)
-            time.sleep(1)
+            stopping.wait(1)
         finally:
             worker.stop_beating()
 
@@ -124,6 +202,14 @@ def main(argv: list[str] | None = None) -> int:
             dispatcher.serve()
         else:
             run_worker(args.queues or list(QUEUE_NAMES), args.burst)
+    if args.command == "worker":
+        # Its work is ended (sessions closed, leases let go or left to expire): skip the
+        # interpreter's teardown of every module, which takes seconds on a busy machine,
+        # so that a stop is prompt.
+        logging.shutdown()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(0)
     return 0
 
 

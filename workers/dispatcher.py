@@ -18,7 +18,7 @@ from redis.exceptions import LockError, RedisError
 from rq import Queue
 from sqlalchemy import or_, select
 
-from portal import alerts, bulk, lifecycle
+from portal import alerts, background, bulk, lifecycle
 from portal.extensions import db
 from portal.jobs import purge, purge_drafts
 from portal.lifecycle import Status
@@ -41,38 +41,47 @@ SEEN_FORGET_SECONDS = 3600
 HEALTH_FUNCTION = "workers.runner.check_authorizations"
 
 
-def recover_lost(now: datetime) -> int:
+def recover_lost(now: datetime) -> list[Job]:
     """Running jobs whose worker stopped renewing its lease: log an Error ("worker lost")
-    and put them back on schedule with the usual backoff. Returns how many."""
+    and return those to queue again at once (not the job's fault: no backoff). A job that
+    lost its worker PORTAL_LOST_WORKER_LIMIT times in a row fails instead."""
+    limit = current_app.config["PORTAL_LOST_WORKER_LIMIT"]
     lost = db.session.scalars(
         select(Job).where(Job.status == Status.RUNNING, Job.lease_owner.is_not(None),
                           Job.lease_until < now)
         .with_for_update(skip_locked=True)
     ).all()
+    again = []
     for job in lost:
         owner = job.lease_owner
         job.lease_owner = job.lease_until = None
-        lifecycle.unit_failed(
-            job, now=now, code="worker_lost", retryable=True, lost=True,
+        if lifecycle.worker_lost(
+            job, now=now, limit=limit,
             message=f"Worker lost: {owner} stopped answering while it ran this job; the "
             "batch it had not committed will be done again",
-        )
+        ):
+            again.append(job)
     db.session.commit()
-    return len(lost)
+    if lost:
+        log.warning("dispatcher: %d job(s) lost their worker; %d queued again at once",
+                    len(lost), len(again))
+    return again
 
 
 def dispatch_once(now: datetime | None = None) -> int:
     """One pass; returns how many jobs it put on a queue."""
     now = now or utcnow()
     grace = timedelta(seconds=current_app.config["PORTAL_ENQUEUE_GRACE_SECONDS"])
-    recover_lost(now)
+    lost = recover_lost(now)
     due = db.session.scalars(
         select(Job).where(Job.status == Status.SLEEPING, Job.next_run_at <= now)
     ).all()
     for job in due:
         lifecycle.wake(job, now=now)
     db.session.commit()
-    enqueued = dispatch(due)
+    # A lost job's last dispatch still shows as started in RQ (its worker died holding
+    # it): a new dispatch, not the candidates below, puts it back.
+    enqueued = dispatch([*lost, *due])
 
     candidates = db.session.execute(
         select(Job.id, Job.dispatch_count, Job.queue, Job.name)
@@ -178,20 +187,21 @@ def serve(stop_after: float | None = None) -> None:
             log.warning("dispatcher: Redis does not answer (%s); waiting", exc)
         if holding:
             try:
-                now = utcnow()
-                count = dispatch_once(now)
-                purge_daily(now)
-                health_checks_due(now)
-                bulk_profiles_due(now)
-                alerts_due(now)
-                record_pass(me)
+                with background.ended_session("dispatcher pass"):
+                    now = utcnow()
+                    count = dispatch_once(now)
+                    purge_daily(now)
+                    health_checks_due(now)
+                    bulk_profiles_due(now)
+                    alerts_due(now)
+                    record_pass(me)
                 if count:
                     log.info("dispatcher: enqueued %d job(s)", count)
-            except Exception:
-                log.exception("dispatcher: pass failed, trying again")
-                db.session.rollback()
-            finally:
-                db.session.remove()
+            except Exception as exc:
+                if background.database_unavailable(exc):
+                    pass  # ended_session said so, in those words; the next pass retries
+                else:
+                    log.exception("dispatcher: pass failed, trying again")
         time.sleep(interval)
     if holding:
         try:

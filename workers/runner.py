@@ -20,14 +20,15 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
-from functools import cache
 from typing import Any
 
-from flask import Flask, current_app, has_app_context
+from flask import current_app
+from redis.exceptions import RedisError
 from sqlalchemy import func, or_, select, update
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DBAPIError
 
-from portal import alerts, configsecrets, lifecycle, membership, schedule, vault
+from portal import alerts, background, configsecrets, lifecycle, membership, schedule, vault
 from portal.datastore import read_messages, stored_file, write_messages
 from portal.extensions import db
 from portal.lifecycle import Event, Status, Trigger
@@ -54,48 +55,38 @@ log = logging.getLogger(__name__)
 # so that a long import does not hold a worker away from every other job.
 TIME_SLICE = timedelta(seconds=20)
 
+# Set when this process was told to stop (workers/__main__.py): a run hands its job back
+# to the queue after the unit under way instead of going on.
+STOPPING = threading.Event()
+
+
+class UnitAbandoned(BaseException):
+    """Raised in a unit that its stopping worker gave up on (workers/__main__.py). A
+    BaseException, so that no provider's `except Exception` swallows it."""
+
 
 def worker_identity() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
 
 
-@cache
-def _standalone_app() -> Flask:
-    from portal import create_app
-
-    return create_app()
-
-
+@background.task
 def run_job(job_id: int, force: bool = False) -> str:
     """RQ entry point; `force` (run now, resume) ignores the quiet window.
 
     Returns a short word on what happened (kept as the RQ result)."""
-    if has_app_context():
-        return Runner(job_id, force=force).run()
-    with _standalone_app().app_context():
-        return Runner(job_id, force=force).run()
+    return Runner(job_id, force=force).run()
 
 
+@background.task
 def check_authorizations() -> int:
     """RQ entry point of the daily health check: test every authorization's connection."""
-    if has_app_context():
-        return vault.check_all()
-    with _standalone_app().app_context():
-        try:
-            return vault.check_all()
-        finally:
-            db.session.remove()
+    return vault.check_all()
 
 
+@background.task
 def deliver_alert(sent_id: int, attempt: int = 0) -> str:
     """RQ entry point: deliver one alert (portal.alerts.deliver)."""
-    if has_app_context():
-        return alerts.deliver(sent_id, attempt)
-    with _standalone_app().app_context():
-        try:
-            return alerts.deliver(sent_id, attempt)
-        finally:
-            db.session.remove()
+    return alerts.deliver(sent_id, attempt)
 
 
 class _Sink:
@@ -218,8 +209,12 @@ class _LeaseKeeper:
                             update(Job).where(Job.id == job_id, Job.lease_owner == owner)
                             .values(lease_until=utcnow() + held.lease)
                         )
-                except Exception:  # the next renewal tries again; the lease has slack for it
-                    log.warning("job %s: lease renewal failed", job_id, exc_info=True)
+                except Exception as exc:  # the next renewal tries again; the lease has slack
+                    if background.database_error(exc):
+                        log.warning("job %s: lease renewal failed: database unavailable (%s)",
+                                    job_id, exc.orig)
+                    else:
+                        log.warning("job %s: lease renewal failed", job_id, exc_info=True)
 
 
 _leases = _LeaseKeeper()
@@ -245,6 +240,7 @@ class Runner:
         # loaded row stays valid across commits; _still_ours re-reads it under a lock
         # before anything is decided.
         db.session().expire_on_commit = False
+        job = None
         try:
             job, outcome = self.claim()
             if job is None:
@@ -254,14 +250,79 @@ class Runner:
                 outcome = self.unit(job)
                 if outcome != "more":
                     return outcome
-                if time.monotonic() - started > TIME_SLICE.total_seconds():
+                if STOPPING.is_set() or time.monotonic() - started > TIME_SLICE.total_seconds():
                     self._finish(job, keep_lease=False)
-                    enqueue(job)
+                    self._queue_again(job)
                     return "handed back"
                 if not self.renew(job):
                     return "stopped"
+        except DBAPIError as exc:
+            if not background.database_unavailable(exc):
+                raise
+            return self.database_unavailable(exc, claimed=job is not None)
+        except UnitAbandoned:
+            log.warning("job %s: unit abandoned as the worker stops; nothing of it landed, "
+                        "and the job runs again once its lease (%d s) expires", self.job_id,
+                        self.lease.total_seconds())
+            raise
         finally:
             db.session.remove()
+
+    def _queue_again(self, job: Job) -> None:
+        """Put the job (its lease let go) back on its queue; without Redis, the dispatcher
+        does it when Redis answers again."""
+        try:
+            enqueue(job)
+        except RedisError as exc:
+            log.warning("job %s: Redis does not answer (%s); the dispatcher queues the job "
+                        "again when it does", job.id, exc)
+
+    def database_unavailable(self, exc: DBAPIError, *, claimed: bool) -> str:
+        """The database could not be reached during the run: nothing uncommitted landed.
+        Wait (up to a lease) for it to answer again, then say so in the job's log (an Error,
+        not a move), let go of the lease and queue the job again. If it stays away, the
+        lease expires and the dispatcher takes the job back."""
+        log.warning("job %s: database unavailable: the database could not be reached (%s); "
+                    "the unit is retried when it answers", self.job_id, exc.orig)
+        deadline = time.monotonic() + self.lease.total_seconds()
+        while True:
+            db.session.remove()  # the dead connection goes; the pool pings the next one
+            try:
+                return self._after_outage(claimed)
+            except DBAPIError as again:
+                if not (background.database_unavailable(again)
+                        or background.database_error(again)):
+                    raise
+                if time.monotonic() > deadline:
+                    log.error("job %s: database still unavailable after %d s; the job runs "
+                              "again when it answers (the dispatcher takes it back once its "
+                              "lease expires)", self.job_id, self.lease.total_seconds())
+                    return "database unavailable"
+            time.sleep(1)
+
+    def _after_outage(self, claimed: bool) -> str:
+        job = db.session.get(Job, self.job_id, with_for_update=True, populate_existing=True)
+        if job is None:
+            db.session.commit()
+            return "database unavailable"
+        if not claimed:  # the claim itself failed: the job is still free, queue it again
+            free = job.status == Status.RUNNING and (
+                job.lease_until is None or job.lease_until < utcnow())
+            db.session.commit()
+            if free:
+                self._queue_again(job)
+            return "database unavailable"
+        if job.lease_owner != self.owner or job.status != Status.RUNNING:
+            db.session.commit()
+            return "lease lost"
+        lifecycle.database_unavailable(
+            job, now=utcnow(),
+            message="Database unavailable: the database could not be reached while a unit "
+            "ran (a restart or an outage); nothing of that unit was kept, and it runs again.")
+        job.lease_owner = job.lease_until = None
+        db.session.commit()
+        self._queue_again(job)
+        return "database unavailable"
 
     def claim(self) -> tuple[Job | None, str]:
         """Take the lease on a running job, in one transaction with its Started event or
@@ -380,6 +441,10 @@ class Runner:
                                                ctx.credentials)
             with _leases.holding(db.engine, job.id, self.owner, self.lease):
                 result = found[1].run(ctx)
+        except DBAPIError as exc:
+            if background.database_unavailable(exc):
+                raise  # not the job's fault: run() says so and queues it again
+            return self._internal_error(job, exc, secrets)
         except RateLimited as exc:
             return self.rate_limited(job, exc)
         except AuthError as exc:
@@ -391,15 +456,18 @@ class Runner:
             return self.failed(job, vault.redact(str(exc), secrets), exc.code,
                                retryable=exc.retryable)
         except Exception as exc:  # a bug or an outage we did not foresee: retry with backoff
-            trace = "".join(traceback.format_exception(exc))
-            log.error("job %s: unit of work raised\n%s", job.id, vault.redact(trace, secrets))
-            return self.failed(job, vault.redact(f"{type(exc).__name__}: {exc}", secrets),
-                               "internal_error", True)
+            return self._internal_error(job, exc, secrets)
         finally:
             ctx.credentials, ctx.config = {}, {}
         result.message = vault.redact(result.message, secrets)
         return self.succeeded(job, result, [vault.redact(note, secrets) for note in ctx.notes],
                               cursor_read)
+
+    def _internal_error(self, job: Job, exc: Exception, secrets: list[str]) -> str:
+        trace = "".join(traceback.format_exception(exc))
+        log.error("job %s: unit of work raised\n%s", job.id, vault.redact(trace, secrets))
+        return self.failed(job, vault.redact(f"{type(exc).__name__}: {exc}", secrets),
+                           "internal_error", True)
 
     def _still_ours(self, job: Job) -> bool:
         """Read the row afresh under a lock: a person may have paused the job, or the
