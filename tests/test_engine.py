@@ -129,7 +129,10 @@ def test_rate_limit_sleeps_without_an_error_and_holds_the_authorization(clock, m
     event = last_event(limited)
     assert (event.kind, event.level, event.code) == ("sleeping", "warning", "rate_limited")
     until = START + timedelta(seconds=120)
-    assert limited.next_run_at - until < timedelta(seconds=5)
+    # Both ways: the job sleeps for the provider's Retry-After, not less and not more.
+    assert abs(limited.next_run_at - until) < timedelta(seconds=5), limited.next_run_at
+    authorization = db.session.get(Authorization, shared.id, populate_existing=True)
+    assert abs(authorization.rate_limited_until - until) < timedelta(seconds=5)
     assert "sleeping until" in event.message
     # Another job on the same authorization holds back too, with its own Sleeping event.
     other = make_job(authorization=shared, script=["ok"])
@@ -152,7 +155,7 @@ def test_interval_cadence_sleeps_until_the_next_run(clock, make_job, work, clien
     work()
     job = fresh(job)
     assert job.status == "sleeping"
-    assert job.next_run_at - (START + timedelta(minutes=30)) < timedelta(seconds=5)
+    assert abs(job.next_run_at - (START + timedelta(minutes=30))) < timedelta(seconds=5)
     page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
     assert "Every 30 minutes" in page and f"{job.next_run_at:%Y-%m-%d %H:%M}" in page
     clock.move_to(START + timedelta(minutes=10))
