@@ -51,6 +51,13 @@ def advance(clock, job: Job, work) -> Job:
     return fresh(job)
 
 
+def runs_of(job: Job) -> list:
+    from portal.models import JobRun
+
+    return list(db.session.scalars(select(JobRun).where(JobRun.job_id == job.id)
+                                   .order_by(JobRun.id)))
+
+
 def shared_key(make_user, key: str = "sk-shared-0123456789") -> Authorization:
     provider = get_provider("faults")
     shared = vault.create(provider, provider.auth_method("api_key"), label="Shared key",
@@ -115,7 +122,9 @@ def test_the_retry_policy_is_per_job_and_shown(clock, make_job, work, client, au
     assert "1 error in a row since" in page
     while job.status == "sleeping":
         job = advance(clock, job, work)
-    assert job.status == "failed" and job.terminal_at - START < timedelta(hours=2)
+    assert job.status == "failed"
+    # Failed once the window of 1 h had passed, not before and not much after.
+    assert timedelta(hours=1) <= job.terminal_at - START < timedelta(hours=2)
 
 
 def test_rate_limit_sleeps_without_an_error_and_holds_the_authorization(clock, make_job,
@@ -133,13 +142,23 @@ def test_rate_limit_sleeps_without_an_error_and_holds_the_authorization(clock, m
     assert abs(limited.next_run_at - until) < timedelta(seconds=5), limited.next_run_at
     authorization = db.session.get(Authorization, shared.id, populate_existing=True)
     assert abs(authorization.rate_limited_until - until) < timedelta(seconds=5)
-    assert "sleeping until" in event.message
+    assert event.message.startswith(
+        "Provider rate limit: injected 429; sleeping until 2026-06-01 08:0"), event.message
+    assert abs(limited.last_run_at - START) < timedelta(seconds=5), "it did run"
+    assert limited.lease_owner is None and limited.lease_until is None, "lease let go"
+    [run] = runs_of(limited)
+    assert (run.units, run.outcome, run.error_code) == (1, "held_back", ""), "a unit ran into it"
     # Another job on the same authorization holds back too, with its own Sleeping event.
     other = make_job(authorization=shared, script=["ok"])
     work()
     other = fresh(other)
     assert other.status == "sleeping" and other.error_count == 0
-    assert "“Shared key” is rate limited" in last_event(other).message
+    assert last_event(other).message.startswith(
+        "Holding back: authorization “Shared key” is rate limited; sleeping until "
+        "2026-06-01 08:0")
+    assert abs(other.next_run_at - until) < timedelta(seconds=5)
+    assert other.lease_owner is None and other.last_run_at is None, "it never ran a unit"
+    assert [run.units for run in runs_of(other)] == [], "held back before its first run"
     assert db.session.scalar(select(func.count()).select_from(Message)) == 0
     # When the limit passes, both run.
     clock.move_to(until + timedelta(seconds=5))
