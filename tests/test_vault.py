@@ -68,17 +68,17 @@ def test_a_missing_or_wrong_key_is_a_clear_error_naming_the_authorization(app, m
     with pytest.raises(vault.KeyUnavailable) as missing:
         vault.current_credentials(authorization)
     assert str(missing.value) == (
-        f"The credentials of authorization “Newsletter” (#{authorization.id}), version 1, are encrypted with "
-        "the key “test-1”, which is not in PORTAL_VAULT_KEYS. Add that key back after the "
-        "active one, or enter the credentials again.")
+        f"The credentials of authorization “Newsletter” (#{authorization.id}), version 1, "
+        "are encrypted with the key “test-1”, which is not in PORTAL_VAULT_KEYS. Add that "
+        "key back after the active one, or enter the credentials again.")
     wrong = "test-1:" + base64.b64encode(b"x" * 32).decode()
     app.extensions["portal_keyring"] = keys.Keyring(wrong)
     with pytest.raises(vault.KeyUnavailable) as wrong_key:
         vault.current_credentials(authorization)
     assert str(wrong_key.value) == (
-        f"The credentials of authorization “Newsletter” (#{authorization.id}), version 1, cannot be "
-        "decrypted with the key “test-1”: the key is not the one they were encrypted with, "
-        "or the stored data is damaged. Enter the credentials again.")
+        f"The credentials of authorization “Newsletter” (#{authorization.id}), version 1, "
+        "cannot be decrypted with the key “test-1”: the key is not the one they were "
+        "encrypted with, or the stored data is damaged. Enter the credentials again.")
     # A connection test says so instead of sending garbage credentials.
     health = vault.test_connection(authorization, actor="test")
     assert health.status == "unhealthy" and "Newsletter" in health.message
