@@ -61,6 +61,25 @@ def test_ciphertext_names_its_key_and_opens_only_on_its_row(app, make_user):
         vault.current_credentials(other)
 
 
+def test_each_version_records_who_made_it_and_when(app, make_user):
+    from portal.models.types import utcnow
+
+    owner = make_user("operator")
+    before = utcnow()
+    authorization = webhook_authorization(owner, "https://h.example.com/x",
+                                          canary("tok-who-made-it-2718"))
+    vault.replace(authorization, {"url": "https://h.example.com/x",
+                                  "token": canary("tok-who-made-it-3141")},
+                  expected_version=1, reason="refreshed", actor="job 7")
+    db.session.commit()
+    rows = db.session.scalars(select(AuthorizationVersion)
+                              .order_by(AuthorizationVersion.version)).all()
+    assert [(r.version, r.reason, r.created_by_id, r.created_by_label) for r in rows] == [
+        (1, "created", owner.id, owner.email), (2, "refreshed", None, "job 7")]
+    assert all(before <= r.created_at <= utcnow() for r in rows)
+    assert {r.key_id for r in rows} == {"test-1"}
+
+
 def test_a_missing_or_wrong_key_is_a_clear_error_naming_the_authorization(app, make_user):
     authorization = webhook_authorization(make_user("operator"), "https://h.example.com/x",
                                           canary("tok-lost-key-161803398"), label="Newsletter")
