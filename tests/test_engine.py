@@ -315,3 +315,29 @@ def test_idle_runs_stay_out_of_the_log(clock, make_job, work):
     db.session.commit()
     job = advance(clock, job, work)
     assert kinds(job)[-1] == "synced" and last_event(job).context["added"] == 2
+
+
+def test_a_provider_error_is_the_jobs_and_a_refused_key_the_authorizations(
+        clock, make_job, work, make_user):
+    from portal.models import AuditEntry
+
+    shared = shared_key(make_user)
+    failing = make_job(authorization=shared, script=["error"])
+    work()
+    failing = fresh(failing)
+    assert failing.status == "sleeping" and failing.error_count == 1
+    assert abs(failing.last_run_at - START) < timedelta(seconds=5), "the time it ran"
+    assert failing.lease_owner is None
+    [run] = runs_of(failing)
+    assert (run.units, run.outcome, run.error_code) == (1, "error", "injected")
+    authorization = db.session.get(Authorization, shared.id, populate_existing=True)
+    assert authorization.health != "unhealthy", "a provider error says nothing of the key"
+    # A refused key marks the authorization, in the audit under the job's name.
+    refused = make_job(authorization=shared, script=["auth"], secret_note="n")
+    work()
+    refused = fresh(refused)
+    authorization = db.session.get(Authorization, shared.id, populate_existing=True)
+    assert authorization.health == "unhealthy"
+    [entry] = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "unhealthy"))
+    assert (entry.actor, entry.object_id) == (f"job {refused.id}", shared.id)
+    assert abs(refused.last_run_at - START) < timedelta(seconds=5)
