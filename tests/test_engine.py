@@ -341,3 +341,23 @@ def test_a_provider_error_is_the_jobs_and_a_refused_key_the_authorizations(
     [entry] = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "unhealthy"))
     assert (entry.actor, entry.object_id) == (f"job {refused.id}", shared.id)
     assert abs(refused.last_run_at - START) < timedelta(seconds=5)
+
+
+def test_a_fatal_error_fails_at_once_saying_what_to_do(clock, make_job, work):
+    job = make_job(script=["fatal"])
+    work()
+    job = fresh(job)
+    assert (job.status, job.error_count) == ("failed", 1)
+    error, failed = db.session.scalars(select(JobEvent).where(
+        JobEvent.job_id == job.id, JobEvent.kind.in_(("error", "failed")))
+        .order_by(JobEvent.id)).all()
+    assert (error.kind, error.code, error.message) == (
+        "error", "injected_fatal", "injected fatal error in unit 0")
+    assert (failed.kind, failed.code, failed.message) == (
+        "failed", "injected_fatal",
+        "Failed: retrying cannot fix this error, so the job was stopped. Correct the input "
+        "or the configuration, then run the job again.")
+    assert abs(error.at - START) < timedelta(seconds=5)
+    [run] = runs_of(job)
+    assert (run.units, run.outcome, run.error_code) == (1, "failed", "injected_fatal")
+    assert job.lease_owner is None and job.next_run_at is None
