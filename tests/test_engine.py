@@ -90,6 +90,15 @@ def test_ten_hours_of_errors_fail_the_job(clock, make_job, work):
     spent = job.terminal_at - START
     assert timedelta(hours=10) <= spent < timedelta(hours=11)
     assert kinds(job)[-2:] == ["error", "failed"]
+    error, failed = db.session.scalars(select(JobEvent).where(JobEvent.job_id == job.id)
+                                       .order_by(JobEvent.id.desc()).limit(2)).all()[::-1]
+    assert (error.code, error.message) == ("injected", "injected error in unit 0")
+    assert failed.code == "injected"
+    assert failed.message.startswith(f"Failed: {job.error_count} errors in a row since "
+                                     f"{START:%Y-%m-%d %H:%M} UTC, over the 10 h failure window")
+    runs = runs_of(job)
+    assert [r.outcome for r in runs] == ["error"] * (len(runs) - 1) + ["failed"]
+    assert runs[-1].error_code == "injected"
     assert "over the 10 h failure window" in last_event(job).message
     # Failed jobs are not run again until resumed.
     clock.shift(timedelta(days=1))
