@@ -121,8 +121,9 @@ def test_the_five_year_horizon_includes_its_last_moment():
     # Leap days at noon: 2028-02-29, then 2032-02-29, exactly HORIZON after `now`.
     now = datetime(2032, 2, 29, 12, 0, tzinfo=UTC) - HORIZON
     assert cron_problem("0 12 29 2 *", "UTC", now) is None
-    assert "runs only once in the next five years" in cron_problem(
-        "0 12 29 2 *", "UTC", now - timedelta(minutes=1))
+    assert cron_problem("0 12 29 2 *", "UTC", now - timedelta(minutes=1)) == (
+        "This expression runs only once in the next five years (e.g. February 31st is a day "
+        "that never comes); give one that runs at least twice in that time.")
 
 
 def test_the_messages_name_what_to_use_instead():
