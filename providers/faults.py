@@ -10,6 +10,7 @@ import os
 import signal
 import time
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from providers.base import (
@@ -32,9 +33,11 @@ def run_script(ctx: RunContext) -> WorkResult:
     `rows_per_unit` messages: "ok"; "error" (always fails); "error:K" (fails its first K
     attempts); "fatal" (a ConfigError); "auth" (an AuthError quoting the credentials and
     the secret config field `secret_note`);
-    "slow" (sleeps `slow_seconds` after writing, checking for a pause every 0.1 s);
-    "slow:K" (slow on its first K attempts); "crash" (kills its own worker process with
-    SIGKILL after writing, as a segfault or the kernel's OOM killer would). Until
+    "slow" (sleeps `slow_seconds` after writing, checking for a pause every 0.1 s; with
+    `mid_unit_file` it first writes "unit:attempt" there, so a test knows the unit is
+    mid-flight); "slow:K" (slow on its first K attempts); "crash" (kills its own worker
+    process with SIGKILL after writing, as a segfault or the kernel's OOM killer would).
+    Until
     `rate_limited_until` (ISO time) every unit is rate limited. The job is done after
     `units` units, never when `units` is 0."""
     config: dict[str, Any] = ctx.config
@@ -64,6 +67,8 @@ def run_script(ctx: RunContext) -> WorkResult:
         os.kill(os.getpid(), signal.SIGKILL)
     if action == "slow" or (action.startswith("slow:") and
                             ctx.error_count < int(action.split(":")[1])):
+        if config.get("mid_unit_file"):  # tells a test the unit is written and waiting
+            Path(config["mid_unit_file"]).write_text(f"{unit}:{ctx.error_count}")
         deadline = time.monotonic() + float(config.get("slow_seconds", 5))
         while time.monotonic() < deadline and not ctx.should_stop():
             time.sleep(0.1)

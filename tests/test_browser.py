@@ -92,7 +92,15 @@ def test_wizard_to_completed_without_reload(page: Page, live_server, make_user, 
     page.get_by_role("button", name="Create job").click()
 
     # The summary: no worker runs yet, so the job waits as Running.
-    expect(page).to_have_url(f"{live_server}/jobs/1")
+    expect(page).to_have_url(re.compile(r"/jobs/\d+$"))
+    from sqlalchemy import select
+
+    from portal.extensions import db
+    from portal.models import Job
+
+    made = db.session.scalars(select(Job.id).where(
+        Job.name == "People from the CRM export")).all()
+    assert len(made) == 1 and page.url == f"{live_server}/jobs/{made[0]}"
     expect(page.locator("#job-status [data-status]")).to_have_attribute("data-status", "running")
     page.evaluate("window.notReloaded = true")
 

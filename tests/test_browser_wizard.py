@@ -81,32 +81,47 @@ def upload_and_next(page: Page, upload) -> None:
 
 def test_back_after_create_says_the_draft_became_a_job(page: Page, live_server, make_user,
                                                        tmp_path):
-    sign_in(page, live_server, make_user("operator"))
+    from sqlalchemy import select
+
+    from portal.models import Job
+    from tests.browser import faults_job
+
+    user = make_user("operator")
+    faults_job(user, "An earlier job")  # so the new job's id is not the draft's
+    db.session.commit()
+    sign_in(page, live_server, user)
     files_configure(page, live_server)
     upload_and_next(page, people_csv(tmp_path))
     page.get_by_role("button", name="Next: review").click()
     expect(page.locator("#review-name")).to_have_text("Import file: people.csv")
+    review_url = page.url
+    draft_id = int(re.search(r"/jobs/new/drafts/(\d+)/review$", review_url).group(1))
     # The same review in a second tab stands for a page the browser keeps (Chrome's
     # back/forward cache restores it as it was, with a live Create button).
     kept = page.context.new_page()
-    kept.goto(page.url)
+    kept.goto(review_url)
     settled(page)
     page.get_by_role("button", name="Create job").click()
-    expect(page).to_have_url(f"{live_server}/jobs/1")
+    expect(page).to_have_url(re.compile(r"/jobs/\d+$"))
+    db.session.expire_all()
+    job_id = db.session.scalar(select(Job.id).where(Job.draft_id == draft_id))
+    assert job_id is not None and job_id != draft_id
+    expect(page).to_have_url(f"{live_server}/jobs/{job_id}")
     page.go_back()
-    expect(page).to_have_url(f"{live_server}/jobs/new/drafts/1/review")
+    expect(page).to_have_url(review_url)
     expect(page.locator("#draft-created")).to_contain_text(
-        "This draft became job 1, “Import file: people.csv”")
+        f"This draft became job {job_id}, “Import file: people.csv”")
     expect(page.locator("#create-job")).to_have_count(0)
-    page.get_by_role("link", name="Open job 1").click()
-    expect(page).to_have_url(f"{live_server}/jobs/1")
+    page.get_by_role("link", name=f"Open job {job_id}").click()
+    expect(page).to_have_url(f"{live_server}/jobs/{job_id}")
 
     settled(kept)
     kept.get_by_role("button", name="Create job").click()
-    expect(kept.locator("#draft-created")).to_contain_text("This draft became job 1")
+    expect(kept.locator("#draft-created")).to_contain_text(f"This draft became job {job_id}")
     expect(kept.locator("#create-job")).to_have_count(0)
-    kept.get_by_role("link", name="Open job 1").click()
-    expect(kept).to_have_url(f"{live_server}/jobs/1")
+    kept.get_by_role("link", name=f"Open job {job_id}").click()
+    expect(kept).to_have_url(f"{live_server}/jobs/{job_id}")
+    assert db.session.scalar(select(db.func.count()).select_from(Job)) == 2, "made once"
 
 
 def test_a_header_only_file_is_refused_and_a_good_one_is_previewed(page: Page, live_server,

@@ -111,3 +111,51 @@ def test_a_stored_schedule_that_cannot_work_fails_the_job_saying_why(
     work()
     assert [event.kind for event in events(job)] == [event.kind for event in found], (
         "no worker lost, no retry loop: it stays Failed")
+
+
+def test_the_five_year_horizon_includes_its_last_moment():
+    from datetime import timedelta
+
+    from portal.schedule import HORIZON, cron_problem
+
+    # Leap days at noon: 2028-02-29, then 2032-02-29, exactly HORIZON after `now`.
+    now = datetime(2032, 2, 29, 12, 0, tzinfo=UTC) - HORIZON
+    assert cron_problem("0 12 29 2 *", "UTC", now) is None
+    assert cron_problem("0 12 29 2 *", "UTC", now - timedelta(minutes=1)) == (
+        "This expression runs only once in the next five years (e.g. February 31st is a day "
+        "that never comes); give one that runs at least twice in that time.")
+
+
+def test_the_messages_name_what_to_use_instead():
+    from portal.schedule import cron_form_problem
+
+    assert cron_form_problem("@reboot") == (
+        "“@reboot” is not supported; use five fields (minute hour day month weekday) or one "
+        "of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly.")
+    assert cron_form_problem("0 0 * * * *") == (
+        "Use five fields (minute hour day month weekday), not 6: seconds and years are not "
+        "supported, and runs are at least 1 minute apart.")
+    assert cron_form_problem("H * * * *") == (
+        "Not a valid cron expression (minute hour day month weekday).")
+    assert cron_form_problem("0 0 * * r") == (
+        "H (hashed) and R (random) values are not supported; give the times as numbers.")
+    assert cron_form_problem(" @Daily ") is None
+
+
+@pytest.mark.parametrize("data,expected", [
+    ({"kind": "once", "quiet_start": "22:00"},
+     {"quiet_end": "Give both ends of the quiet window, or neither."}),
+    ({"kind": "once", "quiet_end": "06:00"},
+     {"quiet_start": "Give both ends of the quiet window, or neither."}),
+    ({"kind": "once", "quiet_start": "22:00", "quiet_end": "06:00"}, {}),
+    ({"kind": "cron", "cron": "0 3 * * *", "timezone": "Mars/Olympus_Mons"},
+     {"timezone": "Unknown timezone; use a name such as UTC or Europe/Paris."}),
+    ({"kind": "cron"}, {"cron": "Not a valid cron expression (minute hour day month weekday)."}),
+])
+def test_problems_name_exactly_the_fields_at_fault(data, expected):
+    assert problems(data, NOW) == expected
+
+
+def test_problems_without_a_time_judge_from_now():
+    assert problems({"kind": "cron", "cron": "0 3 * * *", "timezone": "Europe/Paris"}) == {}
+    assert "never runs" in problems({"kind": "cron", "cron": "0 0 31 2 *"})["cron"]

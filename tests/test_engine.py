@@ -51,6 +51,13 @@ def advance(clock, job: Job, work) -> Job:
     return fresh(job)
 
 
+def runs_of(job: Job) -> list:
+    from portal.models import JobRun
+
+    return list(db.session.scalars(select(JobRun).where(JobRun.job_id == job.id)
+                                   .order_by(JobRun.id)))
+
+
 def shared_key(make_user, key: str = "sk-shared-0123456789") -> Authorization:
     provider = get_provider("faults")
     shared = vault.create(provider, provider.auth_method("api_key"), label="Shared key",
@@ -83,6 +90,15 @@ def test_ten_hours_of_errors_fail_the_job(clock, make_job, work):
     spent = job.terminal_at - START
     assert timedelta(hours=10) <= spent < timedelta(hours=11)
     assert kinds(job)[-2:] == ["error", "failed"]
+    error, failed = db.session.scalars(select(JobEvent).where(JobEvent.job_id == job.id)
+                                       .order_by(JobEvent.id.desc()).limit(2)).all()[::-1]
+    assert (error.code, error.message) == ("injected", "injected error in unit 0")
+    assert failed.code == "injected"
+    assert failed.message.startswith(f"Failed: {job.error_count} errors in a row since "
+                                     f"{START:%Y-%m-%d %H:%M} UTC, over the 10 h failure window")
+    runs = runs_of(job)
+    assert [r.outcome for r in runs] == ["error"] * (len(runs) - 1) + ["failed"]
+    assert runs[-1].error_code == "injected"
     assert "over the 10 h failure window" in last_event(job).message
     # Failed jobs are not run again until resumed.
     clock.shift(timedelta(days=1))
@@ -115,7 +131,9 @@ def test_the_retry_policy_is_per_job_and_shown(clock, make_job, work, client, au
     assert "1 error in a row since" in page
     while job.status == "sleeping":
         job = advance(clock, job, work)
-    assert job.status == "failed" and job.terminal_at - START < timedelta(hours=2)
+    assert job.status == "failed"
+    # Failed once the window of 1 h had passed, not before and not much after.
+    assert timedelta(hours=1) <= job.terminal_at - START < timedelta(hours=2)
 
 
 def test_rate_limit_sleeps_without_an_error_and_holds_the_authorization(clock, make_job,
@@ -129,14 +147,27 @@ def test_rate_limit_sleeps_without_an_error_and_holds_the_authorization(clock, m
     event = last_event(limited)
     assert (event.kind, event.level, event.code) == ("sleeping", "warning", "rate_limited")
     until = START + timedelta(seconds=120)
-    assert limited.next_run_at - until < timedelta(seconds=5)
-    assert "sleeping until" in event.message
+    # Both ways: the job sleeps for the provider's Retry-After, not less and not more.
+    assert abs(limited.next_run_at - until) < timedelta(seconds=5), limited.next_run_at
+    authorization = db.session.get(Authorization, shared.id, populate_existing=True)
+    assert abs(authorization.rate_limited_until - until) < timedelta(seconds=5)
+    assert event.message.startswith(
+        "Provider rate limit: injected 429; sleeping until 2026-06-01 08:0"), event.message
+    assert abs(limited.last_run_at - START) < timedelta(seconds=5), "it did run"
+    assert limited.lease_owner is None and limited.lease_until is None, "lease let go"
+    [run] = runs_of(limited)
+    assert (run.units, run.outcome, run.error_code) == (1, "held_back", ""), "a unit ran into it"
     # Another job on the same authorization holds back too, with its own Sleeping event.
     other = make_job(authorization=shared, script=["ok"])
     work()
     other = fresh(other)
     assert other.status == "sleeping" and other.error_count == 0
-    assert "“Shared key” is rate limited" in last_event(other).message
+    assert last_event(other).message.startswith(
+        "Holding back: authorization “Shared key” is rate limited; sleeping until "
+        "2026-06-01 08:0")
+    assert abs(other.next_run_at - until) < timedelta(seconds=5)
+    assert other.lease_owner is None and other.last_run_at is None, "it never ran a unit"
+    assert [run.units for run in runs_of(other)] == [], "held back before its first run"
     assert db.session.scalar(select(func.count()).select_from(Message)) == 0
     # When the limit passes, both run.
     clock.move_to(until + timedelta(seconds=5))
@@ -152,7 +183,7 @@ def test_interval_cadence_sleeps_until_the_next_run(clock, make_job, work, clien
     work()
     job = fresh(job)
     assert job.status == "sleeping"
-    assert job.next_run_at - (START + timedelta(minutes=30)) < timedelta(seconds=5)
+    assert abs(job.next_run_at - (START + timedelta(minutes=30))) < timedelta(seconds=5)
     page = client.get(f"/jobs/{job.id}").get_data(as_text=True)
     assert "Every 30 minutes" in page and f"{job.next_run_at:%Y-%m-%d %H:%M}" in page
     clock.move_to(START + timedelta(minutes=10))
@@ -293,3 +324,49 @@ def test_idle_runs_stay_out_of_the_log(clock, make_job, work):
     db.session.commit()
     job = advance(clock, job, work)
     assert kinds(job)[-1] == "synced" and last_event(job).context["added"] == 2
+
+
+def test_a_provider_error_is_the_jobs_and_a_refused_key_the_authorizations(
+        clock, make_job, work, make_user):
+    from portal.models import AuditEntry
+
+    shared = shared_key(make_user)
+    failing = make_job(authorization=shared, script=["error"])
+    work()
+    failing = fresh(failing)
+    assert failing.status == "sleeping" and failing.error_count == 1
+    assert abs(failing.last_run_at - START) < timedelta(seconds=5), "the time it ran"
+    assert failing.lease_owner is None
+    [run] = runs_of(failing)
+    assert (run.units, run.outcome, run.error_code) == (1, "error", "injected")
+    authorization = db.session.get(Authorization, shared.id, populate_existing=True)
+    assert authorization.health != "unhealthy", "a provider error says nothing of the key"
+    # A refused key marks the authorization, in the audit under the job's name.
+    refused = make_job(authorization=shared, script=["auth"], secret_note="n")
+    work()
+    refused = fresh(refused)
+    authorization = db.session.get(Authorization, shared.id, populate_existing=True)
+    assert authorization.health == "unhealthy"
+    [entry] = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "unhealthy"))
+    assert (entry.actor, entry.object_id) == (f"job {refused.id}", shared.id)
+    assert abs(refused.last_run_at - START) < timedelta(seconds=5)
+
+
+def test_a_fatal_error_fails_at_once_saying_what_to_do(clock, make_job, work):
+    job = make_job(script=["fatal"])
+    work()
+    job = fresh(job)
+    assert (job.status, job.error_count) == ("failed", 1)
+    error, failed = db.session.scalars(select(JobEvent).where(
+        JobEvent.job_id == job.id, JobEvent.kind.in_(("error", "failed")))
+        .order_by(JobEvent.id)).all()
+    assert (error.kind, error.code, error.message) == (
+        "error", "injected_fatal", "injected fatal error in unit 0")
+    assert (failed.kind, failed.code, failed.message) == (
+        "failed", "injected_fatal",
+        "Failed: retrying cannot fix this error, so the job was stopped. Correct the input "
+        "or the configuration, then run the job again.")
+    assert abs(error.at - START) < timedelta(seconds=5)
+    [run] = runs_of(job)
+    assert (run.units, run.outcome, run.error_code) == (1, "failed", "injected_fatal")
+    assert job.lease_owner is None and job.next_run_at is None

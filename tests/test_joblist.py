@@ -100,6 +100,61 @@ def test_sort_orders_are_right(client, auth, seed):
     assert names(listing(client)) == ["b", "a", "c"], "newest first by default"
 
 
+# Five jobs whose order differs under every sort: what each sort compares, per job.
+# Ties (two "running", two "export", two without a last run) are broken by id.
+SORT_ROWS = [
+    # name, provider, kind, status, minutes after now for (last run, next run), label
+    ("delta", "mailchimp", "export", "running", (-30, None), "Bravo key"),
+    ("alpha", "webhook", "import", "sleeping", (None, 90), None),
+    ("echo", "files", "enrichment", "failed", (-10, 20), "Alpha key"),
+    ("charlie", "hubspot", "export", "running", (None, 5), "Delta key"),
+    ("bravo", "slack", "import", "completed", (-50, None), "Charlie key"),
+]
+
+
+@pytest.mark.parametrize("sort", ["created", "name", "authorization", "provider", "type",
+                                  "status", "last_run", "next_run"])
+@pytest.mark.parametrize("direction", ["asc", "desc"])
+def test_every_sort_orders_by_its_own_column(client, auth, seed, make_user, sort, direction):
+    from portal.models import Authorization
+
+    auth.login("viewer")
+    owner = make_user("admin", "keys@example.com")
+    now = utcnow().replace(microsecond=0)
+    labels = {}
+    for label in sorted({row[5] for row in SORT_ROWS if row[5]}):
+        authorization = Authorization(provider="files", method="none", label=label,
+                                      owner_id=owner.id)
+        db.session.add(authorization)
+        db.session.flush()
+        labels[label] = authorization.id
+    db.session.commit()
+
+    def at(minutes):
+        return None if minutes is None else now + timedelta(minutes=minutes)
+
+    ids = seed([{"name": name, "provider": provider, "kind": kind, "status": status,
+                 "last_run_at": at(runs[0]), "next_run_at": at(runs[1]),
+                 "authorization_id": labels.get(label)}
+                for name, provider, kind, status, runs, label in SORT_ROWS])
+    epoch = now.replace(year=1970)  # no run sorts as the earliest time
+    by = {"created": lambda n: -n,  # the seed makes each row a minute older than the last
+          "name": lambda n: SORT_ROWS[n][0],
+          "authorization": lambda n: SORT_ROWS[n][5] or "",
+          "provider": lambda n: SORT_ROWS[n][1],
+          "type": lambda n: SORT_ROWS[n][2],
+          "status": lambda n: SORT_ROWS[n][3],
+          "last_run": lambda n: at(SORT_ROWS[n][4][0]) or epoch,
+          "next_run": lambda n: at(SORT_ROWS[n][4][1]) or epoch}[sort]
+    expected = [SORT_ROWS[n][0] for n in sorted(range(5), key=lambda n: (by(n), ids[n]))]
+    if direction == "desc":
+        expected.reverse()
+    assert names(listing(client, sort=sort, dir=direction)) == expected
+    # Not the order the rows were made in, whichever way, for any sort but "created".
+    made = [row[0] for row in SORT_ROWS]
+    assert (expected in (made, made[::-1])) == (sort == "created")
+
+
 def test_live_cells_poll_only_rows_that_can_change(client, auth, seed):
     auth.login("viewer")
     ids = seed([{"status": "running"}, {"status": "completed"}, {"status": "sleeping"}])

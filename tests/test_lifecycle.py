@@ -103,6 +103,27 @@ def test_backoff_doubles_up_to_the_cap_with_jitter():
         assert len(delays) > 1, "jitter spreads retries"
 
 
+class _Ends(random.Random):
+    """A random source that answers the low end of a range, then the high end."""
+
+    def __init__(self) -> None:
+        super().__init__(0)
+        self.asked: list[tuple[float, float]] = []
+
+    def uniform(self, a: float, b: float) -> float:
+        self.asked.append((a, b))
+        return a if len(self.asked) % 2 else b
+
+
+def test_backoff_jitter_spans_exactly_the_second_half():
+    policy = RetryPolicy(backoff_base_seconds=30, backoff_cap_seconds=3600)
+    for count, full in [(1, 30), (2, 60), (5, 480), (8, 3600), (40, 3600)]:
+        ends = _Ends()
+        low, high = (lifecycle.backoff(policy, count, ends).total_seconds() for _ in range(2))
+        assert (low, high) == (full / 2, full), count
+        assert ends.asked == [(0, full / 2)] * 2
+
+
 def test_retryable_error_sleeps_with_backoff_and_keeps_the_streak(make_job):
     job = make_job("running")
     lifecycle.unit_failed(job, now=NOW, message="boom", code="http_500", retryable=True)

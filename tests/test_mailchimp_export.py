@@ -354,3 +354,47 @@ def test_an_unreadable_results_archive_is_a_provider_error():
                                         good.base_url + "/r.tar.gz") == {
             "add:3": "HTTP 400 Invalid Resource; bad"}
         assert good.received[0].headers.get("Authorization") is None
+
+
+def test_the_member_import_pages_through_the_list_then_asks_only_for_changes(
+        app, work, owner, server):
+    """Pages of PORTAL_IMPORT_BATCH_SIZE (2 in tests), newest change first, until the list
+    is read; the next run asks only for what changed since the newest change seen."""
+    from portal.models import Message
+
+    for n in range(5):
+        server.add_member(LIST, f"m{n}@example.com",
+                          last_changed=f"2024-01-0{n + 1}T00:00:00+00:00")
+    provider = get_provider("mailchimp")
+    job = create_job(provider=provider, job_type=provider.job_type("import_members"),
+                     authorization=key_authorization(owner), name="members", description="",
+                     config={"list_id": LIST, "stream": "members", "status": "any"},
+                     created_by=owner, schedule={"kind": "interval", "every_minutes": 60})
+    db.session.commit()
+
+    def member_pages() -> list[dict[str, str]]:
+        return [query for (method, path, _), query in zip(server.requests, server.queries,
+                                                           strict=True)
+                if (method, path) == ("GET", f"/3.0/lists/{LIST}/members")]
+
+    work()
+    pages = member_pages()
+    assert [(q["offset"], q["count"]) for q in pages] == [("0", "2"), ("2", "2"), ("4", "2")]
+    assert {(q["sort_field"], q["sort_dir"]) for q in pages} == {("last_changed", "DESC")}
+    assert all("since_last_changed" not in q and "status" not in q for q in pages)
+    assert all(set(q["fields"].split(",")) >= {"members.email_address",
+                                              "members.last_changed", "total_items"}
+               for q in pages)
+    stored = db.session.scalars(select(Message.payload).order_by(Message.id)).all()
+    assert [p["email_address"] for p in stored] == [f"m{n}@example.com" for n in (4, 3, 2, 1, 0)]
+    assert fresh(job).cursor["offset"] == 0 and fresh(job).cursor["passes"] == 1
+    # A member changes; the next run asks for changes since the newest seen (less a second).
+    server.members[LIST][1]["last_changed"] = "2024-02-01T00:00:00+00:00"
+    seen = len(member_pages())
+    run_now(job, owner)
+    work()
+    [again] = member_pages()[seen:]
+    assert again["offset"] == "0"
+    assert again["since_last_changed"] == "2024-01-04T23:59:59+00:00"
+    stored = db.session.scalars(select(Message.payload).order_by(Message.id)).all()
+    assert [p["email_address"] for p in stored][5:] == ["m1@example.com"], "only the change"

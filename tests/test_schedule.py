@@ -84,3 +84,20 @@ def test_problems_and_description():
                            (90, "Every 90 minutes"), (120, "Every 2 hours")):
         assert describe(from_dict({"kind": "interval", "every_minutes": minutes})) == words
     assert from_dict({"kind": "cron", "timezone": "Nope/Nope"}) == Schedule()
+
+
+def test_describe_says_each_cadence_in_words():
+    assert describe(Schedule()) == "Runs once"
+    assert describe(Schedule(kind="interval", every_minutes=120)) == "Every 2 hours"
+    assert describe(Schedule(kind="cron", cron="0 3 * * *", timezone="Europe/Paris")) == (
+        "Cron “0 3 * * *” (Europe/Paris)")
+    assert describe(Schedule(kind="interval", every_minutes=15, quiet_start="22:00",
+                             quiet_end="06:00", timezone="Europe/Oslo")) == (
+        "Every 15 minutes; quiet 22:00–06:00 (Europe/Oslo)")
+
+
+def test_a_cron_time_comes_back_in_the_callers_timezone():
+    tokyo = ZoneInfo("Asia/Tokyo")
+    after = datetime(2026, 6, 1, 9, 0, tzinfo=tokyo)  # 00:00 UTC
+    moment = next_run(Schedule(kind="cron", cron="0 3 * * *", timezone="UTC"), after)
+    assert moment.tzinfo is tokyo and moment == datetime(2026, 6, 1, 12, 0, tzinfo=tokyo)

@@ -61,18 +61,43 @@ def test_ciphertext_names_its_key_and_opens_only_on_its_row(app, make_user):
         vault.current_credentials(other)
 
 
+def test_each_version_records_who_made_it_and_when(app, make_user):
+    from portal.models.types import utcnow
+
+    owner = make_user("operator")
+    before = utcnow()
+    authorization = webhook_authorization(owner, "https://h.example.com/x",
+                                          canary("tok-who-made-it-2718"))
+    vault.replace(authorization, {"url": "https://h.example.com/x",
+                                  "token": canary("tok-who-made-it-3141")},
+                  expected_version=1, reason="refreshed", actor="job 7")
+    db.session.commit()
+    rows = db.session.scalars(select(AuthorizationVersion)
+                              .order_by(AuthorizationVersion.version)).all()
+    assert [(r.version, r.reason, r.created_by_id, r.created_by_label) for r in rows] == [
+        (1, "created", owner.id, owner.email), (2, "refreshed", None, "job 7")]
+    assert all(before <= r.created_at <= utcnow() for r in rows)
+    assert {r.key_id for r in rows} == {"test-1"}
+
+
 def test_a_missing_or_wrong_key_is_a_clear_error_naming_the_authorization(app, make_user):
     authorization = webhook_authorization(make_user("operator"), "https://h.example.com/x",
                                           canary("tok-lost-key-161803398"), label="Newsletter")
     app.extensions["portal_keyring"] = keys.Keyring(OTHER_KEY)
     with pytest.raises(vault.KeyUnavailable) as missing:
         vault.current_credentials(authorization)
-    assert "“Newsletter”" in str(missing.value) and "“test-1”, which is not in" in str(
-        missing.value)
+    assert str(missing.value) == (
+        f"The credentials of authorization “Newsletter” (#{authorization.id}), version 1, "
+        "are encrypted with the key “test-1”, which is not in PORTAL_VAULT_KEYS. Add that "
+        "key back after the active one, or enter the credentials again.")
     wrong = "test-1:" + base64.b64encode(b"x" * 32).decode()
     app.extensions["portal_keyring"] = keys.Keyring(wrong)
-    with pytest.raises(vault.KeyUnavailable, match="not the one they were encrypted with"):
+    with pytest.raises(vault.KeyUnavailable) as wrong_key:
         vault.current_credentials(authorization)
+    assert str(wrong_key.value) == (
+        f"The credentials of authorization “Newsletter” (#{authorization.id}), version 1, "
+        "cannot be decrypted with the key “test-1”: the key is not the one they were "
+        "encrypted with, or the stored data is damaged. Enter the credentials again.")
     # A connection test says so instead of sending garbage credentials.
     health = vault.test_connection(authorization, actor="test")
     assert health.status == "unhealthy" and "Newsletter" in health.message
@@ -101,6 +126,12 @@ def test_rotate_reencrypts_every_version_under_the_active_key(app, make_user):
     assert vault.current_credentials(fresh_auth(first))["token"] == "tok-rotate-aaaa-2"
     assert vault.current_credentials(fresh_auth(second))["token"] == "tok-rotate-bbbb-1"
     assert actions(first).count("rotated") == 2
+    rotated = db.session.scalars(select(AuditEntry).where(AuditEntry.action == "rotated")
+                                 .order_by(AuditEntry.id)).all()
+    assert {entry.actor for entry in rotated} == {"command line"}
+    assert [(e.object_id, e.details["version"]) for e in rotated] == [
+        (first.id, 1), (first.id, 2), (second.id, 1)]
+    assert rotated[0].summary == "Version 1 re-encrypted with key “new-2” (was “test-1”)"
 
 
 def test_rotate_stops_with_a_clear_message_when_a_key_is_missing(app, make_user):

@@ -313,3 +313,81 @@ def test_messages_in_the_stream_hold_nothing_but_identifier_and_attributes(app, 
     assert message.payload == {"email": "ann@example.com", "score": default_enrich(
         "ann@example.com", {})["score"], "tier": "gold"}
     assert db.session.scalar(select(func.count()).select_from(Message)) == 2
+
+
+# -- Send stream --------------------------------------------------------------------------
+
+
+def test_send_stream_posts_signed_batches_with_their_idempotency_keys(app, work, owner):
+    """Each batch goes once, oldest first, as the documented JSON, signed over the exact
+    body; a refused batch is sent again as the same bytes under the same key."""
+    import json
+
+    from portal.datastore import write_messages
+    from providers.base import OutMessage
+
+    start = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+    write_messages("signups", [OutMessage(f"k{n}", start + timedelta(minutes=n),
+                                          {"email": f"p{n}@example.com", "n": n})
+                               for n in range(5)], source="test")
+    db.session.commit()
+    ids = db.session.scalars(select(Message.id).order_by(Message.id)).all()
+    with WebhookReceiver(secret=SECRET) as hook:
+        provider = get_provider("webhook")
+        job = create_job(provider=provider, job_type=provider.job_type("send_stream"),
+                         authorization=hmac_authorization(owner, hook.url), name="Signups",
+                         description="", config={"stream": "signups", "batch_size": 2},
+                         created_by=owner, schedule={"kind": "interval", "every_minutes": 60})
+        db.session.commit()
+        work()
+        first_run = list(hook.received)
+    assert [r.headers["Idempotency-Key"] for r in first_run] == [
+        f"signups:{ids[0]}-{ids[1]}", f"signups:{ids[2]}-{ids[3]}", f"signups:{ids[4]}-{ids[4]}"]
+    for received in first_run:
+        assert (received.method, received.path) == ("POST", "/hook")
+        assert received.headers["Content-Type"] == "application/json"
+        assert received.headers["X-Portal-Key-Id"] == "k1"
+        assert hook.verify(SECRET, received), "signed over the exact body"
+        assert not hook.verify("another-secret", received)
+        assert "Authorization" not in received.headers
+    assert first_run[0].json == {"stream": "signups", "messages": [
+        {"id": ids[n], "event_time": (start + timedelta(minutes=n)).isoformat(),
+         "payload": {"email": f"p{n}@example.com", "n": n}} for n in (0, 1)]}
+    assert [m["id"] for r in first_run for m in r.json["messages"]] == ids
+    assert json.loads(first_run[2].body) == first_run[2].json
+    assert fresh_job(job).cursor == {"after_id": ids[4], "sent": 5}
+
+
+def test_a_refused_stream_batch_is_sent_again_unchanged(app, work, owner):
+    from portal.datastore import write_messages
+    from providers.base import OutMessage
+
+    write_messages("signups", [OutMessage(f"k{n}", datetime(2024, 5, 1, tzinfo=UTC),
+                                          {"n": n}) for n in range(2)], source="test")
+    db.session.commit()
+    with WebhookReceiver(secret=SECRET) as hook:
+        provider = get_provider("webhook")
+        job = create_job(provider=provider, job_type=provider.job_type("send_stream"),
+                         authorization=hmac_authorization(owner, hook.url), name="Signups",
+                         description="", config={"stream": "signups", "batch_size": 5},
+                         created_by=owner, schedule={"kind": "interval", "every_minutes": 60},
+                         retry_policy={"backoff_base_seconds": 1, "backoff_cap_seconds": 1})
+        db.session.commit()
+        hook.fail_next = [503]
+        work()
+        job = fresh_job(job)
+        assert job.status == "sleeping" and job.error_count == 1
+        assert job.cursor.get("after_id", 0) == 0, "the cursor stays before a refused batch"
+        run_now(job, owner)
+        work()
+        refused, accepted = hook.received
+    assert refused.body == accepted.body, "the same batch, byte for byte"
+    assert refused.headers["Idempotency-Key"] == accepted.headers["Idempotency-Key"]
+    assert hook.verify(SECRET, accepted)
+    assert fresh_job(job).cursor["sent"] == 2
+
+
+def fresh_job(job):
+    from portal.models import Job
+
+    return db.session.get(Job, job.id, populate_existing=True)

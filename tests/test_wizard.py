@@ -105,10 +105,9 @@ def test_coerce_and_validate_every_type():
     assert errors == {"count": "Enter a whole number.", "ids": "Put one number on each line."}
     problems = validate(SHOWCASE_SCHEMA, {**values, "count": 11, "ids": [1, 2, 3, 4],
                                           "limits": {}, "channels": ["fax"]})
-    assert problems == {"count": "Must be maximum 10.", "ids": problems["ids"],
+    assert problems == {"count": "Must be maximum 10.", "ids": "[1, 2, 3, 4] is too long",
                         "limits.daily": "This field is required.",
                         "channels": "Choose one of the options."}
-    assert "too long" in problems["ids"] or "3" in problems["ids"]
     assert defaults(SHOWCASE_SCHEMA)["limits"] == {"note": "n/a"}
 
 
