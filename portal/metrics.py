@@ -36,6 +36,7 @@ from typing import Any
 from sqlalchemy import event, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.orm import Session
 
 from portal.extensions import db
 from portal.models import JobEvent, JobMetricHour
@@ -159,28 +160,50 @@ def _counts(context: Any) -> tuple[int, int, int]:
     return tuple(_count(context.get(key)) for key in COUNTS)
 
 
-def roll_up(connection, job_id: int, at: datetime, context: Any) -> None:
-    """Add one event's counts to its job's rollup of the hour it falls in (nothing for an
-    event whose counts are all 0): an upsert that increments, so concurrent writers of the
-    same hour add up rather than overwrite each other."""
-    added, removed, omitted = _counts(context)
-    if not (added or removed or omitted):
+def roll_up(connection, events: list[tuple[int, datetime, Any]]) -> None:
+    """Add the counts of these (job_id, at, context) events to their jobs' rollups of the
+    hours they fall in (nothing for events whose counts are all 0): an upsert that
+    increments, so concurrent writers of the same hour add up instead of overwriting."""
+    hours: dict[tuple[int, datetime], list[int]] = {}
+    for job_id, at, context in events:
+        counts = _counts(context)
+        if any(counts):
+            found = hours.setdefault((job_id, bucket_start(at, timedelta(hours=1))), [0, 0, 0])
+            for n, value in enumerate(counts):
+                found[n] += value
+    if not hours:
         return
-    hour = bucket_start(at.astimezone(UTC), timedelta(hours=1))
     insert = pg_insert if connection.dialect.name == "postgresql" else sqlite_insert
-    statement = insert(JobMetricHour).values(job_id=job_id, hour=hour, added=added,
-                                              removed=removed, omitted=omitted)
     table = JobMetricHour.__table__
-    connection.execute(statement.on_conflict_do_update(
-        index_elements=[table.c.job_id, table.c.hour],
-        set_={key: table.c[key] + statement.excluded[key] for key in COUNTS}))
+    for (job_id, hour), (added, removed, omitted) in hours.items():
+        statement = insert(table).values(job_id=job_id, hour=hour, added=added,
+                                         removed=removed, omitted=omitted)
+        connection.execute(statement.on_conflict_do_update(
+            index_elements=[table.c.job_id, table.c.hour],
+            set_={key: table.c[key] + statement.excluded[key] for key in COUNTS}))
 
 
 @event.listens_for(JobEvent, "after_insert")
 def _event_written(mapper, connection, target: JobEvent) -> None:
-    """Every event the ORM writes (lifecycle.record, and any other) is rolled up in the
+    """Every event the ORM writes (lifecycle.record, or any other) is rolled up in the
     same flush, so rollups and events commit or roll back together."""
-    roll_up(connection, target.job_id, target.at, target.context)
+    roll_up(connection, [(target.job_id, target.at, target.context)])
+
+
+@event.listens_for(Session, "do_orm_execute")
+def _events_inserted(state) -> Any:
+    """Events inserted in bulk (`session.execute(insert(JobEvent), rows)`, which runs no
+    per-row hook) are rolled up too, in the same transaction."""
+    if not (state.is_insert and state.bind_mapper is not None
+            and state.bind_mapper.class_ is JobEvent):
+        return None
+    rows = state.parameters if isinstance(state.parameters, list) else [state.parameters or {}]
+    if any("at" not in row for row in rows):
+        raise ValueError("events inserted in bulk must name their time (`at`)")
+    result = state.invoke_statement()
+    roll_up(state.session.connection(), [(row["job_id"], row["at"], row.get("context"))
+                                         for row in rows])
+    return result
 
 
 def _count(value: Any) -> int:
