@@ -5,18 +5,39 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, false, func, literal_column
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, false, func
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import ColumnElement
 
 from portal.extensions import db
 from portal.models.types import NEVER_REUSE_IDS, JSONDict, UTCDateTime, utcnow
 from portal.models.users import User
 from portal.models.vault import Authorization
 
+
 # What the list sorts a job that never ran (or has no next run) by: the epoch, as stored
 # text, written into the SQL itself so the expression indexes below and the list's ORDER
 # BY are the same expression (a bound parameter would not match an index on SQLite).
-NO_RUN = literal_column("'1970-01-01 00:00:00.000000'", UTCDateTime())
+class _NoRun(ColumnElement):
+    """The epoch as a constant of the column's type, written as each database writes it
+    back when it describes the index (so migrations and models compare equal)."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(_NoRun)
+def _no_run_text(element, compiler, **kw) -> str:
+    return "'1970-01-01 00:00:00.000000'"  # as SQLite stores UTCDateTime
+
+
+@compiles(_NoRun, "postgresql")
+def _no_run_timestamp(element, compiler, **kw) -> str:
+    return "'1970-01-01 00:00:00'::timestamp without time zone"
+
+
+NO_RUN = _NoRun()
 
 
 class Job(db.Model):

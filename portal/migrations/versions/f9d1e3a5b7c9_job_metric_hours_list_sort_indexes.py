@@ -12,6 +12,7 @@ hours whose counts are all 0 get no row.
 from alembic import op
 import sqlalchemy as sa
 
+from portal.models.jobs import NO_RUN
 from portal.models.types import UTCDateTime
 
 # revision identifiers, used by Alembic.
@@ -21,8 +22,6 @@ branch_labels = None
 depends_on = None
 
 COUNTS = ('added', 'removed', 'omitted')
-# The epoch as stored text: the same expression as portal.models.jobs.NO_RUN.
-NO_RUN = sa.literal_column("'1970-01-01 00:00:00.000000'", UTCDateTime())
 
 
 def _count_sql(dialect: str, key: str) -> str:
