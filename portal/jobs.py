@@ -25,6 +25,7 @@ from portal.models import (
     JobStatusCount,
     User,
 )
+from portal.models.jobs import NO_RUN
 from portal.models.types import UTCDateTime, utcnow
 from portal.params import parse_int
 from portal.queues import enqueue
@@ -522,7 +523,6 @@ ACTIONS = {"pause": pause_job, "resume": resume_job, "run-now": run_job_now}
 
 # --- the job list ---------------------------------------------------------------------
 
-EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 PAGE_SIZE = 50
 SORTS = ("created", "name", "authorization", "provider", "type", "status", "last_run",
          "next_run")
@@ -532,7 +532,7 @@ TIME_SORTS = ("created", "last_run", "next_run")  # their cursor values are time
 def _sort_expression(sort: str):
     if sort in ("last_run", "next_run"):
         column = Job.last_run_at if sort == "last_run" else Job.next_run_at
-        return func.coalesce(column, literal(EPOCH, UTCDateTime()))
+        return func.coalesce(column, NO_RUN)  # the expression of its index
     return {"created": Job.created_at, "name": Job.name, "provider": Job.provider,
             "type": Job.kind, "status": Job.status,
             "authorization": func.coalesce(Authorization.label, "")}[sort]

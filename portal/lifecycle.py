@@ -15,6 +15,7 @@ from typing import Any
 
 from sqlalchemy import func, select
 
+from portal import metrics  # noqa: F401  (rolls up the counts of every event written)
 from portal.extensions import db
 from portal.models import Job, JobEvent, JobRun, User
 

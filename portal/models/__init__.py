@@ -10,6 +10,7 @@ from portal.models.jobs import (
     Job,
     JobConfigVersion,
     JobEvent,
+    JobMetricHour,
     JobRun,
     JobStatusCount,
 )
@@ -22,5 +23,6 @@ __all__ = ["ROLES", "AccessToken", "AlertRule", "AlertSent", "AlertState", "Audi
            "AuditEntry", "Authorization",
            "AuthorizationVersion", "BulkImport", "Draft", "ExportMember", "Job",
            "JobConfigVersion",
-           "JobEvent", "JobRun", "JobStatusCount", "Message", "Profile", "ProfileAttribute",
+           "JobEvent", "JobMetricHour", "JobRun", "JobStatusCount", "Message", "Profile",
+           "ProfileAttribute",
            "ProfileIdentity", "Stream", "StreamField", "Upload", "User", "UserLink"]

@@ -5,13 +5,39 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import ForeignKey, Index, String, Text, false
+from sqlalchemy import BigInteger, ForeignKey, Index, String, Text, false, func
+from sqlalchemy.ext.compiler import compiles
 from sqlalchemy.orm import Mapped, mapped_column, relationship
+from sqlalchemy.sql.expression import ColumnElement
 
 from portal.extensions import db
 from portal.models.types import NEVER_REUSE_IDS, JSONDict, UTCDateTime, utcnow
 from portal.models.users import User
 from portal.models.vault import Authorization
+
+
+# What the list sorts a job that never ran (or has no next run) by: the epoch, as stored
+# text, written into the SQL itself so the expression indexes below and the list's ORDER
+# BY are the same expression (a bound parameter would not match an index on SQLite).
+class _NoRun(ColumnElement):
+    """The epoch as a constant of the column's type, written as each database writes it
+    back when it describes the index (so migrations and models compare equal)."""
+
+    type = UTCDateTime()
+    inherit_cache = True
+
+
+@compiles(_NoRun)
+def _no_run_text(element, compiler, **kw) -> str:
+    return "'1970-01-01 00:00:00.000000'"  # as SQLite stores UTCDateTime
+
+
+@compiles(_NoRun, "postgresql")
+def _no_run_timestamp(element, compiler, **kw) -> str:
+    return "'1970-01-01 00:00:00'::timestamp without time zone"
+
+
+NO_RUN = _NoRun()
 
 
 class Job(db.Model):
@@ -63,8 +89,17 @@ class Job(db.Model):
 
     # Status first serves every query by status; error_count after it makes the Retrying
     # tab's count (sleeping, with errors) read only the retrying jobs.
+    # The list's sorts read their first page in index order: one (sort column, id) index
+    # each (portal.jobs._sort_expression); next/last run sort NULLs as the epoch, so their
+    # indexes are on that same expression.
     __table_args__ = (Index("ix_jobs_created_at_id", "created_at", "id"),
                       Index("ix_jobs_status_error_count", "status", "error_count"),
+                      Index("ix_jobs_name_id", "name", "id"),
+                      Index("ix_jobs_provider_id", "provider", "id"),
+                      Index("ix_jobs_kind_id", "kind", "id"),
+                      Index("ix_jobs_status_id", "status", "id"),
+                      Index("ix_jobs_last_run_id", func.coalesce(last_run_at, NO_RUN), id),
+                      Index("ix_jobs_next_run_id", func.coalesce(next_run_at, NO_RUN), id),
                       NEVER_REUSE_IDS)
 
 
@@ -86,6 +121,21 @@ class JobEvent(db.Model):
 
     __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),
                       Index("ix_job_events_job_id_at", "job_id", "at"), NEVER_REUSE_IDS)
+
+
+class JobMetricHour(db.Model):
+    """The added/removed/omitted counts of a job's events in one UTC hour (`hour` is its
+    start), kept by portal.metrics as events are written: the metrics chart reads these
+    instead of every event of its frame."""
+
+    __tablename__ = "job_metric_hours"
+
+    job_id: Mapped[int] = mapped_column(ForeignKey("jobs.id", ondelete="CASCADE"),
+                                        primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime, primary_key=True)
+    added: Mapped[int] = mapped_column(BigInteger, default=0)
+    removed: Mapped[int] = mapped_column(BigInteger, default=0)
+    omitted: Mapped[int] = mapped_column(BigInteger, default=0)
 
 
 class JobRun(db.Model):
