@@ -202,16 +202,19 @@ def main(argv: list[str] | None = None) -> int:
             dispatcher.serve()
         else:
             run_worker(args.queues or list(QUEUE_NAMES), args.burst)
-    if args.command == "worker":
-        # Its work is ended (sessions closed, leases let go or left to expire): skip the
-        # interpreter's teardown of every module, which takes seconds on a busy machine,
-        # so that a stop is prompt.
-        logging.shutdown()
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os._exit(0)
     return 0
 
 
+def exit_now(status: int) -> None:
+    """End the process at once, its work ended (sessions closed, leases let go or left to
+    expire): the interpreter's teardown of every module takes seconds on a busy machine,
+    and a stopped worker should be gone promptly. Only for `python -m workers` itself: a
+    program that calls main() keeps its own exit (and its atexit hooks)."""
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())
