@@ -18,15 +18,15 @@ $(STAMP): pyproject.toml
 setup: $(STAMP)
 	$(BIN)/flask --app wsgi setup
 
-# Web + worker + dispatcher (and the bundled Redis unless REDIS_URL is set). The first
+# Web + workers + dispatcher (and the bundled Redis unless REDIS_URL is set). The first
 # time, on a terminal, it offers the demo (DEMO=1 seeds it without asking, DEMO=0 never
 # asks; without a terminal or in CI nothing waits).
 run: setup
 	$(BIN)/flask --app wsgi seed-demo --offer
 	@if [ -n "$$REDIS_URL" ]; then \
-		exec $(BIN)/honcho start web worker dispatcher; \
+		exec $(BIN)/honcho start web worker backfill dispatcher; \
 	else \
-		exec $(BIN)/honcho start web worker dispatcher redis; \
+		exec $(BIN)/honcho start web worker backfill dispatcher redis; \
 	fi
 
 # Browser tests drive Debian's chromium; install it when missing and we may.
