@@ -331,3 +331,36 @@ def test_a_database_lost_mid_unit_reads_as_database_unavailable(postgresql, make
     log = (tmp_path / "worker-0.log").read_text()
     assert "database unavailable: the database could not be reached" in log
     assert "Worker lost" not in log and "unit of work raised" not in log
+
+
+def test_redis_gone_as_a_job_ends_costs_no_traceback_and_the_worker_comes_back(
+        make_job, spawn, tmp_path):
+    """Found by scripts/drills.py (redis): Redis stopped while a unit ran, so RQ could not
+    record the job's end. RQ's own loop logged that as an unhandled exception (a traceback);
+    the worker now says so in a line and serves again once Redis is back."""
+    port = free_port()
+    redis = _start_redis(tmp_path / "redis", port)
+    try:
+        job_id = make_job(script=["slow"], units=1, rows_per_unit=5, slow_seconds=3)
+        settings = {**FAST, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+        worker = spawn("worker", **settings)  # its log: worker-0.log
+        spawn("dispatcher", **settings)
+        wait_for(lambda: job_row(job_id).lease_owner, 30, "the worker to start the unit")
+        redis.terminate()
+        redis.wait(10)
+        wait_for(lambda: job_row(job_id).status == "completed", 30, "the unit to end")
+        log_path = tmp_path / "worker-0.log"
+        wait_for(lambda: "could not record the end of" in log_path.read_text(), 10,
+                 "the worker to find Redis gone")
+        redis = _start_redis(tmp_path / "redis", port)
+        second = make_job(units=1, rows_per_unit=3, key="second")
+        wait_for(lambda: job_row(second).status == "completed", 30,
+                 "the same worker to run the next job once Redis is back")
+        assert worker.poll() is None, "the worker kept running"
+        log = log_path.read_text()
+        assert "lost Redis" in log and "Traceback" not in log, log
+        assert "found an unhandled exception" not in log
+        assert messages() == 8
+    finally:
+        redis.terminate()
+        redis.wait(10)
