@@ -366,21 +366,30 @@ def process_import(import_id: int) -> str:
     upload.errors = []
     upload.message = "Checking every row."
     db.session.commit()
+    # Only an import that ended (completed, rejected or failed) lets go of its body. One
+    # cut short by the database going away, or by its worker stopping, keeps it and stays
+    # running: the dispatcher runs it again (queue_lost_imports), and the rows it wrote
+    # already count as duplicates then.
     try:
         _process(upload)
-    except Exception:
+    except Exception as exc:
+        if background.database_down(exc):
+            log.warning("bulk import %s: database unavailable (%s); nothing of the batch under "
+                        "way landed, and the import runs again once the database answers",
+                        import_id, getattr(exc, "orig", exc))
+            db.session.rollback()
+            return "database unavailable"
         log.exception("bulk import %s stopped", import_id)
         db.session.rollback()
         upload = db.session.get(BulkImport, import_id)
         _finish(upload, "failed", "The import stopped on an unexpected error (the worker's "
                                   "log has it); what it wrote is kept, and sending the same "
                                   "body again writes only the rest.")
-    finally:
-        Path(path).unlink(missing_ok=True)
-        upload.spool_path = None
-        status = upload.status
-        pending = profiles_pending(upload)
-        db.session.commit()
+    Path(path).unlink(missing_ok=True)
+    upload.spool_path = None
+    status = upload.status
+    pending = profiles_pending(upload)
+    db.session.commit()
     if pending:  # what it wrote goes into the profiles, whether it completed or not
         queue_profiles(import_id)
     return status

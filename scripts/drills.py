@@ -415,12 +415,14 @@ def drill_kill(folder: Path, redis: PrivateRedis, database_url: str | None = Non
         while kills < KILLS and not portal.done(job_id, import_id):
             # A unit in flight: the job's lease held (or the bulk import running) and its
             # rows grown since the last recovery.
+            # The bulk import first (at most twice: it is taken back within a minute or
+            # two, not a lease), as it runs only in the gaps of the file import.
             def in_flight(bulk_kills=bulk_kills):
-                if portal.lease(job_id) and portal.rows(IMPORT_STREAM) > mark[IMPORT_STREAM]:
-                    return IMPORT_STREAM
                 if (bulk_kills < 2 and portal.bulk_status(import_id) == "running"
                         and portal.rows(BULK_STREAM) > mark[BULK_STREAM]):
                     return BULK_STREAM
+                if portal.lease(job_id) and portal.rows(IMPORT_STREAM) > mark[IMPORT_STREAM]:
+                    return IMPORT_STREAM
                 return None
 
             try:

@@ -208,7 +208,7 @@ def serve(stop_after: float | None = None) -> None:
                 if count:
                     log.info("dispatcher: enqueued %d job(s)", count)
             except Exception as exc:
-                if background.database_unavailable(exc):
+                if background.database_down(exc):
                     pass  # ended_session said so, in those words; the next pass retries
                 else:
                     log.exception("dispatcher: pass failed, trying again")
