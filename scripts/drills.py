@@ -60,6 +60,7 @@ from workers import redis_server  # noqa: E402
 ROWS = int(os.environ.get("DRILL_ROWS") or 200_000)
 BULK_ROWS = int(os.environ.get("DRILL_BULK_ROWS") or 50_000)
 KILLS = int(os.environ.get("DRILL_KILLS") or 20)
+BULK_KILLS = int(os.environ.get("DRILL_BULK_KILLS") or 2)  # of the KILLS, in the bulk import
 LEASE = int(os.environ.get("DRILL_LEASE_SECONDS") or 5)
 TIMEOUT = float(os.environ.get("DRILL_TIMEOUT") or 600)  # seconds one drill may take
 KEEP_LOGS = os.environ.get("DRILL_LOGS")  # a folder to copy the processes' logs to
@@ -406,19 +407,20 @@ def drill_kill(folder: Path, redis: PrivateRedis, database_url: str | None = Non
     portal = Portal(folder, database_url, redis)
     try:
         portal.spawn("dispatcher")
-        worker = portal.worker()
-        job_id = portal.import_job(ROWS)
+        # The bulk import first, so the worker takes it first and the first kills land in it.
         import_id = portal.bulk_import(BULK_ROWS)
+        job_id = portal.import_job(ROWS)
+        worker = portal.worker()
         recover: list[float] = []
         kills = bulk_kills = 0
         mark = {IMPORT_STREAM: 0, BULK_STREAM: 0}
         while kills < KILLS and not portal.done(job_id, import_id):
             # A unit in flight: the job's lease held (or the bulk import running) and its
             # rows grown since the last recovery.
-            # The bulk import first (at most twice: it is taken back within a minute or
-            # two, not a lease), as it runs only in the gaps of the file import.
+            # The bulk import first (at most BULK_KILLS times: it is taken back within a
+            # minute or two, not a lease).
             def in_flight(bulk_kills=bulk_kills):
-                if (bulk_kills < 2 and portal.bulk_status(import_id) == "running"
+                if (bulk_kills < BULK_KILLS and portal.bulk_status(import_id) == "running"
                         and portal.rows(BULK_STREAM) > mark[BULK_STREAM]):
                     return BULK_STREAM
                 if portal.lease(job_id) and portal.rows(IMPORT_STREAM) > mark[IMPORT_STREAM]:
@@ -465,28 +467,34 @@ def drill_redis(folder: Path, redis: PrivateRedis, database_url: str | None = No
         wait_until(lambda: portal.rows(IMPORT_STREAM) > 0, 120, "the import did not start")
         # A bulk import waits behind the import on the backfill queue: FLUSHALL loses it.
         import_id = portal.bulk_import(BULK_ROWS)
-        recover = []
-        for fault in ("flushall", "restart"):
-            streams = {IMPORT_STREAM: portal.rows(IMPORT_STREAM),
-                       BULK_STREAM: portal.rows(BULK_STREAM)}
-            streams = {stream: rows for stream, rows in streams.items()
-                       if not portal.done(job_id if stream == IMPORT_STREAM else None,
-                                          import_id if stream == BULK_STREAM else None)}
-            fault_at = time.monotonic()
-            if fault == "flushall":
-                Redis.from_url(redis.url).flushall()
-            else:
-                redis.stop()
-                time.sleep(2)
-                redis.start()
-            took = progress_after(portal, fault_at, streams, 240)
-            note(f"{fault}: writing again after {took}")
-            recover += list(took.values())
-            if len(took) < len(streams):
-                raise Fault(f"{fault}: no progress of {set(streams) - set(took)} in 240 s")
-            if fault == "flushall" and not portal.done(job_id, None):
-                wait_until(lambda at=streams[IMPORT_STREAM]: portal.rows(IMPORT_STREAM) > at + 4000,
-                           120, "the import did not go on")
+        # FLUSHALL: the running import's next hand-back and the queued bulk import's task
+        # are lost. Then, while the bulk import still waits to be taken back, a restart of
+        # Redis (without a snapshot: everything is lost again, and every connection).
+        before = {IMPORT_STREAM: portal.rows(IMPORT_STREAM), BULK_STREAM: portal.rows(BULK_STREAM)}
+        flushed_at = time.monotonic()
+        Redis.from_url(redis.url).flushall()
+        took = progress_after(portal, flushed_at, {IMPORT_STREAM: before[IMPORT_STREAM]}, 120)
+        note(f"flushall: the import writing again after {took}")
+        if IMPORT_STREAM not in took:
+            raise Fault("flushall: the import made no progress in 120 s")
+        recover = [took[IMPORT_STREAM]]
+        wait_until(lambda: portal.rows(IMPORT_STREAM) > before[IMPORT_STREAM] + 4000, 120,
+                   "the import did not go on")
+        streams = {stream: portal.rows(stream) for stream in (IMPORT_STREAM, BULK_STREAM)}
+        if portal.done(job_id, None):
+            del streams[IMPORT_STREAM]
+        restarted_at = time.monotonic()
+        redis.stop()
+        time.sleep(2)
+        redis.start()
+        took = progress_after(portal, restarted_at, streams, 240)
+        note(f"restart: writing again after {took}")
+        if len(took) < len(streams):
+            raise Fault(f"restart: no progress of {set(streams) - set(took)} in 240 s")
+        recover += list(took.values())
+        bulk_from_flush = round(restarted_at - flushed_at + took[BULK_STREAM], 2)
+        note(f"the bulk import lost by FLUSHALL wrote again {bulk_from_flush} s after it")
+        recover.append(bulk_from_flush)
         completed = finish(portal, job_id, import_id)
         return result("redis", portal, started, affected=2, recovered=completed,
                       recover=recover, expected={IMPORT_STREAM: ROWS, BULK_STREAM: BULK_ROWS})

@@ -15,7 +15,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def run_drills(*names: str) -> list[dict]:
     env = {**os.environ, "PYTHONPATH": str(ROOT), "DRILL_ROWS": "4000",
-           "DRILL_BULK_ROWS": "2000", "DRILL_KILLS": "2", "DRILL_TIMEOUT": "90",
+           "DRILL_BULK_ROWS": "2000", "DRILL_KILLS": "2", "DRILL_BULK_KILLS": "0",
+           "DRILL_TIMEOUT": "90",
            "PORTAL_IMPORT_BATCH_SIZE": "250", "PORTAL_BULK_BATCH_SIZE": "250"}
     for name in ("DATABASE_URL", "REDIS_URL"):  # the drills start their own
         env.pop(name, None)
