@@ -5,7 +5,8 @@ on loopback only, everything private and temporary.
 
 - kill: SIGKILL the worker holding a unit DRILL_KILLS (20) times, each time once a unit is
   proven in flight (the job's lease held and its rows growing since the last recovery);
-  a fresh worker is started after each kill.
+  a fresh worker is started after each kill. The last DRILL_BULK_KILLS (2) land in the
+  bulk import, queued for them.
 - redis: FLUSHALL the private Redis mid-run, then stop it and start it again (no snapshot:
   its queues are gone) mid-run.
 - postgres: a private PostgreSQL (initdb in a temporary folder, run as the unprivileged
@@ -407,22 +408,26 @@ def drill_kill(folder: Path, redis: PrivateRedis, database_url: str | None = Non
     portal = Portal(folder, database_url, redis)
     try:
         portal.spawn("dispatcher")
-        # The bulk import first, so the worker takes it first and the first kills land in it.
-        import_id = portal.bulk_import(BULK_ROWS)
         job_id = portal.import_job(ROWS)
         worker = portal.worker()
+        # The bulk import comes for the last BULK_KILLS kills: it is taken back within a
+        # minute or two (not a lease), during which the file import would run to its end.
+        import_id = None
         recover: list[float] = []
+        by_target: dict[str, list[float]] = {}
         kills = bulk_kills = 0
         mark = {IMPORT_STREAM: 0, BULK_STREAM: 0}
         while kills < KILLS and not portal.done(job_id, import_id):
+            if import_id is None and kills >= KILLS - BULK_KILLS:
+                import_id = portal.bulk_import(BULK_ROWS)
+
             # A unit in flight: the job's lease held (or the bulk import running) and its
             # rows grown since the last recovery.
-            # The bulk import first (at most BULK_KILLS times: it is taken back within a
-            # minute or two, not a lease).
-            def in_flight(bulk_kills=bulk_kills):
-                if (bulk_kills < BULK_KILLS and portal.bulk_status(import_id) == "running"
-                        and portal.rows(BULK_STREAM) > mark[BULK_STREAM]):
-                    return BULK_STREAM
+            def in_flight(import_id=import_id):
+                if import_id is not None:
+                    running = (portal.bulk_status(import_id) == "running"
+                               and portal.rows(BULK_STREAM) > mark[BULK_STREAM])
+                    return BULK_STREAM if running else None
                 if portal.lease(job_id) and portal.rows(IMPORT_STREAM) > mark[IMPORT_STREAM]:
                     return IMPORT_STREAM
                 return None
@@ -447,11 +452,16 @@ def drill_kill(folder: Path, redis: PrivateRedis, database_url: str | None = Non
                     break
                 raise Fault(f"kill {kills}: {target} made no progress in 180 s")
             recover.append(took[target])
+            by_target.setdefault(target, []).append(took[target])
             mark[target] = portal.rows(target)
             note(f"kill {kills} ({target}): writing again after {took[target]:.1f} s")
+        if import_id is None:  # the file import ended first: the bulk import runs unharmed
+            import_id = portal.bulk_import(BULK_ROWS)
         completed = finish(portal, job_id, import_id)
         return result("kill", portal, started, affected=2, recovered=completed,
                       recover=recover, kills=kills, bulk_kills=bulk_kills,
+                      recover_s_by_job={stream: [min(times), max(times)]
+                                        for stream, times in by_target.items()},
                       expected={IMPORT_STREAM: ROWS, BULK_STREAM: BULK_ROWS})
     finally:
         portal.close()
