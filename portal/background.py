@@ -68,6 +68,12 @@ def database_error(exc: BaseException) -> bool:
     return isinstance(exc, OperationalError) and getattr(exc, OURS, False)
 
 
+def database_down(exc: BaseException) -> bool:
+    """Whether `exc` says the portal's database is away: a connection lost mid-way
+    (database_unavailable) or one that could not be made (database_error)."""
+    return database_unavailable(exc) or database_error(exc)
+
+
 def end_session(*, commit: bool) -> None:
     """Commit (or roll back) and remove the session. A dead connection cannot commit or
     roll back; removing the session then discards it, which is all that is left to do."""
@@ -90,7 +96,7 @@ def ended_session(what: str) -> Iterator[None]:
     try:
         yield
     except BaseException as exc:
-        if database_unavailable(exc):
+        if database_down(exc):
             log.warning("%s: database unavailable: the database could not be reached (%s); "
                         "it is retried", what, getattr(exc, "orig", exc))
         end_session(commit=False)

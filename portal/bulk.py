@@ -25,18 +25,19 @@ workers serve before the others.
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import re
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import IO, Any
 
 from flask import current_app
 from redis.exceptions import RedisError
-from rq import Queue
+from rq import Queue, Worker
 from rq.job import Job
 from sqlalchemy import select, text, update
 
@@ -132,6 +133,22 @@ class QueueUnavailable(BulkError):
     def __init__(self):
         super().__init__("queue", "the work queue (Redis) does not answer; send the same "
                                   "body again in a moment")
+
+
+class InsufficientStorage(BulkError):
+    """The spool folder's disk is full: HTTP 507. Nothing of the body was kept."""
+
+    status = 507
+    code = "insufficient_storage"
+
+    def __init__(self):
+        super().__init__("body", "the server has no room left to keep this upload (its disk "
+                                 "is full); nothing of it was kept. Send it again later, or "
+                                 "in smaller parts")
+
+
+# A full disk (or quota): the body cannot be kept, which is not the sender's fault.
+DISK_FULL = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
 
 
 class UnknownImport(LookupError):
@@ -236,12 +253,19 @@ def receive(stream: str, body: IO[bytes], *, content_type: str | None,
     path = spool_folder() / f"{uuid.uuid4().hex}.body"
     size = 0
     try:
-        with open(path, "xb") as spool:
-            while chunk := body.read(CHUNK):
-                size += len(chunk)
-                if size > max_bytes:
-                    raise TooLarge(max_bytes)
-                spool.write(chunk)
+        try:
+            with open(path, "xb") as spool:
+                while chunk := body.read(CHUNK):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise TooLarge(max_bytes)
+                    spool.write(chunk)
+        except OSError as exc:
+            if exc.errno not in DISK_FULL:
+                raise
+            log.warning("bulk upload into %s refused: no room left in %s (%s)", stream,
+                        path.parent, exc.strerror)
+            raise InsufficientStorage() from None
         if size == 0:
             raise BulkError("body", "is empty: send at least one row")
         with open(path, "rb") as spool:
@@ -260,11 +284,7 @@ def receive(stream: str, body: IO[bytes], *, content_type: str | None,
         path.unlink(missing_ok=True)
         raise
     try:
-        Queue("backfill", connection=redis_connection()).enqueue(
-            "portal.bulk.process_import", upload.id, job_id=f"bulk-import-{upload.id}",
-            job_timeout=6 * 3600, result_ttl=600, failure_ttl=24 * 3600,
-            description=f"bulk import {upload.id} into {stream}",
-        )
+        _queue_import(upload)
     except RedisError as exc:
         log.warning("bulk import %s could not be queued: %s", upload.id, exc)
         path.unlink(missing_ok=True)
@@ -346,21 +366,30 @@ def process_import(import_id: int) -> str:
     upload.errors = []
     upload.message = "Checking every row."
     db.session.commit()
+    # Only an import that ended (completed, rejected or failed) lets go of its body. One
+    # cut short by the database going away, or by its worker stopping, keeps it and stays
+    # running: the dispatcher runs it again (queue_lost_imports), and the rows it wrote
+    # already count as duplicates then.
     try:
         _process(upload)
-    except Exception:
+    except Exception as exc:
+        if background.database_down(exc):
+            log.warning("bulk import %s: database unavailable (%s); nothing of the batch under "
+                        "way landed, and the import runs again once the database answers",
+                        import_id, getattr(exc, "orig", exc))
+            db.session.rollback()
+            return "database unavailable"
         log.exception("bulk import %s stopped", import_id)
         db.session.rollback()
         upload = db.session.get(BulkImport, import_id)
         _finish(upload, "failed", "The import stopped on an unexpected error (the worker's "
                                   "log has it); what it wrote is kept, and sending the same "
                                   "body again writes only the rest.")
-    finally:
-        Path(path).unlink(missing_ok=True)
-        upload.spool_path = None
-        status = upload.status
-        pending = profiles_pending(upload)
-        db.session.commit()
+    Path(path).unlink(missing_ok=True)
+    upload.spool_path = None
+    status = upload.status
+    pending = profiles_pending(upload)
+    db.session.commit()
     if pending:  # what it wrote goes into the profiles, whether it completed or not
         queue_profiles(import_id)
     return status
@@ -440,12 +469,69 @@ def queue_pending_profiles() -> int:
     connection = redis_connection()
     queued = 0
     for import_id in waiting:
-        task = Job.fetch_many([f"bulk-profiles-{import_id}"], connection=connection)[0]
-        if task is not None and task.get_status(refresh=False) in (
-                "queued", "started", "deferred", "scheduled"):
-            continue
-        queued += queue_profiles(import_id)
+        if not task_pending(connection, f"bulk-profiles-{import_id}"):
+            queued += queue_profiles(import_id)
     return queued
+
+
+def task_pending(connection, task_id: str) -> bool:
+    """Whether the RQ task `task_id` waits in a queue, or runs on a worker that is alive
+    (its heartbeat is recent: portal.operations.is_alive). A task whose worker died (killed,
+    out of memory) stays "started" in RQ until RQ's own cleanup, minutes later: it counts
+    as lost here."""
+    from portal.operations import HEARTBEAT_FIELD, is_alive
+
+    task = Job.fetch_many([task_id], connection=connection)[0]
+    if task is None:
+        return False
+    status = task.get_status(refresh=False)
+    if status in ("queued", "deferred", "scheduled"):
+        return True
+    if status != "started":
+        return False
+    if not task.worker_name:
+        return True  # being handed to a worker right now
+    worker = Worker.find_by_key(Worker.redis_worker_namespace_prefix + task.worker_name,
+                                connection=connection)
+    if worker is None:
+        return False
+    beat = connection.hget(worker.key, HEARTBEAT_FIELD)
+    return is_alive(worker.last_heartbeat, int(beat) if beat else 420, datetime.now(UTC))
+
+
+LOST_IMPORT_GRACE = timedelta(seconds=60)
+
+
+def queue_lost_imports(now: datetime) -> int:
+    """For the dispatcher: queue process_import again for every import still queued or
+    running (received over a minute ago) whose task neither waits in a queue nor runs on a
+    living worker: Redis lost it (FLUSHALL, a restart without persistence) or its worker
+    died. The import runs again over its spooled body; rows it wrote already are
+    duplicates by their dedupe keys, so nothing is written twice. Returns how many it
+    queued."""
+    lost = db.session.scalars(select(BulkImport).where(
+        BulkImport.status.in_(("queued", "running")), BulkImport.spool_path.is_not(None),
+        BulkImport.created_at < now - LOST_IMPORT_GRACE)).all()
+    if not lost:
+        return 0
+    connection = redis_connection()
+    queued = 0
+    for upload in lost:
+        if task_pending(connection, f"bulk-import-{upload.id}"):
+            continue
+        log.warning("bulk import %s (%s) lost its task; queued again", upload.id,
+                    upload.status)
+        _queue_import(upload)
+        queued += 1
+    return queued
+
+
+def _queue_import(upload: BulkImport) -> None:
+    Queue("backfill", connection=redis_connection()).enqueue(
+        "portal.bulk.process_import", upload.id, job_id=f"bulk-import-{upload.id}",
+        job_timeout=6 * 3600, result_ttl=600, failure_ttl=24 * 3600,
+        description=f"bulk import {upload.id} into {upload.stream}",
+    )
 
 
 def _process(upload: BulkImport) -> None:

@@ -7,10 +7,11 @@ import gzip
 import io
 import json
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
+from redis import Redis
 from sqlalchemy import func, select
 
 from portal import bulk, bulk_formats
@@ -590,3 +591,82 @@ def test_a_real_time_write_gives_up_after_the_lock_wait_and_writes_nothing(app, 
         thread.join()
     db.session.remove()
     assert messages("live") == []
+
+
+# --- Found by the fault drills (scripts/drills.py) ------------------------------------------
+
+def test_a_full_disk_is_refused_with_507_and_nothing_is_kept(app, client, token_for, work):
+    import shutil
+    import subprocess
+
+    folder = bulk.spool_folder()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "spooltest",
+                              str(folder)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip("mounting a small tmpfs needs root")
+    try:
+        headers = {"Authorization": f"Bearer {token_for('operator')}",
+                   "Content-Type": "text/csv"}
+        body = b"email,ts\n" + b"".join(b"u%d@example.com,1767323045\n" % n
+                                         for n in range(60_000))  # ~1.6 MB
+        assert len(body) > shutil.disk_usage(folder).free
+        refused = client.post("/api/v2/collect/bulk/events", data=body, headers=headers)
+        assert refused.status_code == 507
+        error = refused.get_json()["error"]
+        assert error["code"] == "insufficient_storage"
+        assert "no room left" in error["details"]["body"]
+        assert spooled(app) == [] and not work()
+        assert db.session.scalar(select(func.count()).select_from(BulkImport)) == 0
+        # Space enough again: the same route takes a body.
+        small = client.post("/api/v2/collect/bulk/events?timestamp_field=ts", data=CSV,
+                            headers=headers)
+        assert small.status_code == 202
+        assert work() and message_count() == 2
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_an_import_whose_task_redis_lost_is_queued_again_once(app, work, redis_url):
+    from workers import dispatcher
+
+    found = send(PEOPLE, timestamp_field="ts")
+    Redis.from_url(redis_url).flushall()  # the queued process_import is gone
+    now = datetime.now(UTC)
+    assert bulk.queue_lost_imports(now) == 0, "just received: its task may be on its way"
+    later = now + bulk.LOST_IMPORT_GRACE + timedelta(seconds=1)
+    assert bulk.queue_lost_imports(later) == 1
+    assert bulk.queue_lost_imports(later) == 0  # queued: not twice
+    assert work()
+    assert bulk.import_status(found.id)["status"] == "completed"
+    assert message_count() == 4
+    assert dispatcher.bulk_imports_due(later) == 0
+
+
+def test_an_import_whose_worker_died_is_queued_again_and_writes_nothing_twice(
+        app, spawn, work):
+    import signal
+
+    rows = 20_000
+    body = b"email,ts\n" + b"".join(b"u%d@example.com,1767323045\n" % n for n in range(rows))
+    found = send(body, stream="big", timestamp_field="ts")
+    worker = spawn("worker", "backfill", PORTAL_BULK_BATCH_SIZE="200",
+                   PORTAL_WORKER_HEARTBEAT_SECONDS="1")
+
+    def written() -> int:
+        db.session.rollback()
+        return db.session.scalar(select(func.count()).select_from(Message))
+
+    wait_for(lambda: written() > 0, 60)  # a batch landed: the import is under way
+    worker.send_signal(signal.SIGKILL)
+    worker.wait(10)
+    db.session.expire_all()
+    assert db.session.get(BulkImport, found.id).status == "running"
+    assert written() < rows, "the import finished before the kill: make it larger"
+    later = datetime.now(UTC) + bulk.LOST_IMPORT_GRACE
+    assert bulk.queue_lost_imports(later) == 0, "its worker's heartbeat is still fresh"
+    wait_for(lambda: bulk.queue_lost_imports(later) == 1, 20)  # two missed beats and slack
+    assert work()
+    status = bulk.import_status(found.id)
+    assert status["status"] == "completed", status
+    keys = db.session.scalars(select(Message.dedupe_key)).all()
+    assert len(keys) == len(set(keys)) == rows

@@ -3,6 +3,7 @@ a unit, Redis losing every queue, and two dispatchers running at once."""
 
 from __future__ import annotations
 
+import io
 import signal
 import subprocess
 import time
@@ -338,3 +339,72 @@ def test_a_database_lost_mid_unit_reads_as_database_unavailable(postgresql, make
     log = (tmp_path / "worker-0.log").read_text()
     assert "database unavailable: the database could not be reached" in log
     assert "Worker lost" not in log and "unit of work raised" not in log
+
+
+def test_redis_gone_as_a_job_ends_costs_no_traceback_and_the_worker_comes_back(
+        make_job, spawn, tmp_path):
+    """Found by scripts/drills.py (redis): Redis stopped while a unit ran, so RQ could not
+    record the job's end. RQ's own loop logged that as an unhandled exception (a traceback);
+    the worker now says so in a line and serves again once Redis is back."""
+    port = free_port()
+    redis = _start_redis(tmp_path / "redis", port)
+    try:
+        job_id = make_job(script=["slow"], units=1, rows_per_unit=5, slow_seconds=3)
+        settings = {**FAST, "REDIS_URL": f"redis://127.0.0.1:{port}/0"}
+        worker = spawn("worker", **settings)  # its log: worker-0.log
+        spawn("dispatcher", **settings)
+        wait_for(lambda: job_row(job_id).lease_owner, 30, "the worker to start the unit")
+        redis.terminate()
+        redis.wait(10)
+        wait_for(lambda: job_row(job_id).status == "completed", 30, "the unit to end")
+        log_path = tmp_path / "worker-0.log"
+        wait_for(lambda: "could not record the end of" in log_path.read_text(), 10,
+                 "the worker to find Redis gone")
+        redis = _start_redis(tmp_path / "redis", port)
+        second = make_job(units=1, rows_per_unit=3, key="second")
+        wait_for(lambda: job_row(second).status == "completed", 30,
+                 "the same worker to run the next job once Redis is back")
+        assert worker.poll() is None, "the worker kept running"
+        log = log_path.read_text()
+        assert "lost Redis" in log and "Traceback" not in log, log
+        assert "found an unhandled exception" not in log
+        assert messages() == 8
+    finally:
+        redis.terminate()
+        redis.wait(10)
+
+
+def test_a_database_lost_mid_bulk_import_keeps_its_body_and_it_runs_again(
+        postgresql, spawn, tmp_path):
+    """Found by scripts/drills.py (postgres): a restart mid-import failed the import and
+    deleted its body, so the rows not yet written were lost. Now the import keeps its body,
+    stays running and the dispatcher's pass runs it again; nothing is written twice."""
+    from datetime import UTC, datetime, timedelta
+    from pathlib import Path
+
+    from portal import bulk
+    from portal.models import BulkImport
+
+    rows = 20_000
+    body = b"email,ts\n" + b"".join(b"u%d@example.com,1767323045\n" % n for n in range(rows))
+    found = bulk.receive("big", io.BytesIO(body), content_type="text/csv",
+                         timestamp_field="ts")
+    spool = Path(found.spool_path)
+    spawn("worker", "backfill", PORTAL_BULK_BATCH_SIZE="50")
+    wait_for(lambda: messages() > 0, 30, "the import to write its first batches")
+    assert terminate_other_backends() >= 1
+    log = tmp_path / "worker-backfill-0.log"
+    wait_for(lambda: "bulk import 1: database unavailable" in log.read_text()
+             or db.session.get(BulkImport, found.id).status == "completed", 30,
+             "the worker to lose the database")
+    upload = db.session.get(BulkImport, found.id)
+    assert upload.status == "running", "the import finished before the database went away"
+    assert spool.exists() and upload.spool_path == str(spool), "its body is kept"
+    later = datetime.now(UTC) + timedelta(minutes=2)
+    wait_for(lambda: bulk.queue_lost_imports(later) == 1, 20, "the import to be queued again")
+    wait_for(lambda: db.session.get(BulkImport, found.id).status == "completed", 60,
+             "the import to run again to the end")
+    keys = db.session.scalars(select(Message.dedupe_key)).all()
+    assert len(keys) == len(set(keys)) == rows
+    assert not spool.exists()
+    assert "Traceback" not in log.read_text()

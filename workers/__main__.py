@@ -65,6 +65,7 @@ class PortalWorker(SimpleWorker):
         self.heartbeat_seconds = max(1, heartbeat_seconds)
         self.stop_seconds = stop_seconds
         self._stop_beating = threading.Event()
+        self.lost_redis: RedisError | None = None  # set when Redis went away as a job ended
 
     def request_stop(self, signum, frame):
         """SIGTERM / SIGINT: RQ's warm shutdown, which waits for the job under way, and so
@@ -96,10 +97,13 @@ class PortalWorker(SimpleWorker):
         try:
             super().execute_job(job, queue)
         except RedisError as exc:
-            if not runner.STOPPING.is_set():
-                raise
             # RQ could not record the job's end: the job row (the truth) has what happened.
             log.warning("worker: could not record the end of %s in Redis (%s)", job.id, exc)
+            if not runner.STOPPING.is_set():
+                # Redis went away as the job ended. RQ's loop would log this as an
+                # unhandled exception (a traceback) and quit; quit it quietly instead, and
+                # run_worker starts again once Redis answers.
+                self.lost_redis = exc
             raise StopRequested() from None
 
     def set_shutdown_requested_date(self):
@@ -154,9 +158,13 @@ def run_worker(queue_names: list[str], burst: bool) -> None:
             stop_seconds=current_app.config["PORTAL_WORKER_STOP_SECONDS"])
         try:
             worker.work(burst=burst, with_scheduler=False)
-            if stopping.is_set():
-                log.info("worker: stopped as asked")
-            return
+            if worker.lost_redis is None or stopping.is_set():
+                if stopping.is_set():
+                    log.info("worker: stopped as asked")
+                return
+            log.warning("worker: lost Redis (%s); starting again when it answers",
+                        worker.lost_redis)
+            stopping.wait(1)
         except RedisError as exc:
             if stopping.is_set():
                 log.warning("worker: stopped as asked; Redis does not answer (%s), so RQ's "

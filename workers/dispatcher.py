@@ -31,6 +31,7 @@ LOCK_NAME = "portal:dispatcher"
 PURGE_KEY = "portal:purge:daily"
 HEALTH_KEY = "portal:health:last"
 BULK_PROFILES_KEY = "portal:bulk-profiles:last"
+BULK_IMPORTS_KEY = "portal:bulk-imports:last"
 ALERTS_KEY = "portal:alerts:last"
 # Read by the operations page (portal/operations.py): the active dispatcher's last
 # completed pass ({"at": epoch seconds, "by": identity}), and every dispatcher's last
@@ -132,6 +133,14 @@ def bulk_profiles_due(now: datetime) -> int:
     return bulk.queue_pending_profiles()
 
 
+def bulk_imports_due(now: datetime) -> int:
+    """Once a minute across dispatchers: queue again the bulk imports whose task Redis lost
+    or whose worker died (portal.bulk.queue_lost_imports)."""
+    if not _first_in(BULK_IMPORTS_KEY, now, 60):
+        return 0
+    return bulk.queue_lost_imports(now)
+
+
 def alerts_due(now: datetime) -> int:
     """Every alerts.EVALUATE_SECONDS across dispatchers: evaluate the alert rules and queue
     again the deliveries due for a retry."""
@@ -193,12 +202,13 @@ def serve(stop_after: float | None = None) -> None:
                     purge_daily(now)
                     health_checks_due(now)
                     bulk_profiles_due(now)
+                    bulk_imports_due(now)
                     alerts_due(now)
                     record_pass(me)
                 if count:
                     log.info("dispatcher: enqueued %d job(s)", count)
             except Exception as exc:
-                if background.database_unavailable(exc):
+                if background.database_down(exc):
                     pass  # ended_session said so, in those words; the next pass retries
                 else:
                     log.exception("dispatcher: pass failed, trying again")
