@@ -34,6 +34,7 @@ from portal import create_app, tokens
 from portal.extensions import db
 from portal.models import User
 from portal.queues import QUEUE_NAMES
+from providers import outbound
 from workers import redis_server
 
 # The fault-injecting provider is found by key in tests (and in the worker processes they
@@ -166,6 +167,16 @@ def no_secret_leaks() -> Iterator[None]:
     LEAKS.clear()
     CANARIES.clear()
     assert not leaks, f"secrets leaked: {leaks[:5]}"
+
+
+@pytest.fixture(autouse=True)
+def loopback_outbound() -> Iterator[None]:
+    """Every test starts with the development outbound policy (loopback allowed), and what
+    it set (create_app sets the process's policy from its settings) ends with it: in a
+    random order, a test that made an app refusing loopback would otherwise refuse the
+    loopback servers of the tests after it."""
+    with outbound.using(outbound.Policy.parse(outbound.LOOPBACK)):
+        yield
 
 
 def _empty_tables() -> None:
