@@ -25,7 +25,6 @@ from __future__ import annotations
 import csv
 import os
 import resource
-import socket
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from redis import Redis  # noqa: E402
 from rq import Queue, SimpleWorker  # noqa: E402
 from sqlalchemy import create_engine, delete, insert, text  # noqa: E402
 
-from bench.common import bench_app, size  # noqa: E402
+from bench.common import bench_app, free_port, log, size  # noqa: E402
 from portal import bulk  # noqa: E402
 from portal.extensions import db  # noqa: E402
 from portal.models import Message, Stream  # noqa: E402
@@ -51,16 +50,6 @@ from workers import redis_server  # noqa: E402
 ROWS = size("BENCH_BULK_ROWS", 1_000_000, 20_000)
 VAULT_KEYS = "bench:" + "A" * 43 + "="
 IDLE_SAMPLES = size("BENCH_IDLE_SAMPLES", 200, 50)
-
-
-def log(message: str) -> None:
-    print(f"# {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def make_csv(path: Path, rows: int) -> None:

@@ -33,7 +33,6 @@ import json
 import os
 import random
 import re
-import socket
 import statistics
 import subprocess
 import sys
@@ -48,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from bench.common import size  # noqa: E402
+from bench.common import free_port, log, size  # noqa: E402
 
 CLIENTS = size("BENCH_LOAD_CLIENTS", 50, 10)
 SECONDS = float(size("BENCH_LOAD_SECONDS", 60, 10))
@@ -67,16 +66,6 @@ ROUND = ("list", "statuses", "summary", "live", "log_tail", "live", "log_tail", 
 OK = {"list": {200}, "statuses": {200, 286}, "summary": {200}, "live": {200, 286},
       "log_tail": {200, 286}, "collect": {202}, "ratio_live": {200, 286}, "bare": {200}}
 SHOWN_ERRORS = 5
-
-
-def log(message: str) -> None:
-    print(f"# {message}", file=sys.stderr, flush=True)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def percentile(values: list[float], share: float) -> float:

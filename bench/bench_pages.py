@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import insert, select  # noqa: E402
 
-from bench.common import bench_app, size  # noqa: E402
+from bench.common import bench_app, log, size  # noqa: E402
 from portal import metrics  # noqa: E402
 from portal.extensions import db  # noqa: E402
 from portal.jobs import SORTS  # noqa: E402
@@ -65,10 +65,6 @@ TYPES = (("files", "import_file", "import"), ("webhook", "send_stream", "export"
          ("webhook", "enrich", "enrichment"))
 STATUSES = ("running", "sleeping", "completed", "failed", "paused")
 AUTHORIZATIONS = 20
-
-
-def log(message: str) -> None:
-    print(f"# {message}", file=sys.stderr, flush=True)
 
 
 def median_times(requests: list[tuple[object, str]]) -> list[float]:

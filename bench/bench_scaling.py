@@ -44,7 +44,7 @@ from rq import Worker  # noqa: E402
 from sqlalchemy import event, insert, text  # noqa: E402
 from sqlalchemy.engine import Engine  # noqa: E402
 
-from bench.common import QUICK, bench_app, make_jobs, size, start_redis  # noqa: E402
+from bench.common import QUICK, bench_app, log, make_jobs, size, start_redis  # noqa: E402
 from portal.datastore import store_upload  # noqa: E402
 from portal.extensions import db  # noqa: E402
 from portal.models import Job, User  # noqa: E402
@@ -68,10 +68,6 @@ def _count_statement(conn, cursor, statement, parameters, context, executemany) 
     STATEMENTS["all"] += 1
     verb = statement.lstrip().split(None, 1)[0].upper() if statement.strip() else "?"
     STATEMENTS[verb] += 1
-
-
-def log(message: str) -> None:
-    print(f"# {message}", file=sys.stderr, flush=True)
 
 
 def worker_child(count_file: str, queues: list[str]) -> int:

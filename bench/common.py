@@ -8,6 +8,7 @@ import logging
 import os
 import socket
 import subprocess
+import sys
 import time
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
@@ -67,6 +68,11 @@ def bench_app(folder: str, name: str = "bench", **settings) -> Flask:
         finally:
             logging.disable(logging.NOTSET)
     return app
+
+
+def log(message: str) -> None:
+    """A comment line of a benchmark's output (stderr; stdout holds the name=value lines)."""
+    print(f"# {message}", file=sys.stderr, flush=True)
 
 
 def free_port() -> int:
