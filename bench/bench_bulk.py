@@ -40,12 +40,11 @@ from redis import Redis  # noqa: E402
 from rq import Queue, SimpleWorker  # noqa: E402
 from sqlalchemy import create_engine, delete, insert, text  # noqa: E402
 
-from bench.common import bench_app, free_port, log, size  # noqa: E402
+from bench.common import bench_app, log, size, start_redis  # noqa: E402
 from portal import bulk  # noqa: E402
 from portal.extensions import db  # noqa: E402
 from portal.models import Message, Stream  # noqa: E402
 from portal.models.types import utcnow  # noqa: E402
-from workers import redis_server  # noqa: E402
 
 ROWS = size("BENCH_BULK_ROWS", 1_000_000, 20_000)
 VAULT_KEYS = "bench:" + "A" * 43 + "="
@@ -226,18 +225,8 @@ def isolation(folder: Path, url: str, path: Path, redis_url: str) -> float:
 def main() -> None:
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        port = free_port()
-        redis = subprocess.Popen(redis_server.command(folder / "redis", port=port,
-                                                      persist=False),
-                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        redis_url = f"redis://127.0.0.1:{port}/0"
+        redis, redis_url = start_redis(folder)
         try:
-            for _ in range(50):
-                try:
-                    Redis.from_url(redis_url).ping()
-                    break
-                except Exception:
-                    time.sleep(0.1)
             big, small = folder / "big.csv", folder / "small.csv"
             make_csv(big, ROWS)
             make_csv(small, ROWS // 10)

@@ -47,7 +47,7 @@ sys.path.insert(0, str(ROOT))
 
 import httpx  # noqa: E402
 
-from bench.common import free_port, log, size  # noqa: E402
+from bench.common import free_port, log, size, start_redis  # noqa: E402
 
 CLIENTS = size("BENCH_LOAD_CLIENTS", 50, 10)
 SECONDS = float(size("BENCH_LOAD_SECONDS", 60, 10))
@@ -283,26 +283,14 @@ def job_state(url: str, job_id: int) -> tuple[str, int]:
 
 
 def main() -> None:
-    from redis import Redis
-
-    from workers import redis_server
-
     bin_dir = Path(sys.executable).parent
     processes: list[subprocess.Popen] = []
     with tempfile.TemporaryDirectory() as name:
         folder = Path(name)
-        redis_port, portal_port, bare_port = free_port(), free_port(), free_port()
-        processes.append(subprocess.Popen(
-            redis_server.command(folder / "redis", port=redis_port, persist=False),
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
-        redis_url = f"redis://127.0.0.1:{redis_port}/0"
+        portal_port, bare_port = free_port(), free_port()
+        redis, redis_url = start_redis(folder)
+        processes.append(redis)
         try:
-            for _ in range(50):
-                try:
-                    Redis.from_url(redis_url).ping()
-                    break
-                except Exception:
-                    time.sleep(0.1)
             url, job_id, token = seed(folder, redis_url)
             dialect = "sqlite" if url.startswith("sqlite") else "postgresql"
             suffix = "" if dialect == "sqlite" else "_postgresql"
