@@ -53,6 +53,24 @@ def test_junk_urls_get_an_answer_not_a_500(client, auth, a_job, path):
         response.get_data()
 
 
+def rows_the_forms_name(auth):
+    """Signed in as an admin: an authorization and a wizard draft at its schedule step, so
+    a form's junk reaches its view instead of a 404 for a missing row."""
+    from portal import vault
+    from portal.models import Draft
+
+    admin = auth.login("admin")
+    provider = get_provider("faults")
+    authorization = vault.create(provider, provider.auth_method("api_key"), label="Faults",
+                                 description="", credentials={"api_key": "k-not-secret"},
+                                 by=admin)
+    draft = Draft(owner_id=admin.id, provider="faults", job_type="script", config={},
+                  name="d", step="schedule", schedule={"kind": "once"}, retry_policy={})
+    db.session.add(draft)
+    db.session.commit()
+    return authorization, draft
+
+
 @pytest.mark.parametrize("path,data", [
     ("/jobs/bulk", {"action": "explode"}),
     ("/jobs/bulk", {"action": "pause", "ids": ["x", "", "-1"]}),
@@ -67,18 +85,7 @@ def test_junk_urls_get_an_answer_not_a_500(client, auth, a_job, path):
     ("/jobs/new/drafts/{draft}/schedule", {"name": ""}),
 ])
 def test_junk_forms_get_an_answer_not_a_500(client, auth, a_job, path, data):
-    from portal import vault
-    from portal.models import Draft
-
-    admin = auth.login("admin")
-    provider = get_provider("faults")
-    authorization = vault.create(provider, provider.auth_method("api_key"), label="Faults",
-                                 description="", credentials={"api_key": "k-not-secret"},
-                                 by=admin)
-    draft = Draft(owner_id=admin.id, provider="faults", job_type="script", config={},
-                  name="d", step="schedule", schedule={"kind": "once"}, retry_policy={})
-    db.session.add(draft)
-    db.session.commit()
+    authorization, draft = rows_the_forms_name(auth)
     response = client.post(path.format(id=a_job.id, authorization=authorization.id,
                                        draft=draft.id), headers=HX,
                            data={"csrf_token": auth.csrf(), **data})
@@ -90,18 +97,9 @@ def test_junk_forms_get_an_answer_not_a_500(client, auth, a_job, path, data):
 
 def test_junk_in_a_form_reaches_its_handler_and_is_named(client, auth):
     """Two forms whose junk used to be answered by a 404 for a missing row."""
-    from portal import vault
     from portal.models import Draft
 
-    admin = auth.login("admin")
-    provider = get_provider("faults")
-    authorization = vault.create(provider, provider.auth_method("api_key"), label="Faults",
-                                 description="", credentials={"api_key": "k-not-secret"},
-                                 by=admin)
-    draft = Draft(owner_id=admin.id, provider="faults", job_type="script", config={},
-                  name="d", step="schedule", schedule={"kind": "once"}, retry_policy={})
-    db.session.add(draft)
-    db.session.commit()
+    authorization, draft = rows_the_forms_name(auth)
     response = client.post(f"/vault/{authorization.id}/credentials", headers=HX,
                            data={"csrf_token": auth.csrf(), "version": "abc"})
     assert response.status_code == 400
