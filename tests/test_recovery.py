@@ -392,13 +392,22 @@ def test_a_database_lost_mid_bulk_import_keeps_its_body_and_it_runs_again(
     spool = Path(found.spool_path)
     spawn("worker", "backfill", PORTAL_BULK_BATCH_SIZE="50")
     wait_for(lambda: messages() > 0, 30, "the import to write its first batches")
-    assert terminate_other_backends() >= 1
+    db.session.commit()
+    # Kill the worker's connection mid-batch, not between batches (there the pool's ping
+    # would reconnect and the worker would never notice): hold the table so its next
+    # batch waits inside its transaction, then end every other connection.
+    db.session.execute(text("LOCK TABLE messages IN SHARE MODE"))
+    deadline = time.monotonic() + 30  # wait_for would roll back, and so let go of the table
+    while not db.session.scalar(text("SELECT count(*) FROM pg_locks WHERE NOT granted "
+                                     "AND relation = 'messages'::regclass")):
+        assert time.monotonic() < deadline, "the worker's next batch never waited"
+        time.sleep(0.1)
+    assert terminate_other_backends() >= 1  # commits, which lets go of the table
     log = tmp_path / "worker-backfill-0.log"
-    wait_for(lambda: "bulk import 1: database unavailable" in log.read_text()
-             or db.session.get(BulkImport, found.id).status == "completed", 30,
+    wait_for(lambda: "bulk import 1: database unavailable" in log.read_text(), 30,
              "the worker to lose the database")
     upload = db.session.get(BulkImport, found.id)
-    assert upload.status == "running", "the import finished before the database went away"
+    assert upload.status == "running"
     assert spool.exists() and upload.spool_path == str(spool), "its body is kept"
     later = datetime.now(UTC) + timedelta(minutes=2)
     wait_for(lambda: bulk.queue_lost_imports(later) == 1, 20, "the import to be queued again")
