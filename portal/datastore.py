@@ -228,15 +228,7 @@ def store_messages(stream_name: str, messages: Iterable[OutMessage], *, source: 
         }
         for key, message in batch.items()
     ]
-    if db.session.get_bind().dialect.name == "postgresql":
-        ids = _insert_postgresql(stream.id, rows, now, source)
-    else:
-        # Ids by dedupe key, not by position: asking for them in parameter order makes
-        # SQLAlchemy insert one row per statement on SQLite. A row not returned was there.
-        ids = dict(db.session.execute(
-            sqlite_insert(Message).on_conflict_do_nothing(
-                index_elements=["stream_id", "dedupe_key"])
-            .returning(Message.dedupe_key, Message.id), rows).all())
+    ids = _insert(stream.id, rows, now, source)
     added = [row for row in rows if row["dedupe_key"] in ids]
     if added:
         _count(stream, added, now)
@@ -245,24 +237,35 @@ def store_messages(stream_name: str, messages: Iterable[OutMessage], *, source: 
 
 
 # The rows as one JSON array unnested into one INSERT: one short statement whatever the
-# batch size, and one parameter psycopg passes as it is. A multi-row VALUES (SQLAlchemy's
-# insertmanyvalues) is a statement of a few hundred kilobytes that psycopg parses afresh in
-# Python for every batch, array parameters are escaped element by element in Python, and
-# an executemany cannot return the ids of the rows it inserted.
-POSTGRES_MESSAGES = text(
-    "INSERT INTO messages (stream_id, dedupe_key, event_time, ingested_at, source, payload) "
-    "SELECT :stream_id, row.value ->> 0, CAST(row.value ->> 1 AS timestamp), :now, :source, "
-    "row.value -> 2 FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS row "
-    "ON CONFLICT (stream_id, dedupe_key) DO NOTHING RETURNING dedupe_key, id"
-).bindparams(bindparam("now", type_=UTCDateTime))
+# batch size, and one parameter the driver passes as it is. SQLAlchemy's insertmanyvalues
+# builds a multi-row VALUES per batch, with a Python call per value to bind (most of a bulk
+# import's time on SQLite), which psycopg parses afresh for every batch on PostgreSQL; an
+# executemany cannot return the ids of the rows it inserted. SQLite's INSERT ... SELECT
+# needs its WHERE before ON CONFLICT (or it reads the ON as a join's). What the statement
+# returns is each new row's dedupe key and id: a row not returned was there already.
+MESSAGE_INSERTS = {
+    "postgresql": text(
+        "INSERT INTO messages (stream_id, dedupe_key, event_time, ingested_at, source, payload) "
+        "SELECT :stream_id, row.value ->> 0, CAST(row.value ->> 1 AS timestamp), :now, :source, "
+        "row.value -> 2 FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS row "
+        "ON CONFLICT (stream_id, dedupe_key) DO NOTHING RETURNING dedupe_key, id"),
+    "sqlite": text(
+        "INSERT INTO messages (stream_id, dedupe_key, event_time, ingested_at, source, payload) "
+        "SELECT :stream_id, row.value ->> 0, row.value ->> 1, :now, :source, row.value -> 2 "
+        "FROM json_each(:rows) AS row WHERE true "
+        "ON CONFLICT (stream_id, dedupe_key) DO NOTHING RETURNING dedupe_key, id"),
+}
+MESSAGE_INSERTS = {dialect: statement.bindparams(bindparam("now", type_=UTCDateTime))
+                   for dialect, statement in MESSAGE_INSERTS.items()}
 
 
-def _insert_postgresql(stream_id: int, rows: list[dict], now, source: str) -> dict[str, int]:
+def _insert(stream_id: int, rows: list[dict], now, source: str) -> dict[str, int]:
     """Insert the rows no message of the stream has the dedupe key of; {key: id} of those."""
-    return dict(db.session.execute(POSTGRES_MESSAGES, {
+    statement = MESSAGE_INSERTS[db.session.get_bind().dialect.name]
+    return dict(db.session.execute(statement, {
         "stream_id": stream_id, "now": now, "source": source,
         "rows": json.dumps([[row["dedupe_key"], stored_time(row["event_time"]), row["payload"]]
-                            for row in rows]),
+                            for row in rows], allow_nan=False),
     }).all())
 
 
