@@ -78,9 +78,13 @@ LINE = re.compile(r"^([a-z][a-z0-9_]*)=(\S+)$")
 
 
 def results(text: str) -> dict[str, str]:
-    """The name=value lines of `make bench` output."""
+    """The name=value lines of `make bench` output whose name is a ratio (ends in `_ratio`,
+    or `_ratio_postgresql`) or a row of RATIOS; other such lines (a shell's `rc=1` saved with
+    the output, say) are not results."""
     return {match[1]: match[2] for line in text.splitlines()
-            if (match := LINE.match(line.strip()))}
+            if (match := LINE.match(line.strip()))
+            and (match[1].removesuffix("_postgresql").endswith("_ratio")
+                 or match[1].removesuffix("_postgresql") in RATIOS)}
 
 
 # bench_bulk measures these on SQLite whatever BENCH_DATABASE_URL says (the PostgreSQL

@@ -85,7 +85,7 @@ def test_make_bench_runs_the_runner():
 def test_table_rows_from_bench_output(tmp_path):
     sqlite = tmp_path / "sqlite.txt"
     sqlite.write_text("# a comment\nengine_throughput_ratio=0.61\nbulk_import_ratio=0.7\n"
-                      "WARNI [x] noise\n")
+                      "WARNI [x] noise\nrc=1\n")  # a shell's exit status saved with it
     postgresql = tmp_path / "postgresql.txt"
     # With BENCH_DATABASE_URL, bench_bulk still measures SQLite (unsuffixed) and
     # PostgreSQL (suffixed), the memory ratio on SQLite only.
@@ -100,7 +100,7 @@ def test_table_rows_from_bench_output(tmp_path):
     assert text.startswith(f"intro\n{bench_table.BEGIN}\n|") and text.endswith(
         f"{bench_table.END}\nafter\n")
     rows = bench_table.existing(text)
-    assert set(rows) == set(bench_table.RATIOS)
+    assert set(rows) == set(bench_table.RATIOS)  # no row for rc=1
     assert (rows["engine_throughput_ratio"]["SQLite"],
             rows["engine_throughput_ratio"]["PostgreSQL"]) == ("0.61", "0.52")
     # bench_bulk's _postgresql name lands in the PostgreSQL column of its base name.
