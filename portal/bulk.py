@@ -37,7 +37,7 @@ from typing import IO, Any
 
 from flask import current_app
 from redis.exceptions import RedisError
-from rq import Queue, Worker
+from rq import Queue, Retry, Worker
 from rq.job import Job
 from sqlalchemy import select, text, update
 
@@ -69,6 +69,11 @@ COLLECT_MAX_MESSAGES = 1000  # messages in one real-time call
 # for them to finish before it writes anyway.
 REALTIME_PENDING = "portal:realtime:pending"
 REALTIME_YIELD_SECONDS = 0.2
+# A collect write that fails (the database away, its worker killed) runs again, after these
+# waits in seconds (the last repeats): about half an hour in all before it stays in RQ's
+# failed registry. Its messages keep their dedupe keys, so a retry writes nothing twice;
+# the dispatcher puts each retry on its queue when it is due (queues.queue_due_retries).
+COLLECT_RETRY = Retry(max=12, interval=[1, 2, 5, 10, 30, 60, 120, 300])
 
 # Content types a body may have, and the format each reads as. JSON bodies are a JSON array
 # when they start with "[" and NDJSON (one object per line) otherwise.
@@ -665,7 +670,7 @@ def collect(stream: str, payload: Any, *, source: str = "collect",
             pipe.execute()
         Queue("realtime", connection=connection).enqueue(
             "portal.bulk.write_collected", stream, messages, times, source[:64], key,
-            job_id=key, result_ttl=60, failure_ttl=24 * 3600,
+            job_id=key, result_ttl=60, failure_ttl=24 * 3600, retry=COLLECT_RETRY,
             description=f"collect {len(messages)} message(s) into {stream}",
         )
     except RedisError as exc:

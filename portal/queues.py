@@ -11,6 +11,7 @@ from redis.exceptions import RedisError
 from rq import Queue, Worker
 from rq.job import Job as RQJob
 from rq.job import JobStatus
+from rq.scheduler import RQScheduler
 from sqlalchemy import Row, tuple_, update
 
 from portal.extensions import db
@@ -30,6 +31,20 @@ def redis_connection() -> Redis:
         client = Redis.from_url(current_app.config["REDIS_URL"])
         current_app.extensions["portal_redis"] = client
     return client
+
+
+def queue_due_retries() -> int:
+    """Put every task whose retry is due (RQ's scheduled registries: a failed task enqueued
+    with a Retry, such as a collect write) back on its queue; how many. RQ leaves this to a
+    worker started with its scheduler; here the one active dispatcher does it each pass."""
+    connection = redis_connection()
+    due = sum(len(Queue(name, connection=connection).scheduled_job_registry
+                  .get_jobs_to_schedule()) for name in QUEUE_NAMES)
+    if due:
+        scheduler = RQScheduler(QUEUE_NAMES, connection=connection)
+        scheduler.prepare_registries(QUEUE_NAMES)
+        scheduler.enqueue_scheduled_jobs()
+    return due
 
 
 def rq_job_id(job_id: int, dispatch: int) -> str:

@@ -15,7 +15,7 @@ from datetime import datetime, timedelta
 
 from flask import current_app
 from redis.exceptions import LockError, RedisError
-from rq import Queue
+from rq import Queue, Retry
 from sqlalchemy import or_, select
 
 from portal import alerts, background, bulk, lifecycle
@@ -24,7 +24,7 @@ from portal.jobs import purge, purge_drafts
 from portal.lifecycle import Status
 from portal.models import Job
 from portal.models.types import utcnow
-from portal.queues import dispatch, pending_ids, redis_connection
+from portal.queues import dispatch, pending_ids, queue_due_retries, redis_connection
 
 log = logging.getLogger(__name__)
 LOCK_NAME = "portal:dispatcher"
@@ -110,7 +110,8 @@ def health_checks_due(now: datetime) -> bool:
         return False
     Queue("default", connection=redis_connection()).enqueue(
         HEALTH_FUNCTION, job_id=f"portal-health-{now:%Y%m%d%H%M}", result_ttl=86400,
-        description="check the health of every authorization")
+        description="check the health of every authorization",
+        retry=Retry(max=3, interval=[60, 300, 900]))  # the database away, its worker killed
     return True
 
 
@@ -204,9 +205,12 @@ def serve(stop_after: float | None = None) -> None:
                     bulk_profiles_due(now)
                     bulk_imports_due(now)
                     alerts_due(now)
+                    retried = queue_due_retries()
                     record_pass(me)
                 if count:
                     log.info("dispatcher: enqueued %d job(s)", count)
+                if retried:
+                    log.info("dispatcher: %d failed task(s) queued again for a retry", retried)
             except Exception as exc:
                 if background.database_down(exc):
                     pass  # ended_session said so, in those words; the next pass retries
