@@ -69,6 +69,7 @@ DISK_MB = int(os.environ.get("DRILL_DISK_MB") or 8)
 BIN = Path(os.environ.get("DRILL_PG_BIN") or "/usr/local/bin")
 VAULT_KEYS = "drill:" + "A" * 43 + "="
 IMPORT_STREAM, BULK_STREAM = "drill", "drillbulk"
+REALTIME_STREAM, REALTIME_BATCH = "drillrealtime", 20  # postgres: collect calls of 20
 DRILLS = ("kill", "redis", "postgres", "disk")
 
 
@@ -275,6 +276,13 @@ class Portal:
                                                   "stream": IMPORT_STREAM,
                                                   "timestamp_field": "ts", "delimiter": ","})
         return job.id
+
+    def collect(self, first: int) -> int:
+        """Send REALTIME_BATCH real-time messages as the collect API does (checked, then
+        queued for the realtime workers; the database is not needed to accept them)."""
+        bulk.collect(REALTIME_STREAM, [{"email": f"rt{n}@realtime.example"}
+                                       for n in range(first, first + REALTIME_BATCH)])
+        return first + REALTIME_BATCH
 
     def bulk_import(self, rows: int) -> int:
         found = bulk.receive(BULK_STREAM, io.BytesIO(make_csv(rows, "bulk.example")),
@@ -528,23 +536,31 @@ def drill_postgres(folder: Path, redis: PrivateRedis, database_url: str | None =
         job_id = portal.import_job(ROWS)
         import_id = portal.bulk_import(BULK_ROWS)
         recover = []
+        sent = 0  # real-time messages: a batch before, one during and one after each restart
         for mode in ("fast", "immediate"):
             wait_until(lambda: portal.lease(job_id) and portal.rows(IMPORT_STREAM) > 0, 120,
                        "no unit in flight")
             streams = {IMPORT_STREAM: portal.rows(IMPORT_STREAM)}
             db.session.remove()
+            sent = portal.collect(sent)
             fault_at = time.monotonic()
             server.stop(mode)
+            sent = portal.collect(sent)  # its write fails, and is retried
             time.sleep(1)
             server.start()
+            sent = portal.collect(sent)
             took = progress_after(portal, fault_at, streams, 240)
             note(f"postgres {mode} restart: writing again after {took}")
             if IMPORT_STREAM not in took:
                 raise Fault(f"{mode} restart: no progress in 240 s")
             recover.append(took[IMPORT_STREAM])
         completed = finish(portal, job_id, import_id)
+        # Failed real-time writes come back with their retries (1, 2, 5, 10, 30 s...).
+        wait_until(lambda: portal.rows(REALTIME_STREAM) >= sent, 180,
+                   "the real-time messages were not all written", every=0.5)
         return result("postgres", portal, started, affected=2, recovered=completed,
-                      recover=recover, expected={IMPORT_STREAM: ROWS, BULK_STREAM: BULK_ROWS})
+                      recover=recover, expected={IMPORT_STREAM: ROWS, BULK_STREAM: BULK_ROWS,
+                                                 REALTIME_STREAM: sent})
     finally:
         if portal is not None:
             portal.close()
