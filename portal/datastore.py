@@ -26,6 +26,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import IntegrityError, OperationalError
+from sqlalchemy.sql.elements import TextClause
 
 from portal import audit, profiles
 from portal.extensions import db
@@ -243,20 +244,19 @@ def store_messages(stream_name: str, messages: Iterable[OutMessage], *, source: 
 # executemany cannot return the ids of the rows it inserted. SQLite's INSERT ... SELECT
 # needs its WHERE before ON CONFLICT (or it reads the ON as a join's). What the statement
 # returns is each new row's dedupe key and id: a row not returned was there already.
+def _message_insert(event_time: str, rows: str) -> TextClause:
+    return text(
+        "INSERT INTO messages (stream_id, dedupe_key, event_time, ingested_at, source, payload) "
+        f"SELECT :stream_id, row.value ->> 0, {event_time}, :now, :source, row.value -> 2 "
+        f"FROM {rows} ON CONFLICT (stream_id, dedupe_key) DO NOTHING RETURNING dedupe_key, id"
+    ).bindparams(bindparam("now", type_=UTCDateTime))
+
+
 MESSAGE_INSERTS = {
-    "postgresql": text(
-        "INSERT INTO messages (stream_id, dedupe_key, event_time, ingested_at, source, payload) "
-        "SELECT :stream_id, row.value ->> 0, CAST(row.value ->> 1 AS timestamp), :now, :source, "
-        "row.value -> 2 FROM jsonb_array_elements(CAST(:rows AS jsonb)) AS row "
-        "ON CONFLICT (stream_id, dedupe_key) DO NOTHING RETURNING dedupe_key, id"),
-    "sqlite": text(
-        "INSERT INTO messages (stream_id, dedupe_key, event_time, ingested_at, source, payload) "
-        "SELECT :stream_id, row.value ->> 0, row.value ->> 1, :now, :source, row.value -> 2 "
-        "FROM json_each(:rows) AS row WHERE true "
-        "ON CONFLICT (stream_id, dedupe_key) DO NOTHING RETURNING dedupe_key, id"),
+    "postgresql": _message_insert("CAST(row.value ->> 1 AS timestamp)",
+                                  "jsonb_array_elements(CAST(:rows AS jsonb)) AS row"),
+    "sqlite": _message_insert("row.value ->> 1", "json_each(:rows) AS row WHERE true"),
 }
-MESSAGE_INSERTS = {dialect: statement.bindparams(bindparam("now", type_=UTCDateTime))
-                   for dialect, statement in MESSAGE_INSERTS.items()}
 
 
 def _insert(stream_id: int, rows: list[dict], now, source: str) -> dict[str, int]:
