@@ -40,7 +40,7 @@ from redis import Redis  # noqa: E402
 from rq import Queue, SimpleWorker  # noqa: E402
 from sqlalchemy import create_engine, delete, insert, text  # noqa: E402
 
-from bench.common import bench_app, log, size, start_redis  # noqa: E402
+from bench.common import bench_app, log, postgres_maintenance, size, start_redis  # noqa: E402
 from portal import bulk  # noqa: E402
 from portal.extensions import db  # noqa: E402
 from portal.models import Message, Stream  # noqa: E402
@@ -118,9 +118,7 @@ def import_ratio(folder: Path, url: str, path: Path, redis_url: str) -> tuple[fl
         # The same starting point for ours: the bare rows go before it runs.
         db.session.execute(delete(Message))
         db.session.commit()
-        if dialect == "postgresql":
-            with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-                conn.execute(text("VACUUM ANALYZE messages"))
+        postgres_maintenance("VACUUM ANALYZE messages")
         ours = import_ours(path, "ours", redis_url)
         db.session.remove()
         db.engine.dispose()

@@ -70,6 +70,14 @@ def bench_app(folder: str, name: str = "bench", **settings) -> Flask:
     return app
 
 
+def postgres_maintenance(command: str) -> None:
+    """Run VACUUM or ANALYZE (which refuse a transaction) on the app's database when it is
+    PostgreSQL; nothing on SQLite. Call inside the app context."""
+    if db.engine.dialect.name == "postgresql":
+        with db.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+            conn.execute(text(command))
+
+
 def log(message: str) -> None:
     """A comment line of a benchmark's output (stderr; stdout holds the name=value lines)."""
     print(f"# {message}", file=sys.stderr, flush=True)
