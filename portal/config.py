@@ -20,6 +20,11 @@ from providers import outbound
 log = logging.getLogger(__name__)
 
 
+# JSON text as the JSON columns write it: NaN and Infinity are refused (not JSON, and
+# PostgreSQL refuses them too). Also for JSON the portal builds itself to store as is.
+json_text = functools.partial(json.dumps, allow_nan=False)
+
+
 class ConfigError(RuntimeError):
     """The settings cannot work; the message says which variable to set."""
 
@@ -170,9 +175,7 @@ def load_settings(instance_path: str, overrides: dict[str, Any] | None = None) -
         or "30 per minute; 300 per hour",
         # An unreachable Redis must not hold a sign-in up for long (throttling fails open).
         "RATELIMIT_STORAGE_OPTIONS": {"socket_connect_timeout": 2, "socket_timeout": 2},
-        # JSON columns refuse NaN and Infinity (not JSON; PostgreSQL refuses them too).
-        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "json_serializer": functools.partial(
-            json.dumps, allow_nan=False)},
+        "SQLALCHEMY_ENGINE_OPTIONS": {"pool_pre_ping": True, "json_serializer": json_text},
         # Alerts: the address links in notifications start with, and the mail server.
         "PORTAL_BASE_URL": os.environ.get("PORTAL_BASE_URL")
         or f"http://127.0.0.1:{os.environ.get('PORT') or 5000}",

@@ -29,6 +29,7 @@ from sqlalchemy.exc import IntegrityError, OperationalError
 from sqlalchemy.sql.elements import TextClause
 
 from portal import audit, profiles
+from portal.config import json_text
 from portal.extensions import db
 from portal.lifecycle import Status
 from portal.models import Job, Message, Stream, StreamField, Upload, User
@@ -242,30 +243,37 @@ def store_messages(stream_name: str, messages: Iterable[OutMessage], *, source: 
 # builds a multi-row VALUES per batch, with a Python call per value to bind (most of a bulk
 # import's time on SQLite), which psycopg parses afresh for every batch on PostgreSQL; an
 # executemany cannot return the ids of the rows it inserted. SQLite's INSERT ... SELECT
-# needs its WHERE before ON CONFLICT (or it reads the ON as a join's). What the statement
-# returns is each new row's dedupe key and id: a row not returned was there already.
-def _message_insert(event_time: str, rows: str) -> TextClause:
+# needs its WHERE before ON CONFLICT (or it reads the ON as a join's). SQLite keeps a JSON
+# column as the text it is given, and `->` would give it back minified ({"plan":"pro"}),
+# so there each payload travels as its own JSON text, as the JSON column writes it
+# ({"plan": "pro"}, what the stream page shows and its search finds); PostgreSQL's jsonb
+# has one form whatever it is given. What the statement returns is each new row's dedupe
+# key and id: a row not returned was there already.
+def _message_insert(event_time: str, payload: str, rows: str) -> TextClause:
     return text(
         "INSERT INTO messages (stream_id, dedupe_key, event_time, ingested_at, source, payload) "
-        f"SELECT :stream_id, row.value ->> 0, {event_time}, :now, :source, row.value -> 2 "
+        f"SELECT :stream_id, row.value ->> 0, {event_time}, :now, :source, {payload} "
         f"FROM {rows} ON CONFLICT (stream_id, dedupe_key) DO NOTHING RETURNING dedupe_key, id"
     ).bindparams(bindparam("now", type_=UTCDateTime))
 
 
 MESSAGE_INSERTS = {
-    "postgresql": _message_insert("CAST(row.value ->> 1 AS timestamp)",
+    "postgresql": _message_insert("CAST(row.value ->> 1 AS timestamp)", "row.value -> 2",
                                   "jsonb_array_elements(CAST(:rows AS jsonb)) AS row"),
-    "sqlite": _message_insert("row.value ->> 1", "json_each(:rows) AS row WHERE true"),
+    "sqlite": _message_insert("row.value ->> 1", "row.value ->> 2",
+                              "json_each(:rows) AS row WHERE true"),
 }
 
 
 def _insert(stream_id: int, rows: list[dict], now, source: str) -> dict[str, int]:
     """Insert the rows no message of the stream has the dedupe key of; {key: id} of those."""
-    statement = MESSAGE_INSERTS[db.session.get_bind().dialect.name]
-    return dict(db.session.execute(statement, {
+    dialect = db.session.get_bind().dialect.name
+    as_text = dialect == "sqlite"  # each payload as its own JSON text (see above)
+    return dict(db.session.execute(MESSAGE_INSERTS[dialect], {
         "stream_id": stream_id, "now": now, "source": source,
-        "rows": json.dumps([[row["dedupe_key"], stored_time(row["event_time"]), row["payload"]]
-                            for row in rows], allow_nan=False),
+        "rows": json_text([[row["dedupe_key"], stored_time(row["event_time"]),
+                            json_text(row["payload"]) if as_text else row["payload"]]
+                           for row in rows]),
     }).all())
 
 

@@ -75,6 +75,8 @@ def test_search_looks_in_the_payload_and_the_dedupe_key_any_case(client, auth):
     # ASCII letters only: other letters are matched as typed there).
     assert search("ZOË") == ["key-5"]
     assert search('say "hi"') == ["key-6"]
+    # A piece of the payload copied as the page shows it, key, colon, space and value.
+    assert search('"plan": "Pro"') == ["key-23", "key-13", "key-3"]
     page = client.get("/data/streams/people", query_string={"q": "zzz"}).get_data(as_text=True)
     assert 'id="messages-empty"' in page and "No messages hold “zzz”" in page
 
