@@ -240,6 +240,8 @@ def record(
     event = JobEvent(
         job_id=job.id,
         run_id=run.id if run is not None else None,
+        # A run opened in this transaction has no id yet: the flush writes it first.
+        **({"run": run} if run is not None and run.id is None else {}),
         at=now,
         kind=str(kind),
         level=level or LEVELS.get(kind, "info"),
@@ -301,8 +303,7 @@ def start_run(job: Job, *, now: datetime, first: bool = False) -> JobRun:
     if run is None:
         run = JobRun(job_id=job.id, started_at=now, units=0, added=0, removed=0, omitted=0,
                      error="", error_code="", idle=False, runs=1)
-        db.session.add(run)
-        db.session.flush()  # its id, for the events written in it
+        db.session.add(run)  # written with the first event of it (record)
     return run
 
 

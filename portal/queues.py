@@ -21,6 +21,7 @@ from portal.models.types import utcnow
 QUEUE_NAMES = ("realtime", "default", "backfill")
 RUN_FUNCTION = "workers.runner.run_job"
 DISPATCH_CHUNK = 500  # (id, dispatch number) pairs per compare-and-set statement
+RQ_ID_PREFIX = "portal-job-"
 _PENDING = {JobStatus.QUEUED, JobStatus.STARTED, JobStatus.DEFERRED, JobStatus.SCHEDULED}
 
 
@@ -49,7 +50,49 @@ def queue_due_retries() -> int:
 
 def rq_job_id(job_id: int, dispatch: int) -> str:
     """A deterministic RQ id: the same dispatch of the same job never gets two ids."""
-    return f"portal-job-{job_id}-{dispatch}"
+    return f"{RQ_ID_PREFIX}{job_id}-{dispatch}"
+
+
+# Takes the next run of a portal job off the head of a queue, where a worker's next dequeue
+# would find it, and deletes its RQ job, in one step: no other worker can dequeue it too,
+# and nothing is left saying it waits (pending_ids then finds none). Only when every queue
+# ahead of it (KEYS[2:]) is empty, so a worker never runs a backfill before real time.
+# ARGV: the RQ job id prefix, the prefix of RQ job keys. Returns {id, fields...} or nil.
+_TAKE = """
+for i = 2, #KEYS do
+  if redis.call('LLEN', KEYS[i]) > 0 then return nil end
+end
+local id = redis.call('LPOP', KEYS[1])
+if not id then return nil end
+if string.sub(id, 1, string.len(ARGV[1])) ~= ARGV[1] then
+  redis.call('LPUSH', KEYS[1], id)
+  return nil
+end
+local key = ARGV[2] .. id
+local fields = redis.call('HGETALL', key)
+redis.call('DEL', key)
+return {id, unpack(fields)}
+"""
+
+
+def take_waiting(queue_name: str) -> tuple[int, bool] | None:
+    """The next portal job waiting on `queue_name` as (job id, force), taken off the queue
+    for the caller to run now, or None (the queue is empty, its head is another kind of
+    task, or a queue ahead of it has work). A worker that just ran a short job goes on with
+    the next one this way instead of ending its RQ job and dequeuing the next: most of the
+    cost of a one-unit job is RQ's own bookkeeping around it (see bench_engine.py)."""
+    connection = redis_connection()
+    ahead = QUEUE_NAMES[:QUEUE_NAMES.index(queue_name)] if queue_name in QUEUE_NAMES else ()
+    keys = [Queue(name, connection=connection).key for name in (queue_name, *ahead)]
+    found = connection.eval(_TAKE, len(keys), *keys, RQ_ID_PREFIX,
+                            RQJob.redis_job_namespace_prefix)
+    if not found:
+        return None
+    rq_id, fields = found[0].decode(), found[1:]
+    taken = RQJob(rq_id, connection=connection)
+    taken.restore(dict(zip(fields[::2], fields[1::2], strict=True)))
+    job_id, force = taken.args
+    return int(job_id), bool(force)
 
 
 def pending_ids(jobs: Sequence[Job | Row]) -> set[int]:

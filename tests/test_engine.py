@@ -8,12 +8,16 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
+from redis import Redis
+from rq import Queue
+from rq.job import Job as RQJob
 from sqlalchemy import func, select
 
 from portal import vault
 from portal.extensions import db
 from portal.jobs import create_job
 from portal.models import Authorization, Job, JobEvent, Message
+from portal.queues import dispatch, pending_ids, rq_job_id, take_waiting
 from providers import CATALOG, get_job_type, get_provider
 from tests.test_job_path import fresh, kinds
 from workers.dispatcher import dispatch_once
@@ -370,3 +374,58 @@ def test_a_fatal_error_fails_at_once_saying_what_to_do(clock, make_job, work):
     [run] = runs_of(job)
     assert (run.units, run.outcome, run.error_code) == (1, "failed", "injected_fatal")
     assert job.lease_owner is None and job.next_run_at is None
+
+
+# One RQ job goes on with the portal jobs waiting next on its queue (queues.take_waiting,
+# runner.run_job): a burst of short jobs costs one RQ job instead of one each.
+def test_one_rq_job_runs_the_jobs_waiting_behind_it(make_job, work, redis_url):
+    jobs = [make_job("noop") for _ in range(4)]
+    queue = Queue("default", connection=Redis.from_url(redis_url))
+    assert queue.count == 4, "each job was queued on its own"
+    work()
+    for job in jobs:
+        job = fresh(job)
+        assert job.status == "completed", (job.id, job.status)
+        assert kinds(job) == ["created", "started", "completed"], job.id
+    finished = queue.finished_job_registry.get_job_ids()
+    assert finished == [rq_job_id(jobs[0].id, 1)], "the first RQ job ran them all"
+    result = queue.fetch_job(finished[0]).return_value()
+    assert result == "completed (and 3 more from the queue)", result
+    # The jobs it took left nothing behind that says they still wait.
+    assert queue.count == 0
+    assert pending_ids([fresh(job) for job in jobs]) == set()
+    for job in jobs[1:]:
+        assert queue.fetch_job(rq_job_id(job.id, 1)) is None
+
+
+def test_taking_keeps_queue_order_and_priority(app, make_job, redis_url):
+    connection = Redis.from_url(redis_url)
+    default = Queue("default", connection=connection)
+    first, second = make_job("noop"), make_job("noop")
+    with app.app_context():
+        assert take_waiting("default") == (first.id, False), "the head of the queue first"
+        assert default.get_job_ids() == [rq_job_id(second.id, 1)]
+        # Something else at the head of the queue (not a portal job) stays where it is.
+        other = default.enqueue("portal.queues.redis_connection", job_id="someone-else")
+        connection.lmove(default.key, default.key, "RIGHT", "LEFT")  # to the head
+        assert default.get_job_ids()[0] == other.id
+        assert take_waiting("default") is None
+        assert default.get_job_ids() == [other.id, rq_job_id(second.id, 1)]
+        other.delete()
+        # Work on a queue ahead (real time before default) is never passed over.
+        realtime = Queue("realtime", connection=connection)
+        ahead = realtime.enqueue("portal.queues.redis_connection", job_id="real-time-task")
+        assert take_waiting("default") is None
+        assert take_waiting("realtime") is None, "its head is not a portal job"
+        ahead.delete()
+        assert take_waiting("default") == (second.id, False)
+        assert take_waiting("default") is None, "the queue is empty"
+        assert not connection.exists(RQJob.key_for(rq_job_id(first.id, 1))), "deleted"
+
+
+def test_a_run_now_keeps_its_force_when_taken(app, make_job, redis_url):
+    job = make_job("noop")
+    Queue("default", connection=Redis.from_url(redis_url)).empty()
+    with app.app_context():
+        assert dispatch([fresh(job)], force=True) == 1
+        assert take_waiting("default") == (job.id, True)

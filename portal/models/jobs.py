@@ -118,6 +118,9 @@ class JobEvent(db.Model):
     context: Mapped[dict[str, Any]] = mapped_column(JSONDict, default=dict)
     # The run it was written in (None for events outside a run: created, paused, ...).
     run_id: Mapped[int | None] = mapped_column(index=True)
+    # Set instead of run_id for a run not yet written, so one flush writes both.
+    run: Mapped[JobRun | None] = relationship(
+        primaryjoin="foreign(JobEvent.run_id) == JobRun.id")
 
     __table_args__ = (Index("ix_job_events_job_id_id", "job_id", "id"),
                       Index("ix_job_events_job_id_at", "job_id", "at"), NEVER_REUSE_IDS)
