@@ -304,7 +304,7 @@ def reassign(authorization: Authorization, target: Authorization, *, by: User) -
     now = utcnow()
     for job in jobs:
         job.authorization_id = target.id
-        job.updated_at, job.updated_by_id = now, by.id  # an edit: a worker reads it afresh
+        job.updated_at, job.updated_by_id = now, by.id  # an edit of the job, as save_edit
         # A change of the job's authorization: a version of its configuration, and a line
         # in its log, as an edit of the job would write.
         jobconfig.record_version(job, by=by, summary="Authorization reassigned", now=now,

@@ -94,7 +94,12 @@ def run_job(job_id: int, force: bool = False) -> str:
             break  # the worker's own loop deals with Redis; the dispatcher re-queues
         if taken is None:
             break
-        Runner(*taken).run()
+        try:
+            Runner(*taken).run()
+        except Exception:  # its lease runs out and the dispatcher takes it back
+            log.exception("job %s (taken from the queue after job %s) raised", taken[0],
+                          job_id)
+            break
         chained += 1
     return f"{outcome} (and {chained} more from the queue)" if chained else outcome
 
@@ -492,17 +497,9 @@ class Runner:
                            "internal_error", True)
 
     def _still_ours(self, job: Job) -> bool:
-        """Lock the row and see whether anyone else wrote it while the unit ran: a person
-        may have paused or edited the job, or the dispatcher declared this worker lost.
-        Every such write changes the lease, the status's time or updated_at; when none
-        did, the loaded row is still the truth (the lease keeps every other writer out),
-        else it is read afresh."""
-        seen = db.session.execute(
-            select(Job.lease_owner, Job.status_changed_at, Job.updated_at)
-            .where(Job.id == job.id).with_for_update()
-        ).one_or_none()
-        if seen is None or tuple(seen) != (self.owner, self.moved_at, job.updated_at):
-            db.session.refresh(job)  # under the lock just taken
+        """Read the row afresh under a lock: a person may have paused the job, or the
+        dispatcher may have declared this worker lost, while the unit ran."""
+        db.session.refresh(job, with_for_update=True)
         if job.status_changed_at != self.moved_at:
             self.job_run = None  # moved by someone else: the lifecycle finds the run
         if job.lease_owner == self.owner:
