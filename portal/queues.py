@@ -53,46 +53,54 @@ def rq_job_id(job_id: int, dispatch: int) -> str:
     return f"{RQ_ID_PREFIX}{job_id}-{dispatch}"
 
 
-# Takes the next run of a portal job off the head of a queue, where a worker's next dequeue
-# would find it, and deletes its RQ job, in one step: no other worker can dequeue it too,
-# and nothing is left saying it waits (pending_ids then finds none). Only when every queue
-# ahead of it (KEYS[2:]) is empty, so a worker never runs a backfill before real time.
-# ARGV: the RQ job id prefix, the prefix of RQ job keys. Returns {id, fields...} or nil.
+# Takes the next runs of portal jobs (up to ARGV[3]) off the head of a queue, where a
+# worker's next dequeue would find them, and deletes their RQ jobs, in one step: no other
+# worker can dequeue them too, and nothing is left saying they wait (pending_ids then finds
+# none). It stops at the first task of another kind (left in place), and takes nothing while
+# a queue ahead (KEYS[2:]) has work, so a worker never runs a backfill before real time.
+# ARGV: the RQ job id prefix, the prefix of RQ job keys, the count. Returns {id, fields...}
+# per job taken.
 _TAKE = """
 for i = 2, #KEYS do
-  if redis.call('LLEN', KEYS[i]) > 0 then return nil end
+  if redis.call('LLEN', KEYS[i]) > 0 then return {} end
 end
-local id = redis.call('LPOP', KEYS[1])
-if not id then return nil end
-if string.sub(id, 1, string.len(ARGV[1])) ~= ARGV[1] then
-  redis.call('LPUSH', KEYS[1], id)
-  return nil
+local taken = {}
+for n = 1, tonumber(ARGV[3]) do
+  local id = redis.call('LPOP', KEYS[1])
+  if not id then break end
+  if string.sub(id, 1, string.len(ARGV[1])) ~= ARGV[1] then
+    redis.call('LPUSH', KEYS[1], id)
+    break
+  end
+  local key = ARGV[2] .. id
+  local fields = redis.call('HGETALL', key)
+  redis.call('DEL', key)
+  table.insert(fields, 1, id)
+  table.insert(taken, fields)
 end
-local key = ARGV[2] .. id
-local fields = redis.call('HGETALL', key)
-redis.call('DEL', key)
-return {id, unpack(fields)}
+return taken
 """
 
 
-def take_waiting(queue_name: str) -> tuple[int, bool] | None:
-    """The next portal job waiting on `queue_name` as (job id, force), taken off the queue
-    for the caller to run now, or None (the queue is empty, its head is another kind of
-    task, or a queue ahead of it has work). A worker that just ran a short job goes on with
-    the next one this way instead of ending its RQ job and dequeuing the next: most of the
-    cost of a one-unit job is RQ's own bookkeeping around it (see bench_engine.py)."""
+def take_waiting(queue_name: str, count: int = 1) -> list[tuple[int, bool]]:
+    """The next portal jobs (up to `count`) waiting on `queue_name`, each as (job id,
+    force), taken off the queue for the caller to run now; none when the queue is empty,
+    its head is another kind of task, or a queue ahead of it has work. A worker that just
+    ran a short job goes on with the next ones this way instead of ending its RQ job and
+    dequeuing the next: most of the cost of a one-unit job is RQ's own bookkeeping around
+    it (see bench_engine.py)."""
     connection = redis_connection()
     ahead = QUEUE_NAMES[:QUEUE_NAMES.index(queue_name)] if queue_name in QUEUE_NAMES else ()
     keys = [Queue(name, connection=connection).key for name in (queue_name, *ahead)]
-    found = connection.eval(_TAKE, len(keys), *keys, RQ_ID_PREFIX,
-                            RQJob.redis_job_namespace_prefix)
-    if not found:
-        return None
-    rq_id, fields = found[0].decode(), found[1:]
-    taken = RQJob(rq_id, connection=connection)
-    taken.restore(dict(zip(fields[::2], fields[1::2], strict=True)))
-    job_id, force = taken.args
-    return int(job_id), bool(force)
+    taken = []
+    for found in connection.eval(_TAKE, len(keys), *keys, RQ_ID_PREFIX,
+                                 RQJob.redis_job_namespace_prefix, count):
+        rq_id, fields = found[0].decode(), found[1:]
+        rq_job = RQJob(rq_id, connection=connection)
+        rq_job.restore(dict(zip(fields[::2], fields[1::2], strict=True)))
+        job_id, force = rq_job.args
+        taken.append((int(job_id), bool(force)))
+    return taken
 
 
 def pending_ids(jobs: Sequence[Job | Row]) -> set[int]:

@@ -403,23 +403,23 @@ def test_taking_keeps_queue_order_and_priority(app, make_job, redis_url):
     default = Queue("default", connection=connection)
     first, second = make_job("noop"), make_job("noop")
     with app.app_context():
-        assert take_waiting("default") == (first.id, False), "the head of the queue first"
+        assert take_waiting("default") == [(first.id, False)], "the head of the queue first"
         assert default.get_job_ids() == [rq_job_id(second.id, 1)]
         # Something else at the head of the queue (not a portal job) stays where it is.
         other = default.enqueue("portal.queues.redis_connection", job_id="someone-else")
         connection.lmove(default.key, default.key, "RIGHT", "LEFT")  # to the head
         assert default.get_job_ids()[0] == other.id
-        assert take_waiting("default") is None
+        assert take_waiting("default") == []
         assert default.get_job_ids() == [other.id, rq_job_id(second.id, 1)]
         other.delete()
         # Work on a queue ahead (real time before default) is never passed over.
         realtime = Queue("realtime", connection=connection)
         ahead = realtime.enqueue("portal.queues.redis_connection", job_id="real-time-task")
-        assert take_waiting("default") is None
-        assert take_waiting("realtime") is None, "its head is not a portal job"
+        assert take_waiting("default") == []
+        assert take_waiting("realtime") == [], "its head is not a portal job"
         ahead.delete()
-        assert take_waiting("default") == (second.id, False)
-        assert take_waiting("default") is None, "the queue is empty"
+        assert take_waiting("default", 5) == [(second.id, False)]
+        assert take_waiting("default") == [], "the queue is empty"
         assert not connection.exists(RQJob.key_for(rq_job_id(first.id, 1))), "deleted"
 
 
@@ -428,4 +428,67 @@ def test_a_run_now_keeps_its_force_when_taken(app, make_job, redis_url):
     Queue("default", connection=Redis.from_url(redis_url)).empty()
     with app.app_context():
         assert dispatch([fresh(job)], force=True) == 1
-        assert take_waiting("default") == (job.id, True)
+        assert take_waiting("default") == [(job.id, True)]
+
+
+def taken_batch(count: int) -> list:
+    """Take up to `count` jobs off the default queue and claim them as one batch."""
+    from workers.runner import Runner, worker_identity
+
+    owner = worker_identity()
+    runners = [Runner(job_id, force=force, owner=owner)
+               for job_id, force in take_waiting("default", count)]
+    claims = Runner.claim_all(runners)
+    return [(runner, job) for runner, (job, _) in zip(runners, claims, strict=True)
+            if job is not None]
+
+
+def test_a_batch_out_of_time_hands_the_rest_back_to_the_queue(app, make_job, work,
+                                                              redis_url):
+    import time
+
+    from workers.runner import _run_batch
+
+    jobs = [make_job("noop") for _ in range(3)]
+    with app.app_context():
+        batch = taken_batch(3)
+        assert [job.id for _, job in batch] == [job.id for job in jobs]
+        ran, _ = _run_batch(batch, deadline=time.monotonic() - 1)
+    assert ran == 1, "the first job of a batch always runs"
+    assert fresh(jobs[0]).status == "completed"
+    queue = Queue("default", connection=Redis.from_url(redis_url))
+    for job in jobs[1:]:
+        job = fresh(job)
+        assert (job.status, job.lease_owner, job.lease_until) == ("running", None, None)
+        assert kinds(job) == ["created", "started"], "claimed, then let go"
+        assert queue.fetch_job(rq_job_id(job.id, 2)).get_status() == "queued"
+    work()
+    for job in jobs[1:]:
+        assert fresh(job).status == "completed"
+        assert kinds(job) == ["created", "started", "completed"], "one run, started once"
+        assert len(runs_of(job)) == 1
+
+
+def test_a_job_queued_twice_and_taken_twice_runs_once(app, make_job):
+    job = make_job("noop")
+    with app.app_context():
+        assert dispatch([fresh(job)]) == 1, "a second dispatch of the same job"
+        batch = taken_batch(2)
+    assert [claimed.id for _, claimed in batch] == [job.id]
+
+
+def test_a_stopping_worker_runs_no_more_of_its_batch(app, make_job, monkeypatch):
+    import threading
+    import time
+
+    from workers import runner
+
+    jobs = [make_job("noop") for _ in range(2)]
+    with app.app_context():
+        batch = taken_batch(2)
+        monkeypatch.setattr(runner, "STOPPING", threading.Event())
+        runner.STOPPING.set()
+        assert runner._run_batch(batch, deadline=time.monotonic() + 60)[0] == 1
+        assert runner.run_waiting("default", deadline=time.monotonic() + 60) == 0
+    assert fresh(jobs[0]).status == "completed"
+    assert (fresh(jobs[1]).status, fresh(jobs[1]).lease_owner) == ("running", None)

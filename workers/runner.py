@@ -35,7 +35,7 @@ from portal.extensions import db
 from portal.lifecycle import Event, Status, Trigger
 from portal.models import Authorization, Job, JobRun
 from portal.models.types import utcnow
-from portal.queues import enqueue, take_waiting
+from portal.queues import dispatch, enqueue, take_waiting
 from providers import get_job_type
 from providers.base import (
     AudienceChanges,
@@ -59,6 +59,8 @@ TIME_SLICE = timedelta(seconds=20)
 # How long one RQ job goes on running the next portal jobs waiting on its queue after its
 # own (queues.take_waiting), each claimed and run as if a worker had dequeued it.
 CHAIN = timedelta(seconds=5)
+CHAIN_BATCH = 16  # most jobs taken and claimed at once
+QUICK_RUN = timedelta(milliseconds=250)  # a run this short lets the next batch grow
 
 # Set when this process was told to stop (workers/__main__.py): a run hands its job back
 # to the queue after the unit under way instead of going on.
@@ -86,22 +88,95 @@ def run_job(job_id: int, force: bool = False) -> str:
     rq_job = get_current_job()
     if rq_job is None:  # called directly, not by a worker
         return outcome
-    chained = 0
-    while not STOPPING.is_set() and time.monotonic() - started < CHAIN.total_seconds():
+    more = run_waiting(rq_job.origin, deadline=started + CHAIN.total_seconds())
+    return f"{outcome} (and {more} more from the queue)" if more else outcome
+
+
+def run_waiting(queue_name: str, *, deadline: float) -> int:
+    """Run the portal jobs waiting next on `queue_name` until `deadline` (time.monotonic()),
+    in batches claimed in one transaction; returns how many ran.
+
+    A batch grows (1, 2, 4, ... CHAIN_BATCH) while every run in it was quick, and drops
+    back to one job after a slow run, so that few jobs ever wait behind a long one: the
+    jobs of a batch not yet run when time is up, the worker is told to stop or a run was
+    slow or ended abnormally go back on the queue at once (their leases let go)."""
+    size, ran = 1, 0
+    while not STOPPING.is_set() and time.monotonic() < deadline:
         try:
-            taken = take_waiting(rq_job.origin)
+            taken = take_waiting(queue_name, size)
         except RedisError:
             break  # the worker's own loop deals with Redis; the dispatcher re-queues
-        if taken is None:
+        if not taken:
             break
+        owner = worker_identity()
+        runners = [Runner(job_id, force=force, owner=owner) for job_id, force in taken]
         try:
-            Runner(*taken).run()
-        except Exception:  # its lease runs out and the dispatcher takes it back
-            log.exception("job %s (taken from the queue after job %s) raised", taken[0],
-                          job_id)
+            claims = Runner.claim_all(runners)
+        except DBAPIError as exc:  # nothing was claimed: the dispatcher re-queues them
+            db.session.remove()
+            log.warning("jobs %s: could not be claimed (%s); the dispatcher queues them again",
+                        [runner.job_id for runner in runners], exc.orig)
             break
-        chained += 1
-    return f"{outcome} (and {chained} more from the queue)" if chained else outcome
+        batch = [(runner, job) for runner, (job, _) in zip(runners, claims, strict=True)
+                 if job is not None]
+        done, quick = _run_batch(batch, deadline)
+        ran += done
+        if done < len(batch):
+            break
+        size = min(size * 2, CHAIN_BATCH) if quick else 1
+    return ran
+
+
+def _run_batch(batch: list[tuple[Runner, Job]], deadline: float) -> tuple[int, bool]:
+    """Run the claimed jobs of a batch in turn, keeping the leases of those waiting fresh;
+    returns (how many ran, whether every run was quick)."""
+    for runner, job in batch:
+        _leases.hold(db.engine, job.id, runner.owner, runner.lease)
+    ran, quick = 0, True
+    try:
+        for runner, job in batch:
+            if ran and (STOPPING.is_set() or time.monotonic() > deadline or not quick):
+                break
+            _leases.release(job.id, runner.owner)
+            began = time.monotonic()
+            try:
+                outcome = runner.run(claimed=job)
+            except Exception:  # its lease runs out and the dispatcher takes it back
+                log.exception("job %s (taken from the queue) raised", job.id)
+                ran += 1
+                break
+            ran += 1
+            quick = quick and time.monotonic() - began < QUICK_RUN.total_seconds()
+            if outcome == "database unavailable":
+                break
+    finally:
+        _hand_back(batch[ran:])
+    return ran, quick
+
+
+def _hand_back(waiting: list[tuple[Runner, Job]]) -> None:
+    """Let go of the leases of claimed jobs that will not run here, and queue them again."""
+    if not waiting:
+        return
+    owner = waiting[0][0].owner
+    ids = [job.id for _, job in waiting]
+    for job_id in ids:
+        _leases.release(job_id, owner)
+    try:
+        db.session.execute(update(Job).where(Job.id.in_(ids), Job.lease_owner == owner)
+                           .values(lease_owner=None, lease_until=None))
+        db.session.commit()
+    except DBAPIError as exc:
+        log.warning("jobs %s: could not let go of their leases (%s); the dispatcher takes "
+                    "them back once the leases expire", ids, exc.orig)
+        return
+    finally:
+        db.session.remove()
+    try:
+        dispatch([job for _, job in waiting])
+    except RedisError as exc:
+        log.warning("jobs %s: Redis does not answer (%s); the dispatcher queues them again "
+                    "when it does", ids, exc)
 
 
 @background.task
@@ -204,19 +279,26 @@ class _LeaseKeeper:
     @contextmanager
     def holding(self, engine: Engine, job_id: int, owner: str, lease: timedelta):
         """Keep the lease of `job_id` held by `owner` fresh for the duration."""
-        key = (job_id, owner)
+        self.hold(engine, job_id, owner, lease)
+        try:
+            yield
+        finally:
+            self.release(job_id, owner)
+
+    def hold(self, engine: Engine, job_id: int, owner: str, lease: timedelta) -> None:
+        """Keep the lease of `job_id` held by `owner` fresh until release()."""
         with self.changed:
-            self.held[key] = _Held(engine, lease, time.monotonic() + lease.total_seconds() / 3)
+            self.held[(job_id, owner)] = _Held(engine, lease,
+                                               time.monotonic() + lease.total_seconds() / 3)
             if self.thread is None or not self.thread.is_alive():
                 self.thread = threading.Thread(target=self._keep, daemon=True,
                                                name="lease-keeper")
                 self.thread.start()
             self.changed.notify()
-        try:
-            yield
-        finally:
-            with self.changed:
-                self.held.pop(key, None)
+
+    def release(self, job_id: int, owner: str) -> None:
+        with self.changed:
+            self.held.pop((job_id, owner), None)
 
     def _keep(self) -> None:
         while True:
@@ -248,10 +330,10 @@ _leases = _LeaseKeeper()
 
 
 class Runner:
-    def __init__(self, job_id: int, force: bool = False):
+    def __init__(self, job_id: int, force: bool = False, owner: str | None = None):
         self.job_id = job_id
         self.force = force
-        self.owner = worker_identity()
+        self.owner = owner or worker_identity()  # one owner for the jobs of a batch
         self.config = current_app.config
         self.lease = timedelta(seconds=self.config["PORTAL_LEASE_SECONDS"])
         self.decryptions = vault.DecryptionTally()  # one audit row for this run's units
@@ -262,16 +344,23 @@ class Runner:
         self.job_run: JobRun | None = None
         self.moved_at: datetime | None = None
 
-    def run(self) -> str:
+    def run(self, claimed: Job | None = None) -> str:
+        """Claim the job and run its units for up to a time slice; `claimed`: the job as
+        claim_all left it, already claimed by this runner in a batch."""
         # The lease makes this process the job row's only writer until it lets go, so the
         # loaded row stays valid across commits; _still_ours re-reads it under a lock
         # before anything is decided.
         db.session().expire_on_commit = False
-        job = None
+        job = claimed
         try:
-            job, outcome = self.claim()
             if job is None:
-                return outcome
+                job, outcome = self.claim()
+                if job is None:
+                    return outcome
+            else:  # the batch's session has ended since: go on in this one
+                db.session.add(job)
+                if self.job_run is not None:
+                    db.session.add(self.job_run)
             started = time.monotonic()
             while True:
                 outcome = self.unit(job)
@@ -354,25 +443,41 @@ class Runner:
     def claim(self) -> tuple[Job | None, str]:
         """Take the lease on a running job, in one transaction with its Started event or
         its hold-back. Returns (job, "claimed"), or (None, why not)."""
+        return Runner.claim_all([self])[0]
+
+    @staticmethod
+    def claim_all(runners: list[Runner]) -> list[tuple[Job | None, str]]:
+        """claim() for the jobs of several runners of one owner, in one statement and one
+        transaction; one (job, outcome) for each runner, in order."""
+        db.session().expire_on_commit = False  # the leases keep the loaded rows true (run)
         now = utcnow()
+        first = runners[0]
         claimed = (
             update(Job)
             .where(
-                Job.id == self.job_id,
+                Job.id.in_([runner.job_id for runner in runners]),
                 Job.status == Status.RUNNING,
                 or_(Job.lease_until.is_(None), Job.lease_until < now),
             )
-            .values(lease_owner=self.owner, lease_until=now + self.lease,
+            .values(lease_owner=first.owner, lease_until=now + first.lease,
                     started_at=func.coalesce(Job.started_at, now))
         )
         # UPDATE ... RETURNING (PostgreSQL, SQLite >= 3.35): the claim and the read in one
         # round trip.
-        job = db.session.scalars(
+        won = {job.id: job for job in db.session.scalars(
             claimed.returning(Job).execution_options(synchronize_session=False,
-                                                     populate_existing=True)
-        ).one_or_none()
+                                                     populate_existing=True))}
+        # A job queued twice and taken twice runs once: the first runner gets it.
+        results = [runner._claimed(won.pop(runner.job_id, None), now) for runner in runners]
+        db.session.commit()
+        for runner, (job, _) in zip(runners, results, strict=True):
+            if job is not None:
+                runner.moved_at = job.status_changed_at
+        return results
+
+    def _claimed(self, job: Job | None, now: datetime) -> tuple[Job | None, str]:
+        """What follows this runner's claim of `job` (None: not won), before the commit."""
         if job is None:
-            db.session.commit()
             return None, "skipped"
         first_run = job.started_at == now  # set by this claim
         try:
@@ -382,13 +487,11 @@ class Runner:
             job.lease_owner = job.lease_until = None
             if first_run:
                 job.started_at = None
-            db.session.commit()
             return None, "failed"
         if held:
             job.lease_owner = job.lease_until = None
             if first_run:
                 job.started_at = None
-            db.session.commit()
             return None, "held back"
         self.job_run = lifecycle.start_run(job, now=now, first=first_run)
         if first_run:
@@ -396,8 +499,6 @@ class Runner:
                 job, Event.STARTED, f"Started: first run, picked up by worker {self.owner}",
                 now=now, run=self.job_run,
             )
-        db.session.commit()
-        self.moved_at = job.status_changed_at
         return job, "claimed"
 
     def hold_back(self, job: Job, now: datetime) -> bool:
