@@ -492,3 +492,25 @@ def test_a_stopping_worker_runs_no_more_of_its_batch(app, make_job, monkeypatch)
         assert runner.run_waiting("default", deadline=time.monotonic() + 60) == 0
     assert fresh(jobs[0]).status == "completed"
     assert (fresh(jobs[1]).status, fresh(jobs[1]).lease_owner) == ("running", None)
+
+
+@pytest.mark.parametrize("quick_run_seconds, sizes", [(60, [1, 2, 4, 8]), (0, [1] * 8)])
+def test_batches_grow_while_runs_are_quick_and_shrink_after_a_slow_one(
+        app, make_job, monkeypatch, quick_run_seconds, sizes):
+    import time
+
+    from workers import runner
+
+    jobs = [make_job("noop") for _ in range(7)]
+    asked = []
+
+    def take(queue_name, count=1):
+        asked.append(count)
+        return take_waiting(queue_name, count)
+
+    monkeypatch.setattr(runner, "take_waiting", take)
+    monkeypatch.setattr(runner, "QUICK_RUN", timedelta(seconds=quick_run_seconds))
+    with app.app_context():
+        assert runner.run_waiting("default", deadline=time.monotonic() + 60) == 7
+    assert asked == sizes, "1, 2, 4 ... while quick (the last finds none); one if slow"
+    assert all(fresh(job).status == "completed" for job in jobs)
