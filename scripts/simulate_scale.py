@@ -57,21 +57,24 @@ def arguments() -> argparse.Namespace:
                       help="peak hour against the day's average (default 4)")
     load.add_argument("--scales", default="1,10,100", help="multiples of the baseline")
     cost = parser.add_argument_group("measured per-unit costs (bench/bench_scaling.py)")
-    cost.add_argument("--noop-unit-seconds", type=float, default=1 / 40,
+    cost.add_argument("--noop-unit-seconds", type=float, default=1 / 92,
                       help="a worker's wall time per unit with no data (1 worker on "
-                      "PostgreSQL: 40 units/s, of which 9-10 ms is the worker's CPU)")
-    cost.add_argument("--write-unit-seconds", type=float, default=2000 / 5154,
+                      "PostgreSQL: 92 units/s, of which 7-8 ms is the worker's CPU)")
+    cost.add_argument("--write-unit-seconds", type=float, default=2000 / 2043,
                       help="a worker's wall time per 2,000-row import unit (1 worker on "
-                      "PostgreSQL: 5,154 rows/s, of which ~150 ms is the worker's CPU)")
+                      "PostgreSQL: 2,043 rows/s, of which ~270 ms is the worker's CPU)")
     cost.add_argument("--rows-per-write-unit", type=int, default=2000)
-    cost.add_argument("--redis-per-unit", type=float, default=60,
-                      help="Redis commands per unit, RQ's own bookkeeping included (60)")
-    cost.add_argument("--statements-per-noop-unit", type=float, default=7)
-    cost.add_argument("--statements-per-write-unit", type=float, default=18,
+    cost.add_argument("--redis-per-unit", type=float, default=13,
+                      help="Redis commands per unit, RQ's own bookkeeping included (6.5 "
+                      "for a one-unit job taken in a batch, 5.5-12.8 for an import unit; "
+                      "60 when every job was its own RQ job)")
+    cost.add_argument("--statements-per-noop-unit", type=float, default=4.3,
+                      help="PostgreSQL (SQLite: 6.1)")
+    cost.add_argument("--statements-per-write-unit", type=float, default=19,
                       help="PostgreSQL (SQLite: 25)")
     cost.add_argument("--dispatch-jobs-per-second", type=float, default=876,
                       help="due jobs one dispatcher pass wakes and enqueues per second "
-                      "(PostgreSQL, 10,000 due: 455-876 in two runs; SQLite 1,146-1,684)")
+                      "(PostgreSQL, 10,000 due: 364-876 in three runs; SQLite 835-1,684)")
     cost.add_argument("--write-units-per-dispatch", type=float, default=5,
                       help="import units one RQ job runs in its time slice (5 measured)")
     cost.add_argument("--dispatch-interval", type=float, default=1,
