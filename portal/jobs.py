@@ -535,7 +535,7 @@ def _sort_expression(sort: str):
         return func.coalesce(column, NO_RUN)  # the expression of its index
     return {"created": Job.created_at, "name": Job.name, "provider": Job.provider,
             "type": Job.kind, "status": Job.status,
-            "authorization": func.coalesce(Authorization.label, "")}[sort]
+            "authorization": Job.authorization_label}[sort]
 
 
 # Not a stored status: a job sleeping between the retries of an error streak. The list can

@@ -155,6 +155,43 @@ def test_every_sort_orders_by_its_own_column(client, auth, seed, make_user, sort
     assert (expected in (made, made[::-1])) == (sort == "created")
 
 
+def test_the_authorization_sort_follows_renames_and_reassigns(client, auth, seed, make_user):
+    """The label the list sorts by is kept on each job by the database (triggers): taken
+    on insert, on a change of authorization and when an authorization is renamed."""
+    from portal import vault
+    from portal.models import Authorization
+
+    auth.login("viewer")
+    admin = make_user("admin", "keys@example.com")
+    first, second = (Authorization(provider="files", method="none", label=label,
+                                   owner_id=admin.id) for label in ("Alpha", "Bravo"))
+    db.session.add_all([first, second])
+    db.session.commit()
+    ids = seed([{"name": "on alpha", "authorization_id": first.id},
+                {"name": "on bravo", "authorization_id": second.id},
+                {"name": "on none"}])
+
+    def labels() -> dict[str, str]:
+        db.session.expire_all()
+        return dict(db.session.execute(select(Job.name, Job.authorization_label)).all())
+
+    assert labels() == {"on alpha": "Alpha", "on bravo": "Bravo", "on none": ""}
+    assert names(listing(client, sort="authorization", dir="asc")) == [
+        "on none", "on alpha", "on bravo"]
+    vault.edit_details(first, label="Zulu", description="", by=admin)
+    db.session.commit()
+    assert labels()["on alpha"] == "Zulu", "a rename reaches the jobs"
+    assert names(listing(client, sort="authorization", dir="asc")) == [
+        "on none", "on bravo", "on alpha"]
+    job = db.session.get(Job, ids[2])
+    job.authorization_id = second.id  # an edit of the job through the ORM
+    db.session.commit()
+    assert labels()["on none"] == "Bravo"
+    vault.reassign(second, first, by=admin)
+    db.session.commit()
+    assert labels() == {"on alpha": "Zulu", "on bravo": "Zulu", "on none": "Zulu"}
+
+
 def test_live_cells_poll_only_rows_that_can_change(client, auth, seed):
     auth.login("viewer")
     ids = seed([{"status": "running"}, {"status": "completed"}, {"status": "sleeping"}])

@@ -82,6 +82,12 @@ class Job(db.Model):
     draft_id: Mapped[int | None] = mapped_column(index=True)
     # Kept by a person: the purge of settled jobs passes it over.
     keep: Mapped[bool] = mapped_column(default=False, server_default=false())
+    # The label of its authorization ("" for none), here so the list sorts by it through
+    # an index of this table. Database triggers keep it (migration b8d0f2a4c6e8): set on
+    # every insert and change of authorization_id, and when an authorization is renamed,
+    # whatever writes the row; nothing in Python sets it.
+    authorization_label: Mapped[str] = mapped_column(String(200), default="",
+                                                     server_default="")
 
     authorization: Mapped[Authorization | None] = relationship()
     created_by: Mapped[User | None] = relationship(foreign_keys=[created_by_id])
@@ -98,6 +104,7 @@ class Job(db.Model):
                       Index("ix_jobs_provider_id", "provider", "id"),
                       Index("ix_jobs_kind_id", "kind", "id"),
                       Index("ix_jobs_status_id", "status", "id"),
+                      Index("ix_jobs_authorization_label_id", "authorization_label", "id"),
                       Index("ix_jobs_last_run_id", func.coalesce(last_run_at, NO_RUN), id),
                       Index("ix_jobs_next_run_id", func.coalesce(next_run_at, NO_RUN), id),
                       NEVER_REUSE_IDS)
@@ -239,3 +246,4 @@ class JobStatusCount(db.Model):
 
     status: Mapped[str] = mapped_column(String(20), primary_key=True)
     jobs: Mapped[int] = mapped_column(default=0)
+
