@@ -246,4 +246,3 @@ class JobStatusCount(db.Model):
 
     status: Mapped[str] = mapped_column(String(20), primary_key=True)
     jobs: Mapped[int] = mapped_column(default=0)
-
