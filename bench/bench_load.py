@@ -63,15 +63,29 @@ STREAM = "load"
 # posting real-time messages.
 ROUND = ("list", "statuses", "summary", "live", "log_tail", "live", "log_tail", "statuses",
          "live", "log_tail", "collect")
-OK = {"list": {200}, "statuses": {200, 286}, "summary": {200}, "live": {200, 286},
-      "log_tail": {200, 286}, "collect": {202}, "ratio_live": {200, 286}, "bare": {200}}
+# 204: the status block has nothing new (portal/pollgate.py); htmx keeps it and polls on.
+OK = {"list": {200}, "statuses": {200, 286}, "summary": {200}, "live": {200, 204, 286},
+      "log_tail": {200, 286}, "collect": {202}, "ratio_live": {200, 204, 286}, "bare": {200}}
 SHOWN_ERRORS = 5
+# The headers htmx sends with a poll (HX-Current-URL is the page the poller sits in).
+HTMX = {kind: {"HX-Request": "true", "HX-Trigger": trigger, "HX-Target": target}
+        for kind, trigger, target in (("statuses", "status-poller", "status-poller"),
+                                      ("live", "job-live", "job-live"),
+                                      ("ratio_live", "job-live", "job-live"),
+                                      ("log_tail", "log-poller", "log-rows"))}
 
 
 def percentile(values: list[float], share: float) -> float:
     if len(values) < 2:
         return values[0] if values else float("nan")
     return statistics.quantiles(values, n=100, method="inclusive")[int(share * 100) - 1]
+
+
+def add_codes(into: dict[str, dict[str, int]], more: dict[str, dict[str, int]]) -> None:
+    """Add `more`'s answers per kind and status code to `into`."""
+    for kind, counts in more.items():
+        for code, count in counts.items():
+            into.setdefault(kind, {})[code] = into.get(kind, {}).get(code, 0) + count
 
 
 # --- the clients (run in child processes: `bench_load.py --clients SPEC`) -------------
@@ -97,6 +111,7 @@ class Client:
                      "log_tail": f"/jobs/{job}/logs?after=0",
                      "statuses": f"/jobs/statuses?ids={job}"}
         self.results: dict[str, list[tuple[float, float]]] = {}  # kind: [(start, seconds)]
+        self.codes: dict[str, dict[str, int]] = {}  # kind: {status code: answers}
         self.errors: list[dict] = []
 
     def sign_in(self) -> None:
@@ -122,8 +137,9 @@ class Client:
                           "ts": datetime.now(UTC).isoformat()},
                     params={"timestamp_field": "ts"},
                     headers={"Authorization": f"Bearer {self.spec['token']}"})
-            else:
-                answer = self.http.get(self.urls["live" if kind == "ratio_live" else kind])
+            else:  # the page's pollers are htmx's requests, and say so as htmx does
+                answer = self.http.get(self.urls["live" if kind == "ratio_live" else kind],
+                                       headers=HTMX.get(kind, {}))
         except httpx.HTTPError as exc:
             self.errors.append({"kind": kind, "error": repr(exc)})
             return
@@ -133,6 +149,11 @@ class Client:
                                 "status": answer.status_code, "body": answer.text[:800]})
             return
         self.results.setdefault(kind, []).append((started, took))
+        codes = self.codes.setdefault(kind, {})
+        # The status code, and for the status block which short answer it was, if any.
+        code = "/".join(filter(None, (str(answer.status_code),
+                                      answer.headers.get("X-Portal-Poll"))))
+        codes[code] = codes.get(code, 0) + 1
         self.follow(kind, answer.text)
 
     def follow(self, kind: str, body: str) -> None:
@@ -187,10 +208,12 @@ def clients_main(spec_json: str) -> None:
     for thread in threads:
         thread.join()
     results: dict[str, list] = {}
+    codes: dict[str, dict[str, int]] = {}
     for client in clients:
         for kind, samples in client.results.items():
             results.setdefault(kind, []).extend(samples)
-    print(json.dumps({"results": results,
+        add_codes(codes, client.codes)
+    print(json.dumps({"results": results, "codes": codes,
                       "errors": [e for client in clients for e in client.errors]}), flush=True)
 
 
@@ -360,6 +383,9 @@ def main() -> None:
     for output in outputs:
         for kind, values in output["results"].items():
             samples.setdefault(kind, []).extend(values)
+    codes: dict[str, dict[str, int]] = {}
+    for output in outputs:
+        add_codes(codes, output["codes"])
     load_kinds = [kind for kind in ROUND if kind in samples]
     load_kinds = list(dict.fromkeys(load_kinds))
     total = sum(len(samples[kind]) for kind in load_kinds)
@@ -372,7 +398,8 @@ def main() -> None:
     for kind in load_kinds:
         took = [seconds * 1000 for _start, seconds in samples[kind]]
         log(f"{kind}: {len(took)} requests, " + ", ".join(
-            f"p{int(share * 100)} {percentile(took, share):.1f} ms" for share in (0.5, 0.95, 0.99)))
+            f"p{int(share * 100)} {percentile(took, share):.1f} ms" for share in (0.5, 0.95, 0.99))
+            + f"; answers {json.dumps(codes.get(kind, {}), sort_keys=True)}")
     # The ratio: requests per second of each side over its slices (each side ran
     # RATIO_SECONDS in all, with the same clients).
     rates = {}
@@ -382,8 +409,10 @@ def main() -> None:
                 if any(begin <= s[0] < end for begin, end in windows)]
         rates[side] = len(done) / RATIO_SECONDS
         took = [seconds * 1000 for _start, seconds in done]
+        kind = "bare" if side == "bare" else "ratio_live"
         log(f"ratio, {side}: {len(done)} requests, {rates[side]:.1f}/s, p50 "
-            f"{percentile(took, 0.5):.1f} ms, p95 {percentile(took, 0.95):.1f} ms")
+            f"{percentile(took, 0.5):.1f} ms, p95 {percentile(took, 0.95):.1f} ms; answers "
+            f"{json.dumps(codes.get(kind, {}), sort_keys=True)}")
     print(f"poll_vs_bare_ratio{suffix}={rates['live'] / rates['bare']:.3f}", flush=True)
     if errors:
         log(f"{len(errors)} errors; the first {min(len(errors), SHOWN_ERRORS)}:")

@@ -59,8 +59,6 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     instance_path = overrides.pop("INSTANCE_PATH", None) or os.environ.get("PORTAL_INSTANCE_PATH")
     app = Flask(__name__, instance_path=instance_path and str(Path(instance_path).resolve()))
     app.config.from_mapping(load_settings(app.instance_path, overrides))
-    if proxies := app.config["PORTAL_TRUSTED_PROXIES"]:
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
 
     # Audiences register their SQLite functions on every new connection.
     import portal.audiences  # noqa: F401
@@ -167,4 +165,11 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
         return render_template("error.html", code=error.code, title=error.name,
                                message=error.description), error.code
 
+    from portal.pollgate import PollGate
+
+    # A status poll with nothing new is answered before Flask (portal/pollgate.py); the
+    # proxy fix-up goes around that too, so it sees the client's scheme and address.
+    app.wsgi_app = PollGate(app, app.wsgi_app)
+    if proxies := app.config["PORTAL_TRUSTED_PROXIES"]:
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies, x_host=proxies)
     return app

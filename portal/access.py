@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from functools import wraps
 
 from flask import (
@@ -78,16 +78,45 @@ def _lifetime(kind: str) -> float:
 @login_manager.user_loader
 def load_user(identity: str) -> User | None:
     """The user a session or remember-me cookie names, unless it has been ended."""
+    named = signed_in_identity(identity, time.time())
+    if named is None:
+        return None
+    user = db.session.get(User, named[0])
+    if user is None or not admits(user.active, user.session_generation, named[1]):
+        return None
+    return user
+
+
+def signed_in_identity(identity: str, now: float) -> tuple[int, int] | None:
+    """(user id, session generation) that a signed identity names, while it is within
+    its lifetime; None for an expired or malformed one."""
     match = _IDENTITY.fullmatch(identity)
     if match is None:  # e.g. a cookie from before sessions carried a generation
         return None
     user_id, generation, signed_in_at, kind = match.groups()
-    if time.time() - int(signed_in_at) > _lifetime(kind):
+    if now - int(signed_in_at) > _lifetime(kind):
         return None
-    user = db.session.get(User, int(user_id))
-    if user is None or not user.active or user.session_generation != int(generation):
+    return int(user_id), int(generation)
+
+
+def admits(active: bool | None, current_generation: int | None, generation: int) -> bool:
+    """Whether a user's row (active, its session generation) still admits a session of
+    `generation`: it was not disabled, and no sign-out or password change ended it."""
+    return bool(active) and current_generation == generation
+
+
+def session_identity(data: Mapping, now: float) -> tuple[int, int] | None:
+    """(user id, session generation) that a session's data signs in, before the user's
+    row is checked; None when it names no one or has idled out (a request would then
+    be signed out, or signed in again from a remember-me cookie, by check_session)."""
+    identity = data.get("_user_id")
+    if not isinstance(identity, str) or _idle(data.get(_SEEN), now):
         return None
-    return user
+    return signed_in_identity(identity, now)
+
+
+def _idle(seen: object, now: float) -> bool:
+    return not isinstance(seen, int) or now - seen > _idle_seconds()
 
 
 def sign_in(user: User, remember: bool) -> None:
@@ -133,8 +162,7 @@ def check_session() -> None:
         return
     now = time.time()
     seen = session.get(_SEEN)
-    if "_user_id" in session and (
-            not isinstance(seen, int) or now - seen > _idle_seconds()):
+    if "_user_id" in session and _idle(seen, now):
         # Idle too long. A remember-me cookie, if there is one, may start a new session.
         _forget_session()
         seen = None

@@ -3,15 +3,27 @@
 from __future__ import annotations
 
 import base64
+import hashlib
 import json
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
+from functools import cache
 from typing import Any
 
 from redis.exceptions import RedisError
-from sqlalchemy import delete, func, literal, or_, select, tuple_
+from sqlalchemy import (
+    Connection,
+    Select,
+    bindparam,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    tuple_,
+)
 
 from portal import audit, configsecrets, jobconfig, lifecycle, schedule, vault
 from portal.extensions import db
@@ -194,6 +206,66 @@ def newest_run(job: Job) -> JobRun | None:
     """The job's newest run, under way or ended."""
     return db.session.scalars(select(JobRun).where(JobRun.job_id == job.id)
                               .order_by(JobRun.id.desc()).limit(1)).first()
+
+
+# The status block is rendered afresh at least this often, changed or not (what it shows
+# that moves with time alone: the time left of a run, "waiting for a worker", the days
+# left before a purge).
+LIVE_EVERY = 10
+
+
+@dataclass(frozen=True)
+class LiveState:
+    """What the status block of a job shows, as a fingerprint (`marker`), and the viewer's
+    row as the database has it now (None in each when there is no such user)."""
+
+    marker: str
+    viewer_active: bool | None
+    viewer_generation: int | None
+    viewer_role: str | None
+
+
+@cache
+def _live_statement() -> Select:
+    """live_state's statement, built once (the poll runs it every second)."""
+    jobs, runs, auths = Job.__table__, JobRun.__table__, Authorization.__table__
+    creator, editor, viewer = (User.__table__.alias(name) for name in
+                               ("creator", "editor", "viewer"))
+    latest = runs.alias("latest")
+    newest = (select(latest.c.id).where(latest.c.job_id == jobs.c.id)
+              .order_by(latest.c.id.desc()).limit(1).correlate(jobs).scalar_subquery())
+    shown = (jobs, auths.c.health, auths.c.health_message, creator.c.email, editor.c.email,
+             runs)
+    return (select(*shown, viewer.c.active, viewer.c.session_generation, viewer.c.role,
+                   viewer.c.timezone)
+            .select_from(jobs.outerjoin(auths, auths.c.id == jobs.c.authorization_id)
+                         .outerjoin(creator, creator.c.id == jobs.c.created_by_id)
+                         .outerjoin(editor, editor.c.id == jobs.c.updated_by_id)
+                         .outerjoin(runs, runs.c.id == newest)
+                         .outerjoin(viewer, viewer.c.id == bindparam("viewer_id")))
+            .where(jobs.c.id == bindparam("job_id")))
+
+
+def live_state(connection: Connection, job_id: int, viewer_id: int,
+               now: float) -> LiveState | None:
+    """The job's status-block fingerprint for this viewer at `now` (epoch seconds), with
+    the viewer's row, in one statement; None when there is no such job.
+
+    The fingerprint covers every row the block is drawn from (the job, its
+    authorization, the people named, its newest run), what of the viewer it shows
+    (their role, which picks the actions; whether they created the job, which offers
+    Keep; their time zone) and a LIVE_EVERY-second time slot: it changes whenever the
+    block could. A poll whose page holds the current fingerprint has nothing new to
+    show, and two viewers with the same fingerprint are shown the same block."""
+    row = connection.execute(_live_statement(),
+                             {"job_id": job_id, "viewer_id": viewer_id}).first()
+    if row is None:
+        return None
+    *drawn, active, generation, role, zone = row
+    created_it = row.created_by_id == viewer_id
+    seen = repr((drawn, role, created_it, zone, int(now // LIVE_EVERY))).encode()
+    return LiveState(hashlib.blake2b(seen, digest_size=12).hexdigest(), active, generation,
+                     role)
 
 
 def last_runs(job_ids: list[int]) -> dict[int, JobRun]:

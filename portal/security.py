@@ -78,14 +78,22 @@ def content_security_policy() -> str:
     return "; ".join(f"{name} {value}" for name, value in directives.items())
 
 
+def headers(*, secure: bool, cacheable: bool) -> dict[str, str]:
+    """The security headers of an answer, over HTTPS or not, that may be cached or not."""
+    found = {"Content-Security-Policy": content_security_policy(), **HEADERS}
+    if secure:
+        found["Strict-Transport-Security"] = HSTS
+    if not cacheable:
+        found["Cache-Control"] = "no-store"
+    return found
+
+
 def add_headers(response: Response) -> Response:
     """Set the security headers on an answer (pages, fragments, errors, files alike)."""
-    response.headers["Content-Security-Policy"] = content_security_policy()
-    response.headers.update(HEADERS)
-    if request.is_secure:  # behind a proxy, ProxyFix makes this follow X-Forwarded-Proto
-        response.headers["Strict-Transport-Security"] = HSTS
-    if request.endpoint not in CACHEABLE_ENDPOINTS:
-        response.headers["Cache-Control"] = "no-store"
+    cacheable = request.endpoint in CACHEABLE_ENDPOINTS
+    # Behind a proxy, ProxyFix makes is_secure follow X-Forwarded-Proto.
+    response.headers.update(headers(secure=request.is_secure, cacheable=cacheable))
+    if not cacheable:
         response.headers.pop("Expires", None)
     return response
 

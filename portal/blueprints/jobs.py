@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 from pathlib import Path
 
 from flask import (
@@ -22,7 +23,17 @@ from sqlalchemy import select
 from sqlalchemy.orm import joinedload
 
 import providers
-from portal import alerts, audiences, audit, htmx, lifecycle, membership, params, schedule
+from portal import (
+    alerts,
+    audiences,
+    audit,
+    htmx,
+    lifecycle,
+    membership,
+    params,
+    pollgate,
+    schedule,
+)
 from portal import metrics as metrics_series
 from portal.access import background, role_required
 from portal.csvcells import SafeDictWriter
@@ -41,6 +52,7 @@ from portal.jobs import (
     last_problem,
     last_runs,
     list_jobs,
+    live_state,
     log_page,
     metrics,
     newest_event_id,
@@ -189,7 +201,16 @@ def bulk():
     return response
 
 
-def _live_context(job: Job, notice: str = "") -> dict:
+def _marker(job_id: int) -> str:
+    """The fingerprint of the job's status block for this viewer, now ("" for no job)."""
+    state = live_state(db.session.connection(), job_id, current_user.id, time.time())
+    return state.marker if state else ""
+
+
+def _live_context(job: Job, notice: str = "", marker: str | None = None) -> dict:
+    # The fingerprint first: the block drawn below is then at least as new as it, so a
+    # poll holding it never misses a change (portal/pollgate.py answers "nothing new").
+    marker = _marker(job.id) if marker is None else marker
     now = utcnow()
     purge_on = purge_at(job, current_app.config["PORTAL_PURGE_DAYS"])
     held = job.lease_until is not None and job.lease_until > now
@@ -215,6 +236,7 @@ def _live_context(job: Job, notice: str = "") -> dict:
                     ) if current_user.has_role("operator") else [],
         "notice": notice,
         "can_keep": can_edit(job, current_user),
+        "marker": marker,
     }
 
 
@@ -403,16 +425,16 @@ def keep(job_id: int):
 @role_required("viewer")
 def live(job_id: int):
     """The status block; polled while the job can still change by itself."""
-    context = _live_context(get_job(job_id, *LIVE_LOADS))
+    marker = _marker(job_id)  # before the job is read (see _live_context)
+    context = _live_context(get_job(job_id, *LIVE_LOADS), marker=marker)
     response = htmx.fragment("jobs/_live.html", stop_polling=context["settled"], **context)
-    # The poll carries the totals its page shows; when they moved, the metrics chart
-    # reloads itself (its section waits for "metrics-changed").
-    # Likewise the newest run's state: when it moved, the Runs table reloads.
-    watched = (("metrics-changed", "totals", context["totals"]),
-               ("runs-changed", "run", context["run_state"]))
-    changed = [event for event, arg, now in watched if request.args.get(arg, now) != now]
-    if changed:
-        response.headers["HX-Trigger"] = ", ".join(changed)
+    # The poll carries the totals and the newest run's state its page shows; when they
+    # moved, the metrics chart and the Runs table reload themselves.
+    shown = {"totals": context["totals"], "run": context["run_state"]}
+    if hx_trigger := pollgate.triggers(request.args, shown):
+        response.headers["HX-Trigger"] = hx_trigger
+    if marker:  # the next viewers shown the same block get it from pollgate
+        pollgate.remember(marker, response, shown)
     return response
 
 

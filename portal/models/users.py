@@ -18,6 +18,11 @@ from portal.models.types import NEVER_REUSE_IDS, UTCDateTime, utcnow
 ROLES = ("viewer", "operator", "admin")
 
 
+def role_at_least(held: str | None, needed: str) -> bool:
+    """Whether the role `held` is `needed` or above it (an unknown role is none)."""
+    return held in ROLES and ROLES.index(held) >= ROLES.index(needed)
+
+
 class User(UserMixin, db.Model):
     __tablename__ = "users"
     __table_args__ = NEVER_REUSE_IDS
@@ -69,7 +74,7 @@ class User(UserMixin, db.Model):
 
     def has_role(self, role: str) -> bool:
         """True when this user's role is `role` or above it."""
-        return ROLES.index(self.role) >= ROLES.index(role)
+        return role_at_least(self.role, role)
 
 
 class UserLink(db.Model):
