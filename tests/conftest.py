@@ -30,7 +30,7 @@ from sqlalchemy import text
 from werkzeug.security import generate_password_hash
 from werkzeug.serving import make_server
 
-from portal import create_app, tokens
+from portal import create_app, pollgate, tokens
 from portal.extensions import db
 from portal.models import User
 from portal.queues import QUEUE_NAMES
@@ -200,6 +200,7 @@ def app(database_url, redis_url, tmp_path) -> Iterator[Flask]:
         yield app
         db.session.remove()
         db.engine.dispose()
+        pollgate.dispose(app)
 
 
 @pytest.fixture

@@ -72,7 +72,7 @@ class Browser:
 
 
 @pytest.fixture
-def browser(app, make_user):
+def signed_in(app, make_user):
     """A browser signed in as a new user of `role`."""
     def sign_in(role: str, email: str | None = None) -> tuple[Browser, User]:
         user = make_user(role, email)
@@ -81,8 +81,8 @@ def browser(app, make_user):
     return sign_in
 
 
-def test_nothing_new_is_204_and_a_change_brings_the_block(browser, job):
-    client, _user = browser("operator")
+def test_nothing_new_is_204_and_a_change_brings_the_block(signed_in, job):
+    client, _user = signed_in("operator")
     url = first_block(client, job.id)
     for _ in range(3):
         response = client.get(url, headers=HX)
@@ -107,8 +107,8 @@ def test_nothing_new_is_204_and_a_change_brings_the_block(browser, job):
 
 @pytest.mark.parametrize("change", ["status", "counters", "run started", "run progress",
                                     "authorization health", "editor's email"])
-def test_every_row_the_block_is_drawn_from_moves_its_fingerprint(browser, job, change):
-    client, viewer = browser("viewer")
+def test_every_row_the_block_is_drawn_from_moves_its_fingerprint(signed_in, job, change):
+    client, viewer = signed_in("viewer")
     authorization = Authorization(provider="files", method="none", label="Keys",
                                   owner_id=job.created_by_id)
     db.session.add(authorization)
@@ -138,10 +138,10 @@ def test_every_row_the_block_is_drawn_from_moves_its_fingerprint(browser, job, c
         assert "Token revoked" in response.get_data(as_text=True)
 
 
-def test_other_viewers_get_the_block_rendered_once(app, browser, job, make_user):
-    client, first = browser("operator")
+def test_other_viewers_get_the_block_rendered_once(app, signed_in, job, make_user):
+    client, first = signed_in("operator")
     url = first_block(client, job.id)
-    second, _user = browser("operator", "second@example.com")
+    second, _user = signed_in("operator", "second@example.com")
     other_zone = make_user("operator", "paris@example.com")
     other_zone.timezone = "Europe/Paris"
     db.session.commit()
@@ -171,8 +171,8 @@ def test_other_viewers_get_the_block_rendered_once(app, browser, job, make_user)
 
 @pytest.mark.parametrize("case", ["signed out elsewhere", "user disabled", "idle session",
                                   "tampered cookie", "another role's block"])
-def test_the_short_answers_check_who_asks_as_the_full_path_does(browser, job, case):
-    client, user = browser("operator")
+def test_the_short_answers_check_who_asks_as_the_full_path_does(signed_in, job, case):
+    client, user = signed_in("operator")
     url = first_block(client, job.id)
     assert client.get(url, headers=HX).status_code == 204
     if case == "signed out elsewhere":
@@ -204,8 +204,8 @@ def test_the_short_answers_check_who_asks_as_the_full_path_does(browser, job, ca
 
 @pytest.mark.parametrize("case", ["not htmx", "history restore", "repeated argument",
                                   "post", "job deleted"])
-def test_requests_htmx_would_not_poll_with_go_the_full_way(browser, job, case):
-    client, _user = browser("admin")
+def test_requests_htmx_would_not_poll_with_go_the_full_way(signed_in, job, case):
+    client, _user = signed_in("admin")
     url = first_block(client, job.id)
     headers = dict(HX)
     if case == "not htmx":
@@ -247,10 +247,41 @@ def test_the_fingerprint_is_per_kind_of_viewer_and_time_slot(app, job, make_user
         assert (nobody.viewer_active, nobody.viewer_role) == (None, None)
 
 
-def test_a_new_time_slot_renders_the_block_again(browser, job):
-    client, _user = browser("operator")
+def test_a_new_time_slot_renders_the_block_again(signed_in, job):
+    client, _user = signed_in("operator")
     with time_machine.travel(time.time(), tick=False) as clock:
         url = first_block(client, job.id)
         assert client.get(url, headers=HX).status_code == 204
         clock.shift(timedelta(seconds=LIVE_EVERY))
         assert client.get(url, headers=HX).status_code == 200
+
+
+@pytest.mark.browser
+def test_in_chromium_the_block_stays_put_on_204_and_swaps_on_a_change(page, live_server,
+                                                                      make_user):
+    from playwright.sync_api import expect
+
+    from tests.browser import faults_job, sign_in
+
+    owner = make_user("operator")
+    made = faults_job(owner, "watched job")
+    made.status = "sleeping"
+    db.session.commit()
+    answers: list[tuple[int, str | None]] = []
+    page.on("response", lambda response: answers.append(
+        (response.status, response.headers.get(ANSWERED_BY.lower())))
+        if "/live" in response.url else None)
+    sign_in(page, live_server, owner)
+    page.goto(f"{live_server}/jobs/{made.id}")
+    page.evaluate("document.getElementById('job-live').dataset.drawn = 'first'")
+    # It polls every second; with nothing new, htmx keeps the block it has.
+    deadline = time.time() + 15
+    while answers.count((204, "unchanged")) < 2 and time.time() < deadline:
+        page.wait_for_timeout(250)
+    assert answers.count((204, "unchanged")) >= 2, answers
+    assert page.evaluate("document.getElementById('job-live').dataset.drawn") == "first"
+    edit_job(made, field="name", value="Renamed while watched", by=owner)
+    db.session.commit()
+    expect(page.locator("#job-live")).to_contain_text("Renamed while watched", timeout=10_000)
+    assert page.evaluate("document.getElementById('job-live').dataset.drawn") is None
+    assert (200, None) in answers  # the change came the full way
