@@ -67,7 +67,8 @@ ROUND = ("list", "statuses", "summary", "live", "log_tail", "live", "log_tail", 
 OK = {"list": {200}, "statuses": {200, 286}, "summary": {200}, "live": {200, 204, 286},
       "log_tail": {200, 286}, "collect": {202}, "ratio_live": {200, 204, 286}, "bare": {200}}
 SHOWN_ERRORS = 5
-# The headers htmx sends with a poll (HX-Current-URL is the page the poller sits in).
+# The headers htmx sends with a poll that the portal reads on the way (HX-Current-URL,
+# which it reads only to send a signed-out poller back to its page, is left out).
 HTMX = {kind: {"HX-Request": "true", "HX-Trigger": trigger, "HX-Target": target}
         for kind, trigger, target in (("statuses", "status-poller", "status-poller"),
                                       ("live", "job-live", "job-live"),
@@ -380,11 +381,10 @@ def main() -> None:
 
     errors = [error for output in outputs for error in output["errors"]]
     samples: dict[str, list] = {}
+    codes: dict[str, dict[str, int]] = {}
     for output in outputs:
         for kind, values in output["results"].items():
             samples.setdefault(kind, []).extend(values)
-    codes: dict[str, dict[str, int]] = {}
-    for output in outputs:
         add_codes(codes, output["codes"])
     load_kinds = [kind for kind in ROUND if kind in samples]
     load_kinds = list(dict.fromkeys(load_kinds))

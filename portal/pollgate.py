@@ -42,7 +42,7 @@ from itsdangerous import BadSignature
 from redis.exceptions import RedisError
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.exc import SQLAlchemyError
-from werkzeug.http import parse_cookie
+from werkzeug.http import HTTP_STATUS_CODES, parse_cookie
 
 from portal import access, security
 from portal.extensions import db
@@ -117,7 +117,8 @@ class PollGate:
         secure = environ.get("wsgi.url_scheme") == "https"
         headers = {**headers, "Content-Length": str(len(body)),
                    **security.headers(secure=secure, cacheable=False)}
-        start_response(Response(status=status).status, list(headers.items()))
+        start_response(f"{status} {HTTP_STATUS_CODES.get(status, 'UNKNOWN')}",
+                       list(headers.items()))
         return [body] if body else []
 
     def _state(self, environ: dict, job_id: int) -> LiveState | None:
