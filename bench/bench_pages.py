@@ -14,9 +14,16 @@ database, signed in as an admin).
   (portal.jobs.SORTS), the slower of its two directions (both are logged);
 - `logs_scaling_ratio`: the logs box of a job summary (/jobs/N/logs/view), unfiltered;
 - `logs_kind_scaling_ratio`: the logs box filtered by kind (errors, one event in four);
-- `logs_search_scaling_ratio`: the logs box filtered by text found in one event in 50;
-- `logs_search_nomatch_scaling_ratio`: the logs box filtered by text found nowhere (the
-  whole log is read to say so);
+- `logs_search_scaling_ratio`: the logs box filtered by text found in 100 events of each
+  log, spread evenly (one in 10 of the small log, one in 10,000 of the large one), so both
+  pages show the same 100 rows;
+- `logs_search_old_scaling_ratio`: text found only in the oldest 100 events of each log
+  (the far end, where a walk back from the newest event reads the whole log first);
+- `logs_search_nomatch_scaling_ratio`: the logs box filtered by text found nowhere;
+- `logs_search_dense_scaling_ratio`: text found in one event in 50 of each log. Its small
+  page shows 20 rows and its large page 100, so it weighs five times the rows drawn as
+  well as the log's size; it has no target of its own (before issue 15's text index it
+  was the only search measured);
 - `summary_scaling_ratio`: the whole summary page (its metrics chart included).
 
 The jobs have varied names, providers, types, statuses, authorizations and run times, so
@@ -58,6 +65,8 @@ PASSWORD = "bench-password-123"
 START = datetime(2026, 1, 1, tzinfo=UTC)
 KINDS = ("synced", "synced", "error", "sleeping")
 FOUND_TEXT = "quota"  # in the message of one event in 50
+SPARSE_TEXT = "throttled"  # in 100 events of each log, spread evenly
+OLD_TEXT = "backfill"  # in the oldest 100 events of each log
 MISSING_TEXT = "no event says this"
 # (provider, job type, kind): real ones, so the list draws them as it would.
 TYPES = (("files", "import_file", "import"), ("webhook", "send_stream", "export"),
@@ -113,11 +122,14 @@ def add_jobs(owner_id: int, count: int) -> None:
 def add_events(job_id: int, count: int, now: datetime) -> None:
     """`count` events spread over the 23 hours before `now`, oldest first (ids follow)."""
     first, step = now - timedelta(hours=23), timedelta(hours=23) / count
+    every = count // 100
     for start in range(0, count, 20_000):
         rows = [{"job_id": job_id, "at": first + step * n, "kind": KINDS[n % 4],
                  "level": "error" if n % 4 == 2 else "info", "code": "",
                  "message": f"unit {n}: wrote a batch"
-                 + (f" (provider {FOUND_TEXT} nearly used)" if n % 50 == 7 else ""),
+                 + (f" (provider {FOUND_TEXT} nearly used)" if n % 50 == 7 else "")
+                 + (f", {SPARSE_TEXT} once" if n % every == every // 3 else "")
+                 + (f" ({OLD_TEXT})" if n < 100 else ""),
                  "context": {"added": 2, "removed": 0, "omitted": 1}}
                 for n in range(start, min(start + 20_000, count))]
         db.session.execute(insert(JobEvent), rows)
@@ -167,9 +179,11 @@ def main() -> None:
                 lists[f"list_sort_{key}_{direction}"] = f"/jobs?sort={key}&dir={direction}"
         logs = {"logs_scaling_ratio": "logs/view",
                 "logs_kind_scaling_ratio": "logs/view?kind=error",
-                "logs_search_scaling_ratio": f"logs/view?q={FOUND_TEXT}",
+                "logs_search_scaling_ratio": f"logs/view?q={SPARSE_TEXT}",
+                "logs_search_old_scaling_ratio": f"logs/view?q={OLD_TEXT}",
                 "logs_search_nomatch_scaling_ratio": "logs/view?q="
                 + MISSING_TEXT.replace(" ", "+"),
+                "logs_search_dense_scaling_ratio": f"logs/view?q={FOUND_TEXT}",
                 "summary_scaling_ratio": ""}
         requests, names = [], []
         for name, url in lists.items():

@@ -31,6 +31,7 @@ from sqlalchemy import (
 from portal import audit, configsecrets, jobconfig, lifecycle, schedule, vault
 from portal.extensions import db
 from portal.lifecycle import SETTLED, Event, Status
+from portal.logsearch import find_events
 from portal.models import (
     Authorization,
     Draft,
@@ -136,25 +137,6 @@ class LogFilter:
                 (("kind", self.kind), ("q", self.q), ("run", self.run)) if value}
 
 
-def events_query(job_id: int, log_filter: LogFilter = LogFilter(), *, after: int = 0,
-                 before: int | None = None, oldest_first: bool = False):
-    """The job's events, newest first (or oldest first). Keyset on the (job_id, id)
-    index, so the newest page and a page a million events back cost the same."""
-    query = select(JobEvent).where(JobEvent.job_id == job_id)
-    if log_filter.kind:
-        query = query.where(JobEvent.kind == log_filter.kind)
-    if log_filter.run:
-        query = query.where(JobEvent.run_id == log_filter.run)
-    if log_filter.q:
-        query = query.where(or_(JobEvent.message.icontains(log_filter.q, autoescape=True),
-                                JobEvent.code.icontains(log_filter.q, autoescape=True)))
-    if after:
-        query = query.where(JobEvent.id > after)
-    if before is not None:
-        query = query.where(JobEvent.id < before)
-    return query.order_by(JobEvent.id.asc() if oldest_first else JobEvent.id.desc())
-
-
 TAIL_BATCH = 500
 
 
@@ -168,9 +150,8 @@ def tail_batch(job: Job, after: int, log_filter: LogFilter = LogFilter(),
     more than `limit` arrive between two polls, the next poll goes on from the last one
     shown instead of skipping to the newest."""
     newest = newest_event_id(job, after)
-    rows = list(db.session.scalars(events_query(job.id, log_filter, after=after,
-                                                before=newest + 1, oldest_first=True)
-                                   .limit(limit + 1)))
+    rows = find_events(db.session, job.id, log_filter, after=after, before=newest + 1,
+                       oldest_first=True, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return rows[::-1], (rows[-1].id if more else newest), more
@@ -186,8 +167,7 @@ def newest_event_id(job: Job, after: int = 0) -> int:
 def log_page(job: Job, log_filter: LogFilter, before: int | None = None,
              limit: int = LOG_PAGE) -> tuple[list[JobEvent], int | None]:
     """A page of the log, newest first, and the id to page on from (None at the start)."""
-    rows = list(db.session.scalars(events_query(job.id, log_filter, before=before)
-                                   .limit(limit + 1)))
+    rows = find_events(db.session, job.id, log_filter, before=before, limit=limit + 1)
     return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
 
 
@@ -319,8 +299,7 @@ def iter_events(job: Job, log_filter: LogFilter, chunk: int = 2000):
     """Every event of the filtered log, newest first, read in keyset chunks (downloads)."""
     before = None
     while True:
-        rows = list(db.session.scalars(events_query(job.id, log_filter, before=before)
-                                       .limit(chunk)))
+        rows = find_events(db.session, job.id, log_filter, before=before, limit=chunk)
         yield from rows
         if len(rows) < chunk:
             return

@@ -43,11 +43,19 @@ RATIOS: dict[str, tuple[str, str]] = {
                            "(time)", "<= 1.5"),
     "logs_kind_scaling_ratio": ("logs box filtered by kind (errors, 1 event in 4): 1,000,000 "
                                 "events against 1,000 (time)", "<= 1.5"),
-    "logs_search_scaling_ratio": ("logs box filtered by text in 1 event in 50: 1,000,000 "
-                                  "events against 1,000 (time)", "<= 1.5"),
-    "logs_search_nomatch_scaling_ratio": ("logs box filtered by text in no event (the whole "
-                                          "log is read): 1,000,000 events against 1,000 "
-                                          "(time)", "<= 1.5"),
+    "logs_search_scaling_ratio": ("logs box filtered by text in 100 events of each log "
+                                  "(1 in 10 of the small, 1 in 10,000 of the large: a full "
+                                  "page each): 1,000,000 events against 1,000 (time)",
+                                  "<= 1.5"),
+    "logs_search_old_scaling_ratio": ("logs box filtered by text only in the oldest 100 "
+                                      "events of each log: 1,000,000 events against 1,000 "
+                                      "(time)", "<= 1.5"),
+    "logs_search_nomatch_scaling_ratio": ("logs box filtered by text in no event: "
+                                          "1,000,000 events against 1,000 (time)", "<= 1.5"),
+    "logs_search_dense_scaling_ratio": ("logs box filtered by text in 1 event in 50 of each "
+                                        "log: 1,000,000 events against 1,000; the small "
+                                        "page shows 20 rows, the large 100 (time)",
+                                        "none set (the pages differ)"),
     "summary_scaling_ratio": ("whole job summary page, events inside its default 24-hour "
                               "metrics frame: 1,000,000 events against 1,000 (time)",
                               "none set (<= 1.5 like the logs)"),

@@ -1,0 +1,154 @@
+"""Reading a job's log, filtered, without reading all of it; no request objects here.
+
+Unfiltered, or filtered by kind or run, the log is a walk of the (job_id, id) index from
+where the page starts. A text search cannot be: text found in one event in ten thousand,
+or nowhere, used to mean reading every event of the job to fill a page (half a second at
+a million events). Text of three characters or more is found in three steps:
+
+1. The nearest `SCAN_FIRST` events of the range are read as they are (LIKE): common text
+   fills its page here, cheaper than any index would.
+2. On PostgreSQL only, if those events held the text often enough that a few thousand
+   more would fill the page, they are read too (at most `SCAN_MORE` times as many): its
+   trigram index hands back every match of the rest of the log at once, in no order, so
+   for text in one event in fifty it would fetch twenty thousand rows to show a hundred.
+3. The text index finds the rest: SQLite's FTS5 table (trigram tokenizer, a column naming
+   the job) walks only this job's matches, newest first, and stops at a full page;
+   PostgreSQL's GIN index (pg_trgm) gives the rest's matches, of which the page keeps the
+   newest. Its query is fenced (a MATERIALIZED common table expression), so the planner
+   cannot trade it for "walk back until enough rows match", which reads the whole log
+   when the matches lie far back.
+
+Both steps match exactly as the plain scan does (the index narrows, LIKE decides), so
+which step finds an event never changes whether it is found. Without the index (migration
+c9e1f3a5b7d0 could not make it) and for text shorter than a trigram, the log is scanned.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+from weakref import WeakKeyDictionary
+
+from sqlalchemy import Engine, column, or_, select, table, text
+from sqlalchemy.orm import Session
+
+from portal.models import JobEvent
+
+if TYPE_CHECKING:
+    from portal.jobs import LogFilter
+
+SCAN_FIRST = 1000  # events read as they are before the index is asked
+SCAN_MORE = 8  # PostgreSQL: a second plain read covers at most this many times SCAN_FIRST
+SHORTEST_INDEXED = 3  # a trigram index finds text of three characters or more
+
+SEARCH_TABLE = table("job_events_search", column("rowid"), column("job_events_search"))
+_indexed: WeakKeyDictionary[Engine, bool] = WeakKeyDictionary()
+
+
+def events_query(job_id: int, log_filter: LogFilter, *, after: int = 0,
+                 before: int | None = None, oldest_first: bool = False):
+    """The job's events in (after, before), newest first (or oldest first), filtered by a
+    plain read. Keyset on the (job_id, id) index, so the newest page and a page a million
+    events back cost the same when most events match."""
+    query = _narrowed(select(JobEvent).where(JobEvent.job_id == job_id), log_filter)
+    if log_filter.q:
+        query = query.where(text_matches(log_filter.q))
+    if after:
+        query = query.where(JobEvent.id > after)
+    if before is not None:
+        query = query.where(JobEvent.id < before)
+    return query.order_by(JobEvent.id.asc() if oldest_first else JobEvent.id.desc())
+
+
+def text_matches(q: str):
+    """Events whose message or code holds `q`, case folded, `%` and `_` taken literally."""
+    escaped = q.replace("/", "//").replace("%", "/%").replace("_", "/_")
+    pattern = f"%{escaped}%"
+    return or_(JobEvent.message.ilike(pattern, escape="/"),
+               JobEvent.code.ilike(pattern, escape="/"))
+
+
+def find_events(session: Session, job_id: int, log_filter: LogFilter, *, limit: int,
+                after: int = 0, before: int | None = None,
+                oldest_first: bool = False) -> list[JobEvent]:
+    """Up to `limit` events of the filtered log in (after, before), newest first (or
+    oldest first): the rows events_query would give, found without reading the log."""
+    def read(low: int, high: int | None, count: int) -> list[JobEvent]:
+        return list(session.scalars(events_query(job_id, log_filter, after=low, before=high,
+                                                 oldest_first=oldest_first).limit(count)))
+
+    if len(log_filter.q) < SHORTEST_INDEXED or not _has_index(session):
+        return read(after, before, limit)
+    rows: list[JobEvent] = []
+    read_first = SCAN_FIRST
+    postgresql = session.get_bind().dialect.name == "postgresql"
+    for _ in range(2):  # step 1, then step 2 where it pays
+        edge = _edge(session, job_id, after, before, oldest_first, read_first)
+        if edge is None:  # the range holds no more than that: read it all
+            return rows + read(after, before, limit - len(rows))
+        near = (after, edge + 1) if oldest_first else (edge - 1, before)
+        rows += read(*near, limit - len(rows))
+        if len(rows) >= limit:
+            return rows
+        after, before = (edge, before) if oldest_first else (after, edge)
+        wanted = (limit - len(rows)) * SCAN_FIRST * 3 // (2 * len(rows)) if rows else 0
+        if not postgresql or not rows or wanted > SCAN_MORE * SCAN_FIRST:
+            break
+        read_first = wanted
+    return rows + _indexed_read(session, job_id, log_filter, after=after, before=before,
+                                oldest_first=oldest_first, limit=limit - len(rows))
+
+
+def _narrowed(query, log_filter: LogFilter):
+    if log_filter.kind:
+        query = query.where(JobEvent.kind == log_filter.kind)
+    if log_filter.run:
+        query = query.where(JobEvent.run_id == log_filter.run)
+    return query
+
+
+def _edge(session: Session, job_id: int, after: int, before: int | None,
+          oldest_first: bool, count: int) -> int | None:
+    """The id of the `count`-th event of the range from its near end (the newest end, or
+    the oldest for oldest_first); None when the range holds fewer. Read on the index."""
+    query = select(JobEvent.id).where(JobEvent.job_id == job_id, JobEvent.id > after)
+    if before is not None:
+        query = query.where(JobEvent.id < before)
+    order = JobEvent.id.asc() if oldest_first else JobEvent.id.desc()
+    return session.scalar(query.order_by(order).offset(count - 1).limit(1))
+
+
+def _indexed_read(session: Session, job_id: int, log_filter: LogFilter, *, after: int,
+                  before: int | None, oldest_first: bool, limit: int) -> list[JobEvent]:
+    if session.get_bind().dialect.name == "postgresql":
+        hits = (events_query(job_id, log_filter, after=after, before=before)
+                .with_only_columns(JobEvent.id).order_by(None)
+                .cte("hits").prefix_with("MATERIALIZED"))
+        order = hits.c.id.asc() if oldest_first else hits.c.id.desc()
+        query = select(JobEvent).where(
+            JobEvent.id.in_(select(hits.c.id).order_by(order).limit(limit)))
+        return list(session.scalars(
+            query.order_by(JobEvent.id.asc() if oldest_first else JobEvent.id.desc())))
+    # SQLite: FTS5 walks this job's matches in id order (the join leaves it outside, the
+    # ORDER BY on its rowid is its own), and LIMIT stops the walk.
+    found = SEARCH_TABLE.c.rowid
+    phrase = log_filter.q.replace('"', '""')
+    query = (_narrowed(select(JobEvent), log_filter)
+             .join_from(SEARCH_TABLE, JobEvent, JobEvent.id == found)
+             .where(SEARCH_TABLE.c.job_events_search.match(
+                 f'job : "[{job_id}]" AND {{message code}} : "{phrase}"'),
+                    JobEvent.job_id == job_id, text_matches(log_filter.q), found > after))
+    if before is not None:
+        query = query.where(found < before)
+    return list(session.scalars(
+        query.order_by(found.asc() if oldest_first else found.desc()).limit(limit)))
+
+
+def _has_index(session: Session) -> bool:
+    """Whether migration c9e1f3a5b7d0 made the text index here (kept per engine)."""
+    engine = session.get_bind()
+    if engine not in _indexed:
+        check = ("SELECT to_regclass('ix_job_events_text') IS NOT NULL"
+                 if engine.dialect.name == "postgresql" else
+                 "SELECT count(*) FROM sqlite_master WHERE name = 'job_events_search'")
+        _indexed[engine] = bool(session.scalar(text(check)))
+    return _indexed[engine]
