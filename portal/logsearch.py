@@ -28,7 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Engine, column, or_, select, table, text
+from sqlalchemy import Engine, column, func, or_, select, table, text
 from sqlalchemy.orm import Session
 
 from portal.models import JobEvent
@@ -44,14 +44,14 @@ SEARCH_TABLE = table("job_events_search", column("rowid"), column("job_events_se
 _indexed: WeakKeyDictionary[Engine, bool] = WeakKeyDictionary()
 
 
-def events_query(job_id: int, log_filter: LogFilter, *, after: int = 0,
+def events_query(session: Session, job_id: int, log_filter: LogFilter, *, after: int = 0,
                  before: int | None = None, oldest_first: bool = False):
     """The job's events in (after, before), newest first (or oldest first), filtered by a
     plain read. Keyset on the (job_id, id) index, so the newest page and a page a million
     events back cost the same when most events match."""
     query = _narrowed(select(JobEvent).where(JobEvent.job_id == job_id), log_filter)
     if log_filter.q:
-        query = query.where(text_matches(log_filter.q))
+        query = query.where(text_matches(session, log_filter.q))
     if after:
         query = query.where(JobEvent.id > after)
     if before is not None:
@@ -59,12 +59,17 @@ def events_query(job_id: int, log_filter: LogFilter, *, after: int = 0,
     return query.order_by(JobEvent.id.asc() if oldest_first else JobEvent.id.desc())
 
 
-def text_matches(q: str):
-    """Events whose message or code holds `q`, case folded, `%` and `_` taken literally."""
-    escaped = q.replace("/", "//").replace("%", "/%").replace("_", "/_")
-    pattern = f"%{escaped}%"
-    return or_(JobEvent.message.ilike(pattern, escape="/"),
-               JobEvent.code.ilike(pattern, escape="/"))
+def text_matches(session: Session, q: str):
+    """Events whose message or code holds `q`, case folded, `%` and `_` taken literally.
+    PostgreSQL's ILIKE folds every letter (in a UTF-8 database); SQLite's LIKE only ASCII
+    ones, so text with other letters is compared with both sides lowered by Python
+    (`portal_lower`, registered on each SQLite connection)."""
+    pattern = "%{}%".format(q.replace("/", "//").replace("%", "/%").replace("_", "/_"))
+    if q.isascii() or _postgresql(session):
+        return or_(JobEvent.message.ilike(pattern, escape="/"),
+                   JobEvent.code.ilike(pattern, escape="/"))
+    return or_(func.portal_lower(JobEvent.message).like(pattern.lower(), escape="/"),
+               func.portal_lower(JobEvent.code).like(pattern.lower(), escape="/"))
 
 
 def find_events(session: Session, job_id: int, log_filter: LogFilter, *, limit: int,
@@ -73,14 +78,15 @@ def find_events(session: Session, job_id: int, log_filter: LogFilter, *, limit: 
     """Up to `limit` events of the filtered log in (after, before), newest first (or
     oldest first): the rows events_query would give, found without reading the log."""
     def read(low: int, high: int | None, count: int) -> list[JobEvent]:
-        return list(session.scalars(events_query(job_id, log_filter, after=low, before=high,
-                                                 oldest_first=oldest_first).limit(count)))
+        return list(session.scalars(events_query(session, job_id, log_filter, after=low,
+                                                 before=high, oldest_first=oldest_first)
+                                    .limit(count)))
 
     if len(log_filter.q) < SHORTEST_INDEXED or not _has_index(session):
         return read(after, before, limit)
     rows: list[JobEvent] = []
     read_first = SCAN_FIRST
-    postgresql = session.get_bind().dialect.name == "postgresql"
+    postgresql = _postgresql(session)
     for _ in range(2):  # step 1, then step 2 where it pays
         edge = _edge(session, job_id, after, before, oldest_first, read_first)
         if edge is None:  # the range holds no more than that: read it all
@@ -119,8 +125,8 @@ def _edge(session: Session, job_id: int, after: int, before: int | None,
 
 def _indexed_read(session: Session, job_id: int, log_filter: LogFilter, *, after: int,
                   before: int | None, oldest_first: bool, limit: int) -> list[JobEvent]:
-    if session.get_bind().dialect.name == "postgresql":
-        hits = (events_query(job_id, log_filter, after=after, before=before)
+    if _postgresql(session):
+        hits = (events_query(session, job_id, log_filter, after=after, before=before)
                 .with_only_columns(JobEvent.id).order_by(None)
                 .cte("hits").prefix_with("MATERIALIZED"))
         order = hits.c.id.asc() if oldest_first else hits.c.id.desc()
@@ -136,11 +142,16 @@ def _indexed_read(session: Session, job_id: int, log_filter: LogFilter, *, after
              .join_from(SEARCH_TABLE, JobEvent, JobEvent.id == found)
              .where(SEARCH_TABLE.c.job_events_search.match(
                  f'job : "[{job_id}]" AND {{message code}} : "{phrase}"'),
-                    JobEvent.job_id == job_id, text_matches(log_filter.q), found > after))
+                    JobEvent.job_id == job_id, text_matches(session, log_filter.q),
+                    found > after))
     if before is not None:
         query = query.where(found < before)
     return list(session.scalars(
         query.order_by(found.asc() if oldest_first else found.desc()).limit(limit)))
+
+
+def _postgresql(session: Session) -> bool:
+    return session.get_bind().dialect.name == "postgresql"
 
 
 def _has_index(session: Session) -> bool:

@@ -60,7 +60,8 @@ def fill_log(job: Job, size: int = LOG_SIZE, *, run_id: int | None = None) -> No
 
 def read_everything(job_id: int, log_filter: LogFilter, oldest_first: bool = False) -> list[int]:
     """The plain read of the whole log: what every search must agree with."""
-    return list(db.session.scalars(events_query(job_id, log_filter, oldest_first=oldest_first)
+    return list(db.session.scalars(events_query(db.session, job_id, log_filter,
+                                                oldest_first=oldest_first)
                                    .with_only_columns(JobEvent.id)))
 
 
@@ -113,6 +114,8 @@ def test_placed_text_is_found_where_it_was_put(log_job):
         assert len(found) == sum(1 for n in range(LOG_SIZE) if here(n)) > 0, phrase
         assert all(phrase in message for message in found)
     assert find_events(db.session, job.id, LogFilter(q="no event says this"), limit=10) == []
+    # Case is folded for every letter, not only ASCII ones (SQLite's LIKE folds only those).
+    assert len(find_events(db.session, job.id, LogFilter(q="üBERGRÖßE"), limit=LOG_SIZE)) == 6
 
 
 def asks_the_index(statement: str) -> bool:
@@ -148,7 +151,8 @@ def test_beyond_the_first_events_the_index_answers(log_job):
              if len(line) - len(line.lstrip()) <= depth), len(lines))]
         assert fence and not any("Limit" in line for line in fence), lines
         # ... and the text condition is one the trigram index serves.
-        alone = select(JobEvent.id).where(logsearch.text_matches(q)).compile(db.engine)
+        alone = (select(JobEvent.id).where(logsearch.text_matches(db.session, q))
+                 .compile(db.engine))
         plan = plan_of(str(alone), alone.params, scans=False)
         assert "Bitmap Index Scan on ix_job_events_text" in plan, plan
 
