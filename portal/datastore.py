@@ -37,6 +37,7 @@ from portal.models.types import UTCDateTime, stored_time, utcnow
 from portal.params import parse_int
 from portal.queues import redis_connection
 from portal.schemaform import unsafe_character
+from portal.textsearch import holds
 from providers.base import ConfigError, InMessage, OutMessage, StoredFile
 from providers.files import FileCheck, FileInfo, RecordError, check_file, inspect
 
@@ -361,8 +362,10 @@ def stream_page(stream: Stream, *, before_id: int | None = None, search: str = "
         # non-ASCII letters as \u escapes: the search is tried as typed and as JSON writes it.
         payload = cast(Message.payload, String)
         forms = {search, json.dumps(search)[1:-1], json.dumps(search, ensure_ascii=False)[1:-1]}
-        query = query.where(or_(Message.dedupe_key.icontains(search, autoescape=True),
-                                *(payload.icontains(form, autoescape=True) for form in forms)))
+        postgresql = db.session.get_bind().dialect.name == "postgresql"
+        query = query.where(or_(holds(Message.dedupe_key, search, postgresql=postgresql),
+                                *(holds(payload, form, postgresql=postgresql)
+                                  for form in forms)))
     rows = list(db.session.scalars(query.order_by(Message.id.desc()).limit(limit + 1)))
     return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
 

@@ -53,6 +53,7 @@ from portal.schemaform import (
     secret_slots,
     validate,
 )
+from portal.textsearch import holds
 from providers.base import KINDS, JobType, Provider
 
 log = logging.getLogger(__name__)
@@ -666,8 +667,9 @@ class JobFilter:
         if self.authorization is not None:
             query = query.where(Job.authorization_id == self.authorization)
         if self.q:
-            query = query.where(or_(Job.name.icontains(self.q, autoescape=True),
-                                    Job.description.icontains(self.q, autoescape=True)))
+            postgresql = db.session.get_bind().dialect.name == "postgresql"
+            query = query.where(or_(holds(Job.name, self.q, postgresql=postgresql),
+                                    holds(Job.description, self.q, postgresql=postgresql)))
         return query
 
 

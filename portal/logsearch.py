@@ -28,10 +28,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Engine, column, func, or_, select, table, text
+from sqlalchemy import Engine, column, or_, select, table, text
 from sqlalchemy.orm import Session
 
 from portal.models import JobEvent
+from portal.textsearch import holds
 
 if TYPE_CHECKING:
     from portal.jobs import LogFilter
@@ -60,16 +61,10 @@ def events_query(session: Session, job_id: int, log_filter: LogFilter, *, after:
 
 
 def text_matches(session: Session, q: str):
-    """Events whose message or code holds `q`, case folded, `%` and `_` taken literally.
-    PostgreSQL's ILIKE folds every letter (in a UTF-8 database); SQLite's LIKE only ASCII
-    ones, so text with other letters is compared with both sides lowered by Python
-    (`portal_lower`, registered on each SQLite connection)."""
-    pattern = "%{}%".format(q.replace("/", "//").replace("%", "/%").replace("_", "/_"))
-    if q.isascii() or _postgresql(session):
-        return or_(JobEvent.message.ilike(pattern, escape="/"),
-                   JobEvent.code.ilike(pattern, escape="/"))
-    return or_(func.portal_lower(JobEvent.message).like(pattern.lower(), escape="/"),
-               func.portal_lower(JobEvent.code).like(pattern.lower(), escape="/"))
+    """Events whose message or code holds `q` (portal.textsearch's rule)."""
+    postgresql = _postgresql(session)
+    return or_(holds(JobEvent.message, q, postgresql=postgresql),
+               holds(JobEvent.code, q, postgresql=postgresql))
 
 
 def find_events(session: Session, job_id: int, log_filter: LogFilter, *, limit: int,

@@ -319,3 +319,17 @@ def test_a_job_retrying_after_errors_is_shown_and_filtered_apart(client, auth, s
     summary = client.get(f"/jobs/{ids[1]}").get_data(as_text=True)
     assert 'data-shown="retrying">Retrying (3 errors in a row)</span>' in summary
     assert ".text-bg-retrying" in client.get("/static/portal.css").get_data(as_text=True)
+
+
+def test_search_folds_the_case_of_every_letter(client, auth, seed):
+    """Not only ASCII letters (SQLite's LIKE folds only those): the one rule of every
+    search box, portal.textsearch."""
+    auth.login("viewer")
+    seed([{"name": "Überweisungen Ärzte", "status": "running"},
+          {"name": "Ecole", "status": "running", "description": "ÉCOLE DES ÉLÈVES"},
+          {"name": "Other", "status": "running"}])
+    assert names(listing(client, q="überweis")) == ["Überweisungen Ärzte"]
+    assert names(listing(client, q="ÄRZTE")) == ["Überweisungen Ärzte"]
+    assert names(listing(client, q="élèves")) == ["Ecole"]
+    assert names(listing(client, q="ecole")) == ["Ecole"], "an accent is a letter of its own"
+    assert names(listing(client, q="%")) == []
