@@ -132,17 +132,25 @@ def _indexed_read(session: Session, job_id: int, log_filter: LogFilter, *, after
     # SQLite: FTS5 walks this job's matches in id order (the join leaves it outside, the
     # ORDER BY on its rowid is its own), and LIMIT stops the walk.
     found = SEARCH_TABLE.c.rowid
-    phrase = log_filter.q.replace('"', '""')
     query = (_narrowed(select(JobEvent), log_filter)
              .join_from(SEARCH_TABLE, JobEvent, JobEvent.id == found)
              .where(SEARCH_TABLE.c.job_events_search.match(
-                 f'job : "[{job_id}]" AND {{message code}} : "{phrase}"'),
+                 f'job : "[{job_id}]" AND {{message code}} : ({_trigrams(log_filter.q)})'),
                     JobEvent.job_id == job_id, text_matches(session, log_filter.q),
                     found > after))
     if before is not None:
         query = query.where(found < before)
     return list(session.scalars(
         query.order_by(found.asc() if oldest_first else found.desc()).limit(limit)))
+
+
+def _trigrams(q: str) -> str:
+    """An FTS5 query for the rows holding every trigram of a cover of `q` (its 1st, 4th,
+    7th ... and its last): a superset of the rows holding `q`, which LIKE then decides.
+    As a phrase of all its trigrams, FTS5 walked every trigram's positions: 1.95 ms
+    against 0.72 ms for text in 100 of a million events."""
+    starts = sorted({*range(0, len(q) - 2, 3), len(q) - 3})
+    return " AND ".join('"{}"'.format(q[start:start + 3].replace('"', '""')) for start in starts)
 
 
 def _postgresql(session: Session) -> bool:

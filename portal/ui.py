@@ -9,7 +9,7 @@ from zoneinfo import ZoneInfo
 
 from flask import Flask, has_request_context, request, url_for
 from flask_login import current_user
-from markupsafe import Markup
+from markupsafe import Markup, escape
 
 from portal.jobs import RETRYING
 from portal.models.types import utcnow
@@ -150,11 +150,20 @@ def format_duration(value: timedelta | float | None) -> str:
 
 def user_timezone() -> str:
     """The IANA name of the zone the signed-in person reads times in ("UTC" without one, or
-    when the stored name is no longer known)."""
-    name = "UTC"
-    if has_request_context() and current_user.is_authenticated:
-        name = getattr(current_user, "timezone", None) or "UTC"
-    return name if name in known_timezones() else "UTC"
+    when the stored name is no longer known). Looked up once a request: a page of times
+    asks for it on every row (the settings page redirects after a change)."""
+    if not has_request_context():
+        return "UTC"
+    name = request.environ.get(_ZONE_KEY)
+    if name is None:
+        name = "UTC"
+        if current_user.is_authenticated:
+            name = getattr(current_user, "timezone", None) or "UTC"
+        name = request.environ[_ZONE_KEY] = name if name in known_timezones() else "UTC"
+    return name
+
+
+_ZONE_KEY = "portal.user_timezone"
 
 
 def format_time(value: datetime | None, zone: str | None = None) -> str:
@@ -205,9 +214,9 @@ def time_tag(value: datetime | None) -> Markup:
         return Markup("—")
     zone = user_timezone()
     instant = value.astimezone(UTC).replace(microsecond=0)
-    return Markup('<time class="when" datetime="{}" title="{}">{}</time>').format(
-        instant.strftime("%Y-%m-%dT%H:%M:%SZ"), format_time(value, zone),
-        relative_time(value, utcnow(), zone))
+    return Markup(f'<time class="when" datetime="{instant:%Y-%m-%dT%H:%M:%SZ}" '
+                  f'title="{escape(format_time(value, zone))}">'
+                  f'{escape(relative_time(value, utcnow(), zone))}</time>')
 
 
 def message_source(source: str | None) -> Markup:
