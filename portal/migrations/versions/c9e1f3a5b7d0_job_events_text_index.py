@@ -17,6 +17,9 @@ Now a trigram index answers "which events hold this text" (portal.logsearch uses
   which serves ILIKE '%text%'. pg_trgm ships with PostgreSQL and is a trusted extension,
   so the database's owner may create it.
 
+A later migration that rebuilds job_events on SQLite (batch_alter_table copies the table)
+drops these triggers with it and must create them again, as b3d9f2a6c8e1 does for others.
+
 Where the database cannot have the index (an SQLite built without FTS5 or its trigram
 tokenizer, or no right to create pg_trgm), the migration says so and goes on: searches
 then read the log as before, only slower.
