@@ -66,7 +66,10 @@ def create_app(overrides: dict[str, Any] | None = None) -> Flask:
     db.init_app(app)
     with app.app_context():  # errors of the portal's own database are told apart
         background.watch(db.engine)
-    migrate.init_app(app, db, directory=str(MIGRATIONS))
+    from portal import logsearch
+
+    migrate.init_app(app, db, directory=str(MIGRATIONS),
+                     include_object=logsearch.outside_the_models)
     login_manager.init_app(app)
     csrf.init_app(app)
     htmx_headers.init_app(app)
