@@ -362,10 +362,8 @@ def stream_page(stream: Stream, *, before_id: int | None = None, search: str = "
         # non-ASCII letters as \u escapes: the search is tried as typed and as JSON writes it.
         payload = cast(Message.payload, String)
         forms = {search, json.dumps(search)[1:-1], json.dumps(search, ensure_ascii=False)[1:-1]}
-        postgresql = db.session.get_bind().dialect.name == "postgresql"
-        query = query.where(or_(holds(Message.dedupe_key, search, postgresql=postgresql),
-                                *(holds(payload, form, postgresql=postgresql)
-                                  for form in forms)))
+        query = query.where(or_(holds(db.session, search, Message.dedupe_key),
+                                *(holds(db.session, form, payload) for form in forms)))
     rows = list(db.session.scalars(query.order_by(Message.id.desc()).limit(limit + 1)))
     return rows[:limit], (rows[limit - 1].id if len(rows) > limit else None)
 

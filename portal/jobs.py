@@ -23,7 +23,6 @@ from sqlalchemy import (
     delete,
     func,
     literal,
-    or_,
     select,
     tuple_,
 )
@@ -667,9 +666,7 @@ class JobFilter:
         if self.authorization is not None:
             query = query.where(Job.authorization_id == self.authorization)
         if self.q:
-            postgresql = db.session.get_bind().dialect.name == "postgresql"
-            query = query.where(or_(holds(Job.name, self.q, postgresql=postgresql),
-                                    holds(Job.description, self.q, postgresql=postgresql)))
+            query = query.where(holds(db.session, self.q, Job.name, Job.description))
         return query
 
 

@@ -32,7 +32,7 @@ from functools import cache
 from typing import TYPE_CHECKING
 from weakref import WeakKeyDictionary
 
-from sqlalchemy import Engine, column, or_, select, table, text
+from sqlalchemy import Engine, column, select, table, text
 from sqlalchemy.orm import Session
 
 from portal.models import JobEvent
@@ -56,19 +56,12 @@ def events_query(session: Session, job_id: int, log_filter: LogFilter, *, after:
     events back cost the same when most events match."""
     query = _narrowed(select(JobEvent).where(JobEvent.job_id == job_id), log_filter)
     if log_filter.q:
-        query = query.where(text_matches(session, log_filter.q))
+        query = query.where(holds(session, log_filter.q, JobEvent.message, JobEvent.code))
     if after:
         query = query.where(JobEvent.id > after)
     if before is not None:
         query = query.where(JobEvent.id < before)
     return query.order_by(JobEvent.id.asc() if oldest_first else JobEvent.id.desc())
-
-
-def text_matches(session: Session, q: str):
-    """Events whose message or code holds `q` (portal.textsearch's rule)."""
-    postgresql = _postgresql(session)
-    return or_(holds(JobEvent.message, q, postgresql=postgresql),
-               holds(JobEvent.code, q, postgresql=postgresql))
 
 
 def find_events(session: Session, job_id: int, log_filter: LogFilter, *, limit: int,
@@ -81,7 +74,8 @@ def find_events(session: Session, job_id: int, log_filter: LogFilter, *, limit: 
                                                  before=high, oldest_first=oldest_first)
                                     .limit(count)))
 
-    if not _has_index(session) or _indexed_text(session, log_filter.q) is None:
+    indexed = _indexed_text(session, log_filter.q) if _has_index(session) else None
+    if indexed is None:
         return read(after, before, limit)
     rows: list[JobEvent] = []
     read_first = SCAN_FIRST
@@ -99,8 +93,9 @@ def find_events(session: Session, job_id: int, log_filter: LogFilter, *, limit: 
         if not postgresql or not rows or wanted > SCAN_MORE * SCAN_FIRST:
             break
         read_first = wanted
-    return rows + _indexed_read(session, job_id, log_filter, after=after, before=before,
-                                oldest_first=oldest_first, limit=limit - len(rows))
+    return rows + _indexed_read(session, job_id, log_filter, indexed, after=after,
+                                before=before, oldest_first=oldest_first,
+                                limit=limit - len(rows))
 
 
 def outside_the_models(_object, name: str | None, type_: str, reflected: bool,
@@ -131,8 +126,11 @@ def _edge(session: Session, job_id: int, after: int, before: int | None,
     return session.scalar(query.order_by(order).offset(count - 1).limit(1))
 
 
-def _indexed_read(session: Session, job_id: int, log_filter: LogFilter, *, after: int,
-                  before: int | None, oldest_first: bool, limit: int) -> list[JobEvent]:
+def _indexed_read(session: Session, job_id: int, log_filter: LogFilter, indexed: str, *,
+                  after: int, before: int | None, oldest_first: bool,
+                  limit: int) -> list[JobEvent]:
+    """The index's answer for the range; `indexed` is the part of the text SQLite's index
+    may be asked for (_indexed_text)."""
     if _postgresql(session):
         hits = (events_query(session, job_id, log_filter, after=after, before=before)
                 .with_only_columns(JobEvent.id).order_by(None)
@@ -149,8 +147,9 @@ def _indexed_read(session: Session, job_id: int, log_filter: LogFilter, *, after
              .join_from(SEARCH_TABLE, JobEvent, JobEvent.id == found)
              .where(SEARCH_TABLE.c.job_events_search.match(
                  f'job : "[{job_id}]" AND {{message code}} : '
-                 f'({_trigrams(_indexed_text(session, log_filter.q))})'),
-                    JobEvent.job_id == job_id, text_matches(session, log_filter.q),
+                 f'({_trigrams(indexed)})'),
+                    JobEvent.job_id == job_id,
+                    holds(session, log_filter.q, JobEvent.message, JobEvent.code),
                     found > after))
     if before is not None:
         query = query.where(found < before)

@@ -10,11 +10,14 @@ of ASCII letters keeps the plain LIKE, which is faster.
 
 from __future__ import annotations
 
-from sqlalchemy import ColumnElement, func
+from sqlalchemy import ColumnElement, func, or_
+from sqlalchemy.orm import Session
 
 
-def holds(column: ColumnElement, text: str, *, postgresql: bool) -> ColumnElement[bool]:
+def holds(session: Session, text: str, *columns: ColumnElement) -> ColumnElement[bool]:
+    """Rows where any of `columns` holds `text`, on the session's database."""
     pattern = "%{}%".format(text.replace("/", "//").replace("%", "/%").replace("_", "/_"))
-    if postgresql or text.isascii():
-        return column.ilike(pattern, escape="/")
-    return func.portal_lower(column).like(pattern.lower(), escape="/")
+    if session.get_bind().dialect.name == "postgresql" or text.isascii():
+        return or_(*(column.ilike(pattern, escape="/") for column in columns))
+    return or_(*(func.portal_lower(column).like(pattern.lower(), escape="/")
+                 for column in columns))
